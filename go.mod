@@ -1,0 +1,5 @@
+module github.com/vdisk-project/vdisk
+
+go 1.26.8
+
+require golang.org/x/sync v0.25.0 // indirect
