@@ -1,0 +1,173 @@
+package vmdk
+
+// This file holds the public types of package vmdk: the contract the CLI,
+// the format registry and the host code against.
+
+import (
+	"github.com/vdisk-project/vdisk/disk"
+)
+
+// Subformat is a VMDK createType (reference §0).
+type Subformat string
+
+// The subformats vdisk reads and creates.
+const (
+	MonolithicSparse     Subformat = "monolithicSparse"
+	MonolithicFlat       Subformat = "monolithicFlat"
+	TwoGbMaxExtentSparse Subformat = "twoGbMaxExtentSparse"
+	TwoGbMaxExtentFlat   Subformat = "twoGbMaxExtentFlat"
+	StreamOptimized      Subformat = "streamOptimized"
+	VMFS                 Subformat = "vmfs"     // VMFS flat (thick)
+	VMFSThin             Subformat = "vmfsThin" // written as createType "vmfs" with ddb.thinProvisioned
+	VMFSSparse           Subformat = "vmfsSparse"
+	SESparse             Subformat = "seSparse"
+)
+
+// Adapter types accepted for new disks (ddb.adapterType). legacyESX is read
+// but refused for new disks.
+var Adapters = []string{"ide", "buslogic", "lsilogic", "lsisas1068", "pvscsi"}
+
+// Geometry is a disk's cylinders/heads/sectors (ddb.geometry.*).
+type Geometry struct {
+	Cylinders uint64
+	Heads     uint32
+	Sectors   uint32
+}
+
+// CreateOptions describe a new disk. The zero value makes a monolithicSparse
+// disk for an ide adapter, hardware version 4, like qemu-img's defaults.
+type CreateOptions struct {
+	Subformat    Subformat // default MonolithicSparse
+	Adapter      string    // one of Adapters; default "ide"
+	HWVersion    int       // ddb.virtualHWVersion; default 4
+	ToolsVersion string    // ddb.toolsVersion; default "2147483647"
+	// Parent, when set, makes the new disk a child (delta or linked clone)
+	// of the disk at this path: same capacity, parentCID and
+	// parentFileNameHint set. The path is stored relative to the child when
+	// possible. Only sparse subformats can have a parent.
+	Parent string
+	// SplitSize is the size in bytes of each extent of the split
+	// (twoGbMaxExtent*) subformats. Default 2047 MiB (VMware's); qemu uses
+	// 2 GiB.
+	SplitSize int64
+	// ZeroedGrain enables zeroed-grain GTEs (sparse header version 2).
+	ZeroedGrain bool
+	// Workers is the number of compressing goroutines for
+	// streamOptimized. Default GOMAXPROCS.
+	Workers int
+	// FS is the filesystem to create files in; nil means disk.OSFS.
+	FS disk.FS
+}
+
+// OpenOptions modify Open. The zero value opens the whole chain read-write.
+type OpenOptions struct {
+	ReadOnly bool
+	// SingleLink opens only the named link, not its parents (VDDK's
+	// OPEN_SINGLE_LINK): absent grains read as zeros. Implies nothing about
+	// writability.
+	SingleLink bool
+	// IgnoreCID opens a chain whose parentCID does not match its parent's
+	// CID. Without it a mismatch is an ErrCorrupt error.
+	IgnoreCID bool
+	// Unbuffered opens files with O_DIRECT; buffers passed to ReadAt and
+	// WriteAt must then be sector-aligned in address and length.
+	Unbuffered bool
+	// Salvage opens a damaged image read-only and serves what can be read
+	// (for example the grains of a truncated stream found by a marker scan).
+	Salvage bool
+	// FS is the filesystem to open files from; nil means disk.OSFS.
+	FS disk.FS
+}
+
+// Info describes an open disk.
+type Info struct {
+	Capacity   int64     // virtual size in bytes
+	CreateType Subformat // of the leaf link
+	Adapter    string
+	HWVersion  string
+	Geometry   Geometry
+	CID        uint32
+	ParentCID  uint32 // 0xffffffff when there is no parent
+	ParentHint string // parentFileNameHint of the leaf, "" when none
+	UUID       string // ddb.uuid, "" when none
+	Links      int    // number of links in the open chain
+	Files      []FileInfo
+	// Unclean is set when a link was found marked as not cleanly closed.
+	Unclean bool
+}
+
+// FileInfo describes one file of an open disk.
+type FileInfo struct {
+	Path       string
+	Link       int    // 0 is the leaf
+	Kind       string // "descriptor", "SPARSE", "FLAT", "VMFS", "VMFSSPARSE", "SESPARSE", "ZERO"
+	Access     string // "RW", "RDONLY", "NOACCESS"
+	Offset     int64  // virtual offset of the extent, bytes
+	Size       int64  // virtual size of the extent, bytes
+	Compressed bool
+	FileSize   int64 // bytes on storage
+}
+
+// RepairMode selects what Check may change.
+type RepairMode int
+
+// Repair modes, like qemu-img check -r.
+const (
+	RepairNone  RepairMode = iota // report only
+	RepairLeaks                   // reclaim leaked grains and clear a stale unclean mark
+	RepairAll                     // everything reference §11.4 lists
+)
+
+// CheckOptions modify Check.
+type CheckOptions struct {
+	Repair    RepairMode
+	IgnoreCID bool
+	FS        disk.FS
+}
+
+// Problem is one finding of Check.
+type Problem struct {
+	Path     string
+	Severity string // "error", "warning", "leak"
+	Message  string
+	Repaired bool
+}
+
+// CheckReport is Check's result.
+type CheckReport struct {
+	Problems    []Problem
+	Errors      int   // corruptions found
+	Leaks       int   // leaked grains found
+	LeakedBytes int64 // bytes in leaked grains
+	Repaired    int   // problems repaired
+	// Unrepaired counts errors left after repair; LostBytes is data that
+	// repair had to drop (a GTE pointing past the end of file, say).
+	Unrepaired int
+	LostBytes  int64
+	// AllocatedBytes and TotalBytes describe the image like qemu-img check's
+	// "allocated clusters" line.
+	AllocatedBytes int64
+	TotalBytes     int64
+}
+
+// Clean reports whether the check found no errors left unrepaired.
+func (r *CheckReport) Clean() bool { return r.Unrepaired == 0 && (r.Errors == 0 || r.Repaired >= r.Errors) }
+
+// CompactStats reports what Compact reclaimed.
+type CompactStats struct {
+	BytesBefore int64 // file bytes before
+	BytesAfter  int64 // file bytes after
+	Grains      int   // grains dropped (zero or unreferenced)
+}
+
+// The functions below complete the surface:
+//
+//	func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Disk, error)
+//	func Open(ctx context.Context, path string, o *OpenOptions) (*Disk, error)
+//	func Check(ctx context.Context, path string, o *CheckOptions) (*CheckReport, error)
+//	func Compact(ctx context.Context, path string, o *OpenOptions) (CompactStats, error)
+//	func (d *Disk) Info() Info
+//	func (d *Disk) Metadata(key string) (string, error)   // ErrNotFound for an unknown key
+//	func (d *Disk) SetMetadata(key, value string) error    // ddb.* keys; written to the leaf
+//	func (d *Disk) MetadataKeys() []string                 // sorted, merged over the chain
+//	ReadAt, WriteAt, Size, Flush, Close, Extents, WriteZeroes, Trim, Resize, ReadOnly
