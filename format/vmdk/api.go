@@ -151,7 +151,9 @@ type CheckReport struct {
 }
 
 // Clean reports whether the check found no errors left unrepaired.
-func (r *CheckReport) Clean() bool { return r.Unrepaired == 0 && (r.Errors == 0 || r.Repaired >= r.Errors) }
+func (r *CheckReport) Clean() bool {
+	return r.Unrepaired == 0 && (r.Errors == 0 || r.Repaired >= r.Errors)
+}
 
 // CompactStats reports what Compact reclaimed.
 type CompactStats struct {
