@@ -24,6 +24,8 @@ type FS interface {
 	OpenFile(name string, flag int, perm fs.FileMode) (File, error)
 	Remove(name string) error
 	Stat(name string) (fs.FileInfo, error)
+	// Rename atomically replaces newpath with oldpath.
+	Rename(oldpath, newpath string) error
 }
 
 // OSFS is the operating system's filesystem.
@@ -43,3 +45,6 @@ func (OSFS) Remove(name string) error { return os.Remove(name) }
 
 // Stat returns os.Stat(name).
 func (OSFS) Stat(name string) (fs.FileInfo, error) { return os.Stat(name) }
+
+// Rename renames with os.Rename.
+func (OSFS) Rename(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }

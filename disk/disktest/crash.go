@@ -85,6 +85,20 @@ func (c *CrashFS) Remove(name string) error {
 	return nil
 }
 
+// Rename atomically (and durably) replaces newpath with oldpath.
+func (c *CrashFS) Rename(oldpath, newpath string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	oldpath, newpath = path.Clean(oldpath), path.Clean(newpath)
+	f, ok := c.files[oldpath]
+	if !ok {
+		return &fs.PathError{Op: "rename", Path: oldpath, Err: fs.ErrNotExist}
+	}
+	delete(c.files, oldpath)
+	c.files[newpath] = f
+	return nil
+}
+
 // Stat describes a file.
 func (c *CrashFS) Stat(name string) (fs.FileInfo, error) {
 	c.mu.Lock()

@@ -1,0 +1,69 @@
+package vmdk
+
+import (
+	"errors"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vdisk-project/vdisk/disk"
+)
+
+// fileRun reports whether the file byte at off holds data (or lies in a
+// hole) and how many bytes from off, at most n, share that state. Files
+// that cannot tell (not an *os.File, or a filesystem without SEEK_DATA)
+// report data.
+func fileRun(f disk.File, off, n int64) (bool, int64, error) {
+	of, ok := f.(*os.File)
+	if !ok {
+		return true, n, nil
+	}
+	fd := int(of.Fd())
+	data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+	if errors.Is(err, unix.ENXIO) {
+		return false, n, nil // a hole to the end of the file
+	}
+	if err != nil {
+		return true, n, nil
+	}
+	if data > off {
+		return false, min(data-off, n), nil
+	}
+	hole, err := unix.Seek(fd, off, unix.SEEK_HOLE)
+	if err != nil {
+		return true, n, nil
+	}
+	return true, min(hole-off, n), nil
+}
+
+// zeroFile makes a byte range of a file read as zeros, punching a hole when
+// the filesystem can and writing zeros otherwise.
+func zeroFile(f disk.File, off, n int64) error {
+	if of, ok := f.(*os.File); ok {
+		err := unix.Fallocate(int(of.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		if err == nil {
+			return nil
+		}
+	}
+	buf := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		c := min(n, int64(len(buf)))
+		if _, err := f.WriteAt(buf[:c], off); err != nil {
+			return err
+		}
+		off += c
+		n -= c
+	}
+	return nil
+}
+
+// preallocate reserves storage for the first n bytes of a file (thick
+// provisioning), when the filesystem can.
+func preallocate(f disk.File, n int64) error {
+	if of, ok := f.(*os.File); ok && n > 0 {
+		if err := unix.Fallocate(int(of.Fd()), 0, 0, n); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+			return err
+		}
+	}
+	return nil
+}

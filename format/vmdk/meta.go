@@ -1,0 +1,213 @@
+package vmdk
+
+import (
+	"context"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/vdisk-project/vdisk/disk"
+)
+
+// Info describes the open disk. Descriptor keys are looked up from the leaf
+// downward, as VMware does (§2.5).
+func (d *Disk) Info() Info {
+	leaf := d.links[0]
+	in := Info{
+		Capacity:   d.size,
+		CreateType: Subformat(leaf.createType),
+		Adapter:    d.meta("ddb.adapterType"),
+		HWVersion:  d.meta("ddb.virtualHWVersion"),
+		CID:        leaf.cid,
+		ParentCID:  leaf.parentCID,
+		ParentHint: leaf.desc.get("parentFileNameHint"),
+		UUID:       d.meta("ddb.uuid"),
+		Links:      len(d.links),
+	}
+	if in.CreateType == VMFS && d.meta("ddb.thinProvisioned") == "1" {
+		in.CreateType = VMFSThin
+	}
+	c, _ := strconv.ParseUint(d.meta("ddb.geometry.cylinders"), 10, 64)
+	h, _ := strconv.ParseUint(d.meta("ddb.geometry.heads"), 10, 32)
+	s, _ := strconv.ParseUint(d.meta("ddb.geometry.sectors"), 10, 32)
+	in.Geometry = Geometry{Cylinders: c, Heads: uint32(h), Sectors: uint32(s)}
+	for i, l := range d.links {
+		in.Unclean = in.Unclean || l.unclean
+		if l.embedded == nil {
+			in.Files = append(in.Files, FileInfo{Path: l.path, Link: i, Kind: "descriptor", FileSize: fileSize(d.fsys, l.path)})
+		}
+		for x, el := range l.desc.extents {
+			fi := FileInfo{Link: i, Kind: el.Type, Access: el.Access, Size: el.Sectors * disk.SectorSize}
+			if x < len(l.starts) {
+				fi.Offset = l.starts[x]
+			}
+			if el.Type != "ZERO" {
+				fi.Path = el.File
+				if l.embedded != nil {
+					fi.Path = l.path
+				} else if !strings.HasPrefix(fi.Path, "/") {
+					fi.Path = joinDir(l.path, el.File)
+				}
+				fi.FileSize = fileSize(d.fsys, fi.Path)
+			}
+			if x < len(l.extents) {
+				if se, ok := unwrapExtent(l.extents[x]).(*sparseExtent); ok {
+					fi.Compressed = se.h.compressed()
+				}
+			}
+			in.Files = append(in.Files, fi)
+		}
+	}
+	return in
+}
+
+func joinDir(file, name string) string {
+	i := strings.LastIndexByte(file, '/')
+	if i < 0 {
+		return name
+	}
+	return file[:i+1] + name
+}
+
+func fileSize(fsys disk.FS, name string) int64 {
+	st, err := fsys.Stat(name)
+	if err != nil {
+		return -1
+	}
+	return st.Size()
+}
+
+func (d *Disk) meta(key string) string {
+	v, _ := d.Metadata(key)
+	return v
+}
+
+// Metadata returns the value of a disk database key ("ddb.adapterType" or
+// "adapterType"), looked up from the leaf downward. An unknown key gives
+// ErrNotFound.
+func (d *Disk) Metadata(key string) (string, error) {
+	key = ddbKey(key)
+	for _, l := range d.links {
+		if v, ok := l.desc.lookup(key); ok {
+			return v, nil
+		}
+	}
+	return "", disk.Errorf(disk.ErrNotFound, "vmdk: metadata key %q not found", key)
+}
+
+// MetadataKeys lists the disk database keys of the chain, sorted, without
+// the "ddb." prefix.
+func (d *Disk) MetadataKeys() []string {
+	seen := map[string]bool{}
+	var keys []string
+	for _, l := range d.links {
+		for _, k := range l.desc.ddbKeys() {
+			k = strings.TrimPrefix(k, "ddb.")
+			if !seen[strings.ToLower(k)] {
+				seen[strings.ToLower(k)] = true
+				keys = append(keys, k)
+			}
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// SetMetadata sets a disk database key in the leaf's descriptor and writes
+// it out. Values may not contain quotes or line breaks.
+func (d *Disk) SetMetadata(key, value string) error {
+	if d.ro {
+		return disk.Errorf(disk.ErrPermission, "vmdk: %s: opened read-only", d.links[0].path)
+	}
+	key = ddbKey(key)
+	if strings.ContainsAny(key, "\"\n\r= \t") || len(key) > 200 || key == "ddb." {
+		return disk.Errorf(disk.ErrInvalid, "vmdk: invalid metadata key %q", key)
+	}
+	if strings.ContainsAny(value, "\"\n\r") || len(value) > 4096 {
+		return disk.Errorf(disk.ErrInvalid, "vmdk: invalid metadata value for %q", key)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l := d.links[0]
+	old, had := l.desc.lookup(key)
+	l.desc.set(key, value)
+	if err := d.writeDescriptor(l); err != nil {
+		if had {
+			l.desc.set(key, old)
+		} else {
+			l.desc.remove(key)
+		}
+		return err
+	}
+	return nil
+}
+
+func ddbKey(k string) string {
+	if !strings.HasPrefix(strings.ToLower(k), "ddb.") {
+		return "ddb." + k
+	}
+	return k
+}
+
+// Resize grows the disk to size bytes (rounded up to a sector). Flat disks
+// grow their last extent file; split disks add extents; sparse disks grow
+// within the grain directory they were created with. Shrinking is refused
+// (it would destroy data; convert to a smaller disk instead).
+func (d *Disk) Resize(ctx context.Context, size int64) error {
+	if d.ro {
+		return disk.Errorf(disk.ErrPermission, "vmdk: %s: opened read-only", d.links[0].path)
+	}
+	size = (size + disk.SectorSize - 1) / disk.SectorSize * disk.SectorSize
+	if size < d.size {
+		return disk.Errorf(disk.ErrNotSupported, "vmdk: shrinking a disk is not supported; convert it to a smaller disk")
+	}
+	if size == d.size {
+		return nil
+	}
+	if len(d.links) > 1 {
+		return disk.Errorf(disk.ErrNotSupported, "vmdk: a disk with a parent cannot be grown; grow the base before taking snapshots")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l := d.links[0]
+	last := len(l.extents) - 1
+	el := l.desc.extents[last]
+	grow := (size - d.size) / disk.SectorSize
+	exts := append([]extentLine(nil), l.desc.extents...)
+	switch u := unwrapExtent(l.extents[last]).(type) {
+	case *flatExtent:
+		if err := u.f.Truncate(u.base + (el.Sectors+grow)*disk.SectorSize); err != nil {
+			return disk.Wrap(err, "vmdk: resize", u.name, -1)
+		}
+		u.n += grow * disk.SectorSize
+		exts[last].Sectors += grow
+		l.extents[last] = sized{extent: u, n: u.n}
+	case *sparseExtent:
+		newCap := u.h.Capacity + uint64(grow)
+		if divRoundUp(divRoundUp(newCap, u.h.GrainSize), uint64(u.h.NumGTEsPerGT)) > uint64(len(u.gd)) {
+			return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: growing past the grain directory (%d bytes) is not supported yet; convert to a larger disk",
+				u.name, int64(len(u.gd))*u.gtCov)
+		}
+		u.h.Capacity = newCap
+		u.size_ = int64(newCap) * disk.SectorSize
+		if err := u.writeHeader(); err != nil {
+			return err
+		}
+		exts[last].Sectors += grow
+		l.extents[last] = sized{extent: u, n: u.size_}
+	default:
+		return disk.Errorf(disk.ErrNotSupported, "vmdk: this extent type cannot grow")
+	}
+	l.desc.setExtents(exts)
+	if err := d.writeDescriptor(l); err != nil {
+		return err
+	}
+	g := geometry(size, d.meta("ddb.adapterType"))
+	l.desc.set("ddb.geometry.cylinders", strconv.FormatUint(g.Cylinders, 10))
+	if err := d.writeDescriptor(l); err != nil {
+		return err
+	}
+	l.size += grow * disk.SectorSize
+	d.size = l.size
+	return nil
+}

@@ -1,0 +1,498 @@
+package vmdk
+
+import (
+	"encoding/binary"
+	"io"
+	"sync"
+
+	"github.com/vdisk-project/vdisk/disk"
+)
+
+// Grain table cache bounds: 8192 tables of 512 entries are 16 MiB and cover
+// 256 GiB of a disk with 64 KiB grains. Dirty tables are written back on
+// Flush, or earlier when too many accumulate.
+const (
+	maxCachedGTs = 8192
+	maxDirtyGTs  = 2048
+	allocStripes = 64
+)
+
+// sparseExtent is a hosted sparse (KDMV) extent: monolithicSparse, one
+// extent of twoGbMaxExtentSparse, or a hosted snapshot delta (§3).
+//
+// Crash safety: new grains are written at the end of the file and their
+// grain table entries are kept in memory until Flush, which first syncs the
+// data, then writes both grain table copies, then syncs again. A crash
+// before Flush leaves the old tables, which do not reference the new grains:
+// the space leaks (check -r leaks reclaims it) and nothing that was flushed
+// is lost.
+type sparseExtent struct {
+	f     disk.File
+	name  string
+	h     *sparseHeader
+	ro    bool
+	size_ int64 // virtual bytes
+	grain int64 // bytes
+	gtCov int64 // bytes covered by one grain table
+	gtLen int   // entries per grain table
+
+	gd  []uint32 // primary grain directory (sectors of grain tables)
+	rgd []uint32 // redundant grain directory, nil when absent
+
+	mu      sync.Mutex
+	cache   map[uint32][]uint32 // grain directory index -> table
+	dirty   map[uint32]bool
+	pinned  map[uint32]bool // being written back by flush: not evictable
+	end     int64 // next free grain-aligned byte offset
+	fileLen int64 // length of the file as opened (for range checks)
+	marked  bool  // the unclean-shutdown mark is set by us
+
+	stripes [allocStripes]sync.Mutex // serialize allocation per grain
+}
+
+// openSparseExtent opens a KDMV extent whose header is h.
+func openSparseExtent(f disk.File, name string, h *sparseHeader, fileSize int64, ro bool) (*sparseExtent, error) {
+	if err := h.validate(fileSize); err != nil {
+		return nil, err
+	}
+	if h.compressed() {
+		return nil, disk.Errorf(disk.ErrNotSupported, "vmdk: %s: compressed (streamOptimized) extents are opened by the stream reader", name)
+	}
+	if h.Version == 3 && !ro {
+		// §3.3: uncompressed version 3 is a CBT-era format qemu opens only
+		// read-only; do the same.
+		return nil, disk.Errorf(disk.ErrPermission, "vmdk: %s: sparse version 3 extents can only be opened read-only", name)
+	}
+	e := &sparseExtent{
+		f: f, name: name, h: h, ro: ro,
+		size_:   int64(h.Capacity) * disk.SectorSize,
+		grain:   h.grainBytes(),
+		gtCov:   h.gtCoverage(),
+		gtLen:   int(h.NumGTEsPerGT),
+		cache:   make(map[uint32][]uint32),
+		dirty:   make(map[uint32]bool),
+		pinned:  make(map[uint32]bool),
+		fileLen: fileSize,
+	}
+	n := int(h.numGDEntries())
+	var err error
+	if e.gd, err = e.readDir(h.GDOffset, n); err != nil {
+		return nil, err
+	}
+	if h.Flags&flagRedundantGD != 0 && h.RGDOffset != 0 {
+		if e.rgd, err = e.readDir(h.RGDOffset, n); err != nil {
+			return nil, err
+		}
+	}
+	e.end = (fileSize + e.grain - 1) / e.grain * e.grain
+	if over := int64(h.OverHead) * disk.SectorSize; e.end < over {
+		e.end = over
+	}
+	if !ro {
+		if !h.UncleanShutdown {
+			h.UncleanShutdown = true
+			if err := e.writeHeader(); err != nil {
+				return nil, err
+			}
+			e.marked = true
+		}
+	}
+	return e, nil
+}
+
+func (e *sparseExtent) readDir(sector uint64, n int) ([]uint32, error) {
+	b := make([]byte, n*4)
+	if _, err := e.f.ReadAt(b, int64(sector)*disk.SectorSize); err != nil {
+		return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: read grain directory at sector %d: %w", e.name, sector, err)
+	}
+	dir := make([]uint32, n)
+	for i := range dir {
+		dir[i] = binary.LittleEndian.Uint32(b[i*4:])
+	}
+	return dir, nil
+}
+
+func (e *sparseExtent) writeHeader() error {
+	if _, err := e.f.WriteAt(e.h.marshal(), 0); err != nil {
+		return disk.Wrap(err, "vmdk: write header", e.name, 0)
+	}
+	return e.f.Sync()
+}
+
+func (e *sparseExtent) size() int64 { return e.size_ }
+
+// table returns grain table gi, loading it (and some following tables in
+// the same read) when not cached. It returns nil when the directory entry
+// is 0. The caller must not hold e.mu.
+func (e *sparseExtent) table(gi uint32) ([]uint32, error) {
+	e.mu.Lock()
+	if t, ok := e.cache[gi]; ok {
+		e.mu.Unlock()
+		return t, nil
+	}
+	e.mu.Unlock()
+	if int(gi) >= len(e.gd) {
+		return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: grain directory index %d out of range", e.name, gi)
+	}
+	sec := e.gd[gi]
+	if sec == 0 {
+		return nil, nil
+	}
+	// Read a run of tables whose directory entries are consecutive in the
+	// file, up to 64 at a time: preallocated tables are contiguous, so a
+	// full scan of a large disk costs few system calls.
+	gtBytes := int64(e.gtLen) * 4
+	gtSec := uint32(gtBytes / disk.SectorSize)
+	run := 1
+	for int(gi)+run < len(e.gd) && run < 64 && e.gd[int(gi)+run] == sec+uint32(run)*gtSec {
+		run++
+	}
+	off := int64(sec) * disk.SectorSize
+	if off+gtBytes*int64(run) > e.fileLen {
+		run = 1
+		if off+gtBytes > e.fileLen {
+			return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: grain table %d at sector %d past end of file", e.name, gi, sec)
+		}
+	}
+	b := make([]byte, gtBytes*int64(run))
+	if _, err := e.f.ReadAt(b, off); err != nil {
+		return nil, disk.Errorf(disk.ErrAccess, "vmdk: %s: read grain table %d: %w", e.name, gi, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.cache) >= maxCachedGTs {
+		e.evictLocked(run)
+	}
+	var first []uint32
+	for r := range run {
+		idx := gi + uint32(r)
+		if t, ok := e.cache[idx]; ok { // loaded meanwhile, maybe dirty
+			if r == 0 {
+				first = t
+			}
+			continue
+		}
+		t := make([]uint32, e.gtLen)
+		for i := range t {
+			t[i] = binary.LittleEndian.Uint32(b[int64(r)*gtBytes+int64(i)*4:])
+		}
+		e.cache[idx] = t
+		if r == 0 {
+			first = t
+		}
+	}
+	return first, nil
+}
+
+// evictLocked drops clean tables until there is room for n more.
+func (e *sparseExtent) evictLocked(n int) {
+	for k := range e.cache {
+		if len(e.cache)+n <= maxCachedGTs {
+			return
+		}
+		if !e.dirty[k] && !e.pinned[k] {
+			delete(e.cache, k)
+		}
+	}
+}
+
+// gte returns the grain table entry of the grain holding off, and whether
+// its grain table exists.
+func (e *sparseExtent) gte(off int64) (uint32, bool, error) {
+	gi := uint32(off / e.gtCov)
+	t, err := e.table(gi)
+	if err != nil || t == nil {
+		return 0, false, err
+	}
+	e.mu.Lock()
+	v := t[(off%e.gtCov)/e.grain]
+	e.mu.Unlock()
+	return v, true, nil
+}
+
+func (e *sparseExtent) stateOf(v uint32) blockState {
+	switch {
+	case v == 0:
+		return stateAbsent
+	case v == 1:
+		// A zeroed grain; without the flag it is a corruption that Check
+		// reports, and reads give zeros either way (§3.5).
+		return stateZero
+	}
+	return stateData
+}
+
+func (e *sparseExtent) lookup(off, n int64) (blockState, int64, error) {
+	gi := uint32(off / e.gtCov)
+	gtEnd := min(int64(gi+1)*e.gtCov, off+n)
+	t, err := e.table(gi)
+	if err != nil {
+		return 0, 0, err
+	}
+	if t == nil {
+		return stateAbsent, gtEnd - off, nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	i := (off % e.gtCov) / e.grain
+	st := e.stateOf(t[i])
+	pos := (off/e.grain + 1) * e.grain
+	for i++; pos < gtEnd && int(i) < len(t) && e.stateOf(t[i]) == st; i++ {
+		pos += e.grain
+	}
+	return st, min(pos, gtEnd) - off, nil
+}
+
+func (e *sparseExtent) readAt(p []byte, off int64) error {
+	for len(p) > 0 {
+		in := off % e.grain
+		c := min(int64(len(p)), e.grain-in)
+		v, _, err := e.gte(off)
+		if err != nil {
+			return err
+		}
+		if v > 1 {
+			if err := e.readGrain(p[:c], v, in, off); err != nil {
+				return err
+			}
+		} else {
+			clear(p[:c])
+		}
+		p = p[c:]
+		off += c
+	}
+	return nil
+}
+
+// readGrain reads c bytes at offset in inside the grain at sector v.
+func (e *sparseExtent) readGrain(p []byte, v uint32, in, off int64) error {
+	if uint64(v) < e.h.OverHead {
+		return disk.Errorf(disk.ErrCorrupt, "vmdk: %s: grain of offset %d points into metadata (sector %d)", e.name, off, v)
+	}
+	pos := int64(v)*disk.SectorSize + in
+	n, err := e.f.ReadAt(p, pos)
+	if err == io.EOF && n < len(p) {
+		// A grain that ends past the end of the file: the last grain of
+		// a file that was cut short. Zeros beyond the end, but say so if
+		// the grain starts past it.
+		if int64(v)*disk.SectorSize >= e.fileLen && n == 0 {
+			return disk.Errorf(disk.ErrCorrupt, "vmdk: %s: grain of offset %d points past end of file (sector %d)", e.name, off, v)
+		}
+		clear(p[n:])
+		return nil
+	}
+	if err != nil {
+		return disk.Wrap(err, "vmdk: read", e.name, pos)
+	}
+	return nil
+}
+
+// setGTE updates a grain table entry in memory; Flush writes it out.
+func (e *sparseExtent) setGTE(off int64, v uint32) error {
+	gi := uint32(off / e.gtCov)
+	t, err := e.table(gi)
+	if err != nil {
+		return err
+	}
+	if t == nil {
+		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: no grain table allocated for offset %d", e.name, off)
+	}
+	e.mu.Lock()
+	t[(off%e.gtCov)/e.grain] = v
+	e.cache[gi] = t // a table evicted meanwhile comes back dirty
+	e.dirty[gi] = true
+	tooMany := len(e.dirty) >= maxDirtyGTs
+	e.mu.Unlock()
+	if tooMany {
+		return e.flush()
+	}
+	return nil
+}
+
+func (e *sparseExtent) writeAt(p []byte, off int64, parent io.ReaderAt) error {
+	if e.ro {
+		return disk.Errorf(disk.ErrPermission, "vmdk: %s: opened read-only", e.name)
+	}
+	for len(p) > 0 {
+		in := off % e.grain
+		c := min(int64(len(p)), e.grain-in)
+		if err := e.writeGrain(p[:c], off, in, parent); err != nil {
+			return err
+		}
+		p = p[c:]
+		off += c
+	}
+	return nil
+}
+
+func (e *sparseExtent) writeGrain(p []byte, off, in int64, parent io.ReaderAt) error {
+	v, ok, err := e.gte(off)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: no grain table allocated for offset %d", e.name, off)
+	}
+	if v > 1 {
+		return e.writeInPlace(p, v, in, off)
+	}
+	gstart := off - in
+	lk := &e.stripes[(gstart/e.grain)%allocStripes]
+	lk.Lock()
+	defer lk.Unlock()
+	if v, _, err = e.gte(off); err != nil {
+		return err
+	}
+	if v > 1 { // allocated by another writer meanwhile
+		return e.writeInPlace(p, v, in, off)
+	}
+	buf := p
+	if int64(len(p)) != e.grain {
+		buf = make([]byte, e.grain)
+		if v == 0 && parent != nil {
+			n := min(e.grain, e.size_-gstart)
+			if _, err := parent.ReadAt(buf[:n], gstart); err != nil && err != io.EOF {
+				return disk.Wrap(err, "vmdk: copy-on-write read", e.name, gstart)
+			}
+		}
+		copy(buf[in:], p)
+	}
+	e.mu.Lock()
+	pos := e.end
+	e.end += e.grain
+	e.mu.Unlock()
+	if pos/disk.SectorSize+e.grain/disk.SectorSize > maxExtentSectors {
+		return disk.Errorf(disk.ErrNoSpace, "vmdk: %s: extent file would exceed 2 TiB", e.name)
+	}
+	if _, err := e.f.WriteAt(buf, pos); err != nil {
+		return disk.Wrap(err, "vmdk: write", e.name, pos)
+	}
+	return e.setGTE(off, uint32(pos/disk.SectorSize))
+}
+
+func (e *sparseExtent) writeInPlace(p []byte, v uint32, in, off int64) error {
+	if uint64(v) < e.h.OverHead {
+		return disk.Errorf(disk.ErrCorrupt, "vmdk: %s: grain of offset %d points into metadata (sector %d)", e.name, off, v)
+	}
+	pos := int64(v)*disk.SectorSize + in
+	if _, err := e.f.WriteAt(p, pos); err != nil {
+		return disk.Wrap(err, "vmdk: write", e.name, pos)
+	}
+	return nil
+}
+
+// zeroAt makes a range read as zeros: allocated grains are zeroed in
+// place, unallocated grains without a parent are left alone, and whole
+// grains over a parent become zeroed-grain entries when the header allows
+// them (else they are written).
+func (e *sparseExtent) zeroAt(off, n int64, hasParent bool) error {
+	if e.ro {
+		return disk.Errorf(disk.ErrPermission, "vmdk: %s: opened read-only", e.name)
+	}
+	zeroedOK := e.h.Flags&flagZeroedGrainGTE != 0
+	var zeros []byte
+	for end := off + n; off < end; {
+		in := off % e.grain
+		c := min(end-off, e.grain-in)
+		v, ok, err := e.gte(off)
+		if err != nil {
+			return err
+		}
+		switch {
+		case v == 1 || (ok && v == 0 && !hasParent):
+			// Already reads as zeros.
+		case v == 0 && zeroedOK && c == e.grain:
+			if err := e.setGTE(off, 1); err != nil {
+				return err
+			}
+		default:
+			if zeros == nil {
+				zeros = make([]byte, e.grain)
+			}
+			if err := e.writeGrain(zeros[:c], off, in, nil); err != nil {
+				return err
+			}
+		}
+		off += c
+	}
+	return nil
+}
+
+// flush syncs data, writes dirty grain tables (primary, then redundant) and
+// syncs again.
+func (e *sparseExtent) flush() error {
+	if e.ro {
+		return nil
+	}
+	e.mu.Lock()
+	var out []gtWrite
+	for gi := range e.dirty {
+		t := e.cache[gi]
+		b := make([]byte, len(t)*4)
+		for i, v := range t {
+			binary.LittleEndian.PutUint32(b[i*4:], v)
+		}
+		out = append(out, gtWrite{gi, b})
+		e.pinned[gi] = true
+	}
+	clear(e.dirty)
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		for _, w := range out {
+			delete(e.pinned, w.gi)
+		}
+		e.mu.Unlock()
+	}()
+	if len(out) == 0 {
+		return e.f.Sync()
+	}
+	if err := e.f.Sync(); err != nil {
+		return disk.Wrap(err, "vmdk: sync", e.name, -1)
+	}
+	for _, w := range out {
+		for _, dir := range [][]uint32{e.gd, e.rgd} {
+			if dir == nil || dir[w.gi] == 0 {
+				continue
+			}
+			pos := int64(dir[w.gi]) * disk.SectorSize
+			if _, err := e.f.WriteAt(w.b, pos); err != nil {
+				e.redirty(out)
+				return disk.Wrap(err, "vmdk: write grain table", e.name, pos)
+			}
+		}
+	}
+	if err := e.f.Sync(); err != nil {
+		e.redirty(out)
+		return disk.Wrap(err, "vmdk: sync", e.name, -1)
+	}
+	return nil
+}
+
+type gtWrite struct {
+	gi uint32
+	b  []byte
+}
+
+// redirty marks tables whose write-back failed as dirty again.
+func (e *sparseExtent) redirty(out []gtWrite) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, w := range out {
+		if _, ok := e.cache[w.gi]; ok {
+			e.dirty[w.gi] = true
+		}
+	}
+}
+
+func (e *sparseExtent) close() error {
+	err := e.flush()
+	if err == nil && e.marked {
+		e.h.UncleanShutdown = false
+		err = e.writeHeader()
+	}
+	if cerr := e.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,808 @@
+package vmdk
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/vdisk-project/vdisk/disk"
+)
+
+// maxChainLinks bounds a snapshot chain (VDDK: "too many levels of redo
+// logs").
+const maxChainLinks = 255
+
+// link is one descriptor and its extents.
+type link struct {
+	path       string // the descriptor file, or the monolithic extent file
+	desc       *descriptor
+	embedded   *sparseExtent // the extent holding the descriptor, when embedded
+	extents    []extent
+	starts     []int64 // virtual byte offset of each extent
+	size       int64
+	cid        uint32
+	parentCID  uint32
+	createType string
+	files      []FileInfo
+	unclean    bool
+}
+
+// Disk is an open VMDK disk: a chain of links, the first of which (the
+// leaf) receives writes. It implements disk.Disk, disk.Extenter,
+// disk.Zeroer and disk.Resizer. ReadAt, WriteAt and Extents are safe for
+// concurrent use; Resize, SetMetadata and Close must not race with I/O.
+type Disk struct {
+	links []*link
+	size  int64
+	ro    bool
+	fsys  disk.FS
+	opts  OpenOptions
+
+	mu      sync.Mutex // CID rotation, metadata writes
+	rotated bool
+	closed  bool
+}
+
+func (o *OpenOptions) fs() disk.FS {
+	if o == nil || o.FS == nil {
+		return disk.OSFS{}
+	}
+	return o.FS
+}
+
+// Open opens the VMDK at path: a descriptor file, a monolithic sparse or
+// streamOptimized file, or a single extent file. Parents named by
+// parentFileNameHint are opened read-only (unless SingleLink), and each
+// link's parentCID must match its parent's CID (unless IgnoreCID). Opening
+// for writing a disk that another disk in its directory names as its parent
+// is refused: that would corrupt the child.
+func Open(ctx context.Context, path string, o *OpenOptions) (*Disk, error) {
+	var opts OpenOptions
+	if o != nil {
+		opts = *o
+	}
+	if opts.Salvage {
+		opts.ReadOnly = true
+	}
+	d := &Disk{ro: opts.ReadOnly, fsys: opts.fs(), opts: opts}
+	leaf, err := d.openLink(path, opts.ReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	d.links = append(d.links, leaf)
+	d.size = leaf.size
+	for l := leaf; !opts.SingleLink; {
+		hint := l.desc.get("parentFileNameHint")
+		if hint == "" {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			d.closeLinks()
+			return nil, err
+		}
+		if len(d.links) >= maxChainLinks {
+			d.closeLinks()
+			return nil, disk.Errorf(disk.ErrNotSupported, "vmdk: %s: chain longer than %d links", path, maxChainLinks)
+		}
+		ppath, err := resolveParent(d.fsys, l.path, hint)
+		if err != nil {
+			d.closeLinks()
+			return nil, err
+		}
+		p, err := d.openLink(ppath, true)
+		if err != nil {
+			d.closeLinks()
+			return nil, disk.Wrap(err, "vmdk: open parent", ppath, -1)
+		}
+		d.links = append(d.links, p)
+		if l.parentCID != p.cid && !opts.IgnoreCID {
+			d.closeLinks()
+			return nil, disk.Errorf(disk.ErrCorrupt,
+				"vmdk: %s: parent %s has been modified since the child was created (parentCID %08x, parent CID %08x); open with IgnoreCID to override",
+				l.path, ppath, l.parentCID, p.cid)
+		}
+		l = p
+	}
+	if !d.ro {
+		if len(d.links) == 1 && leaf.desc.get("parentFileNameHint") != "" {
+			d.closeLinks()
+			return nil, disk.Errorf(disk.ErrInvalid, "vmdk: %s: a single link of a chain can only be opened read-only", path)
+		}
+		if child := findChild(d.fsys, path); child != "" {
+			d.closeLinks()
+			return nil, disk.Errorf(disk.ErrPermission, "vmdk: %s is the parent of %s; only the leaf of a chain can be written", path, child)
+		}
+	}
+	return d, nil
+}
+
+// resolveParent finds the file a parentFileNameHint names: relative to the
+// child's directory, absolute, or (for Windows and ESXi datastore paths that
+// do not exist here) the base name in the child's directory.
+func resolveParent(fsys disk.FS, child, hint string) (string, error) {
+	dir := filepath.Dir(child)
+	var tries []string
+	norm := strings.ReplaceAll(hint, "\\", "/")
+	if filepath.IsAbs(norm) {
+		tries = append(tries, norm)
+	} else if len(norm) < 2 || norm[1] != ':' {
+		tries = append(tries, filepath.Join(dir, norm))
+	}
+	tries = append(tries, filepath.Join(dir, filepath.Base(norm)))
+	for _, p := range tries {
+		if _, err := fsys.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", disk.Errorf(disk.ErrNotFound, "vmdk: %s: parent %q not found", child, hint)
+}
+
+// findChild returns a VMDK in path's directory whose parent hint resolves to
+// path, or "". Only the first KiB of descriptors is looked at.
+func findChild(fsys disk.FS, path string) string {
+	dir := filepath.Dir(path)
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) > 10000 {
+		return ""
+	}
+	abs, _ := filepath.Abs(path)
+	for _, e := range entries {
+		name := filepath.Join(dir, e.Name())
+		if e.IsDir() || !strings.HasSuffix(strings.ToLower(e.Name()), ".vmdk") || name == path {
+			continue
+		}
+		hint := peekParentHint(fsys, name)
+		if hint == "" {
+			continue
+		}
+		p, err := resolveParent(fsys, name, hint)
+		if err != nil {
+			continue
+		}
+		if pa, _ := filepath.Abs(p); pa == abs {
+			return name
+		}
+	}
+	return ""
+}
+
+// peekParentHint reads the parent hint of a descriptor or monolithic sparse
+// file cheaply, returning "" when there is none or on any error.
+func peekParentHint(fsys disk.FS, name string) string {
+	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	n, _ := f.ReadAt(buf, 0)
+	buf = buf[:n]
+	if len(buf) >= headerSize && binary.LittleEndian.Uint32(buf) == sparseMagic {
+		h, err := parseSparseHeader(buf)
+		if err != nil || h.DescriptorOffset == 0 {
+			return ""
+		}
+		start := int64(h.DescriptorOffset) * disk.SectorSize
+		end := start + int64(h.DescriptorSize)*disk.SectorSize
+		if start >= int64(len(buf)) {
+			return ""
+		}
+		buf = buf[start:min(end, int64(len(buf)))]
+	}
+	d, err := parseDescriptor(buf)
+	if err != nil {
+		return ""
+	}
+	return d.get("parentFileNameHint")
+}
+
+func openMode(ro bool) int {
+	if ro {
+		return os.O_RDONLY
+	}
+	return os.O_RDWR
+}
+
+// openLink opens one link: its descriptor and every extent.
+func (d *Disk) openLink(path string, ro bool) (l *link, err error) {
+	f, err := d.fsys.OpenFile(path, openMode(ro), 0)
+	if err != nil {
+		return nil, disk.Wrap(err, "vmdk: open", path, -1)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			f.Close()
+		}
+	}()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, disk.Wrap(err, "vmdk: stat", path, -1)
+	}
+	head := make([]byte, headerSize)
+	n, err := f.ReadAt(head, 0)
+	if n < 4 {
+		return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: file is too small to be an image", path)
+	}
+	l = &link{path: path}
+	switch binary.LittleEndian.Uint32(head) {
+	case sparseMagic:
+		if n < headerSize {
+			return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: sparse header truncated", path)
+		}
+		h, err := parseSparseHeader(head)
+		if err != nil {
+			return nil, disk.Wrap(err, "", path, -1)
+		}
+		desc, err := readEmbeddedDescriptor(f, h, st.Size())
+		if err != nil {
+			return nil, disk.Wrap(err, "vmdk: read descriptor", path, -1)
+		}
+		if desc == nil || h.Capacity != 0 {
+			ext, err := d.openSparseFile(f, path, h, st.Size(), ro)
+			if err != nil {
+				return nil, err
+			}
+			keep = true
+			if desc == nil {
+				// A bare extent (for example one file of a split link).
+				ct := string(MonolithicSparse)
+				if h.compressed() {
+					ct = string(StreamOptimized)
+				}
+				desc, _ = parseDescriptor(newDescriptorText(newCID(), 0xffffffff, ct, "",
+					[]extentLine{{Access: "RW", Sectors: int64(h.Capacity), Type: "SPARSE", File: filepath.Base(path)}}, nil))
+			}
+			l.desc = desc
+			if se, ok := ext.(*sparseExtent); ok {
+				l.embedded = se
+				l.unclean = h.UncleanShutdown && !se.marked
+			}
+			if err := l.init(ext, st.Size()); err != nil {
+				ext.close()
+				return nil, err
+			}
+			return l, nil
+		}
+		// A capacity-0 KDMV file is only a descriptor container (§2.7).
+		l.desc = desc
+	case cowdMagic:
+		return nil, disk.Errorf(disk.ErrNotSupported, "vmdk: %s: vmfsSparse (COWD) extents must be opened through their descriptor", path)
+	default:
+		if st.Size() > maxDescriptorBytes {
+			return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: not a VMDK (no sparse magic and too large for a descriptor)", path)
+		}
+		b := make([]byte, st.Size())
+		if _, err := f.ReadAt(b, 0); err != nil && err != io.EOF {
+			return nil, disk.Wrap(err, "vmdk: read descriptor", path, 0)
+		}
+		if l.desc, err = parseDescriptor(b); err != nil {
+			return nil, disk.Wrap(err, "", path, -1)
+		}
+	}
+	if err := d.openExtents(l, ro); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// readEmbeddedDescriptor returns the descriptor inside a sparse extent, or
+// nil when there is none (or it is empty, as in qemu's split extents).
+func readEmbeddedDescriptor(f disk.File, h *sparseHeader, fileSize int64) (*descriptor, error) {
+	if h.DescriptorOffset == 0 || h.DescriptorSize == 0 {
+		return nil, nil
+	}
+	if h.DescriptorSize > maxDescriptorSectors || int64(h.DescriptorOffset+h.DescriptorSize)*disk.SectorSize > fileSize {
+		return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: embedded descriptor at sector %d+%d is out of range", h.DescriptorOffset, h.DescriptorSize)
+	}
+	b := make([]byte, h.DescriptorSize*disk.SectorSize)
+	if _, err := f.ReadAt(b, int64(h.DescriptorOffset)*disk.SectorSize); err != nil {
+		return nil, err
+	}
+	if disk.IsZero(b) {
+		return nil, nil
+	}
+	return parseDescriptor(b)
+}
+
+// openSparseFile opens a KDMV file as an extent: hosted sparse, or
+// streamOptimized.
+func (d *Disk) openSparseFile(f disk.File, path string, h *sparseHeader, size int64, ro bool) (extent, error) {
+	if h.compressed() {
+		return openStream(f, path, h, size, ro, d.opts.Salvage)
+	}
+	e, err := openSparseExtent(f, path, h, size, ro)
+	if err != nil {
+		return nil, disk.Wrap(err, "", path, -1)
+	}
+	return e, nil
+}
+
+// openExtents opens the extent files a text descriptor lists.
+func (d *Disk) openExtents(l *link, ro bool) error {
+	ct := l.desc.get("createType")
+	if strings.EqualFold(ct, "vsanSparse") {
+		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: vsanSparse disks are not documented and cannot be read; read them through the host that serves them", l.path)
+	}
+	if len(l.desc.extents) == 0 {
+		return disk.Errorf(disk.ErrCorrupt, "vmdk: %s: descriptor lists no extents", l.path)
+	}
+	dir := filepath.Dir(l.path)
+	var exts []extent
+	fail := func(err error) error {
+		for _, e := range exts {
+			e.close()
+		}
+		return err
+	}
+	for _, el := range l.desc.extents {
+		if strings.HasPrefix(strings.ToLower(el.File), "vsan:") {
+			return fail(disk.Errorf(disk.ErrNotSupported, "vmdk: %s: vsanSparse extents cannot be read", l.path))
+		}
+		e, err := d.openExtent(dir, el, ro || el.Access != "RW")
+		if err != nil {
+			return fail(err)
+		}
+		if el.Access != "RW" {
+			e = limitedExtent{extent: e, access: el.Access, name: el.File}
+		}
+		exts = append(exts, e)
+	}
+	if err := l.initMany(exts); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+func (d *Disk) openExtent(dir string, el extentLine, ro bool) (extent, error) {
+	size := el.Sectors * disk.SectorSize
+	if el.Type == "ZERO" {
+		return zeroExtent{n: size}, nil
+	}
+	name := el.File
+	if !filepath.IsAbs(name) {
+		name = filepath.Join(dir, name)
+	}
+	switch el.Type {
+	case "VMFSRDM", "VMFSRAW":
+		return nil, disk.Errorf(disk.ErrNotSupported, "vmdk: %s: raw device mappings (%s) can only be read on the ESXi host", name, el.Type)
+	}
+	f, err := d.fsys.OpenFile(name, openMode(ro), 0)
+	if err != nil {
+		return nil, disk.Wrap(err, "vmdk: open extent", name, -1)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, disk.Wrap(err, "vmdk: stat", name, -1)
+	}
+	var e extent
+	switch el.Type {
+	case "FLAT", "VMFS":
+		e, err = &flatExtent{f: f, name: name, base: el.Offset * disk.SectorSize, n: size, ro: ro}, nil
+	case "SPARSE":
+		head := make([]byte, headerSize)
+		if _, err := f.ReadAt(head, 0); err != nil {
+			f.Close()
+			return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: cannot read sparse header: %w", name, err)
+		}
+		h, perr := parseSparseHeader(head)
+		if perr != nil {
+			f.Close()
+			return nil, disk.Wrap(perr, "", name, -1)
+		}
+		e, err = d.openSparseFile(f, name, h, st.Size(), ro)
+	case "VMFSSPARSE":
+		e, err = openCOWD(f, name, st.Size(), ro)
+	case "SESPARSE":
+		e, err = openSESparse(f, name, st.Size(), ro)
+	default:
+		err = disk.Errorf(disk.ErrNotSupported, "vmdk: unsupported extent type %s", el.Type)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if e.size() < size && el.Type != "FLAT" && el.Type != "VMFS" {
+		e.close()
+		return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: extent holds %d bytes but the descriptor says %d", name, e.size(), size)
+	}
+	return sized{extent: e, n: size}, nil
+}
+
+// sized presents an extent with the size its descriptor line gives.
+type sized struct {
+	extent
+	n int64
+}
+
+func (s sized) size() int64 { return s.n }
+
+func (l *link) init(e extent, fileSize int64) error {
+	if len(l.desc.extents) > 1 {
+		return disk.Errorf(disk.ErrCorrupt, "vmdk: %s: embedded descriptor lists %d extents", l.path, len(l.desc.extents))
+	}
+	return l.initMany([]extent{e})
+}
+
+func (l *link) initMany(exts []extent) error {
+	l.extents = exts
+	l.starts = make([]int64, len(exts))
+	var pos int64
+	for i, e := range exts {
+		l.starts[i] = pos
+		pos += e.size()
+	}
+	l.size = pos
+	var err error
+	if l.cid, err = l.desc.hexValue("CID"); err != nil {
+		return err
+	}
+	if l.parentCID, err = l.desc.hexValue("parentCID"); err != nil {
+		return err
+	}
+	l.createType = l.desc.get("createType")
+	return nil
+}
+
+// find returns the index of the extent holding off.
+func (l *link) find(off int64) int {
+	return sort.Search(len(l.starts), func(i int) bool { return l.starts[i] > off }) - 1
+}
+
+func (d *Disk) closeLinks() error {
+	var errs []error
+	for _, l := range d.links {
+		for _, e := range l.extents {
+			errs = append(errs, e.close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Size returns the virtual size in bytes.
+func (d *Disk) Size() int64 { return d.size }
+
+// ReadOnly reports whether the disk was opened read-only.
+func (d *Disk) ReadOnly() bool { return d.ro }
+
+// ReadAt reads from the chain: each range comes from the first link that
+// holds it, or reads as zeros.
+func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
+	q, eof := disk.ReadAtClipped(p, off, d.size)
+	if q == nil {
+		return 0, eof
+	}
+	if err := d.readLink(0, q, off); err != nil {
+		return 0, err
+	}
+	return len(q), eof
+}
+
+// readLink reads p at virtual offset off from link i downward.
+func (d *Disk) readLink(i int, p []byte, off int64) error {
+	if i >= len(d.links) {
+		clear(p)
+		return nil
+	}
+	l := d.links[i]
+	if off >= l.size {
+		clear(p)
+		return nil
+	}
+	if tail := off + int64(len(p)) - l.size; tail > 0 {
+		clear(p[int64(len(p))-tail:])
+		p = p[:int64(len(p))-tail]
+	}
+	for len(p) > 0 {
+		x := l.find(off)
+		e := l.extents[x]
+		eoff := off - l.starts[x]
+		c := min(int64(len(p)), e.size()-eoff)
+		for done := int64(0); done < c; {
+			st, run, err := e.lookup(eoff+done, c-done)
+			if err != nil {
+				return err
+			}
+			q := p[done : done+run]
+			switch st {
+			case stateData:
+				err = e.readAt(q, eoff+done)
+			case stateZero:
+				clear(q)
+			default:
+				err = d.readLink(i+1, q, off+done)
+			}
+			if err != nil {
+				return err
+			}
+			done += run
+		}
+		p = p[c:]
+		off += c
+	}
+	return nil
+}
+
+// parentReader reads the chain below the leaf, in the coordinates of one
+// leaf extent.
+type parentReader struct {
+	d    *Disk
+	base int64
+}
+
+func (r parentReader) ReadAt(p []byte, off int64) (int, error) {
+	if err := r.d.readLink(1, p, r.base+off); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (d *Disk) parentFor(start int64) io.ReaderAt {
+	if len(d.links) < 2 {
+		return nil
+	}
+	return parentReader{d: d, base: start}
+}
+
+func (d *Disk) writable(off, n int64) error {
+	if d.ro {
+		return disk.Errorf(disk.ErrPermission, "vmdk: %s: opened read-only", d.links[0].path)
+	}
+	if err := disk.CheckRange(off, n, d.size); err != nil {
+		return err
+	}
+	return d.rotateCID()
+}
+
+// rotateCID gives the leaf a new content ID before its first write of the
+// session (§2.3), so children made from an older state notice.
+func (d *Disk) rotateCID() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.rotated {
+		return nil
+	}
+	l := d.links[0]
+	old := l.cid
+	l.cid = newCID()
+	l.desc.set("CID", formatCID(l.cid))
+	if err := d.writeDescriptor(l); err != nil {
+		l.cid = old
+		l.desc.set("CID", formatCID(old))
+		return err
+	}
+	d.rotated = true
+	return nil
+}
+
+// writeDescriptor stores a link's descriptor: in place inside a monolithic
+// sparse file, or by replacing a descriptor file atomically.
+func (d *Disk) writeDescriptor(l *link) error {
+	b := l.desc.bytes()
+	if se := l.embedded; se != nil {
+		room := int64(se.h.DescriptorSize) * disk.SectorSize
+		if int64(len(b)) > room {
+			return disk.Errorf(disk.ErrNoSpace, "vmdk: %s: descriptor of %d bytes does not fit the %d bytes reserved for it", l.path, len(b), room)
+		}
+		buf := make([]byte, room)
+		copy(buf, b)
+		pos := int64(se.h.DescriptorOffset) * disk.SectorSize
+		if _, err := se.f.WriteAt(buf, pos); err != nil {
+			return disk.Wrap(err, "vmdk: write descriptor", l.path, pos)
+		}
+		return se.f.Sync()
+	}
+	return writeFileAtomic(d.fsys, l.path, b)
+}
+
+// writeFileAtomic replaces name with b: write a temporary file, sync it,
+// rename it over name.
+func writeFileAtomic(fsys disk.FS, name string, b []byte) error {
+	tmp := name + ".tmp"
+	f, err := fsys.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
+	if err != nil {
+		return disk.Wrap(err, "vmdk: write descriptor", tmp, -1)
+	}
+	_, err = f.WriteAt(b, 0)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsys.Rename(tmp, name)
+	}
+	if err != nil {
+		fsys.Remove(tmp)
+		return disk.Wrap(err, "vmdk: write descriptor", name, -1)
+	}
+	return nil
+}
+
+// WriteAt writes to the leaf. Partial writes into grains the leaf does not
+// hold copy the rest of the grain from the parent first.
+func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
+	if err := d.writable(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	l := d.links[0]
+	done := 0
+	for done < len(p) {
+		pos := off + int64(done)
+		x := l.find(pos)
+		e := l.extents[x]
+		eoff := pos - l.starts[x]
+		c := int(min(int64(len(p)-done), e.size()-eoff))
+		if err := e.writeAt(p[done:done+c], eoff, d.parentFor(l.starts[x])); err != nil {
+			return done, err
+		}
+		done += c
+	}
+	return done, nil
+}
+
+// WriteZeroes makes a range read as zeros, without writing data where the
+// extent can avoid it. ZeroFast fails with ErrNotSupported on extents that
+// would have to write zeros. ZeroNoHole is honoured by writing zeros.
+func (d *Disk) WriteZeroes(off, n int64, flags disk.ZeroFlags) error {
+	if err := d.writable(off, n); err != nil {
+		return err
+	}
+	l := d.links[0]
+	for end := off + n; off < end; {
+		x := l.find(off)
+		e := l.extents[x]
+		eoff := off - l.starts[x]
+		c := min(end-off, e.size()-eoff)
+		z, ok := unwrapExtent(e).(zeroer)
+		switch {
+		case ok && flags&disk.ZeroNoHole == 0:
+			if err := z.zeroAt(eoff, c, len(d.links) > 1); err != nil {
+				return err
+			}
+		case flags&disk.ZeroFast != 0:
+			return disk.Errorf(disk.ErrNotSupported, "vmdk: fast zeroing not supported here")
+		default:
+			if err := writeZeros(e, eoff, c, d.parentFor(l.starts[x])); err != nil {
+				return err
+			}
+		}
+		off += c
+	}
+	return nil
+}
+
+func unwrapExtent(e extent) extent {
+	for {
+		switch x := e.(type) {
+		case sized:
+			e = x.extent
+		case limitedExtent:
+			return x // access limits apply
+		default:
+			return e
+		}
+	}
+}
+
+func writeZeros(e extent, off, n int64, parent io.ReaderAt) error {
+	buf := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		c := min(n, int64(len(buf)))
+		if err := e.writeAt(buf[:c], off, parent); err != nil {
+			return err
+		}
+		off += c
+		n -= c
+	}
+	return nil
+}
+
+// Extents reports the chain's allocation: ranges held by some link as data,
+// zeroed grains and ZERO extents as Zero, and ranges no link holds as
+// Hole|Zero. It reads grain tables only.
+func (d *Disk) Extents(ctx context.Context, off, n int64, fn func(disk.Extent) error) error {
+	if err := disk.CheckRange(off, 0, d.size); err != nil {
+		return err
+	}
+	n = min(n, d.size-off)
+	var pend disk.Extent
+	steps := 0
+	emit := func(o, c int64, f disk.ExtentFlags) error {
+		if pend.Len > 0 && pend.Flags == f && pend.End() == o {
+			pend.Len += c
+			return nil
+		}
+		if pend.Len > 0 {
+			if err := fn(pend); err != nil {
+				return err
+			}
+		}
+		if steps++; steps%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		pend = disk.Extent{Off: o, Len: c, Flags: f}
+		return nil
+	}
+	if err := d.extentsLink(0, off, n, emit); err != nil {
+		return err
+	}
+	if pend.Len > 0 {
+		return fn(pend)
+	}
+	return nil
+}
+
+func (d *Disk) extentsLink(i int, off, n int64, emit func(int64, int64, disk.ExtentFlags) error) error {
+	if i >= len(d.links) || off >= d.links[i].size {
+		return emit(off, n, disk.Hole|disk.Zero)
+	}
+	l := d.links[i]
+	if tail := off + n - l.size; tail > 0 {
+		if err := d.extentsLink(i, off, n-tail, emit); err != nil {
+			return err
+		}
+		return emit(l.size, tail, disk.Hole|disk.Zero)
+	}
+	for end := off + n; off < end; {
+		x := l.find(off)
+		e := l.extents[x]
+		eoff := off - l.starts[x]
+		c := min(end-off, e.size()-eoff)
+		for done := int64(0); done < c; {
+			st, run, err := e.lookup(eoff+done, c-done)
+			if err != nil {
+				return err
+			}
+			switch st {
+			case stateData:
+				err = emit(off+done, run, 0)
+			case stateZero:
+				err = emit(off+done, run, disk.Zero)
+			default:
+				err = d.extentsLink(i+1, off+done, run, emit)
+			}
+			if err != nil {
+				return err
+			}
+			done += run
+		}
+		off += c
+	}
+	return nil
+}
+
+// Flush makes every completed write to the leaf durable.
+func (d *Disk) Flush() error {
+	if d.ro {
+		return nil
+	}
+	var errs []error
+	for _, e := range d.links[0].extents {
+		errs = append(errs, e.flush())
+	}
+	return errors.Join(errs...)
+}
+
+// Close flushes and closes every file of the chain. A sparse leaf that was
+// marked as being written is marked clean again.
+func (d *Disk) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return disk.Errorf(disk.ErrInvalid, "vmdk: disk already closed")
+	}
+	d.closed = true
+	d.mu.Unlock()
+	return d.closeLinks()
+}
