@@ -43,9 +43,9 @@ type sparseExtent struct {
 	cache   map[uint32][]uint32 // grain directory index -> table
 	dirty   map[uint32]bool
 	pinned  map[uint32]bool // being written back by flush: not evictable
-	end     int64 // next free grain-aligned byte offset
-	fileLen int64 // length of the file as opened (for range checks)
-	marked  bool  // the unclean-shutdown mark is set by us
+	end     int64           // next free grain-aligned byte offset
+	fileLen int64           // length of the file as opened (for range checks)
+	marked  bool            // the unclean-shutdown mark is set by us
 
 	stripes [allocStripes]sync.Mutex // serialize allocation per grain
 }
