@@ -1,10 +1,493 @@
 package vmdk
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/vdisk-project/vdisk/disk"
 )
 
-// Check verifies an image (see CheckOptions) and returns what it found.
+// Check verifies the image at path and, with o.Repair, repairs what it can
+// (reference §11.3 and §11.4). It checks every link of the chain: the
+// descriptor, each extent file, the hosted sparse metadata (header, grain
+// directories, both grain table copies, grain references, overlaps, leaks,
+// the unclean-shutdown mark) and the CID chain. It returns an error only
+// when the image cannot be examined at all; findings are in the report.
 func Check(ctx context.Context, path string, o *CheckOptions) (*CheckReport, error) {
-	return &CheckReport{}, nil
+	var opts CheckOptions
+	if o != nil {
+		opts = *o
+	}
+	c := &checker{o: opts, fsys: opts.FS, r: &CheckReport{}}
+	if c.fsys == nil {
+		c.fsys = disk.OSFS{}
+	}
+	for link, depth := path, 0; link != "" && depth < maxChainLinks; depth++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		next, err := c.checkLink(ctx, link, depth == 0)
+		if err != nil {
+			return nil, err
+		}
+		link = next
+	}
+	return c.r, nil
+}
+
+type checker struct {
+	o    CheckOptions
+	fsys disk.FS
+	r    *CheckReport
+}
+
+func (c *checker) problem(path, severity, format string, args ...any) *Problem {
+	c.r.Problems = append(c.r.Problems, Problem{Path: path, Severity: severity, Message: fmt.Sprintf(format, args...)})
+	p := &c.r.Problems[len(c.r.Problems)-1]
+	switch severity {
+	case "error":
+		c.r.Errors++
+		c.r.Unrepaired++
+	}
+	return p
+}
+
+func (c *checker) repaired(p *Problem) {
+	p.Repaired = true
+	c.r.Repaired++
+	if p.Severity == "error" {
+		c.r.Unrepaired--
+	}
+}
+
+// checkLink checks one link and returns the path of its parent, if any.
+// Only the leaf (first) link is repaired.
+func (c *checker) checkLink(ctx context.Context, path string, leaf bool) (string, error) {
+	repair := c.o.Repair != RepairNone && leaf
+	f, err := c.fsys.OpenFile(path, openMode(!repair), 0)
+	if err != nil {
+		return "", disk.Wrap(err, "vmdk: check", path, -1)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", disk.Wrap(err, "vmdk: check", path, -1)
+	}
+	head := make([]byte, headerSize)
+	n, _ := f.ReadAt(head, 0)
+	var desc *descriptor
+	if n >= 4 && binary.LittleEndian.Uint32(head) == sparseMagic {
+		h, err := parseSparseHeader(head[:n])
+		if err != nil {
+			c.problem(path, "error", "%v", err)
+			return "", nil
+		}
+		if desc, err = readEmbeddedDescriptor(f, h, st.Size()); err != nil {
+			c.problem(path, "error", "embedded descriptor: %v", err)
+		}
+		if h.compressed() {
+			c.checkStreamFile(path, h, st.Size())
+		} else if err := c.checkSparse(ctx, f, path, h, st.Size(), repair); err != nil {
+			return "", err
+		}
+		if desc == nil {
+			return "", nil
+		}
+	} else {
+		if st.Size() > maxDescriptorBytes {
+			return "", disk.Errorf(disk.ErrCorrupt, "vmdk: %s: not a VMDK image", path)
+		}
+		b := make([]byte, st.Size())
+		if _, err := f.ReadAt(b, 0); err != nil && err != io.EOF {
+			return "", disk.Wrap(err, "vmdk: check", path, 0)
+		}
+		if desc, err = parseDescriptor(b); err != nil {
+			c.problem(path, "error", "descriptor: %v", err)
+			return "", nil
+		}
+		c.checkExtentFiles(ctx, path, desc, repair)
+	}
+	return c.checkParent(path, desc)
+}
+
+func (c *checker) checkExtentFiles(ctx context.Context, path string, desc *descriptor, repair bool) {
+	dir := filepath.Dir(path)
+	for _, el := range desc.extents {
+		if el.Type == "ZERO" {
+			continue
+		}
+		name := el.File
+		if !filepath.IsAbs(name) {
+			name = filepath.Join(dir, name)
+		}
+		st, err := c.fsys.Stat(name)
+		if err != nil {
+			c.problem(name, "error", "extent file missing: %v", err)
+			continue
+		}
+		c.r.TotalBytes += el.Sectors * disk.SectorSize
+		switch el.Type {
+		case "FLAT", "VMFS":
+			need := (el.Offset + el.Sectors) * disk.SectorSize
+			c.r.AllocatedBytes += min(st.Size(), need) - min(st.Size(), el.Offset*disk.SectorSize)
+			if st.Size() < need {
+				p := c.problem(name, "error", "flat file holds %d bytes, the extent needs %d", st.Size(), need)
+				if repair && c.o.Repair == RepairAll {
+					if f, err := c.fsys.OpenFile(name, os.O_RDWR, 0); err == nil {
+						if f.Truncate(need) == nil && f.Sync() == nil {
+							c.repaired(p)
+						}
+						f.Close()
+					}
+				}
+			}
+		case "SPARSE":
+			f, err := c.fsys.OpenFile(name, openMode(!repair), 0)
+			if err != nil {
+				c.problem(name, "error", "cannot open extent: %v", err)
+				continue
+			}
+			head := make([]byte, headerSize)
+			if _, err := f.ReadAt(head, 0); err != nil {
+				c.problem(name, "error", "cannot read sparse header: %v", err)
+				f.Close()
+				continue
+			}
+			h, err := parseSparseHeader(head)
+			if err != nil {
+				c.problem(name, "error", "%v", err)
+				f.Close()
+				continue
+			}
+			if int64(h.Capacity) != el.Sectors {
+				c.problem(name, "error", "extent capacity %d sectors differs from the descriptor's %d", h.Capacity, el.Sectors)
+			}
+			fst, _ := f.Stat()
+			if h.compressed() {
+				c.checkStreamFile(name, h, fst.Size())
+			} else if err := c.checkSparse(ctx, f, name, h, fst.Size(), repair); err != nil {
+				c.problem(name, "error", "%v", err)
+			}
+			f.Close()
+		}
+	}
+}
+
+// checkParent verifies that the parent hint resolves and that the CIDs
+// agree, and returns the parent's path.
+func (c *checker) checkParent(path string, desc *descriptor) (string, error) {
+	hint := desc.get("parentFileNameHint")
+	if hint == "" {
+		return "", nil
+	}
+	ppath, err := resolveParent(c.fsys, path, hint)
+	if err != nil {
+		c.problem(path, "error", "parent %q not found", hint)
+		return "", nil
+	}
+	pcid, err := desc.hexValue("parentCID")
+	if err != nil {
+		c.problem(path, "error", "%v", err)
+		return ppath, nil
+	}
+	pd := peekDescriptor(c.fsys, ppath)
+	if pd == nil {
+		c.problem(ppath, "error", "cannot read the parent's descriptor")
+		return "", nil
+	}
+	if cid, err := pd.hexValue("CID"); err == nil && cid != pcid && !c.o.IgnoreCID {
+		c.problem(path, "error", "parentCID %08x does not match the parent's CID %08x: the parent was modified after the child was created", pcid, cid)
+	}
+	return ppath, nil
+}
+
+// peekDescriptor reads the descriptor of a descriptor file or a monolithic
+// sparse file, or returns nil.
+func peekDescriptor(fsys disk.FS, name string) *descriptor {
+	f, err := fsys.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	head := make([]byte, headerSize)
+	n, _ := f.ReadAt(head, 0)
+	if n >= 4 && binary.LittleEndian.Uint32(head) == sparseMagic {
+		h, err := parseSparseHeader(head[:n])
+		if err != nil {
+			return nil
+		}
+		d, _ := readEmbeddedDescriptor(f, h, st.Size())
+		return d
+	}
+	if st.Size() > maxDescriptorBytes {
+		return nil
+	}
+	b := make([]byte, st.Size())
+	f.ReadAt(b, 0)
+	d, _ := parseDescriptor(b)
+	return d
+}
+
+// checkSparse checks a hosted sparse extent. With repair it writes fixes:
+// the valid grain table copy over a bad one, out-of-range entries dropped
+// (their data is lost and counted), leaked grains at the end truncated, and
+// the unclean-shutdown mark cleared once the extent is consistent.
+func (c *checker) checkSparse(ctx context.Context, f disk.File, path string, h *sparseHeader, fileSize int64, repair bool) error {
+	if err := h.validate(fileSize); err != nil {
+		c.problem(path, "error", "%v", err)
+		return nil
+	}
+	grain := uint64(h.GrainSize)
+	fileSectors := uint64(fileSize) / disk.SectorSize
+	gdN := int(h.numGDEntries())
+	gtSectors := divRoundUp(uint64(h.NumGTEsPerGT)*4, disk.SectorSize)
+	c.r.TotalBytes += int64(h.Capacity) * disk.SectorSize
+	readDir := func(sector uint64) []uint32 {
+		b := make([]byte, gdN*4)
+		if _, err := f.ReadAt(b, int64(sector)*disk.SectorSize); err != nil {
+			c.problem(path, "error", "cannot read grain directory at sector %d: %v", sector, err)
+			return nil
+		}
+		d := make([]uint32, gdN)
+		for i := range d {
+			d[i] = binary.LittleEndian.Uint32(b[i*4:])
+		}
+		return d
+	}
+	gd := readDir(h.GDOffset)
+	if gd == nil {
+		return nil
+	}
+	var rgd []uint32
+	if h.Flags&flagRedundantGD != 0 {
+		rgd = readDir(h.RGDOffset)
+	}
+	// Metadata areas that grains must not overlap: everything before
+	// overHead, plus (for robustness) every table's own sectors.
+	overHead := h.OverHead
+	validGT := func(sec uint32) bool {
+		return sec != 0 && uint64(sec)+gtSectors <= overHead && uint64(sec) > h.DescriptorOffset+h.DescriptorSize
+	}
+	slots := (fileSectors + grain - 1) / grain // grain slots in the file
+	if slots > 1<<32 {
+		slots = 1 << 32
+	}
+	used := make([]uint64, (slots+63)/64)
+	gtBytes := int64(h.NumGTEsPerGT) * 4
+	decode := func(b []byte) []uint32 {
+		t := make([]uint32, h.NumGTEsPerGT)
+		for i := range t {
+			t[i] = binary.LittleEndian.Uint32(b[i*4:])
+		}
+		return t
+	}
+	encode := func(t []uint32) []byte {
+		b := make([]byte, len(t)*4)
+		for i, v := range t {
+			binary.LittleEndian.PutUint32(b[i*4:], v)
+		}
+		return b
+	}
+	zeroedOK := h.Flags&flagZeroedGrainGTE != 0
+	badEntry := func(v uint32) string {
+		switch {
+		case v == 1 && !zeroedOK:
+			return "is 1 (zeroed grain) but the zeroed-grain flag is not set"
+		case v > 1 && uint64(v) < overHead:
+			return fmt.Sprintf("points into metadata (sector %d)", v)
+		case v > 1 && uint64(v) >= fileSectors:
+			return fmt.Sprintf("points past end of file (sector %d)", v)
+		case v > 1 && uint64(v)%grain != 0 && uint64(v)%grain != overHead%grain:
+			return fmt.Sprintf("is not grain-aligned (sector %d)", v)
+		}
+		return ""
+	}
+	for i := range gdN {
+		if i%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if !validGT(gd[i]) {
+			if gd[i] != 0 || rgd == nil {
+				p := c.problem(path, "error", "grain directory entry %d points to sector %d, outside the metadata area", i, gd[i])
+				if rgd != nil && validGT(rgd[i]) && repair {
+					gd[i] = rgd[i]
+					c.repaired(p)
+				}
+			}
+			if !validGT(gd[i]) {
+				continue
+			}
+		}
+		b := make([]byte, gtBytes)
+		if _, err := f.ReadAt(b, int64(gd[i])*disk.SectorSize); err != nil {
+			c.problem(path, "error", "cannot read grain table %d: %v", i, err)
+			continue
+		}
+		t := decode(b)
+		var rt []uint32
+		if rgd != nil {
+			if !validGT(rgd[i]) {
+				p := c.problem(path, "error", "redundant grain directory entry %d points to sector %d, outside the metadata area", i, rgd[i])
+				if repair && c.o.Repair == RepairAll {
+					p.Message += "; the redundant directory is left as is"
+				}
+			} else {
+				rb := make([]byte, gtBytes)
+				if _, err := f.ReadAt(rb, int64(rgd[i])*disk.SectorSize); err == nil && !bytes.Equal(b, rb) {
+					rt = decode(rb)
+				}
+			}
+		}
+		changed := false
+		for j, v := range t {
+			if rt != nil && rt[j] != v {
+				// The copies disagree: keep the one that is valid, the
+				// primary when both are (it is what readers use).
+				p := c.problem(path, "error", "grain table %d entry %d: primary %d and redundant %d differ", i, j, v, rt[j])
+				if badEntry(v) != "" && badEntry(rt[j]) == "" {
+					t[j], v = rt[j], rt[j]
+					changed = true
+				}
+				if repair && c.o.Repair == RepairAll {
+					c.repaired(p)
+					changed = true
+				}
+			}
+			if why := badEntry(v); why != "" {
+				p := c.problem(path, "error", "grain table %d entry %d %s", i, j, why)
+				if repair && c.o.Repair == RepairAll {
+					t[j] = 0
+					changed = true
+					if v > 1 {
+						c.r.LostBytes += int64(grain) * disk.SectorSize
+					}
+					c.repaired(p)
+				}
+				continue
+			}
+			if v > 1 {
+				slot := uint64(v) / grain
+				if used[slot/64]&(1<<(slot%64)) != 0 {
+					p := c.problem(path, "error", "grain table %d entry %d: grain at sector %d is referenced twice", i, j, v)
+					if repair && c.o.Repair == RepairAll {
+						t[j] = 0
+						changed = true
+						c.r.LostBytes += int64(grain) * disk.SectorSize
+						c.repaired(p)
+					}
+					continue
+				}
+				used[slot/64] |= 1 << (slot % 64)
+				c.r.AllocatedBytes += int64(grain) * disk.SectorSize
+			}
+			// Entries past the capacity in the last table must be zero.
+			if v != 0 && (uint64(i)*uint64(h.NumGTEsPerGT)+uint64(j))*grain >= h.Capacity {
+				p := c.problem(path, "error", "grain table %d entry %d lies past the disk's capacity", i, j)
+				if repair && c.o.Repair == RepairAll {
+					t[j] = 0
+					changed = true
+					c.repaired(p)
+				}
+			}
+		}
+		if changed || (rt != nil && repair && c.o.Repair == RepairAll) {
+			nb := encode(t)
+			for _, dir := range [][]uint32{gd, rgd} {
+				if dir != nil && validGT(dir[i]) {
+					if _, err := f.WriteAt(nb, int64(dir[i])*disk.SectorSize); err != nil {
+						return disk.Wrap(err, "vmdk: repair", path, int64(dir[i])*disk.SectorSize)
+					}
+				}
+			}
+		}
+	}
+	if repair {
+		// Write back repaired directories.
+		for _, x := range []struct {
+			dir []uint32
+			off uint64
+		}{{gd, h.GDOffset}, {rgd, h.RGDOffset}} {
+			if x.dir == nil {
+				continue
+			}
+			if _, err := f.WriteAt(encode(x.dir), int64(x.off)*disk.SectorSize); err != nil {
+				return disk.Wrap(err, "vmdk: repair", path, -1)
+			}
+		}
+	}
+	// Leaks: grain slots past the metadata that nothing references.
+	first := divRoundUp(overHead, grain)
+	lastUsed := first
+	var leaks []uint64
+	for s := first; s < slots; s++ {
+		if used[s/64]&(1<<(s%64)) != 0 {
+			lastUsed = s + 1
+		} else {
+			leaks = append(leaks, s)
+		}
+	}
+	if len(leaks) > 0 {
+		c.r.Leaks += len(leaks)
+		c.r.LeakedBytes += int64(len(leaks)) * int64(grain) * disk.SectorSize
+		p := c.problem(path, "leak", "%d grains (%d bytes) are allocated but unreferenced", len(leaks), int64(len(leaks))*int64(grain)*disk.SectorSize)
+		if repair {
+			// Leaked grains at the end of the file are truncated away;
+			// others need compact.
+			end := int64(max(lastUsed*grain, overHead)) * disk.SectorSize
+			if end < fileSize {
+				if err := f.Truncate(end); err != nil {
+					return disk.Wrap(err, "vmdk: repair", path, -1)
+				}
+				trailing := 0
+				for _, s := range leaks {
+					if s >= lastUsed {
+						trailing++
+					}
+				}
+				if trailing == len(leaks) {
+					c.repaired(p)
+				} else {
+					p.Message += fmt.Sprintf("; %d at the end were truncated, run 'vdisk compact' for the rest", trailing)
+				}
+			}
+		}
+	} else if tail := fileSize % (int64(grain) * disk.SectorSize); tail != 0 && uint64(fileSize) > overHead*disk.SectorSize {
+		c.problem(path, "warning", "file ends with %d bytes of a partial grain", tail)
+	}
+	if h.UncleanShutdown {
+		p := c.problem(path, "warning", "the extent was not closed cleanly (uncleanShutdown is set)")
+		if repair && c.r.Unrepaired == 0 {
+			h.UncleanShutdown = false
+			if _, err := f.WriteAt(h.marshal(), 0); err != nil {
+				return disk.Wrap(err, "vmdk: repair", path, 0)
+			}
+			c.repaired(p)
+		}
+	}
+	if repair {
+		if err := f.Sync(); err != nil {
+			return disk.Wrap(err, "vmdk: repair", path, -1)
+		}
+	}
+	return nil
+}
+
+// checkStreamFile reports a streamOptimized extent that this build cannot
+// examine in depth.
+func (c *checker) checkStreamFile(path string, h *sparseHeader, size int64) {
+	c.r.TotalBytes += int64(h.Capacity) * disk.SectorSize
+	if err := h.validate(size); err != nil {
+		c.problem(path, "error", "%v", err)
+	}
 }

@@ -229,7 +229,7 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 		}
 		err = f.Truncate(size)
 		if err == nil && opts.Subformat == VMFS {
-			err = preallocate(f, size)
+			err = disk.Preallocate(f, size)
 		}
 		if cerr := f.Close(); err == nil {
 			err = cerr

@@ -64,9 +64,3 @@ type zeroer interface {
 	// unallocated grain would show a parent's data.
 	zeroAt(off, n int64, hasParent bool) error
 }
-
-// trimmer is an extent that can release storage behind whole grains or
-// blocks in [off, off+n) (the range then reads from the parent or as zeros).
-type trimmer interface {
-	trim(off, n int64) error
-}

@@ -20,7 +20,7 @@ type flatExtent struct {
 func (e *flatExtent) size() int64 { return e.n }
 
 func (e *flatExtent) lookup(off, n int64) (blockState, int64, error) {
-	data, run, err := fileRun(e.f, e.base+off, n)
+	data, run, err := disk.FileRun(e.f, e.base+off, n)
 	if err != nil {
 		return 0, 0, disk.Wrap(err, "vmdk: seek", e.name, e.base+off)
 	}
@@ -58,7 +58,7 @@ func (e *flatExtent) zeroAt(off, n int64, _ bool) error {
 	if e.ro {
 		return disk.Errorf(disk.ErrPermission, "vmdk: %s: opened read-only", e.name)
 	}
-	return zeroFile(e.f, e.base+off, n)
+	return disk.ZeroFile(e.f, e.base+off, n)
 }
 
 func (e *flatExtent) flush() error {

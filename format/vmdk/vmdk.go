@@ -29,7 +29,6 @@ type link struct {
 	cid        uint32
 	parentCID  uint32
 	createType string
-	files      []FileInfo
 	unclean    bool
 }
 

@@ -1,0 +1,160 @@
+// Package format opens and creates disk images of every format vdisk
+// knows, choosing the format by probing magic bytes. The registry is
+// explicit: raw and vmdk, in the table below; no init() magic.
+package format
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/format/raw"
+	"github.com/vdisk-project/vdisk/format/vmdk"
+)
+
+// Format names an image format.
+type Format string
+
+// The formats vdisk reads and writes.
+const (
+	Raw  Format = "raw"
+	VMDK Format = "vmdk"
+)
+
+// Formats lists the known formats.
+var Formats = []Format{Raw, VMDK}
+
+// OpenOptions modify Open. A nil *OpenOptions opens read-write with
+// probing.
+type OpenOptions struct {
+	Format     Format // "" probes
+	ReadOnly   bool
+	SingleLink bool // vmdk: open one link of a chain
+	IgnoreCID  bool // vmdk: accept a parent whose CID changed
+	Unbuffered bool
+	Salvage    bool // vmdk: serve what a damaged image still holds (read-only)
+	FS         disk.FS
+}
+
+// CreateOptions modify Create; VMDK holds the vmdk-specific options.
+type CreateOptions struct {
+	VMDK vmdk.CreateOptions
+	FS   disk.FS
+}
+
+// Detect reports the format of the image whose first bytes are head
+// (at least 512 bytes, or the whole file when shorter): VMDK for a sparse
+// extent (KDMV), a COWD delta, or a text descriptor (qemu's rule: comment
+// lines, then "version=N"); raw for anything else.
+func Detect(head []byte) Format {
+	if len(head) >= 4 {
+		switch binary.LittleEndian.Uint32(head) {
+		case 0x564D444B, 0x44574F43: // KDMV, COWD
+			return VMDK
+		}
+	}
+	if isDescriptor(head) {
+		return VMDK
+	}
+	return Raw
+}
+
+func isDescriptor(b []byte) bool {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	for len(b) > 0 {
+		line, rest, _ := bytes.Cut(b, []byte("\n"))
+		t := strings.TrimRight(string(line), "\r")
+		switch {
+		case strings.HasPrefix(t, "#"):
+		case strings.TrimSpace(t) == "" && len(t) > 0:
+		default:
+			t = strings.TrimSpace(t)
+			return strings.HasPrefix(t, "version=") && len(t) >= 9 && t[8] >= '1' && t[8] <= '3'
+		}
+		b = rest
+	}
+	return false
+}
+
+func (o *OpenOptions) fs() disk.FS {
+	if o == nil || o.FS == nil {
+		return disk.OSFS{}
+	}
+	return o.FS
+}
+
+// DetectFile probes the format of the file at path.
+func DetectFile(fsys disk.FS, path string) (Format, error) {
+	if fsys == nil {
+		fsys = disk.OSFS{}
+	}
+	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return "", disk.Wrap(err, "format: open", path, -1)
+	}
+	defer f.Close()
+	head := make([]byte, 4096)
+	n, err := f.ReadAt(head, 0)
+	if err != nil && err != io.EOF {
+		return "", disk.Wrap(err, "format: read", path, 0)
+	}
+	return Detect(head[:n]), nil
+}
+
+// Open opens the image at path in its format (probed unless o.Format is
+// set) and returns it with the format.
+func Open(ctx context.Context, path string, o *OpenOptions) (disk.Disk, Format, error) {
+	var opts OpenOptions
+	if o != nil {
+		opts = *o
+	}
+	f := opts.Format
+	if f == "" {
+		var err error
+		if f, err = DetectFile(opts.fs(), path); err != nil {
+			return nil, "", err
+		}
+	}
+	switch f {
+	case Raw:
+		d, err := raw.Open(ctx, path, &raw.Options{ReadOnly: opts.ReadOnly, Unbuffered: opts.Unbuffered, FS: opts.FS})
+		if err != nil {
+			return nil, "", err
+		}
+		return d, Raw, nil
+	case VMDK:
+		d, err := vmdk.Open(ctx, path, &vmdk.OpenOptions{ReadOnly: opts.ReadOnly, SingleLink: opts.SingleLink,
+			IgnoreCID: opts.IgnoreCID, Unbuffered: opts.Unbuffered, Salvage: opts.Salvage, FS: opts.FS})
+		if err != nil {
+			return nil, "", err
+		}
+		return d, VMDK, nil
+	}
+	return nil, "", disk.Errorf(disk.ErrNotSupported, "format: unknown format %q", f)
+}
+
+// Create makes a new image of size bytes in format f and opens it for
+// writing. It never overwrites an existing file.
+func Create(ctx context.Context, path string, f Format, size int64, o *CreateOptions) (disk.Disk, error) {
+	var opts CreateOptions
+	if o != nil {
+		opts = *o
+	}
+	switch f {
+	case Raw:
+		return raw.Create(ctx, path, size, &raw.Options{FS: opts.FS})
+	case VMDK:
+		vo := opts.VMDK
+		if vo.FS == nil {
+			vo.FS = opts.FS
+		}
+		return vmdk.Create(ctx, path, size, &vo)
+	}
+	return nil, disk.Errorf(disk.ErrNotSupported, "format: unknown format %q", f)
+}

@@ -1,0 +1,122 @@
+package raw
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/disk/disktest"
+)
+
+var ctx = context.Background()
+
+func TestConformance(t *testing.T) {
+	disktest.RunTests(t, disktest.Harness{
+		New: func(t *testing.T, size int64) disk.Disk {
+			d, err := Create(ctx, filepath.Join(t.TempDir(), "d.raw"), size, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d
+		},
+		Reopen: func(t *testing.T, d disk.Disk) disk.Disk {
+			name := d.(*Disk).name
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			d2, err := Open(ctx, name, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d2
+		},
+	})
+}
+
+func TestSparse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.raw")
+	d, err := Create(ctx, path, 64<<20, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := d.WriteAt(make([]byte, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt([]byte{1}, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	var data int64
+	for _, e := range disktest.CheckExtents(t, d) {
+		if e.Flags.Data() {
+			data += e.Len
+		}
+	}
+	if data == 0 || data > 1<<20 {
+		t.Errorf("data extents cover %d bytes; want a few KiB", data)
+	}
+	if err := d.WriteZeroes(32<<20-4096, 8192, 0); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(path)
+	if st.Size() != 64<<20 {
+		t.Errorf("size after punching = %d", st.Size())
+	}
+}
+
+func TestReadOnlyAndUnbuffered(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.raw")
+	d, err := Create(ctx, path, 1<<20, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	ro, err := Open(ctx, path, &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ro.WriteAt([]byte{1}, 0); !errors.Is(err, disk.ErrPermission) {
+		t.Errorf("write to read-only = %v, want ErrPermission", err)
+	}
+	ro.Close()
+	u, err := Open(ctx, path, &Options{Unbuffered: true})
+	if err != nil {
+		t.Skipf("O_DIRECT not supported here: %v", err)
+	}
+	defer u.Close()
+	buf := disk.AlignedBytes(4096)
+	if _, err := u.ReadAt(buf, 0); err != nil {
+		t.Errorf("aligned unbuffered read: %v", err)
+	}
+	if _, err := u.ReadAt(buf[1:513], 0); !errors.Is(err, disk.ErrInvalid) {
+		t.Errorf("misaligned unbuffered read = %v, want ErrInvalid", err)
+	}
+}
+
+func BenchmarkRead(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "b.raw")
+	d, err := Create(ctx, path, 64<<20, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	for off := int64(0); off < d.Size(); off += int64(len(buf)) {
+		d.WriteAt(buf, off)
+	}
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	var off int64
+	for b.Loop() {
+		if _, err := d.ReadAt(buf, off); err != nil {
+			b.Fatal(err)
+		}
+		off = (off + int64(len(buf))) % d.Size()
+	}
+}

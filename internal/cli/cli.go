@@ -1,0 +1,321 @@
+// Package cli implements the vdisk command line: one file per command, each
+// with a runX(ctx, opts, args, stdout, stderr) function that tests call
+// directly. Only this package reads flags, environment and config files.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/vdisk-project/vdisk/disk"
+)
+
+// Version is the vdisk version, set at build time with -ldflags.
+var Version = "0.1.0-dev"
+
+// command is one vdisk subcommand.
+type command struct {
+	name    string
+	usage   string // one line: arguments
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"info", "[--output=json] [-f FMT] [--backing-chain] IMG", "show an image's format, size, allocation and format details", cmdInfo},
+		{"create", "-f FMT [-o OPTIONS] [-b BACKING [-F vmdk]] IMG [SIZE]", "create a new image", cmdCreate},
+		{"convert", "[-p] [-f FMT] -O FMT [-o OPTIONS] SRC DST", "copy an image into a new one of any format (thin stays thin)", cmdConvert},
+		{"check", "[-r leaks|all] [--output=json] IMG", "check an image for corruption and optionally repair it", cmdCheck},
+		{"map", "[--output=json] [--chunk-size SIZE] IMG", "show which ranges hold data (allocation map)", cmdMap},
+		{"compare", "[-s] [-p] [-f FMT] [-F FMT] A B", "compare the contents of two images", cmdCompare},
+		{"resize", "IMG [+]SIZE", "grow an image", cmdResize},
+		{"compact", "IMG", "shrink a sparse image: drop zero and unreferenced grains", cmdCompact},
+		{"meta", "[--output=json] IMG [KEY [VALUE]]", "list, read or write an image's metadata (disk database) keys", cmdMeta},
+		{"demo", "[DIR]", "run the local disk engine end to end on an embedded default", cmdDemo},
+		{"version", "", "print the version", cmdVersion},
+	}
+}
+
+// Exit codes. They are documented in the README and in `vdisk help`.
+const (
+	ExitOK          = 0
+	ExitDiffer      = 1  // compare: contents differ
+	ExitCorrupt     = 2  // check: errors found and not repaired
+	ExitLeaks       = 3  // check: only leaked space found
+	ExitUsage       = 64 // bad command line
+	ExitInvalid     = 65 // invalid argument (ErrInvalid)
+	ExitNotFound    = 66
+	ExitBusy        = 67
+	ExitNoMemory    = 68
+	ExitPermission  = 69
+	ExitAccess      = 70 // I/O, network or TLS error
+	ExitUnsupported = 71
+	ExitCorruptImg  = 72 // the image is corrupt (ErrCorrupt)
+	ExitNoSpace     = 73
+	ExitInterrupted = 130
+)
+
+var exitCodes = []struct {
+	code int
+	what string
+}{
+	{ExitOK, "success"},
+	{ExitDiffer, "compare: the images differ"},
+	{ExitCorrupt, "check: corruption found (and not repaired)"},
+	{ExitLeaks, "check: leaked space found, no corruption"},
+	{ExitUsage, "usage error"},
+	{ExitInvalid, "invalid argument"},
+	{ExitNotFound, "not found"},
+	{ExitBusy, "busy or locked; retrying may work"},
+	{ExitNoMemory, "out of memory or over a memory budget"},
+	{ExitPermission, "permission denied (or read-only)"},
+	{ExitAccess, "I/O, network or TLS error"},
+	{ExitUnsupported, "not supported"},
+	{ExitCorruptImg, "the image is corrupt"},
+	{ExitNoSpace, "no space left on the target"},
+	{ExitInterrupted, "interrupted"},
+}
+
+// exitError carries an exit code other than the one the error's disk code
+// maps to (compare's "differ", check's findings).
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// usageError is a bad command line.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// ExitCode maps an error to the process exit code, from one table.
+func ExitCode(err error) int {
+	var ee *exitError
+	var ue *usageError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &ue), errors.Is(err, flag.ErrHelp):
+		return ExitUsage
+	case errors.Is(err, context.Canceled):
+		return ExitInterrupted
+	}
+	switch disk.CodeOf(err) {
+	case disk.ErrInvalid:
+		return ExitInvalid
+	case disk.ErrNotFound:
+		return ExitNotFound
+	case disk.ErrBusy:
+		return ExitBusy
+	case disk.ErrOutOfMemory:
+		return ExitNoMemory
+	case disk.ErrPermission:
+		return ExitPermission
+	case disk.ErrNotSupported:
+		return ExitUnsupported
+	case disk.ErrCorrupt:
+		return ExitCorruptImg
+	case disk.ErrNoSpace:
+		return ExitNoSpace
+	}
+	return ExitAccess
+}
+
+// Main runs the command line args (without the program name) and returns
+// the exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		printHelp(stderr)
+		return ExitUsage
+	}
+	name := args[0]
+	if name == "help" || name == "-h" || name == "--help" {
+		if len(args) > 1 {
+			if c, ok := lookup(args[1]); ok {
+				fmt.Fprintf(stdout, "usage: vdisk %s %s\n\n%s\n", c.name, c.usage, c.summary)
+				return ExitOK
+			}
+		}
+		printHelp(stdout)
+		return ExitOK
+	}
+	c, ok := lookup(name)
+	if !ok {
+		fmt.Fprintf(stderr, "vdisk: unknown command %q; see 'vdisk help'\n", name)
+		return ExitUsage
+	}
+	err := c.run(ctx, args[1:], stdout, stderr)
+	code := ExitCode(err)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.msg != "" {
+			if jsonErrors(args) {
+				json.NewEncoder(stdout).Encode(map[string]any{"error": err.Error(), "code": disk.CodeOf(err).String(), "exit": code})
+			} else {
+				fmt.Fprintf(stderr, "vdisk %s: %v\n", name, err)
+			}
+		}
+		if _, ok := err.(*usageError); ok {
+			fmt.Fprintf(stderr, "usage: vdisk %s %s\n", c.name, c.usage)
+		}
+	}
+	return code
+}
+
+func jsonErrors(args []string) bool {
+	for _, a := range args {
+		if a == "--output=json" || a == "-output=json" {
+			return true
+		}
+	}
+	return false
+}
+
+func lookup(name string) (command, bool) {
+	for _, c := range commands() {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+func printHelp(w io.Writer) {
+	fmt.Fprintf(w, "vdisk %s: read, write, convert, check and serve virtual disks\n\nusage: vdisk COMMAND [ARGS]\n\ncommands:\n", Version)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\n'vdisk help COMMAND' shows a command's arguments. Sizes take K, M, G, T suffixes (powers of 1024).\n\nexit codes:\n")
+	for _, e := range exitCodes {
+		fmt.Fprintf(w, "  %3d  %s\n", e.code, e.what)
+	}
+}
+
+// parse parses flags that may appear before, between or after positional
+// arguments, as qemu-img allows, and returns the positional arguments.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usagef("%v", err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// parseSize parses a size such as 4096, 10G, 1.5T or 512K (powers of 1024;
+// a trailing B or iB is allowed).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSpace(s), "B"), "i")
+	mult := int64(1)
+	if t != "" {
+		switch strings.ToUpper(t[len(t)-1:]) {
+		case "K":
+			mult = 1 << 10
+		case "M":
+			mult = 1 << 20
+		case "G":
+			mult = 1 << 30
+		case "T":
+			mult = 1 << 40
+		case "P":
+			mult = 1 << 50
+		case "E":
+			mult = 1 << 60
+		}
+		if mult != 1 {
+			t = t[:len(t)-1]
+		}
+	}
+	if f, err := strconv.ParseFloat(t, 64); err == nil && f >= 0 && f*float64(mult) < 1<<63 {
+		return int64(f * float64(mult)), nil
+	}
+	return 0, disk.Errorf(disk.ErrInvalid, "invalid size %q", s)
+}
+
+// humanSize formats bytes like qemu-img: "4 GiB", "1.5 MiB", "512 B".
+func humanSize(n int64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	f := float64(n)
+	i := 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%d B", n)
+	}
+	s := strconv.FormatFloat(f, 'f', 3, 64)
+	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	return s + " " + units[i]
+}
+
+// parseOptions parses qemu-img's -o "key=value,key2=value2" (",," escapes a
+// comma).
+func parseOptions(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if s == "" {
+		return out, nil
+	}
+	s = strings.ReplaceAll(s, ",,", "\x00")
+	for _, kv := range strings.Split(s, ",") {
+		kv = strings.ReplaceAll(kv, "\x00", ",")
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			v = "on"
+		}
+		out[strings.TrimSpace(k)] = v
+	}
+	return out, nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "    ")
+	return enc.Encode(v)
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// isTerminal reports whether w is a terminal (for progress bars).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && termIsTerminal(int(f.Fd()))
+}

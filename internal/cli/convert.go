@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"os"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/format"
+	"github.com/vdisk-project/vdisk/format/vmdk"
+)
+
+type convertOptions struct {
+	progress  bool
+	inFormat  string
+	outFormat string
+	options   string
+	workers   int
+}
+
+func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o convertOptions
+	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
+	fs.BoolVar(&o.progress, "p", false, "show progress (on a terminal)")
+	fs.StringVar(&o.inFormat, "f", "", "source format (default: probe)")
+	fs.StringVar(&o.outFormat, "O", "raw", "target format: raw or vmdk")
+	fs.StringVar(&o.options, "o", "", "target format options, as for create")
+	fs.IntVar(&o.workers, "m", 0, "parallel requests (default: 4 or the number of CPUs)")
+	fs.Bool("q", false, "quiet (accepted for qemu-img compatibility)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("convert takes a source and a target")
+	}
+	return runConvert(ctx, o, pos[0], pos[1], stderr)
+}
+
+func runConvert(ctx context.Context, o convertOptions, src, dst string, stderr io.Writer) (err error) {
+	in, _, err := openImage(ctx, src, o.inFormat, format.OpenOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	f, err := checkFormat(o.outFormat)
+	if err != nil {
+		return err
+	}
+	opts, _ := parseOptions(o.options)
+	var co format.CreateOptions
+	if f == format.VMDK {
+		if co.VMDK, err = vmdkOptions(opts); err != nil {
+			return err
+		}
+	} else if len(opts) > 0 {
+		return usagef("raw images take no options")
+	}
+	out, err := format.Create(ctx, dst, f, in.Size(), &co)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil && !errors.Is(err, os.ErrExist) {
+			removeImage(dst)
+		}
+	}()
+	update, finish := progress(stderr, o.progress, "converting")
+	defer finish()
+	_, err = disk.Copy(ctx, out, in, &disk.CopyOptions{
+		Workers:    o.workers,
+		DstZeroed:  true,
+		Sequential: f == format.VMDK && co.VMDK.Subformat == vmdk.StreamOptimized,
+		Progress:   update,
+	})
+	return err
+}
+
+// removeImage deletes a half-written target after a failed convert.
+func removeImage(name string) {
+	os.Remove(name)
+}
