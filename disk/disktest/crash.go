@@ -27,6 +27,37 @@ type CrashFS struct {
 	// Budget, when positive, is the number of bytes of file content the
 	// filesystem holds before writes fail with ENOSPC.
 	Budget int64
+
+	ops      int        // mutating operations so far
+	crashAt  int        // take a crash image after this many, when > 0
+	crashRng *rand.Rand // decides what the crash image keeps
+	crashed  *CrashFS
+}
+
+// CrashAfter arranges for a crash image to be taken right after the nth
+// mutating operation (write, truncate, sync) from now; Crashed returns it.
+// This simulates a power cut in the middle of a multi-step operation such
+// as a metadata flush.
+func (c *CrashFS) CrashAfter(n int, rng *rand.Rand) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.crashAt, c.crashRng, c.crashed = c.ops+n, rng, nil
+}
+
+// Crashed returns the image taken by CrashAfter, or nil if fewer
+// operations have happened.
+func (c *CrashFS) Crashed() *CrashFS {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.crashed
+}
+
+// tick counts a mutating operation; the caller holds c.mu.
+func (c *CrashFS) tick() {
+	c.ops++
+	if c.crashAt > 0 && c.ops == c.crashAt {
+		c.crashed = c.crashLocked(c.crashRng)
+	}
 }
 
 type crashOp struct {
@@ -151,6 +182,10 @@ func (c *CrashFS) Pending() int {
 func (c *CrashFS) Crash(rng *rand.Rand) *CrashFS {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.crashLocked(rng)
+}
+
+func (c *CrashFS) crashLocked(rng *rand.Rand) *CrashFS {
 	out := NewCrashFS()
 	for name, f := range c.files {
 		b := bytes.Clone(f.durable)
@@ -233,6 +268,7 @@ func (h *crashHandle) WriteAt(p []byte, off int64) (int, error) {
 	}
 	copy(h.f.current[off:], p)
 	h.f.pending = append(h.f.pending, crashOp{off: off, data: bytes.Clone(p)})
+	h.fs.tick()
 	return len(p), nil
 }
 
@@ -262,6 +298,7 @@ func (h *crashHandle) truncateLocked(size int64) error {
 	}
 	h.f.current = resize(h.f.current, size)
 	h.f.pending = append(h.f.pending, crashOp{off: -1, size: size})
+	h.fs.tick()
 	return nil
 }
 
@@ -273,6 +310,7 @@ func (h *crashHandle) Sync() error {
 	}
 	h.f.durable = bytes.Clone(h.f.current)
 	h.f.pending = nil
+	h.fs.tick()
 	return nil
 }
 

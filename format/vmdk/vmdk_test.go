@@ -221,3 +221,5 @@ func writePattern(t *testing.T, path string, size int64) []byte {
 	}
 	return b
 }
+
+func isLong() bool { return os.Getenv("VDISK_TEST_LONG") == "1" }
