@@ -132,8 +132,16 @@ type Error struct {
 	Err  error
 }
 
-// Error implements error.
+// Error implements error. An error without context (made by Errorf) reads
+// as its message; with context it reads "op path @off: code: message", the
+// code printed once, by the innermost error that has context.
 func (e *Error) Error() string {
+	if !e.hasContext() {
+		if e.Err != nil {
+			return e.Err.Error()
+		}
+		return e.Code.String()
+	}
 	var b strings.Builder
 	b.WriteString(e.Op)
 	if e.Path != "" {
@@ -146,20 +154,29 @@ func (e *Error) Error() string {
 		b.WriteString(" @")
 		b.WriteString(strconv.FormatInt(e.Off, 10))
 	}
-	// Print the code unless the wrapped error already says it.
-	if e.Err == nil || classify(e.Err) != e.Code {
-		if b.Len() > 0 {
-			b.WriteString(": ")
-		}
+	if !contextBelow(e.Err) {
+		b.WriteString(": ")
 		b.WriteString(e.Code.String())
 	}
 	if e.Err != nil {
-		if b.Len() > 0 {
-			b.WriteString(": ")
-		}
+		b.WriteString(": ")
 		b.WriteString(e.Err.Error())
 	}
 	return b.String()
+}
+
+func (e *Error) hasContext() bool { return e.Op != "" || e.Path != "" || e.Off >= 0 }
+
+// contextBelow reports whether err's chain holds an *Error with context,
+// which then prints the code.
+func contextBelow(err error) bool {
+	for err != nil {
+		if x, ok := err.(*Error); ok && x.hasContext() {
+			return true
+		}
+		err = errors.Unwrap(err)
+	}
+	return false
 }
 
 // Unwrap returns the underlying error.

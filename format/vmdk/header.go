@@ -181,6 +181,10 @@ func (h *sparseHeader) validate(fileSize int64) error {
 	if h.DescriptorOffset != 0 && (h.DescriptorSize == 0 || h.DescriptorSize > maxDescriptorSectors) {
 		return bad("invalid embedded descriptor size of %d sectors", h.DescriptorSize)
 	}
+	if !h.compressed() && h.Capacity >= maxExtentSectors {
+		return disk.Errorf(disk.ErrNotSupported,
+			"vmdk: sparse extent of %d sectors is 2 TiB or more; use twoGbMaxExtentSparse, a flat format or seSparse", h.Capacity)
+	}
 	fileSectors := uint64(fileSize) / disk.SectorSize
 	if h.DescriptorOffset != 0 && h.DescriptorOffset+h.DescriptorSize > fileSectors {
 		return bad("embedded descriptor at sector %d+%d past end of file", h.DescriptorOffset, h.DescriptorSize)
@@ -190,10 +194,6 @@ func (h *sparseHeader) validate(fileSize int64) error {
 		return bad("grain directory of %d entries cannot fit a file of %d bytes", gd, fileSize)
 	}
 	if !h.compressed() {
-		if h.Capacity >= maxExtentSectors {
-			return disk.Errorf(disk.ErrNotSupported,
-				"vmdk: sparse extent of %d sectors is 2 TiB or more; use twoGbMaxExtentSparse, a flat format or seSparse", h.Capacity)
-		}
 		if h.GDOffset == gdAtEnd {
 			return bad("grain directory at end of file in an uncompressed extent")
 		}
