@@ -174,8 +174,20 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 			return fail(err)
 		}
 		if opts.Subformat == StreamOptimized {
-			f.Close()
-			return fail(disk.Errorf(disk.ErrNotSupported, "vmdk: creating streamOptimized images is not supported yet"))
+			w, err := newStreamWriter(f, path, size, desc, opts.Workers)
+			if err != nil {
+				f.Close()
+				return fail(err)
+			}
+			d := &Disk{size: size, fsys: fsys, rotated: true}
+			pd, _ := parseDescriptor(desc)
+			l := &link{path: path, desc: pd, selfContained: true}
+			if err := l.initMany([]extent{w}); err != nil {
+				w.close()
+				return fail(err)
+			}
+			d.links = []*link{l}
+			return d, nil
 		}
 		if err := writeSparseFile(f, sectors, desc, opts.ZeroedGrain); err != nil {
 			return fail(disk.Wrap(err, "vmdk: create", path, -1))

@@ -33,7 +33,7 @@ func (d *Disk) Info() Info {
 	in.Geometry = Geometry{Cylinders: c, Heads: uint32(h), Sectors: uint32(s)}
 	for i, l := range d.links {
 		in.Unclean = in.Unclean || l.unclean
-		if l.embedded == nil {
+		if !l.selfContained {
 			in.Files = append(in.Files, FileInfo{Path: l.path, Link: i, Kind: "descriptor", FileSize: fileSize(d.fsys, l.path)})
 		}
 		for x, el := range l.desc.extents {
@@ -43,7 +43,7 @@ func (d *Disk) Info() Info {
 			}
 			if el.Type != "ZERO" {
 				fi.Path = el.File
-				if l.embedded != nil {
+				if l.selfContained {
 					fi.Path = l.path
 				} else if !strings.HasPrefix(fi.Path, "/") {
 					fi.Path = joinDir(l.path, el.File)
@@ -51,8 +51,11 @@ func (d *Disk) Info() Info {
 				fi.FileSize = fileSize(d.fsys, fi.Path)
 			}
 			if x < len(l.extents) {
-				if se, ok := unwrapExtent(l.extents[x]).(*sparseExtent); ok {
+				switch se := unwrapExtent(l.extents[x]).(type) {
+				case *sparseExtent:
 					fi.Compressed = se.h.compressed()
+				case *streamExtent:
+					fi.Compressed = true
 				}
 			}
 			in.Files = append(in.Files, fi)

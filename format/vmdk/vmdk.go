@@ -20,16 +20,17 @@ const maxChainLinks = 255
 
 // link is one descriptor and its extents.
 type link struct {
-	path       string // the descriptor file, or the monolithic extent file
-	desc       *descriptor
-	embedded   *sparseExtent // the extent holding the descriptor, when embedded
-	extents    []extent
-	starts     []int64 // virtual byte offset of each extent
-	size       int64
-	cid        uint32
-	parentCID  uint32
-	createType string
-	unclean    bool
+	path          string // the descriptor file, or the monolithic extent file
+	desc          *descriptor
+	embedded      *sparseExtent // the writable extent holding the descriptor, when embedded
+	selfContained bool          // the descriptor lives inside the extent file
+	extents       []extent
+	starts        []int64 // virtual byte offset of each extent
+	size          int64
+	cid           uint32
+	parentCID     uint32
+	createType    string
+	unclean       bool
 }
 
 // Disk is an open VMDK disk: a chain of links, the first of which (the
@@ -259,6 +260,7 @@ func (d *Disk) openLink(path string, ro bool) (l *link, err error) {
 					[]extentLine{{Access: "RW", Sectors: int64(h.Capacity), Type: "SPARSE", File: filepath.Base(path)}}, nil))
 			}
 			l.desc = desc
+			l.selfContained = true
 			if se, ok := ext.(*sparseExtent); ok {
 				l.embedded = se
 				l.unclean = h.UncleanShutdown && !se.marked
@@ -585,6 +587,9 @@ func (d *Disk) rotateCID() error {
 // sparse file, or by replacing a descriptor file atomically.
 func (d *Disk) writeDescriptor(l *link) error {
 	b := l.desc.bytes()
+	if l.selfContained && l.embedded == nil {
+		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: the descriptor of this image cannot be rewritten", l.path)
+	}
 	if se := l.embedded; se != nil {
 		room := int64(se.h.DescriptorSize) * disk.SectorSize
 		if int64(len(b)) > room {
