@@ -2,17 +2,19 @@ package disk
 
 import (
 	"errors"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
+
+// fder is a file with a descriptor: *os.File, or a wrapper around one.
+type fder interface{ Fd() uintptr }
 
 // FileRun reports whether the file byte at off holds data (or lies in a
 // hole) and how many bytes from off, at most n, share that state, using
 // SEEK_DATA and SEEK_HOLE. Files that cannot tell (not an *os.File, or a
 // filesystem without SEEK_DATA) report data.
 func FileRun(f File, off, n int64) (bool, int64, error) {
-	of, ok := f.(*os.File)
+	of, ok := f.(fder)
 	if !ok {
 		return true, n, nil
 	}
@@ -37,7 +39,7 @@ func FileRun(f File, off, n int64) (bool, int64, error) {
 // ZeroFile makes a byte range of a file read as zeros, punching a hole when
 // the filesystem can (keeping the file size) and writing zeros otherwise.
 func ZeroFile(f File, off, n int64) error {
-	if of, ok := f.(*os.File); ok {
+	if of, ok := f.(fder); ok {
 		err := unix.Fallocate(int(of.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 		if err == nil {
 			return nil
@@ -58,7 +60,7 @@ func ZeroFile(f File, off, n int64) error {
 // Preallocate reserves storage for the first n bytes of a file (thick
 // provisioning) when the filesystem can, and does nothing otherwise.
 func Preallocate(f File, n int64) error {
-	if of, ok := f.(*os.File); ok && n > 0 {
+	if of, ok := f.(fder); ok && n > 0 {
 		if err := unix.Fallocate(int(of.Fd()), 0, 0, n); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
 			return err
 		}

@@ -36,7 +36,8 @@ type sparseExtent struct {
 	gtCov int64 // bytes covered by one grain table
 	gtLen int   // entries per grain table
 
-	gd  []uint32 // primary grain directory (sectors of grain tables)
+	zero []uint32 // the shared all-zero grain table: never written to
+	gd   []uint32 // primary grain directory (sectors of grain tables)
 	rgd []uint32 // redundant grain directory, nil when absent
 
 	mu      sync.Mutex
@@ -73,6 +74,7 @@ func openSparseExtent(f disk.File, name string, h *sparseHeader, fileSize int64,
 		dirty:   make(map[uint32]bool),
 		pinned:  make(map[uint32]bool),
 		fileLen: fileSize,
+		zero:    make([]uint32, h.NumGTEsPerGT),
 	}
 	n := int(h.numGDEntries())
 	var err error
@@ -154,9 +156,16 @@ func (e *sparseExtent) table(gi uint32) ([]uint32, error) {
 			return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: grain table %d at sector %d past end of file", e.name, gi, sec)
 		}
 	}
-	b := make([]byte, gtBytes*int64(run))
-	if _, err := e.f.ReadAt(b, off); err != nil {
-		return nil, disk.Errorf(disk.ErrAccess, "vmdk: %s: read grain table %d: %w", e.name, gi, err)
+	// Tables in a hole of the file (a new thin disk) are all zeros and
+	// need not be read.
+	var b []byte
+	if data, hole, err := disk.FileRun(e.f, off, gtBytes*int64(run)); err == nil && !data && hole >= gtBytes {
+		run = int(hole / gtBytes)
+	} else {
+		b = make([]byte, gtBytes*int64(run))
+		if _, err := e.f.ReadAt(b, off); err != nil {
+			return nil, disk.Errorf(disk.ErrAccess, "vmdk: %s: read grain table %d: %w", e.name, gi, err)
+		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -172,9 +181,12 @@ func (e *sparseExtent) table(gi uint32) ([]uint32, error) {
 			}
 			continue
 		}
-		t := make([]uint32, e.gtLen)
-		for i := range t {
-			t[i] = binary.LittleEndian.Uint32(b[int64(r)*gtBytes+int64(i)*4:])
+		t := e.zero
+		if b != nil && !disk.IsZero(b[int64(r)*gtBytes:int64(r+1)*gtBytes]) {
+			t = make([]uint32, e.gtLen)
+			for i := range t {
+				t[i] = binary.LittleEndian.Uint32(b[int64(r)*gtBytes+int64(i)*4:])
+			}
 		}
 		e.cache[idx] = t
 		if r == 0 {
@@ -182,6 +194,11 @@ func (e *sparseExtent) table(gi uint32) ([]uint32, error) {
 		}
 	}
 	return first, nil
+}
+
+// isZero reports whether t is the shared all-zero table.
+func (e *sparseExtent) isZero(t []uint32) bool {
+	return len(t) > 0 && len(e.zero) > 0 && &t[0] == &e.zero[0]
 }
 
 // evictLocked drops clean tables until there is room for n more.
@@ -229,7 +246,7 @@ func (e *sparseExtent) lookup(off, n int64) (blockState, int64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	if t == nil {
+	if t == nil || e.isZero(t) {
 		return stateAbsent, gtEnd - off, nil
 	}
 	e.mu.Lock()
@@ -252,6 +269,15 @@ func (e *sparseExtent) readAt(p []byte, off int64) error {
 			return err
 		}
 		if v > 1 {
+			// Grains laid out one after another in the file (as convert
+			// writes them) are read with one call.
+			for c < int64(len(p)) {
+				nv, _, err := e.gte(off + c)
+				if err != nil || int64(nv) != int64(v)+(in+c)/disk.SectorSize {
+					break
+				}
+				c = min(int64(len(p)), c+e.grain)
+			}
 			if err := e.readGrain(p[:c], v, in, off); err != nil {
 				return err
 			}
@@ -298,6 +324,12 @@ func (e *sparseExtent) setGTE(off int64, v uint32) error {
 		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: no grain table allocated for offset %d", e.name, off)
 	}
 	e.mu.Lock()
+	if cur, ok := e.cache[gi]; ok {
+		t = cur
+	}
+	if e.isZero(t) {
+		t = make([]uint32, e.gtLen) // copy on write of the shared zero table
+	}
 	t[(off%e.gtCov)/e.grain] = v
 	e.cache[gi] = t // a table evicted meanwhile comes back dirty
 	e.dirty[gi] = true

@@ -99,7 +99,7 @@ func newGrainDirectory(f disk.File, path string, h *sparseHeader, size int64) (*
 		f: f, name: path, h: h, ro: true,
 		size_: int64(h.Capacity) * disk.SectorSize, grain: h.grainBytes(), gtCov: h.gtCoverage(),
 		gtLen: int(h.NumGTEsPerGT), cache: make(map[uint32][]uint32), dirty: map[uint32]bool{},
-		pinned: map[uint32]bool{}, fileLen: size,
+		pinned: map[uint32]bool{}, fileLen: size, zero: make([]uint32, h.NumGTEsPerGT),
 	}
 	var err error
 	e.gd, err = e.readDir(h.GDOffset, int(h.numGDEntries()))

@@ -18,6 +18,7 @@ type convertOptions struct {
 	outFormat string
 	options   string
 	workers   int
+	cache     string
 }
 
 func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -28,6 +29,7 @@ func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.outFormat, "O", "raw", "target format: raw or vmdk")
 	fs.StringVar(&o.options, "o", "", "target format options, as for create")
 	fs.IntVar(&o.workers, "m", 0, "parallel requests (default: 4 or the number of CPUs)")
+	fs.StringVar(&o.cache, "t", "writeback", "target cache mode: writeback (durable: synced at the end) or unsafe (never synced)")
 	fs.Bool("q", false, "quiet (accepted for qemu-img compatibility)")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -51,6 +53,9 @@ func runConvert(ctx context.Context, o convertOptions, src, dst string, stderr i
 	}
 	opts, _ := parseOptions(o.options)
 	var co format.CreateOptions
+	if co.FS, err = cacheFS(o.cache); err != nil {
+		return err
+	}
 	if f == format.VMDK {
 		if co.VMDK, err = vmdkOptions(opts); err != nil {
 			return err
