@@ -308,7 +308,16 @@ func (h *crashHandle) Sync() error {
 	if h.closed {
 		return fs.ErrClosed
 	}
-	h.f.durable = bytes.Clone(h.f.current)
+	for _, op := range h.f.pending {
+		if op.off < 0 {
+			h.f.durable = resize(h.f.durable, op.size)
+			continue
+		}
+		if end := op.off + int64(len(op.data)); int64(len(h.f.durable)) < end {
+			h.f.durable = resize(h.f.durable, end)
+		}
+		copy(h.f.durable[op.off:], op.data)
+	}
 	h.f.pending = nil
 	h.fs.tick()
 	return nil

@@ -114,6 +114,13 @@ func randomRange(rng *rand.Rand, size, align, maxLen int64) (int64, int64) {
 }
 
 func fill(rng *rand.Rand, p []byte) {
+	for len(p) >= 8 {
+		v := rng.Uint64()
+		for i := range 8 {
+			p[i] = byte(v >> (8 * i))
+		}
+		p = p[8:]
+	}
 	for i := range p {
 		p[i] = byte(rng.Uint32())
 	}

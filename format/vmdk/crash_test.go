@@ -16,7 +16,7 @@ import (
 // verifies that every byte that was flushed and not written since reads
 // back intact.
 func TestCrashSafety(t *testing.T) {
-	points := 60
+	points := 30
 	if testenv.Required("long") || isLong() {
 		points = 2000
 	}
@@ -35,11 +35,23 @@ func TestCrashSafety(t *testing.T) {
 	}
 }
 
+// basePattern is the content of the parent in the child variants.
+var basePattern = func() []byte {
+	p := make([]byte, 3<<20)
+	for i := range p {
+		p[i] = byte(i*7 + 1)
+	}
+	return p
+}()
+
 func crashOnce(t *testing.T, sf Subformat, child bool, seed uint64) {
-	const size = 6 << 20
+	const size = 3 << 20
 	rng := rand.New(rand.NewPCG(seed, 99))
+	var key [32]byte
+	key[0] = byte(seed)
+	data := rand.NewChaCha8(key)
 	fsys := disktest.NewCrashFS()
-	o := &CreateOptions{Subformat: sf, FS: fsys, SplitSize: 2 << 20}
+	o := &CreateOptions{Subformat: sf, FS: fsys, SplitSize: 1 << 20}
 	path := "/img/d.vmdk"
 	flushed := make([]byte, size)
 	if child {
@@ -47,10 +59,7 @@ func crashOnce(t *testing.T, sf Subformat, child bool, seed uint64) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := make([]byte, size)
-		for i := range p {
-			p[i] = byte(i*7 + 1)
-		}
+		p := basePattern
 		if _, err := base.WriteAt(p, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -77,16 +86,19 @@ func crashOnce(t *testing.T, sf Subformat, child bool, seed uint64) {
 				t.Fatal(err)
 			}
 			if fsys.Crashed() == nil { // a crash inside this flush leaves it unfinished
-				copy(flushed, current)
-				clear(dirty)
+				for s, d := range dirty {
+					if d {
+						a := s * disk.SectorSize
+						copy(flushed[a:a+disk.SectorSize], current[a:])
+						dirty[s] = false
+					}
+				}
 			}
 		default:
 			off := rng.Int64N(size)
-			n := min(rng.Int64N(150<<10)+1, size-off)
+			n := min(rng.Int64N(100<<10)+1, size-off)
 			p := make([]byte, n)
-			for i := range p {
-				p[i] = byte(rng.Uint32())
-			}
+			data.Read(p)
 			if _, err := d.WriteAt(p, off); err != nil {
 				t.Fatal(err)
 			}

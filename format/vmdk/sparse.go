@@ -38,7 +38,7 @@ type sparseExtent struct {
 
 	zero []uint32 // the shared all-zero grain table: never written to
 	gd   []uint32 // primary grain directory (sectors of grain tables)
-	rgd []uint32 // redundant grain directory, nil when absent
+	rgd  []uint32 // redundant grain directory, nil when absent
 
 	mu      sync.Mutex
 	cache   map[uint32][]uint32 // grain directory index -> table
