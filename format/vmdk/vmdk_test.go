@@ -223,3 +223,85 @@ func writePattern(t *testing.T, path string, size int64) []byte {
 }
 
 func isLong() bool { return os.Getenv("VDISK_TEST_LONG") == "1" }
+
+// BenchmarkExtents2TiB maps a new 2 TiB thin disk in-process: the split
+// sparse layout (1025 extent files, 65536 grain tables) and vmfsThin.
+func BenchmarkExtents2TiB(b *testing.B) {
+	for _, sf := range []Subformat{TwoGbMaxExtentSparse, VMFSThin} {
+		b.Run(string(sf), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "t.vmdk")
+			d, err := Create(ctx, path, 2<<40, &CreateOptions{Subformat: sf})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := d.WriteAt([]byte{1}, 1<<40); err != nil {
+				b.Fatal(err)
+			}
+			d.Close()
+			d, err = Open(ctx, path, &OpenOptions{ReadOnly: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			b.ReportAllocs()
+			for b.Loop() {
+				n := 0
+				if err := d.Extents(ctx, 0, d.Size(), func(disk.Extent) error { n++; return nil }); err != nil {
+					b.Fatal(err)
+				}
+				if n < 3 {
+					b.Fatalf("%d extents", n)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkSparseRead reads a monolithicSparse disk sequentially in 1 MiB
+// requests.
+func BenchmarkSparseRead(b *testing.B) {
+	d, err := Create(ctx, filepath.Join(b.TempDir(), "r.vmdk"), 64<<20, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i | 1)
+	}
+	for off := int64(0); off < d.Size(); off += 1 << 20 {
+		d.WriteAt(buf, off)
+	}
+	b.SetBytes(1 << 20)
+	b.ReportAllocs()
+	var off int64
+	for b.Loop() {
+		if _, err := d.ReadAt(buf, off); err != nil {
+			b.Fatal(err)
+		}
+		off = (off + 1<<20) % d.Size()
+	}
+	d.Close()
+}
+
+// BenchmarkSparseWrite allocates grains in a new monolithicSparse disk.
+func BenchmarkSparseWrite(b *testing.B) {
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i | 1)
+	}
+	b.SetBytes(1 << 20)
+	b.ReportAllocs()
+	path := filepath.Join(b.TempDir(), "w.vmdk")
+	d, err := Create(ctx, path, 1<<40, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var off int64
+	for b.Loop() {
+		if _, err := d.WriteAt(buf, off); err != nil {
+			b.Fatal(err)
+		}
+		off += 1 << 20
+	}
+	d.Close()
+}
