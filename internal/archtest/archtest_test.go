@@ -1,0 +1,108 @@
+// Package archtest keeps the import structure that DESIGN.md describes:
+// imports run downward only, and the low packages stay free of heavy
+// dependencies.
+package archtest
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/vdisk-project/vdisk"
+
+type pkg struct {
+	ImportPath string
+	Imports    []string
+	Deps       []string
+}
+
+func listPackages(t *testing.T) []pkg {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-json", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+func rel(path string) string { return strings.TrimPrefix(strings.TrimPrefix(path, module), "/") }
+
+// allowed lists, for each layer (by path prefix), the vdisk packages it may
+// import.
+var allowed = []struct {
+	prefix string
+	may    []string
+}{
+	{"disk/disktest", []string{"disk"}},
+	{"disk", []string{}},
+	{"format/raw", []string{"disk"}},
+	{"format/vmdk", []string{"disk"}},
+	{"format", []string{"disk", "format/raw", "format/vmdk"}},
+	{"nbd", []string{"disk"}},
+	{"internal/datastore", []string{"disk", "format"}},
+	{"internal/cbt", []string{"disk", "format"}},
+	{"internal/auth", []string{"disk", "format"}},
+}
+
+func TestLayering(t *testing.T) {
+	for _, p := range listPackages(t) {
+		name := rel(p.ImportPath)
+		for _, rule := range allowed {
+			if name != rule.prefix && !strings.HasPrefix(name, rule.prefix+"/") {
+				continue
+			}
+			for _, imp := range p.Imports {
+				if !strings.HasPrefix(imp, module) {
+					continue
+				}
+				ok := false
+				for _, m := range rule.may {
+					if r := rel(imp); r == m || strings.HasPrefix(r, m+"/") && m != "disk" {
+						ok = true
+					}
+				}
+				if !ok {
+					t.Errorf("%s imports %s: not allowed by the layering in DESIGN.md", name, rel(imp))
+				}
+			}
+			break
+		}
+	}
+}
+
+// TestDependencies keeps disk, format and nbd free of heavy third-party
+// modules.
+func TestDependencies(t *testing.T) {
+	light := []string{"golang.org/x/sync/", "golang.org/x/sys/"}
+	for _, p := range listPackages(t) {
+		name := rel(p.ImportPath)
+		if !strings.HasPrefix(name, "disk") && !strings.HasPrefix(name, "format") && !strings.HasPrefix(name, "nbd") {
+			continue
+		}
+		for _, d := range p.Deps {
+			if !strings.Contains(strings.SplitN(d, "/", 2)[0], ".") || strings.HasPrefix(d, module) {
+				continue // standard library or ours
+			}
+			ok := false
+			for _, l := range light {
+				if strings.HasPrefix(d, l) {
+					ok = true
+				}
+			}
+			if !ok {
+				t.Errorf("%s depends on %s: keep the low layers light", name, d)
+			}
+		}
+	}
+}
