@@ -146,6 +146,27 @@ func (c *checker) checkExtentFiles(ctx context.Context, path string, desc *descr
 					}
 				}
 			}
+		case "VMFSSPARSE", "SESPARSE":
+			f, err := c.fsys.OpenFile(name, os.O_RDONLY, 0)
+			if err != nil {
+				c.problem(name, "error", "cannot open extent: %v", err)
+				continue
+			}
+			var e extent
+			if el.Type == "VMFSSPARSE" {
+				e, err = openCOWD(f, name, st.Size(), true)
+			} else {
+				e, err = openSESparse(f, name, st.Size(), true)
+			}
+			if err != nil {
+				c.problem(name, "error", "%v", err)
+				f.Close()
+				continue
+			}
+			if err := c.walkDelta(ctx, name, e); err != nil {
+				c.problem(name, "error", "%v", err)
+			}
+			e.close()
 		case "SPARSE":
 			f, err := c.fsys.OpenFile(name, openMode(!repair), 0)
 			if err != nil {
@@ -490,4 +511,27 @@ func (c *checker) checkStreamFile(path string, h *sparseHeader, size int64) {
 	if err := h.validate(size); err != nil {
 		c.problem(path, "error", "%v", err)
 	}
+}
+
+// walkDelta reads every grain table of a delta extent, so that entries
+// pointing outside the file or of unknown types are reported, and counts
+// the allocated bytes.
+func (c *checker) walkDelta(ctx context.Context, name string, e extent) error {
+	if se, ok := e.(*sparseExtent); ok && se.cowd != nil && se.cowd.unclean {
+		c.problem(name, "warning", "the delta was not closed cleanly (uncleanShutdown is set)")
+	}
+	for off, n := int64(0), e.size(); off < n; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		st, run, err := e.lookup(off, n-off)
+		if err != nil {
+			return err
+		}
+		if st == stateData {
+			c.r.AllocatedBytes += run
+		}
+		off += run
+	}
+	return nil
 }

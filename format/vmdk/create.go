@@ -72,8 +72,12 @@ func (o *CreateOptions) validate(size int64) error {
 		if o.Parent != "" {
 			return disk.Errorf(disk.ErrInvalid, "vmdk: streamOptimized image can't have backing file")
 		}
-	case VMFSSparse, SESparse:
-		return disk.Errorf(disk.ErrNotSupported, "vmdk: creating %s deltas is not supported yet; create a monolithicSparse child", o.Subformat)
+	case VMFSSparse:
+		if o.Parent == "" {
+			return disk.Errorf(disk.ErrInvalid, "vmdk: a vmfsSparse disk is a delta: it needs a parent")
+		}
+	case SESparse:
+		return disk.Errorf(disk.ErrNotSupported, "vmdk: creating seSparse deltas is not supported; create a vmfsSparse or monolithicSparse child")
 	default:
 		return disk.Errorf(disk.ErrInvalid, "vmdk: unknown subformat %q", o.Subformat)
 	}
@@ -224,6 +228,23 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 			ext = append(ext, extentLine{Access: "RW", Sectors: n, Type: "SPARSE", File: name})
 		}
 		if err := writeNewFile(fsys, path, newDescriptorText(cid, parentCID, string(opts.Subformat), hint, ext, ddb), &created); err != nil {
+			return fail(err)
+		}
+	case VMFSSparse:
+		name := base + "-delta.vmdk"
+		f, err := newFile(filepath.Join(dir, name))
+		if err != nil {
+			return fail(err)
+		}
+		err = createCOWD(f, size, 1)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fail(disk.Wrap(err, "vmdk: create", name, -1))
+		}
+		ext := []extentLine{{Access: "RW", Sectors: int64(sectors), Type: "VMFSSPARSE", File: name}}
+		if err := writeNewFile(fsys, path, newDescriptorText(cid, parentCID, string(VMFSSparse), hint, ext, ddb), &created); err != nil {
 			return fail(err)
 		}
 	case MonolithicFlat, VMFS, VMFSThin:

@@ -2,6 +2,8 @@ package vmdk
 
 import (
 	"os"
+
+	"github.com/vdisk-project/vdisk/disk/disktest"
 	"path/filepath"
 	"testing"
 )
@@ -44,6 +46,23 @@ func FuzzSparse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if err := openBytes(b, nil); err != nil && err.Error() == "" {
 			t.Fatal("empty error message")
+		}
+	})
+}
+
+// FuzzDelta opens arbitrary bytes as a vmfsSparse (COWD) and as an SEsparse
+// extent behind a descriptor, reads them and checks them.
+func FuzzDelta(f *testing.F) {
+	f.Add(seImage(4<<20, map[int64][]byte{1: make([]byte, seGrainBytes), 2: nil}))
+	cowd := disktest.NewCrashFS()
+	cf, _ := cowd.OpenFile("/c", os.O_CREATE|os.O_RDWR, 0o644)
+	createCOWD(cf, 4<<20, 1)
+	cf.Close()
+	f.Add(cowd.Bytes("/c"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, typ := range []string{"VMFSSPARSE", "SESPARSE"} {
+			desc := newDescriptorText(1, 0xffffffff, "custom", "", []extentLine{{Access: "RW", Sectors: 8192, Type: typ, File: "e.vmdk"}}, nil)
+			openBytes(desc, map[string][]byte{"e.vmdk": b})
 		}
 	})
 }

@@ -47,6 +47,8 @@ type sparseExtent struct {
 	end     int64           // next free grain-aligned byte offset
 	fileLen int64           // length of the file as opened (for range checks)
 	marked  bool            // the unclean-shutdown mark is set by us
+	cowd    *cowdHeader     // set for vmfsSparse (COWD) extents
+	gdDirty bool            // the grain directory changed (COWD table allocation)
 
 	stripes [allocStripes]sync.Mutex // serialize allocation per grain
 }
@@ -115,7 +117,14 @@ func (e *sparseExtent) readDir(sector uint64, n int) ([]uint32, error) {
 }
 
 func (e *sparseExtent) writeHeader() error {
-	if _, err := e.f.WriteAt(e.h.marshal(), 0); err != nil {
+	b := e.h.marshal()
+	if e.cowd != nil {
+		e.mu.Lock()
+		e.cowd.freeSector = uint32(e.end / disk.SectorSize)
+		b = e.cowd.marshal()
+		e.mu.Unlock()
+	}
+	if _, err := e.f.WriteAt(b, 0); err != nil {
 		return disk.Wrap(err, "vmdk: write header", e.name, 0)
 	}
 	return e.f.Sync()
@@ -127,27 +136,27 @@ func (e *sparseExtent) size() int64 { return e.size_ }
 // the same read) when not cached. It returns nil when the directory entry
 // is 0. The caller must not hold e.mu.
 func (e *sparseExtent) table(gi uint32) ([]uint32, error) {
-	e.mu.Lock()
-	if t, ok := e.cache[gi]; ok {
-		e.mu.Unlock()
-		return t, nil
-	}
-	e.mu.Unlock()
 	if int(gi) >= len(e.gd) {
 		return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: grain directory index %d out of range", e.name, gi)
-	}
-	sec := e.gd[gi]
-	if sec == 0 {
-		return nil, nil
 	}
 	// Read a run of tables whose directory entries are consecutive in the
 	// file, up to 64 at a time: preallocated tables are contiguous, so a
 	// full scan of a large disk costs few system calls.
 	gtBytes := int64(e.gtLen) * 4
 	gtSec := uint32(gtBytes / disk.SectorSize)
+	e.mu.Lock()
+	if t, ok := e.cache[gi]; ok {
+		e.mu.Unlock()
+		return t, nil
+	}
+	sec := e.gd[gi]
 	run := 1
-	for int(gi)+run < len(e.gd) && run < 64 && e.gd[int(gi)+run] == sec+uint32(run)*gtSec {
+	for sec != 0 && int(gi)+run < len(e.gd) && run < 64 && e.gd[int(gi)+run] == sec+uint32(run)*gtSec {
 		run++
+	}
+	e.mu.Unlock()
+	if sec == 0 {
+		return nil, nil
 	}
 	off := int64(sec) * disk.SectorSize
 	if off+gtBytes*int64(run) > e.fileLen {
@@ -363,7 +372,12 @@ func (e *sparseExtent) writeGrain(p []byte, off, in int64, parent io.ReaderAt) e
 		return err
 	}
 	if !ok {
-		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: no grain table allocated for offset %d", e.name, off)
+		if e.cowd == nil {
+			return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: no grain table allocated for offset %d", e.name, off)
+		}
+		if err := e.allocTable(uint32(off / e.gtCov)); err != nil {
+			return err
+		}
 	}
 	if v > 1 {
 		return e.writeInPlace(p, v, in, off)
@@ -457,6 +471,14 @@ func (e *sparseExtent) flush() error {
 		return nil
 	}
 	e.mu.Lock()
+	var gd []byte
+	if e.gdDirty {
+		gd = make([]byte, len(e.gd)*4)
+		for i, v := range e.gd {
+			binary.LittleEndian.PutUint32(gd[i*4:], v)
+		}
+		e.gdDirty = false
+	}
 	var out []gtWrite
 	for gi := range e.dirty {
 		t := e.cache[gi]
@@ -494,6 +516,17 @@ func (e *sparseExtent) flush() error {
 			}
 		}
 	}
+	if gd != nil {
+		// New tables are in place: publish them in the directory, and
+		// record the new free sector.
+		if _, err := e.f.WriteAt(gd, int64(e.h.GDOffset)*disk.SectorSize); err != nil {
+			e.redirty(out)
+			return disk.Wrap(err, "vmdk: write grain directory", e.name, -1)
+		}
+		if err := e.writeHeader(); err != nil {
+			return err
+		}
+	}
 	if err := e.f.Sync(); err != nil {
 		e.redirty(out)
 		return disk.Wrap(err, "vmdk: sync", e.name, -1)
@@ -521,6 +554,9 @@ func (e *sparseExtent) close() error {
 	err := e.flush()
 	if err == nil && e.marked {
 		e.h.UncleanShutdown = false
+		if e.cowd != nil {
+			e.cowd.unclean = false
+		}
 		err = e.writeHeader()
 	}
 	if cerr := e.f.Close(); err == nil {
