@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -304,4 +305,61 @@ func BenchmarkSparseWrite(b *testing.B) {
 		off += 1 << 20
 	}
 	d.Close()
+}
+
+// TestChainsInterop: a chain made by qemu-img is read by vdisk, and a chain
+// made by vdisk is read by qemu, both bit for bit.
+func TestChainsInterop(t *testing.T) {
+	testenv.Tool(t, "qemu-img")
+	testenv.Tool(t, "qemu-io")
+	dir := t.TempDir()
+	// qemu makes the chain; vdisk reads it.
+	qbase := filepath.Join(dir, "qbase.vmdk")
+	qchild := filepath.Join(dir, "qchild.vmdk")
+	testenv.Run(t, "qemu-img", "create", "-f", "vmdk", qbase, "8M")
+	testenv.Run(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x11 0 3M", qbase)
+	testenv.Run(t, "qemu-img", "create", "-f", "vmdk", "-b", "qbase.vmdk", "-F", "vmdk", qchild)
+	testenv.Run(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x22 1M 64k", "-c", "write -P 0x33 5M 1k", qchild)
+	want := readAll(t, qchild, "vmdk")
+	d, err := Open(ctx, qchild, &OpenOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, d.Size())
+	if _, err := d.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if d.Info().Links != 2 || !bytes.Equal(got, want) {
+		t.Fatalf("vdisk reads qemu's chain differently (links %d)", d.Info().Links)
+	}
+	d.Close()
+	// vdisk makes the chain (on qemu's base); qemu reads it.
+	vchild := filepath.Join(dir, "vchild.vmdk")
+	c, err := Create(ctx, vchild, 0, &CreateOptions{Parent: qbase})
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := readAll(t, qbase, "vmdk")
+	writeRandom(t, c, model, 11, 20)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, vchild, "vmdk"); !bytes.Equal(got, model) {
+		t.Fatal("qemu reads vdisk's child differently")
+	}
+	testenv.Run(t, "qemu-img", "check", vchild)
+	// A parent modified behind the child's back is detected.
+	testenv.Run(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x44 7M 4k", qbase)
+	if _, err := Open(ctx, vchild, &OpenOptions{ReadOnly: true}); !errors.Is(err, disk.ErrCorrupt) {
+		t.Errorf("open with a changed parent = %v, want ErrCorrupt", err)
+	}
+	if d, err := Open(ctx, vchild, &OpenOptions{ReadOnly: true, IgnoreCID: true}); err != nil {
+		t.Errorf("open with IgnoreCID: %v", err)
+	} else {
+		d.Close()
+	}
+	// Writing the parent of a child is refused.
+	if _, err := Open(ctx, qbase, nil); !errors.Is(err, disk.ErrPermission) {
+		t.Errorf("opening a parent for writing = %v, want ErrPermission", err)
+	}
 }
