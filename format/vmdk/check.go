@@ -91,8 +91,11 @@ func (c *checker) checkLink(ctx context.Context, path string, leaf bool) (string
 			c.problem(path, "error", "embedded descriptor: %v", err)
 		}
 		if h.compressed() {
-			c.checkStreamFile(path, h, st.Size())
-		} else if err := c.checkSparse(ctx, f, path, h, st.Size(), repair); err != nil {
+			err = c.checkStream(ctx, f, path, h, st.Size(), repair)
+		} else {
+			err = c.checkSparse(ctx, f, path, h, st.Size(), repair)
+		}
+		if err != nil {
 			return "", err
 		}
 		if desc == nil {
@@ -190,8 +193,11 @@ func (c *checker) checkExtentFiles(ctx context.Context, path string, desc *descr
 			}
 			fst, _ := f.Stat()
 			if h.compressed() {
-				c.checkStreamFile(name, h, fst.Size())
-			} else if err := c.checkSparse(ctx, f, name, h, fst.Size(), repair); err != nil {
+				err = c.checkStream(ctx, f, name, h, fst.Size(), repair)
+			} else {
+				err = c.checkSparse(ctx, f, name, h, fst.Size(), repair)
+			}
+			if err != nil {
 				c.problem(name, "error", "%v", err)
 			}
 			f.Close()
@@ -504,13 +510,130 @@ func (c *checker) checkSparse(ctx context.Context, f disk.File, path string, h *
 	return nil
 }
 
-// checkStreamFile reports a streamOptimized extent that this build cannot
-// examine in depth.
-func (c *checker) checkStreamFile(path string, h *sparseHeader, size int64) {
+// checkStream checks a streamOptimized extent: the footer, the grain
+// directory and tables, and every grain (its marker's LBA, its size, that
+// it inflates to a whole grain). With RepairAll it rebuilds a stream whose
+// footer or directory is missing or damaged from a scan of its markers: the
+// torn last grain is cut off, then grain tables, directory, footer and
+// end-of-stream marker are written after the last complete grain.
+func (c *checker) checkStream(ctx context.Context, f disk.File, path string, h *sparseHeader, size int64, repair bool) error {
 	c.r.TotalBytes += int64(h.Capacity) * disk.SectorSize
 	if err := h.validate(size); err != nil {
 		c.problem(path, "error", "%v", err)
+		return nil
 	}
+	ext, err := openStream(f, path, h, size, true, false)
+	if err != nil {
+		p := c.problem(path, "error", "%v", err)
+		if repair && c.o.Repair == RepairAll {
+			lost, rerr := rebuildStream(f, path, h, size)
+			if rerr != nil {
+				return rerr
+			}
+			c.r.LostBytes += lost
+			c.repaired(p)
+		}
+		return nil
+	}
+	s := ext.(*streamExtent)
+	seen := make(map[uint32]bool)
+	bad := 0
+	for off := int64(0); off < s.size_; off += s.grain {
+		if off%(256*s.grain) == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		v, err := s.gteOf(off)
+		if err != nil {
+			c.problem(path, "error", "%v", err)
+			bad++
+			off = (off/s.gtCov+1)*s.gtCov - s.grain
+			continue
+		}
+		if v <= 1 {
+			continue
+		}
+		if seen[v] {
+			c.problem(path, "error", "grain at sector %d is referenced twice", v)
+			bad++
+			continue
+		}
+		seen[v] = true
+		if _, err := s.inflateGrain(off/s.grain, v); err != nil {
+			c.problem(path, "error", "%v", err)
+			bad++
+			continue
+		}
+		c.r.AllocatedBytes += s.grain
+	}
+	if s.markers && h.GDOffset == gdAtEnd {
+		var tail []byte = make([]byte, disk.SectorSize)
+		if _, err := f.ReadAt(tail, size-disk.SectorSize); err != nil || !disk.IsZero(tail) {
+			c.problem(path, "error", "the end-of-stream marker is missing")
+			bad++
+		}
+	}
+	if bad > 0 && repair && c.o.Repair == RepairAll && s.markers {
+		lost, err := rebuildStream(f, path, h, size)
+		if err != nil {
+			return err
+		}
+		c.r.LostBytes += lost
+		for i := len(c.r.Problems) - bad; i < len(c.r.Problems); i++ {
+			c.repaired(&c.r.Problems[i])
+		}
+	}
+	return nil
+}
+
+// rebuildStream rewrites the metadata of a stream from a marker scan and
+// returns the bytes of disk content lost (grains that were torn).
+func rebuildStream(f disk.File, path string, h *sparseHeader, size int64) (int64, error) {
+	if !h.markers() {
+		return 0, disk.Errorf(disk.ErrNotSupported, "vmdk: %s: a stream without markers cannot be rebuilt", path)
+	}
+	var end uint64
+	grains, err := scanMarkers(f, h, size, func(sector, lba uint64, n uint32, typ uint32) error {
+		if n != 0 {
+			end = sector + divRoundUp(12+uint64(n), disk.SectorSize)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	// Keep only grains that inflate; the last one may be torn.
+	probe := &streamExtent{markers: true, cache: map[int64][]byte{}}
+	probe.sparseExtent = &sparseExtent{f: f, name: path, h: h, ro: true, size_: int64(h.Capacity) * disk.SectorSize,
+		grain: h.grainBytes(), gtCov: h.gtCoverage(), gtLen: int(h.NumGTEsPerGT), fileLen: size}
+	gt := make(map[int64]uint32, len(grains))
+	var lost int64
+	for idx, sec := range grains {
+		if _, err := probe.inflateGrain(int64(idx), sec); err != nil {
+			lost += h.grainBytes()
+			continue
+		}
+		gt[int64(idx)] = sec
+	}
+	if end == 0 {
+		end = max(h.OverHead, 1+h.DescriptorSize)
+	}
+	pos := int64(end) * disk.SectorSize
+	if err := f.Truncate(pos); err != nil {
+		return 0, disk.Wrap(err, "vmdk: repair", path, -1)
+	}
+	nh := *h
+	nh.GDOffset = gdAtEnd
+	nh.Flags &^= flagRedundantGD
+	nh.RGDOffset = 0
+	if err := writeStreamTail(f, path, nh, gt, pos); err != nil {
+		return 0, err
+	}
+	if _, err := f.WriteAt(nh.marshal(), 0); err != nil {
+		return 0, disk.Wrap(err, "vmdk: repair", path, 0)
+	}
+	return lost, f.Sync()
 }
 
 // walkDelta reads every grain table of a delta extent, so that entries

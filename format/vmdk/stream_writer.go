@@ -280,10 +280,19 @@ func (w *streamWriter) close() error {
 }
 
 func (w *streamWriter) finish() error {
+	return writeStreamTail(w.f, w.name, w.h, w.gt, w.pos)
+}
+
+// writeStreamTail writes, at byte pos, the grain tables (with GT markers,
+// only for tables that hold grains), the grain directory (with its marker),
+// the footer (with its marker) and the end-of-stream marker of a stream
+// whose grains are at the sectors gt gives.
+func writeStreamTail(f disk.File, name string, h sparseHeader, gt map[int64]uint32, pos int64) error {
 	le := binary.LittleEndian
-	gdN := int(w.h.numGDEntries())
+	gdN := int(h.numGDEntries())
+	gtN := int(h.NumGTEsPerGT)
 	gd := make([]uint32, gdN)
-	gtSectors := uint64(maxGTEsPerGT * 4 / disk.SectorSize)
+	gtSectors := divRoundUp(uint64(gtN)*4, disk.SectorSize)
 	var out bytes.Buffer
 	marker := func(numSectors uint64, typ uint32) {
 		var m [disk.SectorSize]byte
@@ -291,12 +300,13 @@ func (w *streamWriter) finish() error {
 		le.PutUint32(m[12:], typ)
 		out.Write(m[:])
 	}
-	sector := func() uint32 { return uint32((w.pos + int64(out.Len())) / disk.SectorSize) }
+	sector := func() uint32 { return uint32((pos + int64(out.Len())) / disk.SectorSize) }
+	t := make([]byte, gtSectors*disk.SectorSize)
 	for i := range gdN {
-		var t [maxGTEsPerGT * 4]byte
+		clear(t)
 		used := false
-		for j := range maxGTEsPerGT {
-			if v, ok := w.gt[int64(i*maxGTEsPerGT+j)]; ok {
+		for j := range gtN {
+			if v, ok := gt[int64(i*gtN+j)]; ok {
 				le.PutUint32(t[j*4:], v)
 				used = true
 			}
@@ -306,7 +316,7 @@ func (w *streamWriter) finish() error {
 		}
 		marker(gtSectors, markerGT)
 		gd[i] = sector()
-		out.Write(t[:])
+		out.Write(t)
 	}
 	gdSectors := divRoundUp(uint64(gdN)*4, disk.SectorSize)
 	marker(gdSectors, markerGD)
@@ -317,12 +327,12 @@ func (w *streamWriter) finish() error {
 	}
 	out.Write(gdb)
 	marker(1, markerFooter)
-	ft := w.h
+	ft := h
 	ft.GDOffset = uint64(gdOff)
 	out.Write(ft.marshal())
 	marker(0, markerEOS)
-	if _, err := w.f.WriteAt(out.Bytes(), w.pos); err != nil {
-		return disk.Wrap(err, "vmdk: write", w.name, w.pos)
+	if _, err := f.WriteAt(out.Bytes(), pos); err != nil {
+		return disk.Wrap(err, "vmdk: write", name, pos)
 	}
 	return nil
 }
