@@ -302,13 +302,37 @@ func (c *checker) checkSparse(ctx context.Context, f disk.File, path string, h *
 	// overHead, plus (for robustness) every table's own sectors.
 	overHead := h.OverHead
 	validGT := func(sec uint32) bool {
-		return sec != 0 && uint64(sec)+gtSectors <= overHead && uint64(sec) > h.DescriptorOffset+h.DescriptorSize
+		return sec != 0 && uint64(sec)+gtSectors <= fileSectors && uint64(sec) > h.DescriptorOffset+h.DescriptorSize
 	}
 	slots := (fileSectors + grain - 1) / grain // grain slots in the file
 	if slots > 1<<32 {
 		slots = 1 << 32
 	}
 	used := make([]uint64, (slots+63)/64)
+	// Metadata placed after the first grain (by a grow) occupies grain
+	// slots too.
+	gdSectors := divRoundUp(uint64(gdN)*4, disk.SectorSize)
+	markMeta := func(sec, n uint64) {
+		for s := sec; s < sec+n; s++ {
+			if s >= overHead {
+				slot := s / grain
+				used[slot/64] |= 1 << (slot % 64)
+			}
+		}
+	}
+	markMeta(h.GDOffset, gdSectors)
+	if rgd != nil {
+		markMeta(h.RGDOffset, gdSectors)
+	}
+	for i := range gdN {
+		if validGT(gd[i]) {
+			markMeta(uint64(gd[i]), gtSectors)
+		}
+		if rgd != nil && validGT(rgd[i]) {
+			markMeta(uint64(rgd[i]), gtSectors)
+		}
+	}
+
 	gtBytes := int64(h.NumGTEsPerGT) * 4
 	decode := func(b []byte) []uint32 {
 		t := make([]uint32, h.NumGTEsPerGT)

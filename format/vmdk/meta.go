@@ -186,14 +186,10 @@ func (d *Disk) Resize(ctx context.Context, size int64) error {
 		exts[last].Sectors += grow
 		l.extents[last] = sized{extent: u, n: u.n}
 	case *sparseExtent:
-		newCap := u.h.Capacity + uint64(grow)
-		if divRoundUp(divRoundUp(newCap, u.h.GrainSize), uint64(u.h.NumGTEsPerGT)) > uint64(len(u.gd)) {
-			return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: growing past the grain directory (%d bytes) is not supported yet; convert to a larger disk",
-				u.name, int64(len(u.gd))*u.gtCov)
+		if u.cowd != nil {
+			return disk.Errorf(disk.ErrNotSupported, "vmdk: vmfsSparse deltas cannot grow")
 		}
-		u.h.Capacity = newCap
-		u.size_ = int64(newCap) * disk.SectorSize
-		if err := u.writeHeader(); err != nil {
+		if err := u.grow(u.h.Capacity + uint64(grow)); err != nil {
 			return err
 		}
 		exts[last].Sectors += grow

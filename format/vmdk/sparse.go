@@ -564,3 +564,80 @@ func (e *sparseExtent) close() error {
 	}
 	return err
 }
+
+// grow raises the extent's capacity to capacity sectors. When the grain
+// directory is too small it writes a larger directory (and redundant
+// directory) and the new grain tables at the end of the file, then switches
+// to them by rewriting the header: a crash before that leaves the old,
+// consistent extent (with leaked space).
+func (e *sparseExtent) grow(capacity uint64) error {
+	if e.ro {
+		return disk.Errorf(disk.ErrPermission, "vmdk: %s: opened read-only", e.name)
+	}
+	if capacity >= maxExtentSectors {
+		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: a sparse extent must stay below 2 TiB; convert to twoGbMaxExtentSparse or a flat format", e.name)
+	}
+	if err := e.flush(); err != nil {
+		return err
+	}
+	h := *e.h
+	h.Capacity = capacity
+	newN := int(h.numGDEntries())
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if newN > len(e.gd) {
+		gtSectors := divRoundUp(uint64(e.gtLen)*4, disk.SectorSize)
+		gdSectors := divRoundUp(uint64(newN)*4, disk.SectorSize)
+		pos := uint64(e.end / disk.SectorSize)
+		dirs := [][]uint32{e.gd}
+		if e.rgd != nil {
+			dirs = append(dirs, e.rgd)
+		}
+		var offs []uint64
+		var newDirs [][]uint32
+		for _, old := range dirs {
+			d := make([]uint32, newN)
+			copy(d, old)
+			offs = append(offs, pos)
+			pos += gdSectors
+			for i := len(old); i < newN; i++ {
+				d[i] = uint32(pos)
+				pos += gtSectors
+			}
+			newDirs = append(newDirs, d)
+		}
+		end := int64(roundUp(pos, uint64(h.GrainSize))) * disk.SectorSize
+		if err := e.f.Truncate(end); err != nil { // new tables are zeros
+			return disk.Wrap(err, "vmdk: grow", e.name, -1)
+		}
+		for i, d := range newDirs {
+			b := make([]byte, gdSectors*disk.SectorSize)
+			for j, v := range d {
+				binary.LittleEndian.PutUint32(b[j*4:], v)
+			}
+			if _, err := e.f.WriteAt(b, int64(offs[i])*disk.SectorSize); err != nil {
+				return disk.Wrap(err, "vmdk: grow", e.name, -1)
+			}
+		}
+		if err := e.f.Sync(); err != nil {
+			return disk.Wrap(err, "vmdk: grow", e.name, -1)
+		}
+		h.GDOffset = offs[0]
+		if len(offs) > 1 {
+			h.GDOffset, h.RGDOffset = offs[1], offs[0]
+			newDirs[0], newDirs[1] = newDirs[1], newDirs[0]
+		}
+		e.gd = newDirs[0]
+		if len(newDirs) > 1 {
+			e.rgd = newDirs[1]
+		}
+		e.end = end
+		e.fileLen = end
+	}
+	*e.h = h
+	e.size_ = int64(capacity) * disk.SectorSize
+	if _, err := e.f.WriteAt(e.h.marshal(), 0); err != nil {
+		return disk.Wrap(err, "vmdk: grow", e.name, 0)
+	}
+	return e.f.Sync()
+}

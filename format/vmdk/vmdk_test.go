@@ -363,3 +363,40 @@ func TestChainsInterop(t *testing.T) {
 		t.Errorf("opening a parent for writing = %v, want ErrPermission", err)
 	}
 }
+
+// TestGrow grows every growable subformat, across the sparse grain
+// directory's end, and checks the result with vdisk and qemu-img.
+func TestGrow(t *testing.T) {
+	for _, sf := range []Subformat{MonolithicSparse, TwoGbMaxExtentSparse, MonolithicFlat, TwoGbMaxExtentFlat, VMFSThin} {
+		t.Run(string(sf), func(t *testing.T) {
+			d, path := create(t, sf, 5<<20, &CreateOptions{ZeroedGrain: sf == MonolithicSparse})
+			model := make([]byte, 5<<20)
+			writeRandom(t, d, model, 21, 10)
+			if err := d.Resize(ctx, 70<<20+512); err != nil {
+				t.Fatalf("Resize: %v", err)
+			}
+			model = append(model, make([]byte, 65<<20+512)...)
+			writeRandom(t, d, model, 22, 20)
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			d, err := Open(ctx, path, &OpenOptions{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, d.Size())
+			if _, err := d.ReadAt(got, 0); err != nil {
+				t.Fatal(err)
+			}
+			d.Close()
+			if !bytes.Equal(got, model) {
+				t.Fatal("grown disk reads differently")
+			}
+			if _, err := exec.LookPath("qemu-img"); err == nil || testenv.Required("qemu-img") {
+				if q := readAll(t, path, "vmdk"); !bytes.Equal(q, model) {
+					t.Fatal("qemu reads the grown disk differently")
+				}
+			}
+		})
+	}
+}
