@@ -28,6 +28,7 @@ const (
 // is lost.
 type sparseExtent struct {
 	f     disk.File
+	df    disk.File // data file: f, or an O_DIRECT handle when unbuffered
 	name  string
 	h     *sparseHeader
 	ro    bool
@@ -131,6 +132,14 @@ func (e *sparseExtent) writeHeader() error {
 }
 
 func (e *sparseExtent) size() int64 { return e.size_ }
+
+// data returns the handle for grain data.
+func (e *sparseExtent) data() disk.File {
+	if e.df != nil {
+		return e.df
+	}
+	return e.f
+}
 
 // table returns grain table gi, loading it (and some following tables in
 // the same read) when not cached. It returns nil when the directory entry
@@ -305,7 +314,7 @@ func (e *sparseExtent) readGrain(p []byte, v uint32, in, off int64) error {
 		return disk.Errorf(disk.ErrCorrupt, "vmdk: %s: grain of offset %d points into metadata (sector %d)", e.name, off, v)
 	}
 	pos := int64(v)*disk.SectorSize + in
-	n, err := e.f.ReadAt(p, pos)
+	n, err := e.data().ReadAt(p, pos)
 	if err == io.EOF && n < len(p) {
 		// A grain that ends past the end of the file: the last grain of
 		// a file that was cut short. Zeros beyond the end, but say so if
@@ -394,7 +403,7 @@ func (e *sparseExtent) writeGrain(p []byte, off, in int64, parent io.ReaderAt) e
 	}
 	buf := p
 	if int64(len(p)) != e.grain {
-		buf = make([]byte, e.grain)
+		buf = disk.AlignedBytes(e.grain)
 		if v == 0 && parent != nil {
 			n := min(e.grain, e.size_-gstart)
 			if _, err := parent.ReadAt(buf[:n], gstart); err != nil && err != io.EOF {
@@ -410,7 +419,7 @@ func (e *sparseExtent) writeGrain(p []byte, off, in int64, parent io.ReaderAt) e
 	if pos/disk.SectorSize+e.grain/disk.SectorSize > maxExtentSectors {
 		return disk.Errorf(disk.ErrNoSpace, "vmdk: %s: extent file would exceed 2 TiB", e.name)
 	}
-	if _, err := e.f.WriteAt(buf, pos); err != nil {
+	if _, err := e.data().WriteAt(buf, pos); err != nil {
 		return disk.Wrap(err, "vmdk: write", e.name, pos)
 	}
 	return e.setGTE(off, uint32(pos/disk.SectorSize))
@@ -421,7 +430,7 @@ func (e *sparseExtent) writeInPlace(p []byte, v uint32, in, off int64) error {
 		return disk.Errorf(disk.ErrCorrupt, "vmdk: %s: grain of offset %d points into metadata (sector %d)", e.name, off, v)
 	}
 	pos := int64(v)*disk.SectorSize + in
-	if _, err := e.f.WriteAt(p, pos); err != nil {
+	if _, err := e.data().WriteAt(p, pos); err != nil {
 		return disk.Wrap(err, "vmdk: write", e.name, pos)
 	}
 	return nil
@@ -453,7 +462,7 @@ func (e *sparseExtent) zeroAt(off, n int64, hasParent bool) error {
 			}
 		default:
 			if zeros == nil {
-				zeros = make([]byte, e.grain)
+				zeros = disk.AlignedBytes(e.grain)
 			}
 			if err := e.writeGrain(zeros[:c], off, in, nil); err != nil {
 				return err
@@ -558,6 +567,11 @@ func (e *sparseExtent) close() error {
 			e.cowd.unclean = false
 		}
 		err = e.writeHeader()
+	}
+	if e.df != nil {
+		if cerr := e.df.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if cerr := e.f.Close(); err == nil {
 		err = cerr

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/vdisk-project/vdisk/disk"
 )
@@ -322,6 +323,14 @@ func (d *Disk) openSparseFile(f disk.File, path string, h *sparseHeader, size in
 	if err != nil {
 		return nil, disk.Wrap(err, "", path, -1)
 	}
+	if d.opts.Unbuffered {
+		// Grain data goes through a second, O_DIRECT handle; metadata
+		// stays buffered.
+		if e.df, err = d.fsys.OpenFile(path, openMode(ro)|syscall.O_DIRECT, 0); err != nil {
+			e.close()
+			return nil, disk.Wrap(err, "vmdk: open unbuffered", path, -1)
+		}
+	}
 	return e, nil
 }
 
@@ -386,6 +395,12 @@ func (d *Disk) openExtent(dir string, el extentLine, ro bool) (extent, error) {
 	var e extent
 	switch el.Type {
 	case "FLAT", "VMFS":
+		if d.opts.Unbuffered {
+			f.Close()
+			if f, err = d.fsys.OpenFile(name, openMode(ro)|syscall.O_DIRECT, 0); err != nil {
+				return nil, disk.Wrap(err, "vmdk: open unbuffered", name, -1)
+			}
+		}
 		e, err = &flatExtent{f: f, name: name, base: el.Offset * disk.SectorSize, n: size, ro: ro}, nil
 	case "SPARSE":
 		head := make([]byte, headerSize)
@@ -480,6 +495,9 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	if q == nil {
 		return 0, eof
 	}
+	if err := d.aligned(q, off); err != nil {
+		return 0, err
+	}
 	if err := d.readLink(0, q, off); err != nil {
 		return 0, err
 	}
@@ -550,6 +568,18 @@ func (d *Disk) parentFor(start int64) io.ReaderAt {
 		return nil
 	}
 	return parentReader{d: d, base: start}
+}
+
+// aligned enforces unbuffered I/O's rule: buffers, offsets and lengths in
+// whole sectors, buffers at sector-aligned addresses.
+func (d *Disk) aligned(p []byte, off int64) error {
+	if !d.opts.Unbuffered {
+		return nil
+	}
+	if off%disk.SectorSize != 0 || len(p)%disk.SectorSize != 0 || !disk.AlignedBuffer(p) {
+		return disk.Errorf(disk.ErrInvalid, "vmdk: unbuffered I/O needs sector-aligned buffers, offsets and lengths")
+	}
+	return nil
 }
 
 func (d *Disk) writable(off, n int64) error {
@@ -634,6 +664,9 @@ func writeFileAtomic(fsys disk.FS, name string, b []byte) error {
 // WriteAt writes to the leaf. Partial writes into grains the leaf does not
 // hold copy the rest of the grain from the parent first.
 func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
+	if err := d.aligned(p, off); err != nil {
+		return 0, err
+	}
 	if err := d.writable(off, int64(len(p))); err != nil {
 		return 0, err
 	}
@@ -698,7 +731,7 @@ func unwrapExtent(e extent) extent {
 }
 
 func writeZeros(e extent, off, n int64, parent io.ReaderAt) error {
-	buf := make([]byte, min(n, 1<<20))
+	buf := disk.AlignedBytes(min(n, 1<<20))
 	for n > 0 {
 		c := min(n, int64(len(buf)))
 		if err := e.writeAt(buf[:c], off, parent); err != nil {
