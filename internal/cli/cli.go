@@ -40,6 +40,7 @@ func commands() []command {
 		{"resize", "IMG [+]SIZE", "grow an image", cmdResize},
 		{"compact", "IMG", "shrink a sparse image: drop zero and unreferenced grains", cmdCompact},
 		{"meta", "[--output=json] IMG [KEY [VALUE]]", "list, read or write an image's metadata (disk database) keys", cmdMeta},
+		{"export", "[--read-only] [--bind ADDR:PORT | --socket PATH] [--tls-cert FILE --tls-key FILE] [--shared N] [--name NAME] IMG", "serve an image over NBD until interrupted", cmdExport},
 		{"demo", "[DIR]", "run the local disk engine end to end on an embedded default", cmdDemo},
 		{"version", "", "print the version", cmdVersion},
 	}

@@ -1,0 +1,123 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/format"
+	"github.com/vdisk-project/vdisk/nbd"
+)
+
+type exportOptions struct {
+	readOnly bool
+	bind     string
+	socket   string
+	tlsCert  string
+	tlsKey   string
+	shared   int
+	name     string
+	format   string
+}
+
+func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o exportOptions
+	fs := flag.NewFlagSet("export", flag.ContinueOnError)
+	fs.BoolVar(&o.readOnly, "read-only", false, "serve the image read-only")
+	fs.StringVar(&o.bind, "bind", "127.0.0.1:10809", "TCP address to listen on (host:port, [v6addr]:port)")
+	fs.StringVar(&o.socket, "socket", "", "Unix socket to listen on instead of TCP")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM); with it TLS is required")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "server private key (PEM)")
+	fs.IntVar(&o.shared, "shared", 16, "maximum concurrent connections")
+	fs.StringVar(&o.name, "name", "", "export name (default: the empty name)")
+	fs.StringVar(&o.format, "f", "", "image format (default: probe)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("export takes one image")
+	}
+	return runExport(ctx, o, pos[0], stderr, nil)
+}
+
+// runExport serves the image until ctx is done. ready, when set, receives
+// the listener's address once serving.
+func runExport(ctx context.Context, o exportOptions, name string, stderr io.Writer, ready chan<- string) error {
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return usagef("--tls-cert and --tls-key go together")
+	}
+	d, _, err := openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: o.readOnly})
+	if err != nil {
+		return err
+	}
+	exp := &nbd.Export{Name: o.name, Description: name, Disk: d, ReadOnly: o.readOnly || disk.IsReadOnly(d)}
+	so := nbd.ServerOptions{
+		Lookup: func(_ context.Context, n string) (*nbd.Export, error) {
+			if n != exp.Name {
+				return nil, disk.Errorf(disk.ErrNotFound, "no export %q", n)
+			}
+			return exp, nil
+		},
+		List:           func(context.Context) []*nbd.Export { return []*nbd.Export{exp} },
+		MaxConnections: o.shared,
+	}
+	if o.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			d.Close()
+			return disk.Errorf(disk.ErrInvalid, "load TLS certificate: %w", err)
+		}
+		so.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	var l net.Listener
+	uri := ""
+	if o.socket != "" {
+		os.Remove(o.socket)
+		l, err = net.Listen("unix", o.socket)
+		uri = "nbd+unix:///" + o.name + "?socket=" + o.socket
+	} else {
+		l, err = net.Listen("tcp", o.bind)
+		if err == nil {
+			uri = "nbd://" + l.Addr().String() + "/" + o.name
+		}
+	}
+	if err != nil {
+		d.Close()
+		return disk.Errorf(disk.ErrAccess, "listen: %w", err)
+	}
+	if so.TLSConfig != nil {
+		uri = "nbds" + uri[3:]
+	}
+	srv := nbd.NewServer(so)
+	fmt.Fprintf(stderr, "vdisk: serving %s as %s (%s)\n", name, uri, map[bool]string{true: "read-only", false: "read-write"}[exp.ReadOnly])
+	if ready != nil {
+		ready <- l.Addr().String()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ctx, l) }()
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	serr := srv.Shutdown(sctx)
+	if o.socket != "" {
+		os.Remove(o.socket)
+	}
+	if cerr := d.Close(); err == nil || errors.Is(err, nbd.ErrServerClosed) {
+		err = cerr
+	}
+	if err == nil {
+		err = serr
+	}
+	return err
+}

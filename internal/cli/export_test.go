@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vdisk-project/vdisk/internal/testenv"
+)
+
+// TestExport serves a VMDK with vdisk export and reads and writes it with
+// qemu-img and qemu-io over TCP and a Unix socket.
+func TestExport(t *testing.T) {
+	testenv.Tool(t, "qemu-img")
+	dir := t.TempDir()
+	src, content := sample(t, dir)
+	img := filepath.Join(dir, "e.vmdk")
+	mustRun(t, "convert", "-O", "vmdk", src, img)
+	for _, mode := range []string{"tcp", "unix"} {
+		t.Run(mode, func(t *testing.T) {
+			o := exportOptions{bind: "127.0.0.1:0", shared: 4, name: "e"}
+			if mode == "unix" {
+				o.socket = filepath.Join(t.TempDir(), "nbd.sock")
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			ready := make(chan string, 1)
+			done := make(chan error, 1)
+			var stderr bytes.Buffer
+			go func() { done <- runExport(ctx, o, img, &stderr, ready) }()
+			var addr string
+			select {
+			case addr = <-ready:
+			case err := <-done:
+				t.Fatalf("export: %v", err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("export did not start")
+			}
+			u := "nbd://" + addr + "/e"
+			if mode == "unix" {
+				u = "nbd+unix:///e?socket=" + o.socket
+			}
+			out := filepath.Join(t.TempDir(), "o.raw")
+			testenv.Run(t, "qemu-img", "convert", "-O", "raw", u, out)
+			got, _ := os.ReadFile(out)
+			if !bytes.Equal(got, content) {
+				t.Error("qemu-img read different data from vdisk export")
+			}
+			testenv.Run(t, "qemu-io", "-f", "raw", "-c", "write -P 0x77 64k 4k", u)
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("export ended with %v", err)
+			}
+			if !strings.Contains(stderr.String(), "serving") {
+				t.Errorf("stderr: %s", stderr.String())
+			}
+			content = append([]byte(nil), content...)
+			copy(content[64<<10:], bytes.Repeat([]byte{0x77}, 4096))
+			if out := mustRun(t, "check", img); !strings.Contains(out, "No errors") {
+				t.Errorf("check after export: %s", out)
+			}
+		})
+	}
+	raw := filepath.Join(dir, "final.raw")
+	mustRun(t, "convert", "-O", "raw", img, raw)
+	got, _ := os.ReadFile(raw)
+	if !bytes.Equal(got, content) {
+		t.Error("writes through vdisk export did not persist")
+	}
+}

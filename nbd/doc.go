@@ -1,0 +1,47 @@
+// Package nbd serves disks over the Network Block Device protocol, so that
+// qemu-img, qemu-nbd's clients, nbdcopy, nbdinfo and the kernel's nbd client
+// can read and write them.
+//
+// # Overview
+//
+// A Server is shaped like net/http's: NewServer with ServerOptions (a Lookup
+// function resolving export names to Exports, optional TLS), then Serve on
+// any net.Listener (TCP over IPv4 or IPv6, or a Unix socket) until
+// Shutdown. The server speaks the fixed newstyle handshake with the options
+// EXPORT_NAME, GO, INFO (export, name, description, block size), LIST,
+// ABORT, STARTTLS, STRUCTURED_REPLY and LIST/SET_META_CONTEXT, and the
+// commands READ (structured: unallocated ranges travel as OFFSET_HOLE
+// chunks), WRITE, FLUSH, TRIM, WRITE_ZEROES (NO_HOLE, FAST_ZERO), CACHE,
+// BLOCK_STATUS (base:allocation from the disk's extents, plus pluggable
+// MetaContexts) and DISC, with FUA. Exports advertise CAN_MULTI_CONN: every
+// connection to an export shares its one disk.Disk, so a FLUSH on any
+// connection covers writes made on all of them.
+//
+// # Concurrency
+//
+// Each connection has one reader that decodes and validates requests and up
+// to ServerOptions.Workers requests served concurrently; replies are
+// written whole, one at a time. Shutdown stops accepting, lets requests in
+// flight finish, flushes each writable export and waits for connections to
+// end, closing them when its context is done.
+//
+// # Errors
+//
+// Disk error codes map to NBD errors from one table: ErrPermission to
+// EPERM, ErrOutOfMemory to ENOMEM, ErrNotSupported to ENOTSUP, ErrNoSpace
+// to ENOSPC, ErrInvalid to EINVAL, everything else to EIO. An unknown export
+// gets NBD_REP_ERR_UNKNOWN, a refused one NBD_REP_ERR_POLICY.
+//
+// # Security
+//
+// With ServerOptions.TLSConfig set, TLS is required: every option but
+// STARTTLS and ABORT is answered with NBD_REP_ERR_TLS_REQD (EXPORT_NAME
+// disconnects) until the TLS handshake is done, bytes a client sends
+// between STARTTLS and the handshake end the connection rather than being
+// acted on, and whatever was negotiated in clear is forgotten. Lengths from
+// the peer are bounded before anything is allocated: option data to 64 KiB,
+// names to 4096 bytes, payloads to MaxPayload (32 MiB).
+//
+// Not yet here: the client side, extended headers, and a pinned
+// no-allocation read path.
+package nbd
