@@ -11,9 +11,15 @@ import (
 )
 
 type checkOptions struct {
-	repair string
-	output string
-	format string
+	repair            string
+	output            string
+	format            string
+	relink            bool
+	force             bool
+	stripCBT          bool
+	rebuildDescriptor bool
+	parent            string
+	adapter           string
 }
 
 func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -22,6 +28,12 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.repair, "r", "", "repair: leaks or all")
 	fs.StringVar(&o.output, "output", "human", "output format: human or json")
 	fs.StringVar(&o.format, "f", "", "image format (default: probe)")
+	fs.BoolVar(&o.relink, "relink", false, "with -r all and --force: accept a parent whose CID changed by setting the child's parentCID to it")
+	fs.BoolVar(&o.force, "force", false, "confirm --relink (safe only if the parent's data did not change)")
+	fs.BoolVar(&o.stripCBT, "strip-cbt", false, "with -r all: remove change tracking (changeTrackPath) from the descriptor")
+	fs.BoolVar(&o.rebuildDescriptor, "rebuild-descriptor", false, "with -r all: write a lost descriptor IMG from the extent files beside it")
+	fs.StringVar(&o.parent, "parent", "", "with --rebuild-descriptor: the parent of a delta")
+	fs.StringVar(&o.adapter, "adapter", "", "with --rebuild-descriptor: the adapter type (default lsilogic)")
 	fs.Bool("q", false, "quiet (accepted for qemu-img compatibility)")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -29,6 +41,34 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(pos) != 1 {
 		return usagef("check takes one image")
+	}
+	if (o.relink || o.stripCBT || o.rebuildDescriptor) && o.repair != "all" {
+		return usagef("--relink, --strip-cbt and --rebuild-descriptor need -r all")
+	}
+	if o.relink && !o.force {
+		return usagef("--relink changes which parent data the child trusts; add --force if the parent's data did not change")
+	}
+	if o.rebuildDescriptor {
+		if err := vmdk.RebuildDescriptor(ctx, pos[0], o.parent, o.adapter, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Rebuilt the descriptor %s.\n", pos[0])
+	}
+	if o.relink {
+		old, cid, err := vmdk.Relink(ctx, pos[0], nil)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Relinked: parentCID %08x -> %08x.\n", old, cid)
+	}
+	if o.stripCBT {
+		found, err := vmdk.StripCBT(ctx, pos[0], nil)
+		if err != nil {
+			return err
+		}
+		if found {
+			fmt.Fprintln(stdout, "Removed change tracking from the descriptor.")
+		}
 	}
 	return runCheck(ctx, o, pos[0], stdout)
 }

@@ -235,3 +235,23 @@ func TestQemuAgrees(t *testing.T) {
 		t.Errorf("vdisk compare: exit %d, want %d", code, ExitDiffer)
 	}
 }
+
+func TestCheckRepairs(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "r.vmdk")
+	mustRun(t, "create", "-f", "vmdk", "-o", "subformat=vmfs", img, "2M")
+	os.Remove(img)
+	if _, _, code := run(t, "info", img); code != ExitNotFound {
+		t.Fatalf("info of a lost descriptor: exit %d", code)
+	}
+	if _, _, code := run(t, "check", "--rebuild-descriptor", img); code != ExitUsage {
+		t.Errorf("--rebuild-descriptor without -r all: exit %d", code)
+	}
+	out := mustRun(t, "check", "-r", "all", "--rebuild-descriptor", img)
+	if !strings.Contains(out, "Rebuilt") || !strings.Contains(out, "No errors") {
+		t.Errorf("rebuild: %s", out)
+	}
+	if _, _, code := run(t, "check", "-r", "all", "--relink", img); code != ExitUsage {
+		t.Errorf("--relink without --force: exit %d", code)
+	}
+}
