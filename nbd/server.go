@@ -198,8 +198,8 @@ func (a allocContext) Extents(ctx context.Context, off, n int64, fn func(disk.Ex
 
 func (c *conn) stop() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.stopping = true
-	c.mu.Unlock()
 	// Wake a reader blocked on the next request; requests in flight finish.
 	c.nc.SetReadDeadline(time.Now())
 }
@@ -219,7 +219,13 @@ func (c *conn) serve(ctx context.Context) {
 		}
 		return
 	}
+	c.mu.Lock()
+	if c.stopping {
+		c.mu.Unlock()
+		return
+	}
 	c.nc.SetDeadline(time.Time{})
+	c.mu.Unlock()
 	c.log().Info("transmission", "export", c.exp.Name, "tls", c.tls)
 	err := c.transmit(ctx)
 	c.inFlight.Wait()
@@ -378,7 +384,9 @@ func (c *conn) option(ctx context.Context, opt uint32, data []byte, noZeros bool
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return false, fmt.Errorf("TLS handshake: %w", err)
 		}
+		c.mu.Lock()
 		c.nc = tc
+		c.mu.Unlock()
 		c.br = bufio.NewReaderSize(tc, 64<<10)
 		c.bw = bufio.NewWriterSize(tc, 64<<10)
 		c.tls = true

@@ -273,15 +273,6 @@ func rawClient(t *testing.T, sock string) net.Conn {
 	return c
 }
 
-func option(opt uint32, data []byte) []byte {
-	b := make([]byte, 16+len(data))
-	binary.BigEndian.PutUint64(b, magicOpt)
-	binary.BigEndian.PutUint32(b[8:], opt)
-	binary.BigEndian.PutUint32(b[12:], uint32(len(data)))
-	copy(b[16:], data)
-	return b
-}
-
 func readReply(c net.Conn) (opt, typ uint32, data []byte, err error) {
 	var h [20]byte
 	if _, err = io.ReadFull(c, h[:]); err != nil {

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,5 +70,42 @@ func TestExport(t *testing.T) {
 	got, _ := os.ReadFile(raw)
 	if !bytes.Equal(got, content) {
 		t.Error("writes through vdisk export did not persist")
+	}
+}
+
+// TestNBDURIs: commands take NBD URIs: convert from and compare with an
+// export served by vdisk itself.
+func TestNBDURIs(t *testing.T) {
+	dir := t.TempDir()
+	src, content := sample(t, dir)
+	img := filepath.Join(dir, "u.vmdk")
+	mustRun(t, "convert", "-O", "vmdk", src, img)
+	o := exportOptions{socket: filepath.Join(dir, "u.sock"), shared: 8, readOnly: true}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- runExport(ctx, o, img, io.Discard, ready) }()
+	<-ready
+	u := "nbd+unix:///?socket=" + o.socket
+	if out := mustRun(t, "info", u); !strings.Contains(out, "virtual size: 8 MiB") {
+		t.Errorf("info over NBD:\n%s", out)
+	}
+	dst := filepath.Join(dir, "from-nbd.vmdk")
+	mustRun(t, "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", u, dst)
+	mustRun(t, "compare", u, dst)
+	mustRun(t, "compare", src, u)
+	out := filepath.Join(dir, "o.raw")
+	mustRun(t, "convert", "-O", "raw", dst, out)
+	got, _ := os.ReadFile(out)
+	if !bytes.Equal(got, content) {
+		t.Error("NBD -> streamOptimized -> raw changed the content")
+	}
+	if _, _, code := run(t, "map", "nbd+unix:///nope?socket="+o.socket); code != ExitNotFound {
+		t.Errorf("unknown export: exit %d, want %d", code, ExitNotFound)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -2,11 +2,22 @@ package cli
 
 import (
 	"context"
+	"os"
 	"strings"
 
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/format"
+	"github.com/vdisk-project/vdisk/nbd"
 )
+
+// readOnly refuses writes on a handle a read-only command opened.
+type readOnly struct{ *nbd.Client }
+
+func (r readOnly) WriteAt([]byte, int64) (int, error) {
+	return 0, disk.Errorf(disk.ErrPermission, "opened read-only")
+}
+
+func (r readOnly) ReadOnly() bool { return true }
 
 // isURI reports whether an image argument is an NBD URI rather than a path.
 func isURI(s string) bool {
@@ -22,7 +33,14 @@ func isURI(s string) bool {
 // NBD URI) for a command. Read-only commands pass readOnly.
 func openImage(ctx context.Context, name, fmtName string, o format.OpenOptions) (disk.Disk, format.Format, error) {
 	if isURI(name) {
-		return nil, "", disk.Errorf(disk.ErrNotSupported, "NBD URIs are not supported by this build yet: %s", name)
+		c, err := nbd.Dial(ctx, name, &nbd.ClientOptions{Thumbprint: os.Getenv("VDISK_NBD_THUMBPRINT")})
+		if err != nil {
+			return nil, "", err
+		}
+		if o.ReadOnly {
+			return readOnly{c}, format.Raw, nil
+		}
+		return c, format.Raw, nil
 	}
 	if fmtName != "" {
 		f, err := checkFormat(fmtName)

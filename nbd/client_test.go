@@ -1,0 +1,247 @@
+package nbd
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/disk/disktest"
+	"github.com/vdisk-project/vdisk/internal/testenv"
+)
+
+func TestParseURI(t *testing.T) {
+	tests := []struct {
+		in   string
+		want ParsedURI
+	}{
+		{"nbd://example.com/disk", ParsedURI{Network: "tcp", Address: "example.com:10809", Export: "disk"}},
+		{"nbds://[::1]:9000/", ParsedURI{TLS: true, Network: "tcp", Address: "[::1]:9000"}},
+		{"nbd+unix:///e?socket=/tmp/s", ParsedURI{Network: "unix", Address: "/tmp/s", Export: "e"}},
+		{"nbds+unix:///?socket=/s&tls-certificates=/pki", ParsedURI{TLS: true, Network: "unix", Address: "/s", CertDir: "/pki"}},
+		{"nbd://10.0.0.1", ParsedURI{Network: "tcp", Address: "10.0.0.1:10809"}},
+	}
+	for _, tt := range tests {
+		got, err := ParseURI(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("ParseURI(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+	}
+	for _, bad := range []string{"http://x/", "nbd+unix:///x", "::"} {
+		if _, err := ParseURI(bad); !errors.Is(err, disk.ErrInvalid) {
+			t.Errorf("ParseURI(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
+// TestClientConformance runs the disk conformance suite over our client
+// talking to our server.
+func TestClientConformance(t *testing.T) {
+	disktest.RunTests(t, disktest.Harness{
+		New: func(t *testing.T, size int64) disk.Disk {
+			m := disktest.NewMemDisk(size)
+			exp := &Export{Name: "m", Disk: m}
+			s := NewServer(ServerOptions{Lookup: func(context.Context, string) (*Export, error) { return exp, nil }})
+			sock := filepath.Join(t.TempDir(), "s")
+			l, err := net.Listen("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			go s.Serve(context.Background(), l)
+			t.Cleanup(func() { s.Shutdown(context.Background()) })
+			c, err := Dial(context.Background(), "nbd+unix:///m?socket="+sock, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.conns) < 2 {
+				t.Errorf("multi-conn: %d connections", len(c.conns))
+			}
+			return c
+		},
+	})
+}
+
+func TestClientTLS(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeCerts(t, dir)
+	d, sock, _ := testServer(t, ServerOptions{TLSConfig: cfg}, true)
+	ctx := context.Background()
+	c, err := Dial(ctx, "nbds+unix:///disk?socket="+sock+"&tls-certificates="+dir, nil)
+	if err != nil {
+		t.Fatalf("TLS with a CA: %v", err)
+	}
+	got := make([]byte, 1<<20)
+	want := make([]byte, 1<<20)
+	d.ReadAt(want, 5<<20)
+	if _, err := c.ReadAt(got, 5<<20); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read over TLS: %v", err)
+	}
+	if _, err := c.WriteAt([]byte{1}, 0); !errors.Is(err, disk.ErrPermission) {
+		t.Errorf("write to a read-only export = %v", err)
+	}
+	c.Close()
+	thumb := FormatThumbprint(sha256.Sum256(cfg.Certificates[0].Certificate[0]))
+	c, err = Dial(ctx, "nbds+unix:///disk?socket="+sock, &ClientOptions{Thumbprint: thumb})
+	if err != nil {
+		t.Fatalf("TLS with a pinned thumbprint: %v", err)
+	}
+	c.Close()
+	wrong := FormatThumbprint(sha256.Sum256([]byte("another certificate")))
+	if _, err := Dial(ctx, "nbds+unix:///disk?socket="+sock, &ClientOptions{Thumbprint: wrong}); !errors.Is(err, disk.ErrPermission) {
+		t.Errorf("wrong thumbprint = %v, want ErrPermission", err)
+	}
+	if _, err := Dial(ctx, "nbds+unix:///disk?socket="+sock, nil); err == nil {
+		t.Error("TLS without a CA or pin succeeded against a self-made CA")
+	}
+	if _, err := Dial(ctx, "nbd+unix:///disk?socket="+sock, nil); !errors.Is(err, disk.ErrPermission) {
+		t.Errorf("plaintext against a TLS-required server = %v, want ErrPermission", err)
+	}
+	if _, err := Dial(ctx, "nbds+unix:///nope?socket="+sock+"&tls-certificates="+dir, nil); !errors.Is(err, disk.ErrNotFound) {
+		t.Errorf("unknown export = %v, want ErrNotFound", err)
+	}
+}
+
+// startPeer starts a peer NBD server on a Unix socket and waits for it.
+func startPeer(t *testing.T, sock string, name string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(testenv.Tool(t, name), args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; i < 200; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // waiting for another process to bind
+	}
+	t.Fatalf("%s did not start", name)
+}
+
+func TestClientAgainstQemuNbd(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "d.raw")
+	content := bytes.Repeat([]byte("qemu-nbd "), 4<<20/9+1)[:4<<20]
+	os.WriteFile(img, content, 0o644)
+	os.Truncate(img, 16<<20)
+	sock := filepath.Join(dir, "q.sock")
+	startPeer(t, sock, "qemu-nbd", "-t", "-f", "raw", "-k", sock, "-e", "4", img)
+	c, err := Dial(context.Background(), "nbd+unix:///?socket="+sock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := make([]byte, 4<<20)
+	if _, err := c.ReadAt(got, 0); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("read from qemu-nbd: %v", err)
+	}
+	if _, err := c.WriteAt([]byte("vdisk"), 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	var data int64
+	if err := c.Extents(context.Background(), 0, c.Size(), func(e disk.Extent) error {
+		if e.Flags.Data() {
+			data += e.Len
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if data < 4<<20 || data >= 16<<20 {
+		t.Errorf("qemu-nbd's allocation map shows %d data bytes", data)
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(img)
+	if string(b[8<<20:8<<20+5]) != "vdisk" {
+		t.Error("write through qemu-nbd did not land")
+	}
+}
+
+func TestClientAgainstNbdkit(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "k.sock")
+	startPeer(t, sock, "nbdkit", "-f", "-U", sock, "memory", "64M")
+	c, err := Dial(context.Background(), "nbd+unix:///?socket="+sock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := bytes.Repeat([]byte{7}, 3<<20)
+	if _, err := c.WriteAt(p, 10<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteZeroes(11<<20, 1<<20, 0); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 3<<20)
+	if _, err := c.ReadAt(got, 10<<20); err != nil {
+		t.Fatal(err)
+	}
+	clear(p[1<<20 : 2<<20])
+	if !bytes.Equal(got, p) {
+		t.Error("nbdkit memory read back differently")
+	}
+	c.Close()
+
+	// A stalled server: the request fails within the timeout, never hangs.
+	sock2 := filepath.Join(dir, "slow.sock")
+	startPeer(t, sock2, "nbdkit", "-f", "-U", sock2, "--filter=delay", "memory", "1M", "rdelay=30")
+	c, err = Dial(context.Background(), "nbd+unix:///?socket="+sock2, &ClientOptions{Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := c.ReadAt(make([]byte, 4096), 0); !errors.Is(err, disk.ErrAccess) {
+		t.Errorf("read from a stalled server = %v, want ErrAccess", err)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Errorf("the timeout took %v", time.Since(start))
+	}
+	c.Close()
+
+	// Server-side errors arrive typed.
+	sock3 := filepath.Join(dir, "err.sock")
+	startPeer(t, sock3, "nbdkit", "-f", "-U", sock3, "--filter=error", "memory", "1M", "error=EIO", "error-pread-rate=100%")
+	c, err = Dial(context.Background(), "nbd+unix:///?socket="+sock3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.ReadAt(make([]byte, 4096), 0); !errors.Is(err, disk.ErrAccess) {
+		t.Errorf("read with an injected EIO = %v", err)
+	}
+}
+
+func BenchmarkClientRead(b *testing.B) {
+	m := disktest.NewMemDisk(64 << 20)
+	m.WriteAt(bytes.Repeat([]byte{1}, 64<<20), 0)
+	exp := &Export{Disk: m}
+	s := NewServer(ServerOptions{Lookup: func(context.Context, string) (*Export, error) { return exp, nil }})
+	sock := filepath.Join(b.TempDir(), "s")
+	l, _ := net.Listen("unix", sock)
+	go s.Serve(context.Background(), l)
+	defer s.Shutdown(context.Background())
+	c, err := Dial(context.Background(), "nbd+unix:///?socket="+sock, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 4<<20)
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	var off int64
+	for b.Loop() {
+		if _, err := c.ReadAt(buf, off); err != nil {
+			b.Fatal(err)
+		}
+		off = (off + int64(len(buf))) % m.Size()
+	}
+}
