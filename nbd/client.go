@@ -78,7 +78,7 @@ type call struct {
 	typ  uint16
 	off  int64
 	buf  []byte
-	fn   func(disk.Extent) error
+	exts []disk.Extent // BLOCK_STATUS answer, handed to the caller after completion
 	n    int64
 	err  error
 	got  int64
@@ -631,9 +631,7 @@ func (cc *clientConn) chunk(c *call, typ uint16, n uint32) error {
 			if l <= 0 {
 				break
 			}
-			if c.err == nil {
-				c.err = c.fn(disk.Extent{Off: pos, Len: l, Flags: fl})
-			}
+			c.exts = append(c.exts, disk.Extent{Off: pos, Len: l, Flags: fl})
 			pos += l
 		}
 		c.got = pos - c.off
@@ -841,13 +839,20 @@ func (c *Client) Extents(ctx context.Context, off, n int64, fn func(disk.Extent)
 			return fn(disk.Extent{Off: off, Len: end - off})
 		}
 		k := min(end-off, 1<<30)
-		cl := &call{typ: cmdBlockStatus, off: off, n: k, fn: fn}
+		cl := &call{typ: cmdBlockStatus, off: off, n: k}
 		cc.send(cl, 0, nil)
 		if err := c.wait(&Future{calls: []*call{cl}}); err != nil {
 			return err
 		}
 		if cl.got <= 0 {
 			return protoErr("block status made no progress")
+		}
+		// fn runs here, not on the connection's reader: it may itself
+		// issue requests.
+		for _, e := range cl.exts {
+			if err := fn(e); err != nil {
+				return err
+			}
 		}
 		off += cl.got
 		if err := ctx.Err(); err != nil {

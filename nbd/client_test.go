@@ -245,3 +245,25 @@ func BenchmarkClientRead(b *testing.B) {
 		off = (off + int64(len(buf))) % m.Size()
 	}
 }
+
+// TestClientCopy copies from a client with the copy engine, whose extent
+// callback blocks on reads issued over the same connections: the client
+// must not run callbacks on its reader goroutines (that deadlocked).
+func TestClientCopy(t *testing.T) {
+	d, sock, _ := testServer(t, ServerOptions{}, true)
+	c, err := Dial(context.Background(), uri(sock), &ClientOptions{Timeout: 10 * time.Second, InFlight: 2, Connections: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dst := disktest.NewMemDisk(c.Size())
+	if _, err := disk.Copy(context.Background(), dst, c, &disk.CopyOptions{Workers: 4, ChunkSize: 64 << 10}); err != nil {
+		t.Fatalf("Copy from the client: %v", err)
+	}
+	if off, err := disk.Compare(context.Background(), d, dst, nil); off != -1 || err != nil {
+		t.Fatalf("copy differs at %d (%v)", off, err)
+	}
+	if dst.Allocated() > d.Allocated() {
+		t.Errorf("thin copy over NBD allocated %d bytes, source %d", dst.Allocated(), d.Allocated())
+	}
+}
