@@ -18,6 +18,20 @@ cd "$work"
 [ -f ref.raw ] || ./gen -o ref.raw -size $((4<<30)) -data $((1<<30))
 [ -f ref.vmdk ] || qemu-img convert -f raw -O vmdk ref.raw ref.vmdk
 
+# A CA and a server certificate for the TLS runs (file names as GnuTLS
+# peers expect them).
+pki="$work/pki"
+mkdir -p "$pki"
+if [ ! -f "$pki/server-cert.pem" ]; then
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+		-keyout "$pki/ca-key.pem" -out "$pki/ca-cert.pem" 2>/dev/null
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+		-keyout "$pki/server-key.pem" -out "$pki/server.csr" 2>/dev/null
+	printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$pki/ext.cnf"
+	openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca-cert.pem" -CAkey "$pki/ca-key.pem" -CAcreateserial \
+		-days 2 -extfile "$pki/ext.cnf" -out "$pki/server-cert.pem" 2>/dev/null
+fi
+
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -f v.sock q.sock; }
 trap cleanup EXIT
@@ -25,6 +39,9 @@ trap cleanup EXIT
 ./vdisk export --read-only --bind 127.0.0.1:10911 ref.vmdk 2>/dev/null & pids+=($!)
 qemu-nbd -t -r -f vmdk -e 16 -k "$work/q.sock" ref.vmdk & pids+=($!)
 qemu-nbd -t -r -f vmdk -e 16 -b 127.0.0.1 -p 10912 ref.vmdk & pids+=($!)
+./vdisk export --read-only --bind 127.0.0.1:10913 --tls-cert "$pki/server-cert.pem" --tls-key "$pki/server-key.pem" ref.vmdk 2>/dev/null & pids+=($!)
+qemu-nbd -t -r -f vmdk -e 16 -b 127.0.0.1 -p 10914 --object "tls-creds-x509,id=tls0,dir=$pki,endpoint=server,verify-peer=off" \
+	--tls-creds tls0 ref.vmdk & pids+=($!)
 sleep 1
 
 best() {
@@ -37,12 +54,14 @@ best() {
 	echo "$b"
 }
 printf '%-34s %10s %10s %8s\n' "nbdcopy reading ref.vmdk via" qemu-nbd vdisk ratio
-for kind in unix tcp; do
-	if [ $kind = unix ]; then
-		q=$(best "nbd+unix:///?socket=$work/q.sock"); v=$(best "nbd+unix:///?socket=$work/v.sock")
-	else
-		q=$(best "nbd://127.0.0.1:10912"); v=$(best "nbd://127.0.0.1:10911")
-	fi
+for kind in unix tcp tls; do
+	case $kind in
+	unix) q=$(best "nbd+unix:///?socket=$work/q.sock"); v=$(best "nbd+unix:///?socket=$work/v.sock") ;;
+	tcp) q=$(best "nbd://127.0.0.1:10912"); v=$(best "nbd://127.0.0.1:10911") ;;
+	tls) q=$(best "nbds://127.0.0.1:10914?tls-certificates=$pki"); v=$(best "nbds://127.0.0.1:10913?tls-certificates=$pki") ;;
+	esac
 	printf '%-34s %9ss %9ss %7sx\n' "$kind" "$q" "$v" "$(awk "BEGIN{printf \"%.2f\", $q/$v}")"
+	eval "v_$kind=$v"
 done
+echo "vdisk TLS cost over plain TCP: $(awk "BEGIN{printf \"%.0f%%\", ($v_tls/$v_tcp - 1)*100}")"
 rm -f t.txt
