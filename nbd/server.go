@@ -187,6 +187,34 @@ type conn struct {
 	metaIDs    map[uint32]MetaContext // selected contexts; id 1 is base:allocation
 	exp        *Export
 	tls        bool
+	raw        *flushConn // under TLS: buffers records; flushed after each reply
+}
+
+// flushConn buffers writes to a connection until Flush, or until the next
+// Read (so a TLS handshake's writes go out before it waits for an answer).
+type flushConn struct {
+	net.Conn
+	mu sync.Mutex
+	w  *bufio.Writer
+}
+
+func (f *flushConn) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.w.Write(p)
+}
+
+func (f *flushConn) Flush() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.w.Flush()
+}
+
+func (f *flushConn) Read(p []byte) (int, error) {
+	if err := f.Flush(); err != nil {
+		return 0, err
+	}
+	return f.Conn.Read(p)
 }
 
 type allocContext struct{ d disk.Disk }
@@ -298,7 +326,16 @@ func (c *conn) optReply(opt, typ uint32, data []byte) error {
 	binary.BigEndian.PutUint32(h[16:], uint32(len(data)))
 	c.bw.Write(h[:])
 	c.bw.Write(data)
-	return c.bw.Flush()
+	return c.flush()
+}
+
+// flush sends what the writer holds, through TLS's buffer too.
+func (c *conn) flush() error {
+	err := c.bw.Flush()
+	if c.raw != nil && err == nil {
+		err = c.raw.Flush()
+	}
+	return err
 }
 
 func (c *conn) lookup(ctx context.Context, name string) (*Export, uint32) {
@@ -346,7 +383,7 @@ func (c *conn) option(ctx context.Context, opt uint32, data []byte, noZeros bool
 			b = b[:134]
 		}
 		c.bw.Write(b)
-		return true, c.bw.Flush()
+		return true, c.flush()
 	case optAbort:
 		c.optReply(opt, repAck, nil)
 		return false, errDone
@@ -380,7 +417,12 @@ func (c *conn) option(ctx context.Context, opt uint32, data []byte, noZeros bool
 		if err := c.optReply(opt, repAck, nil); err != nil {
 			return false, err
 		}
-		tc := tls.Server(c.nc, c.s.o.TLSConfig)
+		// TLS writes one record (16 KiB at most) per call; a buffer
+		// under it turns a large reply into few system calls.
+		fc := &flushConn{Conn: c.nc}
+		fc.w = bufio.NewWriterSize(c.nc, 256<<10)
+		c.raw = fc
+		tc := tls.Server(fc, c.s.o.TLSConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return false, fmt.Errorf("TLS handshake: %w", err)
 		}

@@ -228,7 +228,7 @@ func (c *conn) replyOK(r *request) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.simpleHeader(r, 0)
-	c.bw.Flush()
+	c.flush()
 }
 
 func (c *conn) replyErr(r *request, errno uint32, msg string) {
@@ -247,7 +247,7 @@ func (c *conn) replyErr(r *request, errno uint32, msg string) {
 	} else {
 		c.simpleHeader(r, errno)
 	}
-	c.bw.Flush()
+	c.flush()
 }
 
 // read answers a READ: with structured replies, ranges the disk reports as
@@ -272,7 +272,7 @@ func (c *conn) read(ctx context.Context, r *request) {
 			c.simpleHeader(r, 0)
 		}
 		c.bw.Write(buf)
-		c.bw.Flush()
+		c.flush()
 		return
 	}
 	type piece struct {
@@ -324,7 +324,7 @@ func (c *conn) read(ctx context.Context, r *request) {
 			c.bw.Write(o[:])
 		}
 	}
-	c.bw.Flush()
+	c.flush()
 }
 
 // blockStatus answers BLOCK_STATUS with one chunk per selected context.
@@ -377,5 +377,5 @@ func (c *conn) blockStatus(ctx context.Context, r *request) {
 		}
 		c.bw.Write(b)
 	}
-	c.bw.Flush()
+	c.flush()
 }
