@@ -153,3 +153,18 @@ func TestDescriptorRoundTrip(t *testing.T) {
 		t.Errorf("edited descriptor:\n%s", out)
 	}
 }
+
+// memFS returns an in-memory filesystem holding files.
+func memFS(t testing.TB, files map[string][]byte) *disktest.CrashFS {
+	t.Helper()
+	fsys := disktest.NewCrashFS()
+	for name, b := range files {
+		f, err := fsys.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt(b, 0)
+		f.Close()
+	}
+	return fsys
+}
