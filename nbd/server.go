@@ -238,8 +238,8 @@ func (c *conn) log() *slog.Logger {
 
 func (c *conn) serve(ctx context.Context) {
 	defer c.nc.Close()
-	c.br = bufio.NewReaderSize(c.nc, 64<<10)
-	c.bw = bufio.NewWriterSize(c.nc, 64<<10)
+	c.br = bufio.NewReaderSize(c.nc, 16<<10)
+	c.bw = bufio.NewWriterSize(c.nc, 16<<10)
 	c.nc.SetDeadline(time.Now().Add(c.s.o.HandshakeTimeout))
 	if err := c.handshake(ctx); err != nil {
 		if !errors.Is(err, errDone) {
@@ -420,7 +420,7 @@ func (c *conn) option(ctx context.Context, opt uint32, data []byte, noZeros bool
 		// TLS writes one record (16 KiB at most) per call; a buffer
 		// under it turns a large reply into few system calls.
 		fc := &flushConn{Conn: c.nc}
-		fc.w = bufio.NewWriterSize(c.nc, 256<<10)
+		fc.w = bufio.NewWriterSize(c.nc, 64<<10)
 		c.raw = fc
 		tc := tls.Server(fc, c.s.o.TLSConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {
@@ -429,8 +429,8 @@ func (c *conn) option(ctx context.Context, opt uint32, data []byte, noZeros bool
 		c.mu.Lock()
 		c.nc = tc
 		c.mu.Unlock()
-		c.br = bufio.NewReaderSize(tc, 64<<10)
-		c.bw = bufio.NewWriterSize(tc, 64<<10)
+		c.br = bufio.NewReaderSize(tc, 16<<10)
+		c.bw = bufio.NewWriterSize(tc, 16<<10)
 		c.tls = true
 		c.structured, c.metaIDs = false, nil // forget what was negotiated in clear
 		return false, nil

@@ -395,3 +395,75 @@ func FuzzHandshake(f *testing.F) {
 		}
 	})
 }
+
+// TestManyConnections holds 1,000 idle connections and 100 active clients
+// on one server, and checks that every request is served and that an idle
+// connection costs little memory.
+func TestManyConnections(t *testing.T) {
+	d := disktest.NewMemDisk(64 << 20)
+	d.WriteAt(bytes.Repeat([]byte{9}, 64<<20), 0)
+	exp := &Export{Name: "", Disk: d}
+	s := NewServer(ServerOptions{Lookup: func(context.Context, string) (*Export, error) { return exp, nil }})
+	sock := filepath.Join(t.TempDir(), "s")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(context.Background(), l)
+	defer s.Shutdown(context.Background())
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const idle, active = 1000, 100
+	var conns []net.Conn
+	for range idle {
+		c := rawClient(t, sock)
+		c.Write(option(optExportName, nil))
+		var b [10]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Time{})
+		conns = append(conns, c)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perConn := (int64(after.HeapInuse) - int64(before.HeapInuse)) / idle
+	t.Logf("%d idle connections: %d bytes of heap each", idle, perConn)
+	if perConn > 96<<10 {
+		t.Errorf("an idle connection holds %d bytes of heap", perConn)
+	}
+	errs := make(chan error, active)
+	for i := range active {
+		go func() {
+			c, err := Dial(context.Background(), "nbd+unix:///?socket="+sock, &ClientOptions{Connections: 1, Timeout: 30 * time.Second})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			buf := make([]byte, 64<<10)
+			for j := range 20 {
+				if _, err := c.ReadAt(buf, int64((i*20+j)%1000)*64<<10); err != nil {
+					errs <- err
+					return
+				}
+				if buf[0] != 9 {
+					errs <- io.ErrUnexpectedEOF
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range active {
+		if err := <-errs; err != nil {
+			t.Fatalf("active client: %v", err)
+		}
+	}
+}
