@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -266,4 +268,148 @@ func TestClientCopy(t *testing.T) {
 	if dst.Allocated() > d.Allocated() {
 		t.Errorf("thin copy over NBD allocated %d bytes, source %d", dst.Allocated(), d.Allocated())
 	}
+}
+
+// TestPeersTLS: qemu-img reads our TLS export; our client reads qemu-nbd's
+// and nbdkit's TLS-required exports, verifying them against the CA.
+func TestPeersTLS(t *testing.T) {
+	testenv.Tool(t, "qemu-img")
+	dir := t.TempDir()
+	cfg := writeCerts(t, dir)
+	d, sock, _ := testServer(t, ServerOptions{TLSConfig: cfg}, true)
+	want := make([]byte, d.Size())
+	d.ReadAt(want, 0)
+	out := filepath.Join(t.TempDir(), "o.raw")
+	testenv.Run(t, "qemu-img", "convert", "--object", "tls-creds-x509,id=tls0,dir="+dir+",endpoint=client",
+		"--image-opts", "driver=nbd,path="+sock+",export=disk,tls-creds=tls0,tls-hostname=localhost", "-O", "raw", out)
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+		t.Error("qemu-img over TLS read different data")
+	}
+
+	img := filepath.Join(t.TempDir(), "p.raw")
+	os.WriteFile(img, want, 0o644)
+	qsock := filepath.Join(t.TempDir(), "q.sock")
+	startPeer(t, qsock, "qemu-nbd", "-t", "-r", "-f", "raw", "-k", qsock,
+		"--object", "tls-creds-x509,id=tls0,dir="+dir+",endpoint=server,verify-peer=off", "--tls-creds", "tls0", img)
+	ksock := filepath.Join(t.TempDir(), "k.sock")
+	startPeer(t, ksock, "nbdkit", "-f", "-r", "-U", ksock, "--tls=require", "--tls-certificates="+dir, "file", img)
+	for _, s := range []string{qsock, ksock} {
+		if _, err := Dial(context.Background(), "nbd+unix:///?socket="+s, &ClientOptions{Timeout: 10 * time.Second}); err == nil {
+			t.Errorf("plaintext against TLS-required %s succeeded", s)
+		}
+		c, err := Dial(context.Background(), "nbds+unix:///?socket="+s+"&tls-certificates="+dir, nil)
+		if err != nil {
+			t.Fatalf("TLS to %s: %v", s, err)
+		}
+		got := make([]byte, len(want))
+		if _, err := c.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("read over TLS from %s: %v", s, err)
+		}
+		c.Close()
+	}
+}
+
+// TestNbdkitPlugins reads nbdkit's sparse-random and data plugins and
+// checks the content against nbdkit's own view through nbdcopy.
+func TestNbdkitPlugins(t *testing.T) {
+	testenv.Tool(t, "nbdcopy")
+	for _, plugin := range [][]string{
+		{"sparse-random", "size=64M", "seed=42", "percent=20"},
+		{"data", "data=0x55 0xaa @1048576 \"vdisk\" @33554431 1", "size=32M"},
+	} {
+		t.Run(plugin[0], func(t *testing.T) {
+			dir := t.TempDir()
+			sock := filepath.Join(dir, "k.sock")
+			startPeer(t, sock, "nbdkit", append([]string{"-f", "-r", "-U", sock}, plugin...)...)
+			ref := filepath.Join(dir, "ref.raw")
+			testenv.Run(t, "nbdcopy", "nbd+unix:///?socket="+sock, ref)
+			want, _ := os.ReadFile(ref)
+			c, err := Dial(context.Background(), "nbd+unix:///?socket="+sock, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			dst := disktest.NewMemDisk(c.Size())
+			if _, err := disk.Copy(context.Background(), dst, c, nil); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, dst.Size())
+			dst.ReadAt(got, 0)
+			if !bytes.Equal(got, want) {
+				t.Error("our client and nbdcopy read different content")
+			}
+		})
+	}
+}
+
+// serverBytes builds a server's side of a handshake and a first reply, as
+// fuzz seed.
+func serverBytes() []byte {
+	var b []byte
+	be := binary.BigEndian
+	b = be.AppendUint64(b, magicInit)
+	b = be.AppendUint64(b, magicOpt)
+	b = be.AppendUint16(b, handshakeFixed|handshakeNoZeros)
+	rep := func(opt, typ uint32, data []byte) {
+		b = be.AppendUint64(b, magicOptReply)
+		b = be.AppendUint32(b, opt)
+		b = be.AppendUint32(b, typ)
+		b = be.AppendUint32(b, uint32(len(data)))
+		b = append(b, data...)
+	}
+	rep(optStructuredReply, repAck, nil)
+	rep(optSetMetaContext, repMetaContext, append([]byte{0, 0, 0, 1}, "base:allocation"...))
+	rep(optSetMetaContext, repAck, nil)
+	info := []byte{0, infoExport}
+	info = be.AppendUint64(info, 1<<20)
+	info = be.AppendUint16(info, flagHasFlags|flagCanMultiConn)
+	rep(optGo, repInfo, info)
+	rep(optGo, repAck, nil)
+	// A structured read reply: a data chunk and a hole chunk.
+	b = be.AppendUint32(b, magicStructured)
+	b = be.AppendUint16(b, 0)
+	b = be.AppendUint16(b, chunkOffsetData)
+	b = be.AppendUint64(b, 1)
+	b = be.AppendUint32(b, 8+512)
+	b = be.AppendUint64(b, 0)
+	b = append(b, bytes.Repeat([]byte{1}, 512)...)
+	b = be.AppendUint32(b, magicStructured)
+	b = be.AppendUint16(b, replyFlagDone)
+	b = be.AppendUint16(b, chunkOffsetHole)
+	b = be.AppendUint64(b, 1)
+	b = be.AppendUint32(b, 12)
+	b = be.AppendUint64(b, 512)
+	b = be.AppendUint32(b, 3584)
+	return b
+}
+
+// FuzzReplies plays arbitrary bytes as the server: the client must return
+// errors, never panic, hang or allocate what the peer asks for.
+func FuzzReplies(f *testing.F) {
+	f.Add(serverBytes())
+	f.Fuzz(func(t *testing.T, in []byte) {
+		sock := filepath.Join(t.TempDir(), "f")
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Skip(err)
+		}
+		defer l.Close()
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			go io.Copy(io.Discard, c)
+			c.Write(in)
+			time.Sleep(20 * time.Millisecond) // let the client read before the hang-up
+		}()
+		c, err := Dial(context.Background(), "nbd+unix:///?socket="+sock, &ClientOptions{Timeout: 50 * time.Millisecond, Connections: 1})
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.ReadAt(make([]byte, 4096), 0)
+		c.Extents(context.Background(), 0, c.Size(), func(disk.Extent) error { return nil })
+	})
 }
