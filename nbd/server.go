@@ -188,6 +188,7 @@ type conn struct {
 	exp        *Export
 	tls        bool
 	raw        *flushConn // under TLS: buffers records; flushed after each reply
+	scratch    [32]byte   // reply headers, written under mu
 }
 
 // flushConn buffers writes to a connection until Flush, or until the next

@@ -467,3 +467,56 @@ func TestManyConnections(t *testing.T) {
 		}
 	}
 }
+
+// flatDisk is a disk over a byte slice that allocates nothing.
+type flatDisk struct{ b []byte }
+
+func (f *flatDisk) ReadAt(p []byte, off int64) (int, error)  { return copy(p, f.b[off:]), nil }
+func (f *flatDisk) WriteAt(p []byte, off int64) (int, error) { return copy(f.b[off:], p), nil }
+func (f *flatDisk) Size() int64                              { return int64(len(f.b)) }
+func (f *flatDisk) Flush() error                             { return nil }
+func (f *flatDisk) Close() error                             { return nil }
+
+// TestReadPathAllocs pins "no allocation per request" on the server's read
+// path, with structured replies.
+func TestReadPathAllocs(t *testing.T) {
+	exp := &Export{Disk: &flatDisk{b: make([]byte, 4<<20)}}
+	s := NewServer(ServerOptions{Lookup: func(context.Context, string) (*Export, error) { return exp, nil }})
+	sock := filepath.Join(t.TempDir(), "s")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(context.Background(), l)
+	defer s.Shutdown(context.Background())
+	c := rawClient(t, sock)
+	defer c.Close()
+	c.SetDeadline(time.Time{})
+	c.Write(option(optStructuredReply, nil))
+	if _, typ, _, err := readReply(c); err != nil || typ != repAck {
+		t.Fatal("no structured replies")
+	}
+	c.Write(option(optExportName, nil))
+	var info [10]byte
+	io.ReadFull(c, info[:])
+	const n = 64 << 10
+	req := make([]byte, 28)
+	binary.BigEndian.PutUint32(req, magicRequest)
+	binary.BigEndian.PutUint16(req[6:], cmdRead)
+	binary.BigEndian.PutUint32(req[24:], n)
+	reply := make([]byte, 20+8+n)
+	roundTrip := func() {
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, reply); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 50 {
+		roundTrip() // warm the pools and start the worker
+	}
+	if a := testing.AllocsPerRun(200, roundTrip); a > 0 {
+		t.Errorf("%.1f allocations per READ request", a)
+	}
+}

@@ -12,40 +12,73 @@ import (
 	"github.com/vdisk-project/vdisk/disk"
 )
 
-// request is one decoded transmission request.
+// request is one decoded transmission request. Requests are pooled with
+// everything they need to be served, so that the read path allocates
+// nothing in the steady state.
 type request struct {
 	flags  uint16
 	typ    uint16
 	cookie uint64
 	off    uint64
 	n      uint32
-	buf    []byte // WRITE payload, pooled
+	buf    *[]byte // payload (WRITE) or data (READ), pooled
+
+	pieces  []piece                 // READ: data and hole runs
+	collect func(disk.Extent) error // appends to pieces; bound once
+}
+
+// piece is a run of a READ reply: data to send, or a hole.
+type piece struct {
+	off, n int64
+	data   bool
+}
+
+var requestPool = sync.Pool{New: func() any {
+	r := &request{}
+	r.collect = r.collectExtent
+	return r
+}}
+
+func (r *request) collectExtent(e disk.Extent) error {
+	data := e.Flags.Data()
+	if k := len(r.pieces); k > 0 && r.pieces[k-1].data == data {
+		r.pieces[k-1].n += e.Len
+		return nil
+	}
+	r.pieces = append(r.pieces, piece{e.Off, e.Len, data})
+	return nil
+}
+
+func (r *request) release() {
+	if r.buf != nil {
+		putBuf(r.buf)
+		r.buf = nil
+	}
+	r.pieces = r.pieces[:0]
+	requestPool.Put(r)
 }
 
 // Buffer pools by power-of-two size class, 4 KiB to MaxPayload.
 var bufPools [27]sync.Pool // classes up to 2^26 = 2×MaxPayload
 
-func getBuf(n int) []byte {
-	if n <= 0 {
-		return nil
-	}
+// getBuf returns a pooled buffer of n bytes (n > 0), by pointer so that
+// returning it to the pool allocates nothing.
+func getBuf(n int) *[]byte {
 	c := max(12, bits.Len(uint(n-1)))
 	if p, ok := bufPools[c].Get().(*[]byte); ok {
-		return (*p)[:n]
+		*p = (*p)[:n]
+		return p
 	}
-	return make([]byte, n, 1<<c)
+	b := make([]byte, n, 1<<c)
+	return &b
 }
 
-func putBuf(b []byte) {
-	if cap(b) == 0 {
+func putBuf(p *[]byte) {
+	c := bits.Len(uint(cap(*p) - 1))
+	if cap(*p) != 1<<c || c >= len(bufPools) {
 		return
 	}
-	c := bits.Len(uint(cap(b) - 1))
-	if cap(b) != 1<<c || c >= len(bufPools) {
-		return
-	}
-	b = b[:cap(b)]
-	bufPools[c].Put(&b)
+	bufPools[c].Put(p)
 }
 
 // errnoOf maps an error to the NBD errno, from one table (STYLE §4).
@@ -66,7 +99,23 @@ func errnoOf(err error) uint32 {
 }
 
 func (c *conn) transmit(ctx context.Context) error {
-	slots := make(chan struct{}, c.s.o.Workers)
+	// Requests go to worker goroutines, started as the load needs them (up
+	// to Workers), so that an idle connection holds one goroutine and a
+	// busy one allocates nothing per request.
+	queue := make(chan *request, c.s.o.Workers)
+	defer close(queue)
+	workers, idle := 0, 0
+	var mu sync.Mutex
+	worker := func() {
+		for r := range queue {
+			c.handle(ctx, r)
+			r.release()
+			c.inFlight.Done()
+			mu.Lock()
+			idle++
+			mu.Unlock()
+		}
+	}
 	var h [28]byte
 	for {
 		if _, err := io.ReadFull(c.br, h[:]); err != nil {
@@ -81,34 +130,42 @@ func (c *conn) transmit(ctx context.Context) error {
 		if binary.BigEndian.Uint32(h[:]) != magicRequest {
 			return errors.New("bad request magic")
 		}
-		r := &request{
-			flags:  binary.BigEndian.Uint16(h[4:]),
-			typ:    binary.BigEndian.Uint16(h[6:]),
-			cookie: binary.BigEndian.Uint64(h[8:]),
-			off:    binary.BigEndian.Uint64(h[16:]),
-			n:      binary.BigEndian.Uint32(h[24:]),
-		}
+		r := requestPool.Get().(*request)
+		r.flags = binary.BigEndian.Uint16(h[4:])
+		r.typ = binary.BigEndian.Uint16(h[6:])
+		r.cookie = binary.BigEndian.Uint64(h[8:])
+		r.off = binary.BigEndian.Uint64(h[16:])
+		r.n = binary.BigEndian.Uint32(h[24:])
 		switch r.typ {
 		case cmdDisc:
+			r.release()
 			return errDone
 		case cmdWrite:
 			if r.n > MaxPayload {
 				// The payload cannot be skipped safely without reading
 				// it; a client that ignores the advertised maximum is
 				// disconnected.
+				r.release()
 				return fmt.Errorf("write of %d bytes exceeds the maximum payload", r.n)
 			}
-			r.buf = getBuf(int(r.n))
-			if _, err := io.ReadFull(c.br, r.buf); err != nil {
-				return err
+			if r.n > 0 {
+				r.buf = getBuf(int(r.n))
+				if _, err := io.ReadFull(c.br, *r.buf); err != nil {
+					r.release()
+					return err
+				}
 			}
 		}
-		slots <- struct{}{}
 		c.inFlight.Add(1)
-		go func() {
-			defer func() { <-slots; c.inFlight.Done() }()
-			c.handle(ctx, r)
-		}()
+		mu.Lock()
+		if idle > 0 {
+			idle--
+		} else if workers < c.s.o.Workers {
+			workers++
+			go worker()
+		}
+		mu.Unlock()
+		queue <- r
 	}
 }
 
@@ -133,7 +190,6 @@ func (c *conn) handle(ctx context.Context, r *request) {
 		c.read(ctx, r)
 		return
 	case cmdWrite:
-		defer putBuf(r.buf)
 		switch {
 		case r.flags&^known != 0:
 			c.replyErr(r, errInval, "invalid flags")
@@ -145,7 +201,9 @@ func (c *conn) handle(ctx context.Context, r *request) {
 			c.replyErr(r, errNoSpc, "write past the end of the export")
 			return
 		}
-		_, err = d.WriteAt(r.buf, int64(r.off))
+		if r.buf != nil {
+			_, err = d.WriteAt(*r.buf, int64(r.off))
+		}
 	case cmdFlush:
 		err = d.Flush()
 	case cmdTrim:
@@ -206,22 +264,36 @@ func (c *conn) handle(ctx context.Context, r *request) {
 	c.replyOK(r)
 }
 
+// simpleHeader, chunkHeader and offsetField write through the
+// connection's scratch buffer (the caller holds c.mu), so that no header
+// escapes to the heap.
 func (c *conn) simpleHeader(r *request, errno uint32) {
-	var h [16]byte
+	h := c.scratch[:16]
 	binary.BigEndian.PutUint32(h[0:], magicSimple)
 	binary.BigEndian.PutUint32(h[4:], errno)
 	binary.BigEndian.PutUint64(h[8:], r.cookie)
-	c.bw.Write(h[:])
+	c.bw.Write(h)
 }
 
 func (c *conn) chunkHeader(r *request, flags, typ uint16, n int) {
-	var h [20]byte
+	h := c.scratch[:20]
 	binary.BigEndian.PutUint32(h[0:], magicStructured)
 	binary.BigEndian.PutUint16(h[4:], flags)
 	binary.BigEndian.PutUint16(h[6:], typ)
 	binary.BigEndian.PutUint64(h[8:], r.cookie)
 	binary.BigEndian.PutUint32(h[16:], uint32(n))
-	c.bw.Write(h[:])
+	c.bw.Write(h)
+}
+
+// offsetField writes a chunk's offset, and a hole's length when n >= 0.
+func (c *conn) offsetField(off uint64, n int64) {
+	o := c.scratch[:8]
+	binary.BigEndian.PutUint64(o, off)
+	if n >= 0 {
+		o = c.scratch[:12]
+		binary.BigEndian.PutUint32(o[8:], uint32(n))
+	}
+	c.bw.Write(o)
 }
 
 func (c *conn) replyOK(r *request) {
@@ -254,9 +326,20 @@ func (c *conn) replyErr(r *request, errno uint32, msg string) {
 // holes or zeros are sent as OFFSET_HOLE chunks and only data is read.
 func (c *conn) read(ctx context.Context, r *request) {
 	d := c.exp.Disk
-	buf := getBuf(int(r.n))
-	defer putBuf(buf)
-	if !c.structured || r.flags&cmdFlagDF != 0 || r.n == 0 {
+	if r.n == 0 {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.structured {
+			c.chunkHeader(r, replyFlagDone, chunkNone, 0)
+		} else {
+			c.simpleHeader(r, 0)
+		}
+		c.flush()
+		return
+	}
+	r.buf = getBuf(int(r.n))
+	buf := *r.buf
+	if !c.structured || r.flags&cmdFlagDF != 0 {
 		if _, err := d.ReadAt(buf, int64(r.off)); err != nil && !errors.Is(err, io.EOF) {
 			c.replyErr(r, errnoOf(err), err.Error())
 			return
@@ -265,9 +348,7 @@ func (c *conn) read(ctx context.Context, r *request) {
 		defer c.mu.Unlock()
 		if c.structured {
 			c.chunkHeader(r, replyFlagDone, chunkOffsetData, 8+len(buf))
-			var o [8]byte
-			binary.BigEndian.PutUint64(o[:], r.off)
-			c.bw.Write(o[:])
+			c.offsetField(r.off, -1)
 		} else {
 			c.simpleHeader(r, 0)
 		}
@@ -275,22 +356,9 @@ func (c *conn) read(ctx context.Context, r *request) {
 		c.flush()
 		return
 	}
-	type piece struct {
-		off, n int64
-		data   bool
-	}
-	var pieces []piece
-	err := disk.Extents(ctx, d, int64(r.off), int64(r.n), func(e disk.Extent) error {
-		data := e.Flags.Data()
-		if k := len(pieces); k > 0 && pieces[k-1].data == data {
-			pieces[k-1].n += e.Len
-			return nil
-		}
-		pieces = append(pieces, piece{e.Off, e.Len, data})
-		return nil
-	})
+	err := disk.Extents(ctx, d, int64(r.off), int64(r.n), r.collect)
 	if err == nil {
-		for _, p := range pieces {
+		for _, p := range r.pieces {
 			if !p.data {
 				continue
 			}
@@ -307,21 +375,18 @@ func (c *conn) read(ctx context.Context, r *request) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for i, p := range pieces {
+	for i, p := range r.pieces {
 		var fl uint16
-		if i == len(pieces)-1 {
+		if i == len(r.pieces)-1 {
 			fl = replyFlagDone
 		}
-		var o [12]byte
-		binary.BigEndian.PutUint64(o[:], uint64(p.off))
 		if p.data {
 			c.chunkHeader(r, fl, chunkOffsetData, 8+int(p.n))
-			c.bw.Write(o[:8])
+			c.offsetField(uint64(p.off), -1)
 			c.bw.Write(buf[p.off-int64(r.off) : p.off-int64(r.off)+p.n])
 		} else {
 			c.chunkHeader(r, fl, chunkOffsetHole, 12)
-			binary.BigEndian.PutUint32(o[8:], uint32(p.n))
-			c.bw.Write(o[:])
+			c.offsetField(uint64(p.off), p.n)
 		}
 	}
 	c.flush()
