@@ -118,11 +118,12 @@ func startPeer(t *testing.T, sock string, name string, args ...string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(sock); err == nil {
+	for i := 0; i < 500; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			return
 		}
-		time.Sleep(10 * time.Millisecond) // waiting for another process to bind
+		time.Sleep(10 * time.Millisecond) // waiting for another process to listen
 	}
 	t.Fatalf("%s did not start", name)
 }

@@ -516,6 +516,9 @@ func TestReadPathAllocs(t *testing.T) {
 	for range 50 {
 		roundTrip() // warm the pools and start the worker
 	}
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops items)")
+	}
 	if a := testing.AllocsPerRun(200, roundTrip); a > 0 {
 		t.Errorf("%.1f allocations per READ request", a)
 	}
