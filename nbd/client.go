@@ -42,6 +42,9 @@ type ClientOptions struct {
 	Connections int
 	// InFlight bounds requests in flight per connection. Default 64.
 	InFlight int
+	// NoExtendedHeaders keeps to compact headers even when the server
+	// offers extended ones.
+	NoExtendedHeaders bool
 }
 
 // Client is an NBD export opened by Dial. It is a disk.Disk (with
@@ -66,6 +69,7 @@ type clientConn struct {
 	meta    uint32 // base:allocation context id (servers may use 0)
 	hasMeta bool   // base:allocation was negotiated
 	sr      bool
+	ext     bool // extended headers negotiated
 	mu      sync.Mutex
 	calls   map[uint64]*call
 	cookie  uint64
@@ -374,13 +378,25 @@ func (cc *clientConn) handshake(ctx context.Context, p ParsedURI, tc *tls.Config
 		cc.br = bufio.NewReaderSize(t, 256<<10)
 		cc.bw = bufio.NewWriterSize(t, 256<<10)
 	}
-	if err := cc.sendOpt(optStructuredReply, nil); err != nil {
-		return err
+	if !cc.c.o.NoExtendedHeaders {
+		if err := cc.sendOpt(optExtendedHeaders, nil); err != nil {
+			return err
+		}
+		if typ, _, err := cc.optReply(optExtendedHeaders); err != nil {
+			return err
+		} else if typ == repAck {
+			cc.ext, cc.sr = true, true
+		}
 	}
-	if typ, _, err := cc.optReply(optStructuredReply); err != nil {
-		return err
-	} else if typ == repAck {
-		cc.sr = true
+	if !cc.ext {
+		if err := cc.sendOpt(optStructuredReply, nil); err != nil {
+			return err
+		}
+		if typ, _, err := cc.optReply(optStructuredReply); err != nil {
+			return err
+		} else if typ == repAck {
+			cc.sr = true
+		}
 	}
 	if cc.sr {
 		q := "base:allocation"
@@ -521,13 +537,16 @@ func errOfErrno(e uint32) error {
 }
 
 func (cc *clientConn) readReplies() error {
-	var h [20]byte
+	var h [32]byte
 	for {
 		if _, err := io.ReadFull(cc.br, h[:4]); err != nil {
 			return err
 		}
 		switch binary.BigEndian.Uint32(h[:]) {
 		case magicSimple:
+			if cc.ext {
+				return protoErr("simple reply under extended headers")
+			}
 			if _, err := io.ReadFull(cc.br, h[4:16]); err != nil {
 				return err
 			}
@@ -543,12 +562,24 @@ func (cc *clientConn) readReplies() error {
 				}
 			}
 			cc.finish(c)
-		case magicStructured:
-			if _, err := io.ReadFull(cc.br, h[4:20]); err != nil {
-				return err
+		case magicStructured, magicExtReply:
+			ext := binary.BigEndian.Uint32(h[:]) == magicExtReply
+			if ext != cc.ext {
+				return protoErr("reply header of the wrong kind")
+			}
+			var n uint64
+			if ext {
+				if _, err := io.ReadFull(cc.br, h[4:32]); err != nil {
+					return err
+				}
+				n = binary.BigEndian.Uint64(h[24:])
+			} else {
+				if _, err := io.ReadFull(cc.br, h[4:20]); err != nil {
+					return err
+				}
+				n = uint64(binary.BigEndian.Uint32(h[16:]))
 			}
 			flags, typ := binary.BigEndian.Uint16(h[4:]), binary.BigEndian.Uint16(h[6:])
-			n := binary.BigEndian.Uint32(h[16:])
 			done := flags&replyFlagDone != 0
 			c := cc.take(binary.BigEndian.Uint64(h[8:]), done)
 			if c == nil {
@@ -569,7 +600,7 @@ func (cc *clientConn) readReplies() error {
 	}
 }
 
-func (cc *clientConn) chunk(c *call, typ uint16, n uint32) error {
+func (cc *clientConn) chunk(c *call, typ uint16, n uint64) error {
 	if n > MaxPayload+1024 {
 		return protoErr("chunk of %d bytes", n)
 	}
@@ -609,8 +640,13 @@ func (cc *clientConn) chunk(c *call, typ uint16, n uint32) error {
 			clear(c.buf[off : off+l])
 		}
 		c.got += l
-	case chunkBlockStatus:
-		if c.typ != cmdBlockStatus || n < 12 || (n-4)%8 != 0 {
+	case chunkBlockStatus, chunkBlockExt:
+		ext := typ == chunkBlockExt
+		head, size := uint64(4), uint64(8)
+		if ext {
+			head, size = 8, 16
+		}
+		if c.typ != cmdBlockStatus || ext != cc.ext || n < head+size || (n-head)%size != 0 {
 			return protoErr("bad block status chunk")
 		}
 		b := make([]byte, n)
@@ -620,10 +656,24 @@ func (cc *clientConn) chunk(c *call, typ uint16, n uint32) error {
 		if binary.BigEndian.Uint32(b) != cc.meta {
 			return nil // another context
 		}
+		if ext && uint64(binary.BigEndian.Uint32(b[4:])) != (n-head)/size {
+			return protoErr("block status count does not match its length")
+		}
 		pos := c.off
-		for i := 4; i < len(b); i += 8 {
-			l := int64(binary.BigEndian.Uint32(b[i:]))
-			fl := disk.ExtentFlags(binary.BigEndian.Uint32(b[i+4:]) & uint32(disk.Hole|disk.Zero))
+		for i := int(head); i < len(b); i += int(size) {
+			var l int64
+			var fl disk.ExtentFlags
+			if ext {
+				v := binary.BigEndian.Uint64(b[i:])
+				if v > 1<<62 {
+					return protoErr("extent length out of range")
+				}
+				l = int64(v)
+				fl = disk.ExtentFlags(binary.BigEndian.Uint64(b[i+8:]) & uint64(disk.Hole|disk.Zero))
+			} else {
+				l = int64(binary.BigEndian.Uint32(b[i:]))
+				fl = disk.ExtentFlags(binary.BigEndian.Uint32(b[i+4:]) & uint32(disk.Hole|disk.Zero))
+			}
 			if l == 0 {
 				return protoErr("empty extent")
 			}
@@ -685,16 +735,26 @@ func (cc *clientConn) send(c *call, flags uint16, payload []byte) {
 	cookie := cc.cookie
 	cc.calls[cookie] = c
 	cc.mu.Unlock()
-	var h [28]byte
+	var h [32]byte
+	hl := 28
 	binary.BigEndian.PutUint32(h[0:], magicRequest)
+	if cc.ext {
+		hl = 32
+		binary.BigEndian.PutUint32(h[0:], magicExtRequest)
+		if c.typ == cmdWrite {
+			flags |= cmdFlagPayload
+		}
+		binary.BigEndian.PutUint64(h[24:], uint64(c.n))
+	} else {
+		binary.BigEndian.PutUint32(h[24:], uint32(c.n))
+	}
 	binary.BigEndian.PutUint16(h[4:], flags)
 	binary.BigEndian.PutUint16(h[6:], c.typ)
 	binary.BigEndian.PutUint64(h[8:], cookie)
 	binary.BigEndian.PutUint64(h[16:], uint64(c.off))
-	binary.BigEndian.PutUint32(h[24:], uint32(c.n))
 	cc.wmu.Lock()
 	cc.nc.SetWriteDeadline(time.Now().Add(cc.c.o.Timeout))
-	cc.bw.Write(h[:])
+	cc.bw.Write(h[:hl])
 	cc.bw.Write(payload)
 	err := cc.bw.Flush()
 	cc.wmu.Unlock()
@@ -884,12 +944,17 @@ func (c *Client) Close() error {
 		err = c.Flush()
 	}
 	for _, cc := range c.conns {
-		var h [28]byte
+		var h [32]byte
+		hl := 28
 		binary.BigEndian.PutUint32(h[0:], magicRequest)
+		if cc.ext {
+			hl = 32
+			binary.BigEndian.PutUint32(h[0:], magicExtRequest)
+		}
 		binary.BigEndian.PutUint16(h[6:], cmdDisc)
 		cc.wmu.Lock()
 		cc.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		cc.bw.Write(h[:])
+		cc.bw.Write(h[:hl])
 		cc.bw.Flush()
 		cc.wmu.Unlock()
 		cc.fail(disk.Errorf(disk.ErrInvalid, "nbd: client closed"))

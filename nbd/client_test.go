@@ -414,3 +414,68 @@ func FuzzReplies(f *testing.F) {
 		c.Extents(context.Background(), 0, c.Size(), func(disk.Extent) error { return nil })
 	})
 }
+
+// TestExtendedHeaders: our client and server agree on extended headers
+// (64-bit lengths) when both allow them, and fall back to compact headers
+// when either refuses.
+func TestExtendedHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		serverOff, cli bool
+		want           bool
+	}{
+		{"both", false, false, true},
+		{"server-refuses", true, false, false},
+		{"client-refuses", false, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := disktest.NewMemDisk(10 << 30)
+			m.WriteAt([]byte("head"), 0)
+			m.WriteAt([]byte("tail"), 10<<30-4)
+			exp := &Export{Disk: m}
+			s := NewServer(ServerOptions{NoExtendedHeaders: tc.serverOff,
+				Lookup: func(context.Context, string) (*Export, error) { return exp, nil }})
+			sock := filepath.Join(t.TempDir(), "s")
+			l, _ := net.Listen("unix", sock)
+			go s.Serve(context.Background(), l)
+			defer s.Shutdown(context.Background())
+			c, err := Dial(context.Background(), "nbd+unix:///?socket="+sock, &ClientOptions{NoExtendedHeaders: tc.cli})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got := c.conns[0].ext; got != tc.want {
+				t.Fatalf("extended headers = %v, want %v", got, tc.want)
+			}
+			// A zero request longer than 4 GiB, and a map of a 10 GiB disk.
+			if err := c.WriteZeroes(1<<20, 6<<30, 0); err != nil {
+				t.Fatalf("WriteZeroes of 6 GiB: %v", err)
+			}
+			var exts []disk.Extent
+			if err := c.Extents(context.Background(), 0, c.Size(), func(e disk.Extent) error {
+				if k := len(exts); k > 0 && exts[k-1].Flags == e.Flags {
+					exts[k-1].Len += e.Len
+					return nil
+				}
+				exts = append(exts, e)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(exts) != 3 || exts[1].Len != 10<<30-128<<10 {
+				t.Errorf("extents = %+v", exts)
+			}
+			b := make([]byte, 4)
+			if _, err := c.ReadAt(b, 10<<30-4); err != nil || string(b) != "tail" {
+				t.Errorf("read at the end = %q, %v", b, err)
+			}
+			if _, err := c.WriteAt([]byte("new!"), 5<<30); err != nil {
+				t.Fatal(err)
+			}
+			m.ReadAt(b, 5<<30)
+			if string(b) != "new!" {
+				t.Errorf("write landed as %q", b)
+			}
+		})
+	}
+}

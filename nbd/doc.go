@@ -9,7 +9,9 @@
 // any net.Listener (TCP over IPv4 or IPv6, or a Unix socket) until
 // Shutdown. The server speaks the fixed newstyle handshake with the options
 // EXPORT_NAME, GO, INFO (export, name, description, block size), LIST,
-// ABORT, STARTTLS, STRUCTURED_REPLY and LIST/SET_META_CONTEXT, and the
+// ABORT, STARTTLS, STRUCTURED_REPLY, EXTENDED_HEADERS (64-bit lengths;
+// ServerOptions.NoExtendedHeaders turns it off) and LIST/SET_META_CONTEXT,
+// and the
 // commands READ (structured: unallocated ranges travel as OFFSET_HOLE
 // chunks), WRITE, FLUSH, TRIM, WRITE_ZEROES (NO_HOLE, FAST_ZERO), CACHE,
 // BLOCK_STATUS (base:allocation from the disk's extents, plus pluggable
@@ -42,6 +44,16 @@
 // the peer are bounded before anything is allocated: option data to 64 KiB,
 // names to 4096 bytes, payloads to MaxPayload (32 MiB).
 //
-// Not yet here: the client side, extended headers, and a pinned
-// no-allocation read path.
+// # Client
+//
+// Dial opens an export named by an NBD URI (nbd://, nbds://, nbd+unix://,
+// nbds+unix://) and returns a Client, which is a disk.Disk with Extenter,
+// Zeroer and Trimmer. Requests are pipelined (ReadAsync and WriteAsync
+// return futures; ReadAt and WriteAt wait for them) and striped over
+// several connections when the server advertises CAN_MULTI_CONN. Extended
+// headers and structured replies are used when the server offers them.
+// TLS is always verified: against the CA in the URI's tls-certificates
+// directory, or against a pinned SHA-256 certificate thumbprint. Every
+// request is bounded by ClientOptions.Timeout; a request past it ends the
+// connections so that nothing hangs.
 package nbd

@@ -10,6 +10,8 @@ const (
 	magicRequest     = 0x25609513
 	magicSimple      = 0x67446698
 	magicStructured  = 0x668e33ef
+	magicExtRequest  = 0x21e41c71 // extended headers
+	magicExtReply    = 0x6e8a278c
 	handshakeFixed   = 1 << 0 // NBD_FLAG_FIXED_NEWSTYLE
 	handshakeNoZeros = 1 << 1 // NBD_FLAG_NO_ZEROES
 )
@@ -25,6 +27,7 @@ const (
 	optStructuredReply = 8
 	optListMetaContext = 9
 	optSetMetaContext  = 10
+	optExtendedHeaders = 11
 )
 
 // Option replies.
@@ -41,6 +44,7 @@ const (
 	repErrUnknown  = 1<<31 + 6
 	repErrShutdown = 1<<31 + 7
 	repErrTooBig   = 1<<31 + 9
+	repErrExtReqd  = 1<<31 + 10 // NBD_REP_ERR_EXT_HEADER_REQD
 )
 
 // Info types.
@@ -84,6 +88,7 @@ const (
 	cmdFlagDF       = 1 << 2
 	cmdFlagReqOne   = 1 << 3
 	cmdFlagFastZero = 1 << 4
+	cmdFlagPayload  = 1 << 5 // PAYLOAD_LEN (extended headers)
 )
 
 // Structured reply chunk types and flags.
@@ -93,6 +98,7 @@ const (
 	chunkOffsetData  = 1
 	chunkOffsetHole  = 2
 	chunkBlockStatus = 5
+	chunkBlockExt    = 6 // BLOCK_STATUS_EXT (extended headers)
 	chunkError       = 1<<15 + 1
 )
 

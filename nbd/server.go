@@ -53,6 +53,9 @@ type ServerOptions struct {
 	// Workers is the number of requests served concurrently on one
 	// connection. Default 16.
 	Workers int
+	// NoExtendedHeaders refuses NBD_OPT_EXTENDED_HEADERS (64-bit lengths,
+	// 32-byte headers), which is offered by default.
+	NoExtendedHeaders bool
 	// HandshakeTimeout bounds option negotiation. Default 30 s.
 	HandshakeTimeout time.Duration
 	// Logger receives connection events; nil discards them.
@@ -184,6 +187,7 @@ type conn struct {
 	inFlight sync.WaitGroup
 
 	structured bool
+	extended   bool // extended headers negotiated (implies structured)
 	metaIDs    map[uint32]MetaContext // selected contexts; id 1 is base:allocation
 	exp        *Export
 	tls        bool
@@ -369,6 +373,9 @@ func (c *conn) transmissionFlags(e *Export) uint16 {
 func (c *conn) option(ctx context.Context, opt uint32, data []byte, noZeros bool) (bool, error) {
 	switch opt {
 	case optExportName:
+		if c.extended {
+			return false, errors.New("EXPORT_NAME after extended headers")
+		}
 		if len(data) > maxNameLen {
 			return false, errors.New("export name too long")
 		}
@@ -433,13 +440,25 @@ func (c *conn) option(ctx context.Context, opt uint32, data []byte, noZeros bool
 		c.br = bufio.NewReaderSize(tc, 16<<10)
 		c.bw = bufio.NewWriterSize(tc, 16<<10)
 		c.tls = true
-		c.structured, c.metaIDs = false, nil // forget what was negotiated in clear
+		c.structured, c.extended, c.metaIDs = false, false, nil // forget what was negotiated in clear
 		return false, nil
 	case optStructuredReply:
 		if len(data) != 0 {
 			return false, c.optReply(opt, repErrInvalid, nil)
 		}
+		if c.extended {
+			return false, c.optReply(opt, repErrExtReqd, []byte("extended headers are in use"))
+		}
 		c.structured = true
+		return false, c.optReply(opt, repAck, nil)
+	case optExtendedHeaders:
+		if c.s.o.NoExtendedHeaders {
+			return false, c.optReply(opt, repErrUnsup, nil)
+		}
+		if len(data) != 0 {
+			return false, c.optReply(opt, repErrInvalid, nil)
+		}
+		c.extended, c.structured = true, true
 		return false, c.optReply(opt, repAck, nil)
 	case optInfo, optGo:
 		return c.infoGo(ctx, opt, data)

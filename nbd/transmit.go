@@ -20,7 +20,7 @@ type request struct {
 	typ    uint16
 	cookie uint64
 	off    uint64
-	n      uint32
+	n      uint64  // length: payload (WRITE) or effect length
 	buf    *[]byte // payload (WRITE) or data (READ), pooled
 
 	pieces  []piece                 // READ: data and hole runs
@@ -116,9 +116,13 @@ func (c *conn) transmit(ctx context.Context) error {
 			mu.Unlock()
 		}
 	}
-	var h [28]byte
+	var h [32]byte
 	for {
-		if _, err := io.ReadFull(c.br, h[:]); err != nil {
+		hl := 28
+		if c.extended {
+			hl = 32
+		}
+		if _, err := io.ReadFull(c.br, h[:hl]); err != nil {
 			c.mu.Lock()
 			stopping := c.stopping
 			c.mu.Unlock()
@@ -127,7 +131,11 @@ func (c *conn) transmit(ctx context.Context) error {
 			}
 			return err
 		}
-		if binary.BigEndian.Uint32(h[:]) != magicRequest {
+		magic := uint32(magicRequest)
+		if c.extended {
+			magic = magicExtRequest
+		}
+		if binary.BigEndian.Uint32(h[:]) != magic {
 			return errors.New("bad request magic")
 		}
 		r := requestPool.Get().(*request)
@@ -135,7 +143,30 @@ func (c *conn) transmit(ctx context.Context) error {
 		r.typ = binary.BigEndian.Uint16(h[6:])
 		r.cookie = binary.BigEndian.Uint64(h[8:])
 		r.off = binary.BigEndian.Uint64(h[16:])
-		r.n = binary.BigEndian.Uint32(h[24:])
+		if c.extended {
+			r.n = binary.BigEndian.Uint64(h[24:])
+			// With extended headers a payload is announced by PAYLOAD_LEN;
+			// WRITE must carry it, other commands must not (an unexpected
+			// payload is consumed and refused, so the stream stays in sync).
+			hasPayload := r.flags&cmdFlagPayload != 0
+			if r.typ == cmdWrite && !hasPayload {
+				r.release()
+				return errors.New("WRITE without PAYLOAD_LEN")
+			}
+			if r.typ != cmdWrite && hasPayload {
+				if r.n > MaxPayload {
+					r.release()
+					return errors.New("oversized unexpected payload")
+				}
+				if _, err := io.CopyN(io.Discard, c.br, int64(r.n)); err != nil {
+					r.release()
+					return err
+				}
+				r.typ = 0xffff // answered with EINVAL
+			}
+		} else {
+			r.n = uint64(binary.BigEndian.Uint32(h[24:]))
+		}
 		switch r.typ {
 		case cmdDisc:
 			r.release()
@@ -172,7 +203,7 @@ func (c *conn) transmit(ctx context.Context) error {
 func (c *conn) handle(ctx context.Context, r *request) {
 	d := c.exp.Disk
 	size := uint64(d.Size())
-	end := r.off + uint64(r.n)
+	end := r.off + r.n
 	inRange := end >= r.off && end <= size
 	known := uint16(cmdFlagFUA)
 	var err error
@@ -190,6 +221,7 @@ func (c *conn) handle(ctx context.Context, r *request) {
 		c.read(ctx, r)
 		return
 	case cmdWrite:
+		known |= cmdFlagPayload
 		switch {
 		case r.flags&^known != 0:
 			c.replyErr(r, errInval, "invalid flags")
@@ -276,6 +308,17 @@ func (c *conn) simpleHeader(r *request, errno uint32) {
 }
 
 func (c *conn) chunkHeader(r *request, flags, typ uint16, n int) {
+	if c.extended {
+		h := c.scratch[:32]
+		binary.BigEndian.PutUint32(h[0:], magicExtReply)
+		binary.BigEndian.PutUint16(h[4:], flags)
+		binary.BigEndian.PutUint16(h[6:], typ)
+		binary.BigEndian.PutUint64(h[8:], r.cookie)
+		binary.BigEndian.PutUint64(h[16:], r.off)
+		binary.BigEndian.PutUint64(h[24:], uint64(n))
+		c.bw.Write(h)
+		return
+	}
 	h := c.scratch[:20]
 	binary.BigEndian.PutUint32(h[0:], magicStructured)
 	binary.BigEndian.PutUint16(h[4:], flags)
@@ -299,7 +342,11 @@ func (c *conn) offsetField(off uint64, n int64) {
 func (c *conn) replyOK(r *request) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.simpleHeader(r, 0)
+	if c.extended {
+		c.chunkHeader(r, replyFlagDone, chunkNone, 0)
+	} else {
+		c.simpleHeader(r, 0)
+	}
 	c.flush()
 }
 
@@ -392,24 +439,28 @@ func (c *conn) read(ctx context.Context, r *request) {
 	c.flush()
 }
 
-// blockStatus answers BLOCK_STATUS with one chunk per selected context.
+// blockStatus answers BLOCK_STATUS with one chunk per selected context
+// (BLOCK_STATUS_EXT with 64-bit lengths under extended headers).
 func (c *conn) blockStatus(ctx context.Context, r *request) {
-	type ext struct{ n, flags uint32 }
+	type ext struct{ n, flags uint64 }
 	chunks := make(map[uint32][]ext, len(c.metaIDs))
-	const maxLen = 1<<32 - 4096
+	maxLen := uint64(1<<32 - 4096)
+	if c.extended {
+		maxLen = 1 << 62
+	}
 	for id, mc := range c.metaIDs {
 		var exts []ext
 		errFull := errors.New("full")
 		err := mc.Extents(ctx, int64(r.off), int64(r.n), func(e disk.Extent) error {
-			for l := e.Len; l > 0; {
+			for l := uint64(e.Len); l > 0; {
 				n := min(l, maxLen)
-				if k := len(exts); k > 0 && exts[k-1].flags == uint32(e.Flags) && uint64(exts[k-1].n)+uint64(n) <= maxLen {
-					exts[k-1].n += uint32(n)
+				if k := len(exts); k > 0 && exts[k-1].flags == uint64(e.Flags) && exts[k-1].n+n <= maxLen {
+					exts[k-1].n += n
 				} else {
 					if len(exts) >= maxExtentsPerReply || (r.flags&cmdFlagReqOne != 0 && len(exts) == 1) {
 						return errFull
 					}
-					exts = append(exts, ext{uint32(n), uint32(e.Flags)})
+					exts = append(exts, ext{n, uint64(e.Flags)})
 				}
 				l -= n
 			}
@@ -420,7 +471,7 @@ func (c *conn) blockStatus(ctx context.Context, r *request) {
 			return
 		}
 		if len(exts) == 0 {
-			exts = []ext{{r.n, 0}}
+			exts = []ext{{min(r.n, maxLen), 0}}
 		}
 		chunks[id] = exts
 	}
@@ -433,12 +484,24 @@ func (c *conn) blockStatus(ctx context.Context, r *request) {
 		if i == len(chunks) {
 			fl = replyFlagDone
 		}
-		c.chunkHeader(r, fl, chunkBlockStatus, 4+8*len(exts))
-		b := make([]byte, 4+8*len(exts))
-		binary.BigEndian.PutUint32(b, id)
-		for j, e := range exts {
-			binary.BigEndian.PutUint32(b[4+8*j:], e.n)
-			binary.BigEndian.PutUint32(b[8+8*j:], e.flags)
+		var b []byte
+		if c.extended {
+			b = make([]byte, 8, 8+16*len(exts))
+			binary.BigEndian.PutUint32(b, id)
+			binary.BigEndian.PutUint32(b[4:], uint32(len(exts)))
+			for _, e := range exts {
+				b = binary.BigEndian.AppendUint64(b, e.n)
+				b = binary.BigEndian.AppendUint64(b, e.flags)
+			}
+			c.chunkHeader(r, fl, chunkBlockExt, len(b))
+		} else {
+			b = make([]byte, 4, 4+8*len(exts))
+			binary.BigEndian.PutUint32(b, id)
+			for _, e := range exts {
+				b = binary.BigEndian.AppendUint32(b, uint32(e.n))
+				b = binary.BigEndian.AppendUint32(b, uint32(e.flags))
+			}
+			c.chunkHeader(r, fl, chunkBlockStatus, len(b))
 		}
 		c.bw.Write(b)
 	}
