@@ -187,7 +187,7 @@ type conn struct {
 	inFlight sync.WaitGroup
 
 	structured bool
-	extended   bool // extended headers negotiated (implies structured)
+	extended   bool                   // extended headers negotiated (implies structured)
 	metaIDs    map[uint32]MetaContext // selected contexts; id 1 is base:allocation
 	exp        *Export
 	tls        bool
