@@ -65,3 +65,23 @@ for kind in unix tcp tls; do
 done
 echo "vdisk TLS cost over plain TCP: $(awk "BEGIN{printf \"%.0f%%\", ($v_tls/$v_tcp - 1)*100}")"
 rm -f t.txt
+
+# The client side: vdisk's client against nbdcopy, both reading the raw
+# reference from qemu-nbd into a file.
+qemu-nbd -t -r -f raw -e 16 -k "$work/qr.sock" ref.raw & pids+=($!)
+sleep 1
+bestcmd() {
+	local b=""
+	for _ in 1 2 3; do
+		rm -f out.raw
+		/usr/bin/time -f "%e" -o t.txt "$@" >/dev/null 2>&1
+		t=$(cat t.txt)
+		if [ -z "$b" ] || awk "BEGIN{exit !($t < $b)}"; then b=$t; fi
+	done
+	echo "$b"
+}
+n=$(bestcmd nbdcopy "nbd+unix:///?socket=$work/qr.sock" out.raw)
+v=$(bestcmd ./vdisk convert -t unsafe -O raw "nbd+unix:///?socket=$work/qr.sock" out.raw)
+printf '%-34s %10s %10s %8s\n' "reading qemu-nbd (raw) into a file" nbdcopy vdisk ratio
+printf '%-34s %9ss %9ss %7sx\n' "" "$n" "$v" "$(awk "BEGIN{printf \"%.2f\", $n/$v}")"
+rm -f out.raw t.txt qr.sock

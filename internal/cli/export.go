@@ -75,7 +75,9 @@ func runExport(ctx context.Context, o exportOptions, name string, stderr io.Writ
 			d.Close()
 			return disk.Errorf(disk.ErrInvalid, "load TLS certificate: %w", err)
 		}
-		so.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		so.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+			// Bulk data: full-size records from the first byte.
+			DynamicRecordSizingDisabled: true}
 	}
 	var l net.Listener
 	uri := ""

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,11 +22,19 @@ func TestExport(t *testing.T) {
 	src, content := sample(t, dir)
 	img := filepath.Join(dir, "e.vmdk")
 	mustRun(t, "convert", "-O", "vmdk", src, img)
-	for _, mode := range []string{"tcp", "unix"} {
+	for _, mode := range []string{"tcp", "tcp6", "unix"} {
 		t.Run(mode, func(t *testing.T) {
 			o := exportOptions{bind: "127.0.0.1:0", shared: 4, name: "e"}
-			if mode == "unix" {
+			switch mode {
+			case "unix":
 				o.socket = filepath.Join(t.TempDir(), "nbd.sock")
+			case "tcp6":
+				if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
+					t.Skipf("no IPv6 loopback here: %v", err)
+				} else {
+					l.Close()
+				}
+				o.bind = "[::1]:0"
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			ready := make(chan string, 1)
