@@ -14,11 +14,6 @@ func AlignedBuffer(p []byte) bool {
 	return uintptr(unsafe.Pointer(unsafe.SliceData(p)))%SectorSize == 0
 }
 
-// AlignedZeros returns n zero bytes starting at a DirectAlign boundary.
-func AlignedZeros(n int64) []byte {
-	return AlignedBytes(n)
-}
-
 // AlignedBytes returns a zeroed buffer of n bytes aligned to DirectAlign,
 // for unbuffered I/O.
 func AlignedBytes(n int64) []byte {

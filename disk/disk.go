@@ -149,10 +149,6 @@ func Extents(ctx context.Context, d Disk, off, n int64, fn func(Extent) error) e
 	return fn(Extent{Off: off, Len: n})
 }
 
-// zeroChunk is the size of the zero buffer used when a disk cannot zero a
-// range itself.
-const zeroChunk = 1 << 20
-
 // WriteZeroes makes [off, off+n) of d read as zeros, with the disk's own
 // method when it is a Zeroer and by writing zero bytes otherwise (unless
 // ZeroFast is set, which then fails with ErrNotSupported).
@@ -166,16 +162,7 @@ func WriteZeroes(d Disk, off, n int64, flags ZeroFlags) error {
 	if err := CheckRange(off, n, d.Size()); err != nil {
 		return err
 	}
-	buf := make([]byte, min(n, zeroChunk))
-	for n > 0 {
-		c := min(n, int64(len(buf)))
-		if _, err := d.WriteAt(buf[:c], off); err != nil {
-			return err
-		}
-		off += c
-		n -= c
-	}
-	return nil
+	return FillZeros(d, off, n)
 }
 
 // Trim releases the storage behind [off, off+n) of d if d is a Trimmer and

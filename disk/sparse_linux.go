@@ -45,16 +45,7 @@ func ZeroFile(f File, off, n int64) error {
 			return nil
 		}
 	}
-	buf := make([]byte, min(n, 1<<20))
-	for n > 0 {
-		c := min(n, int64(len(buf)))
-		if _, err := f.WriteAt(buf[:c], off); err != nil {
-			return err
-		}
-		off += c
-		n -= c
-	}
-	return nil
+	return FillZeros(f, off, n)
 }
 
 // Preallocate reserves storage for the first n bytes of a file (thick

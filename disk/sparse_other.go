@@ -8,16 +8,7 @@ func FileRun(f File, off, n int64) (bool, int64, error) { return true, n, nil }
 
 // ZeroFile writes zeros over the range.
 func ZeroFile(f File, off, n int64) error {
-	buf := make([]byte, min(n, 1<<20))
-	for n > 0 {
-		c := min(n, int64(len(buf)))
-		if _, err := f.WriteAt(buf[:c], off); err != nil {
-			return err
-		}
-		off += c
-		n -= c
-	}
-	return nil
+	return FillZeros(f, off, n)
 }
 
 // Preallocate does nothing on this platform.

@@ -2,7 +2,27 @@ package disk
 
 import (
 	"encoding/binary"
+	"io"
 )
+
+// zeroChunk is the size of the zero buffer used when zeros must be written.
+const zeroChunk = 1 << 20
+
+// FillZeros writes n zero bytes at off through w, a chunk at a time, from a
+// buffer aligned for unbuffered I/O. It is the fallback of every zeroing
+// path that cannot deallocate.
+func FillZeros(w io.WriterAt, off, n int64) error {
+	buf := AlignedBytes(min(n, zeroChunk))
+	for n > 0 {
+		c := min(n, int64(len(buf)))
+		if _, err := w.WriteAt(buf[:c], off); err != nil {
+			return err
+		}
+		off += c
+		n -= c
+	}
+	return nil
+}
 
 // IsZero reports whether every byte of p is zero. It is the hot path of thin
 // copies and zero detection, so it compares eight bytes at a time.

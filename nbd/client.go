@@ -736,22 +736,7 @@ func (cc *clientConn) send(c *call, flags uint16, payload []byte) {
 	cc.calls[cookie] = c
 	cc.mu.Unlock()
 	var h [32]byte
-	hl := 28
-	binary.BigEndian.PutUint32(h[0:], magicRequest)
-	if cc.ext {
-		hl = 32
-		binary.BigEndian.PutUint32(h[0:], magicExtRequest)
-		if c.typ == cmdWrite {
-			flags |= cmdFlagPayload
-		}
-		binary.BigEndian.PutUint64(h[24:], uint64(c.n))
-	} else {
-		binary.BigEndian.PutUint32(h[24:], uint32(c.n))
-	}
-	binary.BigEndian.PutUint16(h[4:], flags)
-	binary.BigEndian.PutUint16(h[6:], c.typ)
-	binary.BigEndian.PutUint64(h[8:], cookie)
-	binary.BigEndian.PutUint64(h[16:], uint64(c.off))
+	hl := cc.header(&h, c.typ, flags, cookie, c.off, c.n)
 	cc.wmu.Lock()
 	cc.nc.SetWriteDeadline(time.Now().Add(cc.c.o.Timeout))
 	cc.bw.Write(h[:hl])
@@ -761,6 +746,29 @@ func (cc *clientConn) send(c *call, flags uint16, payload []byte) {
 	if err != nil {
 		cc.fail(disk.Errorf(disk.ErrAccess, "nbd: send: %w", err))
 	}
+}
+
+// header encodes a request header, compact or extended, into h and returns
+// its length.
+func (cc *clientConn) header(h *[32]byte, typ, flags uint16, cookie uint64, off, n int64) int {
+	be := binary.BigEndian
+	hl := 28
+	be.PutUint32(h[0:], magicRequest)
+	if cc.ext {
+		hl = 32
+		be.PutUint32(h[0:], magicExtRequest)
+		if typ == cmdWrite {
+			flags |= cmdFlagPayload
+		}
+		be.PutUint64(h[24:], uint64(n))
+	} else {
+		be.PutUint32(h[24:], uint32(n))
+	}
+	be.PutUint16(h[4:], flags)
+	be.PutUint16(h[6:], typ)
+	be.PutUint64(h[8:], cookie)
+	be.PutUint64(h[16:], uint64(off))
+	return hl
 }
 
 func (c *Client) conn() *clientConn {
@@ -945,13 +953,7 @@ func (c *Client) Close() error {
 	}
 	for _, cc := range c.conns {
 		var h [32]byte
-		hl := 28
-		binary.BigEndian.PutUint32(h[0:], magicRequest)
-		if cc.ext {
-			hl = 32
-			binary.BigEndian.PutUint32(h[0:], magicExtRequest)
-		}
-		binary.BigEndian.PutUint16(h[6:], cmdDisc)
+		hl := cc.header(&h, cmdDisc, 0, 0, 0, 0)
 		cc.wmu.Lock()
 		cc.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		cc.bw.Write(h[:hl])

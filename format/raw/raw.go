@@ -184,16 +184,7 @@ func (d *Disk) WriteZeroes(off, n int64, flags disk.ZeroFlags) error {
 		if flags&disk.ZeroFast != 0 {
 			return disk.Errorf(disk.ErrNotSupported, "raw: fast zeroing without holes not supported")
 		}
-		buf := disk.AlignedZeros(min(n, 1<<20))
-		for n > 0 {
-			c := min(n, int64(len(buf)))
-			if _, err := d.f.WriteAt(buf[:c], off); err != nil {
-				return disk.Wrap(err, "raw: write", d.name, off)
-			}
-			off += c
-			n -= c
-		}
-		return nil
+		return disk.Wrap(disk.FillZeros(d.f, off, n), "raw: zero", d.name, off)
 	}
 	return disk.Wrap(disk.ZeroFile(d.f, off, n), "raw: zero", d.name, off)
 }
