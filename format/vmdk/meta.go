@@ -2,6 +2,9 @@ package vmdk
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -173,13 +176,60 @@ func (d *Disk) Resize(ctx context.Context, size int64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	l := d.links[0]
-	last := len(l.extents) - 1
-	el := l.desc.extents[last]
 	grow := (size - d.size) / disk.SectorSize
 	exts := append([]extentLine(nil), l.desc.extents...)
+	split := strings.Contains(strings.ToLower(l.createType), "gbmaxextent")
+	if !split {
+		if err := growLast(l, exts, grow); err != nil {
+			return err
+		}
+	} else {
+		// Split disks fill their last extent up to the split size, then
+		// add extents as VMware does.
+		splitSectors := int64(defaultSplitSize / disk.SectorSize)
+		if len(exts) > 1 {
+			splitSectors = exts[0].Sectors
+		}
+		first := min(grow, max(0, splitSectors-exts[len(exts)-1].Sectors))
+		if first > 0 {
+			if err := growLast(l, exts, first); err != nil {
+				return err
+			}
+		}
+		if exts, err := d.addExtents(l, exts, grow-first, splitSectors); err != nil {
+			return err
+		} else {
+			l.desc.setExtents(exts)
+		}
+		if err := d.writeDescriptor(l); err != nil {
+			return err
+		}
+		exts = l.desc.extents
+	}
+	l.desc.setExtents(exts)
+	if err := d.writeDescriptor(l); err != nil {
+		return err
+	}
+	g := geometry(size, d.meta("ddb.adapterType"))
+	l.desc.set("ddb.geometry.cylinders", strconv.FormatUint(g.Cylinders, 10))
+	if err := d.writeDescriptor(l); err != nil {
+		return err
+	}
+	l.size = 0
+	for i, e := range l.extents {
+		l.starts[i] = l.size
+		l.size += e.size()
+	}
+	d.size = l.size
+	return nil
+}
+
+// growLast grows a link's last extent by grow sectors and updates exts.
+func growLast(l *link, exts []extentLine, grow int64) error {
+	last := len(l.extents) - 1
 	switch u := unwrapExtent(l.extents[last]).(type) {
 	case *flatExtent:
-		if err := u.f.Truncate(u.base + (el.Sectors+grow)*disk.SectorSize); err != nil {
+		if err := u.f.Truncate(u.base + (exts[last].Sectors+grow)*disk.SectorSize); err != nil {
 			return disk.Wrap(err, "vmdk: resize", u.name, -1)
 		}
 		u.n += grow * disk.SectorSize
@@ -197,16 +247,49 @@ func (d *Disk) Resize(ctx context.Context, size int64) error {
 	default:
 		return disk.Errorf(disk.ErrNotSupported, "vmdk: this extent type cannot grow")
 	}
-	l.desc.setExtents(exts)
-	if err := d.writeDescriptor(l); err != nil {
-		return err
-	}
-	g := geometry(size, d.meta("ddb.adapterType"))
-	l.desc.set("ddb.geometry.cylinders", strconv.FormatUint(g.Cylinders, 10))
-	if err := d.writeDescriptor(l); err != nil {
-		return err
-	}
-	l.size += grow * disk.SectorSize
-	d.size = l.size
 	return nil
+}
+
+// addExtents appends extents of at most splitSectors to a split link until
+// it holds left more sectors, named like the existing ones.
+func (d *Disk) addExtents(l *link, exts []extentLine, left, splitSectors int64) ([]extentLine, error) {
+	dir := filepath.Dir(l.path)
+	base := strings.TrimSuffix(filepath.Base(l.path), filepath.Ext(l.path))
+	typ := exts[len(exts)-1].Type
+	zeroed := false
+	if se, ok := unwrapExtent(l.extents[len(l.extents)-1]).(*sparseExtent); ok {
+		zeroed = se.h.Flags&flagZeroedGrainGTE != 0
+	}
+	for i := len(exts) + 1; left > 0; i++ {
+		n := min(left, splitSectors)
+		name := fmt.Sprintf("%s-f%03d.vmdk", base, i)
+		if typ == "SPARSE" {
+			name = fmt.Sprintf("%s-s%03d.vmdk", base, i)
+		}
+		f, err := d.fsys.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+		if err != nil {
+			return exts, disk.Wrap(err, "vmdk: resize", name, -1)
+		}
+		if typ == "SPARSE" {
+			err = writeSparseFile(f, uint64(n), nil, zeroed) // closes f
+		} else {
+			err = f.Truncate(n * disk.SectorSize)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			return exts, disk.Wrap(err, "vmdk: resize", name, -1)
+		}
+		el := extentLine{Access: "RW", Sectors: n, Type: typ, File: name}
+		e, err := d.openExtent(dir, el, false)
+		if err != nil {
+			return exts, err
+		}
+		l.extents = append(l.extents, e)
+		l.starts = append(l.starts, 0) // recomputed by Resize
+		exts = append(exts, el)
+		left -= n
+	}
+	return exts, nil
 }

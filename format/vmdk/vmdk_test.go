@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -436,5 +437,30 @@ func TestUnbuffered(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestGrowSplitAddsExtents: a split disk grows by whole extents of its
+// split size, named like the existing ones.
+func TestGrowSplitAddsExtents(t *testing.T) {
+	for _, sf := range []Subformat{TwoGbMaxExtentSparse, TwoGbMaxExtentFlat} {
+		d, path := create(t, sf, 4<<20, nil) // 3 MiB split: extents of 3 and 1 MiB
+		if err := d.Resize(ctx, 11<<20); err != nil {
+			t.Fatal(err)
+		}
+		in := d.Info()
+		var sizes []int64
+		for _, f := range in.Files {
+			if f.Kind != "descriptor" {
+				sizes = append(sizes, f.Size>>20)
+			}
+		}
+		if fmt.Sprint(sizes) != "[3 3 3 2]" {
+			t.Errorf("%s extents after growing = %v MiB, want [3 3 3 2]", sf, sizes)
+		}
+		d.Close()
+		if _, err := os.Stat(strings.TrimSuffix(path, ".vmdk") + map[Subformat]string{TwoGbMaxExtentSparse: "-s004.vmdk", TwoGbMaxExtentFlat: "-f004.vmdk"}[sf]); err != nil {
+			t.Errorf("fourth extent file: %v", err)
+		}
 	}
 }
