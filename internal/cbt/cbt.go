@@ -1,0 +1,687 @@
+// Package cbt tracks which blocks of a disk changed, so that incremental
+// backups read only what changed (VMware's changed block tracking).
+//
+// # Model
+//
+// A Tracker divides a disk into blocks (64 KiB by default) and keeps, for
+// each epoch, the set of blocks written during it. Epochs are numbered from
+// 1; Snapshot ends the current epoch and returns its change ID, "UUID/seq",
+// where UUID identifies this tracker's history and seq the epoch that just
+// ended. Changed(since, until) reports the blocks written after the since
+// ID and up to the until ID (the current state when until is ""): the
+// union of the epochs in between. The change ID "*" means everything;
+// ChangedAllocated intersects any answer with a disk's allocated extents,
+// so that trims, unmaps and never-written ranges do not inflate an
+// incremental (the VDDK 6.7 unmap issue) and "*" yields a thin full backup.
+//
+// Sets are kept per 2 GiB chunk as sorted block lists that turn into
+// bitmaps when dense, so memory follows the changed area, not the disk
+// size: 1% of a 2 TiB disk changed in scattered blocks costs about 700 KB
+// per epoch. At most MaxEpochs epochs are kept; older ones are merged,
+// which can only over-report.
+//
+// # Persistence and crashes
+//
+// The state lives in one file, written whole (temporary file, sync, rename)
+// by Flush, with a CRC-32C over it. Open marks the file "in use" before any
+// write is tracked, Close marks it clean. A tracker found in use at Open
+// was stopped uncleanly: writes may have reached the disk after its last
+// flush without being recorded, so it cannot prove completeness. It then
+// rotates its UUID: every older change ID becomes unknown (ErrNotFound, the
+// caller takes a full backup) and tracking starts afresh. The tracker may
+// over-report; it never under-reports.
+//
+// # Concurrency
+//
+// All methods are safe for concurrent use. MarkWritten is on the write
+// path: it takes one mutex and allocates only when a chunk is first
+// touched in an epoch.
+package cbt
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"hash/crc32"
+	"math/bits"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/vdisk-project/vdisk/disk"
+)
+
+const (
+	// DefaultBlockSize is the tracking granularity in bytes.
+	DefaultBlockSize = 64 << 10
+	// MaxEpochs bounds the epochs kept; older ones are merged.
+	MaxEpochs = 64
+	// chunkBlocks is the number of blocks one container covers.
+	chunkBlocks = 1 << 15
+	// denseAt is the list length at which a container becomes a bitmap.
+	denseAt = chunkBlocks / 16 / 2
+)
+
+// container is the set of changed blocks of one chunk: a sorted list, or a
+// bitmap once dense.
+type container struct {
+	list []uint16
+	bits []uint64
+}
+
+func (c *container) add(b uint16) {
+	if c.bits != nil {
+		c.bits[b/64] |= 1 << (b % 64)
+		return
+	}
+	i, found := slices.BinarySearch(c.list, b)
+	if found {
+		return
+	}
+	if len(c.list) >= denseAt {
+		c.bits = make([]uint64, chunkBlocks/64)
+		for _, x := range c.list {
+			c.bits[x/64] |= 1 << (x % 64)
+		}
+		c.bits[b/64] |= 1 << (b % 64)
+		c.list = nil
+		return
+	}
+	c.list = slices.Insert(c.list, i, b)
+}
+
+// orInto sets the container's blocks in bm.
+func (c *container) orInto(bm []uint64) {
+	if c.bits != nil {
+		for i, w := range c.bits {
+			bm[i] |= w
+		}
+		return
+	}
+	for _, x := range c.list {
+		bm[x/64] |= 1 << (x % 64)
+	}
+}
+
+// epoch is the set of blocks written during one epoch (or, after merging,
+// a range of epochs ending at seq).
+type epoch struct {
+	seq    uint64
+	chunks map[uint64]*container
+}
+
+// Tracker records changed blocks of one disk. See the package doc.
+type Tracker struct {
+	fsys  disk.FS
+	path  string
+	mu    sync.Mutex
+	uuid  [16]byte
+	block int64
+	size  int64
+	floor uint64   // the oldest change ID seq still answerable
+	cur   *epoch   // the epoch being written
+	old   []*epoch // ended epochs, ascending seq
+	// last speeds up MarkWritten for sequential writes.
+	lastIdx uint64
+	lastC   *container
+	dirty   bool
+	closed  bool
+}
+
+// ID is a parsed change ID.
+type ID struct {
+	UUID [16]byte
+	Seq  uint64
+}
+
+// String formats a change ID the way vSphere does: the UUID as 16 spaced
+// hex bytes with a dash in the middle, "/", the sequence number.
+func (id ID) String() string {
+	var b strings.Builder
+	for i, x := range id.UUID {
+		switch {
+		case i == 8:
+			b.WriteByte('-')
+		case i > 0:
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%02x", x)
+	}
+	return b.String() + "/" + strconv.FormatUint(id.Seq, 10)
+}
+
+// ParseID parses a change ID (with or without spaces in the UUID).
+func ParseID(s string) (ID, error) {
+	var id ID
+	u, seq, ok := strings.Cut(s, "/")
+	if !ok {
+		return id, disk.Errorf(disk.ErrInvalid, "cbt: malformed change ID %q", s)
+	}
+	hx := strings.NewReplacer(" ", "", "-", "").Replace(u)
+	b, err := hex.DecodeString(hx)
+	if err != nil || len(b) != 16 {
+		return id, disk.Errorf(disk.ErrInvalid, "cbt: malformed change ID %q", s)
+	}
+	copy(id.UUID[:], b)
+	if id.Seq, err = strconv.ParseUint(seq, 10, 64); err != nil {
+		return id, disk.Errorf(disk.ErrInvalid, "cbt: malformed change ID %q", s)
+	}
+	return id, nil
+}
+
+func newUUID() [16]byte {
+	var u [16]byte
+	rand.Read(u[:])
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return u
+}
+
+// Create starts tracking a disk of size bytes in a new state file at path
+// (blockSize 0 means DefaultBlockSize). The file is marked in use.
+func Create(fsys disk.FS, path string, size, blockSize int64) (*Tracker, error) {
+	if fsys == nil {
+		fsys = disk.OSFS{}
+	}
+	if blockSize == 0 {
+		blockSize = DefaultBlockSize
+	}
+	if blockSize < 512 || blockSize&(blockSize-1) != 0 || blockSize > 64<<20 {
+		return nil, disk.Errorf(disk.ErrInvalid, "cbt: block size %d must be a power of two between 512 bytes and 64 MiB", blockSize)
+	}
+	if size < 0 {
+		return nil, disk.Errorf(disk.ErrInvalid, "cbt: invalid size %d", size)
+	}
+	if _, err := fsys.Stat(path); err == nil {
+		return nil, disk.Errorf(disk.ErrInvalid, "cbt: %s exists", path)
+	}
+	t := &Tracker{fsys: fsys, path: path, uuid: newUUID(), block: blockSize, size: size,
+		floor: 0, cur: &epoch{seq: 1, chunks: map[uint64]*container{}}}
+	if err := t.save(false); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Open loads a tracker. If it was not closed cleanly it rotates its UUID
+// (see the package doc) and reports rotated.
+func Open(fsys disk.FS, path string) (t *Tracker, rotated bool, err error) {
+	if fsys == nil {
+		fsys = disk.OSFS{}
+	}
+	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, false, disk.Wrap(err, "cbt: open", path, -1)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, false, disk.Wrap(err, "cbt: open", path, -1)
+	}
+	if st.Size() > maxFile {
+		f.Close()
+		return nil, false, disk.Errorf(disk.ErrCorrupt, "cbt: %s: state file of %d bytes is too large", path, st.Size())
+	}
+	b := make([]byte, st.Size())
+	_, err = f.ReadAt(b, 0)
+	f.Close()
+	if err != nil {
+		return nil, false, disk.Wrap(err, "cbt: read", path, 0)
+	}
+	t, clean, err := decode(b)
+	if err != nil {
+		return nil, false, disk.Wrap(err, "cbt: load", path, -1)
+	}
+	t.fsys, t.path = fsys, path
+	if !clean {
+		// Writes may have reached the disk unrecorded: start a new history.
+		t.uuid = newUUID()
+		t.floor = t.cur.seq
+		t.old = nil
+		t.cur = &epoch{seq: t.cur.seq + 1, chunks: map[uint64]*container{}}
+		rotated = true
+	}
+	if err := t.save(false); err != nil {
+		return nil, false, err
+	}
+	return t, rotated, nil
+}
+
+// ChangeID returns the ID of the current state: changes made after this
+// call are reported by Changed(ChangeID(), …).
+func (t *Tracker) ChangeID() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return ID{t.uuid, t.cur.seq - 1}.String()
+}
+
+// Snapshot ends the current epoch and returns its change ID, which a
+// snapshot records: Changed(x, id) then reports the changes up to this
+// point.
+func (t *Tracker) Snapshot() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	id := ID{t.uuid, t.cur.seq}.String()
+	t.old = append(t.old, t.cur)
+	t.cur = &epoch{seq: t.cur.seq + 1, chunks: map[uint64]*container{}}
+	t.lastC = nil
+	if len(t.old) > MaxEpochs {
+		// Merge the two oldest: a query between them over-reports.
+		a, b := t.old[0], t.old[1]
+		for k, c := range a.chunks {
+			bm := make([]uint64, chunkBlocks/64)
+			c.orInto(bm)
+			if d, ok := b.chunks[k]; ok {
+				d.orInto(bm)
+			}
+			b.chunks[k] = fromBitmap(bm)
+		}
+		t.old = t.old[1:]
+	}
+	t.dirty = true
+	return id
+}
+
+func fromBitmap(bm []uint64) *container {
+	c := &container{}
+	n := 0
+	for _, w := range bm {
+		n += bits.OnesCount64(w)
+	}
+	if n >= denseAt {
+		c.bits = bm
+		return c
+	}
+	for i, w := range bm {
+		for w != 0 {
+			j := bits.TrailingZeros64(w)
+			c.list = append(c.list, uint16(i*64+j))
+			w &= w - 1
+		}
+	}
+	return c
+}
+
+// MarkWritten records that [off, off+n) changed in the current epoch. Call
+// it for every write, zeroing, trim and unmap, before acknowledging them.
+func (t *Tracker) MarkWritten(off, n int64) {
+	if n <= 0 || off < 0 {
+		return
+	}
+	first, last := uint64(off/t.block), uint64((off+n-1)/t.block)
+	t.mu.Lock()
+	for b := first; b <= last; b++ {
+		idx := b / chunkBlocks
+		c := t.lastC
+		if c == nil || idx != t.lastIdx {
+			c = t.cur.chunks[idx]
+			if c == nil {
+				c = &container{}
+				t.cur.chunks[idx] = c
+			}
+			t.lastIdx, t.lastC = idx, c
+		}
+		c.add(uint16(b % chunkBlocks))
+	}
+	t.dirty = true
+	t.mu.Unlock()
+}
+
+// Resize records a new disk size. Growing marks the new range changed (it
+// reads as zeros, which a backup must also see); shrinking forgets nothing.
+func (t *Tracker) Resize(size int64) {
+	t.mu.Lock()
+	old := t.size
+	t.size = size
+	t.dirty = true
+	t.mu.Unlock()
+	if size > old {
+		t.MarkWritten(old, size-old)
+	}
+}
+
+// Changed reports the ranges changed after since and up to until ("" for
+// now), within [off, off+n), ascending and coalesced, at block
+// granularity. since "*" reports the whole range. An ID from another
+// history (the tracker rotated), or older than what is kept, gives
+// ErrNotFound: take a full backup.
+func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64, fn func(disk.Extent) error) error {
+	t.mu.Lock()
+	size := t.size
+	end := min(off+n, size)
+	if off < 0 || n < 0 {
+		t.mu.Unlock()
+		return disk.Errorf(disk.ErrInvalid, "cbt: negative range")
+	}
+	if since == "*" {
+		t.mu.Unlock()
+		if off < end {
+			return fn(disk.Extent{Off: off, Len: end - off})
+		}
+		return nil
+	}
+	lo, err := t.resolve(since)
+	if err != nil {
+		t.mu.Unlock()
+		return err
+	}
+	hi := t.cur.seq
+	if until != "" {
+		if hi, err = t.resolve(until); err != nil {
+			t.mu.Unlock()
+			return err
+		}
+	}
+	if lo < t.floor {
+		t.mu.Unlock()
+		return disk.Errorf(disk.ErrNotFound, "cbt: change ID %s is older than the kept history", since)
+	}
+	// Collect the chunk indexes of the selected epochs (seq in (lo, hi]).
+	var sel []*epoch
+	for _, e := range append(append([]*epoch(nil), t.old...), t.cur) {
+		if e.seq > lo && e.seq <= hi {
+			sel = append(sel, e)
+		}
+	}
+	keys := map[uint64]bool{}
+	for _, e := range sel {
+		for k := range e.chunks {
+			keys[k] = true
+		}
+	}
+	idx := make([]uint64, 0, len(keys))
+	for k := range keys {
+		idx = append(idx, k)
+	}
+	slices.Sort(idx)
+	// Union per chunk under the lock, into a private bitmap; report after.
+	type run struct{ off, n int64 }
+	var runs []run
+	bm := make([]uint64, chunkBlocks/64)
+	cov := int64(chunkBlocks) * t.block
+	for _, k := range idx {
+		if int64(k)*cov >= end || int64(k+1)*cov <= off {
+			continue
+		}
+		clear(bm)
+		for _, e := range sel {
+			if c := e.chunks[k]; c != nil {
+				c.orInto(bm)
+			}
+		}
+		for i, w := range bm {
+			for w != 0 {
+				j := bits.TrailingZeros64(w)
+				b := int64(k)*chunkBlocks + int64(i*64+j)
+				o := b * t.block
+				if r := len(runs); r > 0 && runs[r-1].off+runs[r-1].n == o {
+					runs[r-1].n += t.block
+				} else {
+					runs = append(runs, run{o, t.block})
+				}
+				w &= w - 1
+			}
+		}
+	}
+	t.mu.Unlock()
+	for i, r := range runs {
+		if i%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		a, b := max(r.off, off), min(r.off+r.n, end)
+		if a < b {
+			if err := fn(disk.Extent{Off: a, Len: b - a}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// resolve checks that a change ID belongs to this history and returns its
+// sequence number. The caller holds t.mu.
+func (t *Tracker) resolve(s string) (uint64, error) {
+	id, err := ParseID(s)
+	if err != nil {
+		return 0, err
+	}
+	if id.UUID != t.uuid || id.Seq >= t.cur.seq {
+		return 0, disk.Errorf(disk.ErrNotFound, "cbt: unknown change ID %s; a full backup is needed", s)
+	}
+	return id.Seq, nil
+}
+
+// ChangedAllocated reports the changed ranges (as Changed) that d holds as
+// data: changes to ranges that are now holes or zeros are left out, and
+// since "*" reports exactly the allocated data.
+func ChangedAllocated(ctx context.Context, t *Tracker, since, until string, d disk.Disk, off, n int64, fn func(disk.Extent) error) error {
+	return t.Changed(ctx, since, until, off, n, func(c disk.Extent) error {
+		return disk.Extents(ctx, d, c.Off, c.Len, func(e disk.Extent) error {
+			if !e.Flags.Data() {
+				return nil
+			}
+			return fn(disk.Extent{Off: e.Off, Len: e.Len})
+		})
+	})
+}
+
+// Flush makes the recorded changes durable. Call it before acknowledging a
+// flush of the disk.
+func (t *Tracker) Flush() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.dirty {
+		return nil
+	}
+	return t.saveLocked(false)
+}
+
+// Close flushes and marks the state clean: the next Open trusts it.
+func (t *Tracker) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return disk.Errorf(disk.ErrInvalid, "cbt: closed twice")
+	}
+	t.closed = true
+	return t.saveLocked(true)
+}
+
+func (t *Tracker) save(clean bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.saveLocked(clean)
+}
+
+func (t *Tracker) saveLocked(clean bool) error {
+	b := t.encode(clean)
+	tmp := t.path + ".tmp"
+	f, err := t.fsys.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
+	if err != nil {
+		return disk.Wrap(err, "cbt: save", tmp, -1)
+	}
+	_, err = f.WriteAt(b, 0)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = t.fsys.Rename(tmp, t.path)
+	}
+	if err != nil {
+		t.fsys.Remove(tmp)
+		return disk.Wrap(err, "cbt: save", t.path, -1)
+	}
+	t.dirty = false
+	return nil
+}
+
+// The state file: magic, version, flags (bit 0: clean), UUID, block size,
+// disk size, floor, number of epochs, then each epoch (seq, number of
+// chunks, each chunk: index, kind, count, data), then a CRC-32C of
+// everything before it. All integers little-endian.
+const (
+	fileMagic = "VDCBT\x00\x00\x01"
+	maxFile   = 1 << 30
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func (t *Tracker) encode(clean bool) []byte {
+	le := binary.LittleEndian
+	b := []byte(fileMagic)
+	b = le.AppendUint32(b, 1)
+	var flags uint32
+	if clean {
+		flags = 1
+	}
+	b = le.AppendUint32(b, flags)
+	b = append(b, t.uuid[:]...)
+	b = le.AppendUint64(b, uint64(t.block))
+	b = le.AppendUint64(b, uint64(t.size))
+	b = le.AppendUint64(b, t.floor)
+	eps := append(append([]*epoch(nil), t.old...), t.cur)
+	b = le.AppendUint32(b, uint32(len(eps)))
+	for _, e := range eps {
+		b = le.AppendUint64(b, e.seq)
+		keys := make([]uint64, 0, len(e.chunks))
+		for k := range e.chunks {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = le.AppendUint32(b, uint32(len(keys)))
+		for _, k := range keys {
+			c := e.chunks[k]
+			b = le.AppendUint64(b, k)
+			if c.bits != nil {
+				b = append(b, 1)
+				b = le.AppendUint32(b, uint32(len(c.bits)))
+				for _, w := range c.bits {
+					b = le.AppendUint64(b, w)
+				}
+			} else {
+				b = append(b, 0)
+				b = le.AppendUint32(b, uint32(len(c.list)))
+				for _, x := range c.list {
+					b = le.AppendUint16(b, x)
+				}
+			}
+		}
+	}
+	return le.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+// decode parses a state file; every count is checked against the bytes
+// left before anything is allocated.
+func decode(b []byte) (*Tracker, bool, error) {
+	bad := func(why string) (*Tracker, bool, error) {
+		return nil, false, disk.Errorf(disk.ErrCorrupt, "cbt: state file %s", why)
+	}
+	le := binary.LittleEndian
+	if len(b) < len(fileMagic)+8+16+24+4+4 || string(b[:len(fileMagic)]) != fileMagic {
+		return bad("has a bad magic or is truncated")
+	}
+	body, sum := b[:len(b)-4], le.Uint32(b[len(b)-4:])
+	if crc32.Checksum(body, castagnoli) != sum {
+		return bad("fails its checksum")
+	}
+	p := body[len(fileMagic):]
+	take := func(n int) []byte {
+		if len(p) < n {
+			return nil
+		}
+		x := p[:n]
+		p = p[n:]
+		return x
+	}
+	if v := le.Uint32(take(4)); v != 1 {
+		return nil, false, disk.Errorf(disk.ErrNotSupported, "cbt: state file version %d", v)
+	}
+	clean := le.Uint32(take(4))&1 != 0
+	t := &Tracker{}
+	copy(t.uuid[:], take(16))
+	t.block = int64(le.Uint64(take(8)))
+	t.size = int64(le.Uint64(take(8)))
+	t.floor = le.Uint64(take(8))
+	if t.block < 512 || t.block&(t.block-1) != 0 || t.block > 64<<20 || t.size < 0 {
+		return bad("has an invalid block size or disk size")
+	}
+	ne := take(4)
+	if ne == nil {
+		return bad("is truncated")
+	}
+	n := le.Uint32(ne)
+	if n == 0 || int(n) > MaxEpochs+1 {
+		return bad("holds an invalid number of epochs")
+	}
+	var prev uint64
+	for i := range n {
+		h := take(12)
+		if h == nil {
+			return bad("is truncated")
+		}
+		e := &epoch{seq: le.Uint64(h), chunks: map[uint64]*container{}}
+		if e.seq <= prev {
+			return bad("has epochs out of order")
+		}
+		prev = e.seq
+		nc := le.Uint32(h[8:])
+		if uint64(nc)*13 > uint64(len(p)) {
+			return bad("is truncated")
+		}
+		for range nc {
+			ch := take(13)
+			if ch == nil {
+				return bad("is truncated")
+			}
+			k, kind, cnt := le.Uint64(ch), ch[8], le.Uint32(ch[9:])
+			c := &container{}
+			switch {
+			case kind == 1 && cnt == chunkBlocks/64:
+				d := take(int(cnt) * 8)
+				if d == nil {
+					return bad("is truncated")
+				}
+				c.bits = make([]uint64, cnt)
+				for j := range c.bits {
+					c.bits[j] = le.Uint64(d[j*8:])
+				}
+			case kind == 0 && cnt <= chunkBlocks:
+				d := take(int(cnt) * 2)
+				if d == nil {
+					return bad("is truncated")
+				}
+				c.list = make([]uint16, cnt)
+				for j := range c.list {
+					c.list[j] = le.Uint16(d[j*2:])
+				}
+				if !slices.IsSorted(c.list) {
+					return bad("has an unsorted block list")
+				}
+			default:
+				return bad("has an invalid chunk")
+			}
+			e.chunks[k] = c
+		}
+		if i == n-1 {
+			t.cur = e
+		} else {
+			t.old = append(t.old, e)
+		}
+	}
+	if len(p) != 0 {
+		return bad("has trailing bytes")
+	}
+	if t.floor >= t.cur.seq {
+		return bad("has a floor past its current epoch")
+	}
+	return t, clean, nil
+}

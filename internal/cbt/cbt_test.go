@@ -1,0 +1,268 @@
+package cbt
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"testing"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/disk/disktest"
+)
+
+var ctx = context.Background()
+
+func TestID(t *testing.T) {
+	id := ID{UUID: [16]byte{0x52, 0x90, 0x37, 0xee, 0x50, 0xdc, 0xcb, 0x6b, 0xb3, 0x12, 0x7c, 0x48, 0x06, 0x19, 0x7f, 0xd4}, Seq: 81}
+	s := id.String()
+	if s != "52 90 37 ee 50 dc cb 6b-b3 12 7c 48 06 19 7f d4/81" {
+		t.Errorf("String() = %q", s)
+	}
+	back, err := ParseID(s)
+	if err != nil || back != id {
+		t.Errorf("ParseID(%q) = %v, %v", s, back, err)
+	}
+	for _, bad := range []string{"", "*", "abc/1", "52 90/1", "52 90 37 ee 50 dc cb 6b-b3 12 7c 48 06 19 7f d4/x"} {
+		if _, err := ParseID(bad); !errors.Is(err, disk.ErrInvalid) {
+			t.Errorf("ParseID(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
+// blocksOf collects Changed's answer as a set of blocks.
+func blocksOf(t *testing.T, tr *Tracker, since, until string) map[int64]bool {
+	t.Helper()
+	got := map[int64]bool{}
+	err := tr.Changed(ctx, since, until, 0, tr.size, func(e disk.Extent) error {
+		for o := e.Off; o < e.End(); o += tr.block {
+			got[o/tr.block] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Changed(%s, %s): %v", since, until, err)
+	}
+	return got
+}
+
+// TestGroundTruth writes at random, takes snapshots, and compares every
+// answer with a model of exactly which blocks changed between each pair of
+// change IDs.
+func TestGroundTruth(t *testing.T) {
+	const size = 3<<30 + 12345 // not a multiple of the block size
+	fsys := disktest.NewCrashFS()
+	tr, err := Create(fsys, "/d.ctk", size, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	ids := []string{tr.ChangeID()}
+	var writes [][2]int64 // per epoch, the ranges written
+	var perEpoch [][][2]int64
+	for ep := range 12 {
+		writes = nil
+		for range 50 {
+			off := rng.Int64N(size)
+			n := min(rng.Int64N(300<<10)+1, size-off)
+			tr.MarkWritten(off, n)
+			writes = append(writes, [2]int64{off, n})
+		}
+		perEpoch = append(perEpoch, writes)
+		ids = append(ids, tr.Snapshot())
+		if ep%3 == 0 {
+			if err := tr.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range ids {
+		for j := i + 1; j < len(ids); j++ {
+			want := map[int64]bool{}
+			for _, w := range perEpoch[i:j] {
+				for _, r := range w {
+					for b := r[0] / tr.block; b <= (r[0]+r[1]-1)/tr.block; b++ {
+						want[b] = true
+					}
+				}
+			}
+			got := blocksOf(t, tr, ids[i], ids[j])
+			if len(got) != len(want) {
+				t.Fatalf("Changed(%d, %d): %d blocks, want %d", i, j, len(got), len(want))
+			}
+			for b := range want {
+				if !got[b] {
+					t.Fatalf("Changed(%d, %d) misses block %d", i, j, b)
+				}
+			}
+		}
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A clean reopen keeps every ID and answer.
+	tr2, rotated, err := Open(fsys, "/d.ctk")
+	if err != nil || rotated {
+		t.Fatalf("reopen = %v, rotated %v", err, rotated)
+	}
+	if len(blocksOf(t, tr2, ids[0], ids[len(ids)-1])) == 0 {
+		t.Error("reopened tracker forgot its changes")
+	}
+}
+
+// TestCrash: a tracker that was not closed cleanly refuses every older
+// change ID (a full backup follows) instead of answering incompletely, and
+// tracks new changes.
+func TestCrash(t *testing.T) {
+	for seed := range uint64(20) {
+		fsys := disktest.NewCrashFS()
+		tr, err := Create(fsys, "/d.ctk", 1<<30, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(seed, 3))
+		var ids []string
+		for range 5 {
+			tr.MarkWritten(rng.Int64N(1<<30-4096), 4096)
+			ids = append(ids, tr.Snapshot())
+			if rng.IntN(2) == 0 {
+				tr.Flush()
+			}
+		}
+		after := fsys.Crash(rng)
+		tr2, rotated, err := Open(after, "/d.ctk")
+		if err != nil {
+			t.Fatalf("seed %d: open after a crash: %v", seed, err)
+		}
+		if !rotated {
+			t.Fatalf("seed %d: an unclean tracker did not rotate", seed)
+		}
+		for _, id := range ids {
+			err := tr2.Changed(ctx, id, "", 0, 1<<30, func(disk.Extent) error { return nil })
+			if !errors.Is(err, disk.ErrNotFound) {
+				t.Fatalf("seed %d: old ID after a crash = %v, want ErrNotFound", seed, err)
+			}
+		}
+		base := tr2.ChangeID()
+		tr2.MarkWritten(5<<20, 1)
+		if got := blocksOf(t, tr2, base, ""); len(got) != 1 || !got[5<<20/tr2.block] {
+			t.Fatalf("seed %d: tracking after the crash: %v", seed, got)
+		}
+	}
+	// A corrupt state file is refused, not trusted.
+	fsys := disktest.NewCrashFS()
+	tr, _ := Create(fsys, "/c.ctk", 1<<20, 0)
+	tr.Close()
+	b := fsys.Bytes("/c.ctk")
+	b[len(b)/2] ^= 0xff
+	f, _ := fsys.OpenFile("/c.ctk", os.O_RDWR, 0)
+	f.WriteAt(b, 0)
+	f.Close()
+	if _, _, err := Open(fsys, "/c.ctk"); !errors.Is(err, disk.ErrCorrupt) {
+		t.Errorf("corrupt state = %v, want ErrCorrupt", err)
+	}
+}
+
+// TestGrow crosses the 128 GiB boundary that broke VMware's CBT in 6.0.
+func TestGrow(t *testing.T) {
+	tr, err := Create(disktest.NewCrashFS(), "/g.ctk", 100<<30, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := tr.Snapshot()
+	tr.Resize(200 << 30)
+	tr.MarkWritten(128<<30-512, 1024) // across the boundary
+	got := blocksOf(t, tr, before, "")
+	for _, off := range []int64{100 << 30, 128<<30 - 512, 128 << 30, 200<<30 - 1} {
+		if !got[off/tr.block] {
+			t.Errorf("block at %d not reported after growing", off)
+		}
+	}
+}
+
+// TestChangedAllocated: trimmed and never-written ranges do not inflate an
+// incremental, and "*" is exactly the allocated data.
+func TestChangedAllocated(t *testing.T) {
+	d := disktest.NewMemDisk(64 << 20)
+	tr, _ := Create(disktest.NewCrashFS(), "/a.ctk", d.Size(), 0)
+	base := tr.ChangeID()
+	d.WriteAt(make([]byte, 1<<20), 0) // allocated (zero data still counts as data)
+	d.WriteAt([]byte{1}, 10<<20)
+	tr.MarkWritten(0, 1<<20)
+	tr.MarkWritten(10<<20, 1)
+	d.Trim(30<<20, 4<<20) // an unmap of never-allocated space
+	tr.MarkWritten(30<<20, 4<<20)
+	var sum int64
+	ChangedAllocated(ctx, tr, base, "", d, 0, d.Size(), func(e disk.Extent) error { sum += e.Len; return nil })
+	if sum != 1<<20+64<<10 {
+		t.Errorf("changed allocated = %d bytes, want %d", sum, 1<<20+64<<10)
+	}
+	sum = 0
+	ChangedAllocated(ctx, tr, "*", "", d, 0, d.Size(), func(e disk.Extent) error { sum += e.Len; return nil })
+	if sum != d.Allocated() {
+		t.Errorf(`"*" = %d bytes, allocated %d`, sum, d.Allocated())
+	}
+}
+
+func TestEpochMerge(t *testing.T) {
+	tr, _ := Create(disktest.NewCrashFS(), "/m.ctk", 1<<30, 0)
+	first := tr.ChangeID()
+	for i := range MaxEpochs + 20 {
+		tr.MarkWritten(int64(i)<<20, 1)
+		tr.Snapshot()
+	}
+	if got := blocksOf(t, tr, first, ""); len(got) != MaxEpochs+20 {
+		t.Errorf("after merging, %d blocks reported, want %d", len(got), MaxEpochs+20)
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	fsys := disktest.NewCrashFS()
+	tr, _ := Create(fsys, "/f.ctk", 1<<30, 0)
+	for i := range 3000 {
+		tr.MarkWritten(int64(i)*3<<16, 1)
+	}
+	tr.Snapshot()
+	tr.MarkWritten(5, 5)
+	tr.Close()
+	f.Add(fsys.Bytes("/f.ctk"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tr, _, err := decode(b)
+		if err != nil {
+			return
+		}
+		tr.Changed(ctx, ID{tr.uuid, tr.floor}.String(), "", 0, 1<<40, func(disk.Extent) error { return nil })
+	})
+}
+
+func BenchmarkMarkWritten(b *testing.B) {
+	tr, _ := Create(disktest.NewCrashFS(), "/b.ctk", 2<<40, 0)
+	b.ReportAllocs()
+	var off int64
+	for b.Loop() {
+		tr.MarkWritten(off, 4096)
+		off = (off + 4096) % (2 << 40)
+	}
+}
+
+// BenchmarkChanged2TiB answers a full query on a 2 TiB disk with 1% of its
+// blocks changed at random.
+func BenchmarkChanged2TiB(b *testing.B) {
+	const size = 2 << 40
+	tr, _ := Create(disktest.NewCrashFS(), "/b.ctk", size, 0)
+	base := tr.ChangeID()
+	rng := rand.New(rand.NewPCG(9, 9))
+	blocks := int64(size / DefaultBlockSize)
+	for range blocks / 100 {
+		tr.MarkWritten(rng.Int64N(blocks)*DefaultBlockSize, 1)
+	}
+	snap := tr.Snapshot()
+	b.ReportAllocs()
+	for b.Loop() {
+		n := 0
+		tr.Changed(ctx, base, snap, 0, size, func(disk.Extent) error { n++; return nil })
+		if n == 0 {
+			b.Fatal("nothing changed")
+		}
+	}
+}
