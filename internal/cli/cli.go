@@ -95,6 +95,11 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
+// helpError carries a command's flag list, asked for with -h.
+type helpError struct{ text string }
+
+func (e *helpError) Error() string { return e.text }
+
 // usageError is a bad command line.
 type usageError struct{ msg string }
 
@@ -147,9 +152,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	name := args[0]
 	if name == "help" || name == "-h" || name == "--help" {
 		if len(args) > 1 {
-			if c, ok := lookup(args[1]); ok {
-				fmt.Fprintf(stdout, "usage: vdisk %s %s\n\n%s\n", c.name, c.usage, c.summary)
-				return ExitOK
+			if _, ok := lookup(args[1]); ok {
+				return Main(ctx, []string{args[1], "-h"}, stdout, stderr)
 			}
 		}
 		printHelp(stdout)
@@ -161,6 +165,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 	err := c.run(ctx, args[1:], stdout, stderr)
+	var he *helpError
+	if errors.As(err, &he) {
+		fmt.Fprintf(stdout, "usage: vdisk %s %s\n\n%s\n\nflags:\n%s", c.name, c.usage, c.summary, he.text)
+		return ExitOK
+	}
 	code := ExitCode(err)
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		var ee *exitError
@@ -215,7 +224,10 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
+				var b strings.Builder
+				fs.SetOutput(&b)
+				fs.PrintDefaults()
+				return nil, &helpError{b.String()}
 			}
 			return nil, usagef("%v", err)
 		}

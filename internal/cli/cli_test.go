@@ -133,6 +133,12 @@ func TestExitCodes(t *testing.T) {
 	if out, _, _ := run(t, "help"); !strings.Contains(out, "exit codes") {
 		t.Errorf("help lacks the exit codes:\n%s", out)
 	}
+	for _, args := range [][]string{{"help", "convert"}, {"convert", "-h"}} {
+		out, _, code := run(t, args...)
+		if code != ExitOK || !strings.Contains(out, "flags:") || !strings.Contains(out, "-O string") {
+			t.Errorf("vdisk %v: exit %d\n%s", args, code, out)
+		}
+	}
 }
 
 func TestMetaResizeChild(t *testing.T) {
