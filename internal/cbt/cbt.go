@@ -10,9 +10,10 @@
 // ended. Changed(since, until) reports the blocks written after the since
 // ID and up to the until ID (the current state when until is ""): the
 // union of the epochs in between. The change ID "*" means everything;
-// ChangedAllocated intersects any answer with a disk's allocated extents,
-// so that trims, unmaps and never-written ranges do not inflate an
-// incremental (the VDDK 6.7 unmap issue) and "*" yields a thin full backup.
+// ChangedAllocated labels each changed range with the disk's extent flags,
+// so that an incremental reads only data (trims and unmaps do not inflate
+// it: the VDDK 6.7 unmap issue) yet still records ranges that became zero,
+// and "*" yields a thin full backup.
 //
 // Sets are kept per 2 GiB chunk as sorted block lists that turn into
 // bitmaps when dense, so memory follows the changed area, not the disk
@@ -457,16 +458,21 @@ func (t *Tracker) resolve(s string) (uint64, error) {
 	return id.Seq, nil
 }
 
-// ChangedAllocated reports the changed ranges (as Changed) that d holds as
-// data: changes to ranges that are now holes or zeros are left out, and
-// since "*" reports exactly the allocated data.
+// ChangedAllocated reports the changed ranges (as Changed) with the flags
+// d gives them: data to copy, or ranges that now read as zeros (Zero, and
+// Hole when deallocated, as after a trim or unmap), which an incremental
+// backup records as zeros without reading them. So trims do not inflate
+// the bytes an incremental reads (the VDDK 6.7 unmap issue), and a restore
+// still zeroes what the guest zeroed. since "*" reports only the ranges
+// holding data: a thin full backup onto a zeroed target.
 func ChangedAllocated(ctx context.Context, t *Tracker, since, until string, d disk.Disk, off, n int64, fn func(disk.Extent) error) error {
+	all := since == "*"
 	return t.Changed(ctx, since, until, off, n, func(c disk.Extent) error {
 		return disk.Extents(ctx, d, c.Off, c.Len, func(e disk.Extent) error {
-			if !e.Flags.Data() {
+			if all && !e.Flags.Data() {
 				return nil
 			}
-			return fn(disk.Extent{Off: e.Off, Len: e.Len})
+			return fn(e)
 		})
 	})
 }

@@ -1,6 +1,7 @@
 package cbt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -180,24 +181,33 @@ func TestGrow(t *testing.T) {
 	}
 }
 
-// TestChangedAllocated: trimmed and never-written ranges do not inflate an
-// incremental, and "*" is exactly the allocated data.
+// TestChangedAllocated: trimmed and zeroed ranges are reported as zeros,
+// not as data to read (so they do not inflate an incremental, yet a restore
+// zeroes them), and "*" is exactly the allocated data.
 func TestChangedAllocated(t *testing.T) {
 	d := disktest.NewMemDisk(64 << 20)
+	d.WriteAt(bytes.Repeat([]byte{7}, 8<<20), 20<<20) // old data
 	tr, _ := Create(disktest.NewCrashFS(), "/a.ctk", d.Size(), 0)
 	base := tr.ChangeID()
-	d.WriteAt(make([]byte, 1<<20), 0) // allocated (zero data still counts as data)
+	d.WriteAt(make([]byte, 1<<20), 0) // zero bytes written as data
 	d.WriteAt([]byte{1}, 10<<20)
 	tr.MarkWritten(0, 1<<20)
 	tr.MarkWritten(10<<20, 1)
-	d.Trim(30<<20, 4<<20) // an unmap of never-allocated space
-	tr.MarkWritten(30<<20, 4<<20)
-	var sum int64
-	ChangedAllocated(ctx, tr, base, "", d, 0, d.Size(), func(e disk.Extent) error { sum += e.Len; return nil })
-	if sum != 1<<20+64<<10 {
-		t.Errorf("changed allocated = %d bytes, want %d", sum, 1<<20+64<<10)
+	d.Trim(20<<20, 4<<20) // the guest discards old data
+	tr.MarkWritten(20<<20, 4<<20)
+	var data, zero int64
+	ChangedAllocated(ctx, tr, base, "", d, 0, d.Size(), func(e disk.Extent) error {
+		if e.Flags.Data() {
+			data += e.Len
+		} else {
+			zero += e.Len
+		}
+		return nil
+	})
+	if data != 1<<20+64<<10 || zero != 4<<20 {
+		t.Errorf("changed: %d data bytes, %d zero bytes; want %d and %d", data, zero, 1<<20+64<<10, 4<<20)
 	}
-	sum = 0
+	var sum int64
 	ChangedAllocated(ctx, tr, "*", "", d, 0, d.Size(), func(e disk.Extent) error { sum += e.Len; return nil })
 	if sum != d.Allocated() {
 		t.Errorf(`"*" = %d bytes, allocated %d`, sum, d.Allocated())
