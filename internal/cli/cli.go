@@ -148,7 +148,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if name == "help" || name == "-h" || name == "--help" {
 		if len(args) > 1 {
 			if c, ok := lookup(args[1]); ok {
-				fmt.Fprintf(stdout, "usage: vdisk %s %s\n\n%s\n", c.name, c.usage, c.summary)
+				printCommandHelp(ctx, stdout, c)
 				return ExitOK
 			}
 		}
@@ -161,6 +161,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 	err := c.run(ctx, args[1:], stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		printCommandHelp(ctx, stdout, c)
+		return ExitOK
+	}
 	code := ExitCode(err)
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		var ee *exitError
@@ -207,6 +211,33 @@ func printHelp(w io.Writer) {
 	}
 }
 
+// helpError is what parse returns for -h or --help: it carries the
+// command's flags so that Main can print them.
+type helpError struct{ fs *flag.FlagSet }
+
+func (e *helpError) Error() string { return "help requested" }
+func (e *helpError) Unwrap() error { return flag.ErrHelp }
+
+// printCommandHelp prints a command's usage line, summary and flags.
+func printCommandHelp(ctx context.Context, w io.Writer, c command) {
+	fmt.Fprintf(w, "usage: %s\n\n%s\n", strings.TrimSpace("vdisk "+c.name+" "+c.usage), c.summary)
+	if c.usage == "" {
+		return // no flags, and running it would do the work
+	}
+	var he *helpError
+	if err := c.run(ctx, []string{"-h"}, io.Discard, io.Discard); errors.As(err, &he) && hasFlags(he.fs) {
+		he.fs.SetOutput(w)
+		fmt.Fprintf(w, "\nflags:\n")
+		he.fs.PrintDefaults()
+	}
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}
+
 // parse parses flags that may appear before, between or after positional
 // arguments, as qemu-img allows, and returns the positional arguments.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
@@ -215,7 +246,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
+				return nil, &helpError{fs}
 			}
 			return nil, usagef("%v", err)
 		}

@@ -237,3 +237,26 @@ func TestCheckRepairs(t *testing.T) {
 		t.Errorf("--relink without --force: exit %d", code)
 	}
 }
+
+// TestHelp checks that every command documents itself, through
+// 'vdisk help CMD' and 'vdisk CMD -h', and that neither does any work.
+func TestHelp(t *testing.T) {
+	for _, c := range commands() {
+		out := mustRun(t, "help", c.name)
+		if !strings.HasPrefix(out, "usage: vdisk "+c.name) || !strings.Contains(out, c.summary) {
+			t.Errorf("help %s:\n%s", c.name, out)
+		}
+		if c.usage == "" {
+			continue
+		}
+		if h := mustRun(t, c.name, "-h"); h != out {
+			t.Errorf("%s -h differs from help %s", c.name, c.name)
+		}
+	}
+	if out := mustRun(t, "help"); !strings.Contains(out, "exit codes:") {
+		t.Errorf("help has no exit code table:\n%s", out)
+	}
+	if out := mustRun(t, "version"); !strings.HasPrefix(out, "vdisk version ") {
+		t.Errorf("version: %q", out)
+	}
+}
