@@ -48,6 +48,7 @@ type sparseExtent struct {
 	end     int64           // next free grain-aligned byte offset
 	fileLen int64           // length of the file as opened (for range checks)
 	marked  bool            // the unclean-shutdown mark is set by us
+	budget  *gtBudget       // shared by the extents of one disk; nil: none
 	cowd    *cowdHeader     // set for vmfsSparse (COWD) extents
 	gdDirty bool            // the grain directory changed (COWD table allocation)
 
@@ -186,9 +187,13 @@ func (e *sparseExtent) table(gi uint32) ([]uint32, error) {
 		}
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	added := 0
+	defer func() {
+		e.mu.Unlock()
+		e.budget.add(e, added)
+	}()
 	if len(e.cache) >= maxCachedGTs {
-		e.evictLocked(run)
+		added -= e.evictLocked(run)
 	}
 	var first []uint32
 	for r := range run {
@@ -205,6 +210,7 @@ func (e *sparseExtent) table(gi uint32) ([]uint32, error) {
 			for i := range t {
 				t[i] = binary.LittleEndian.Uint32(b[int64(r)*gtBytes+int64(i)*4:])
 			}
+			added++
 		}
 		e.cache[idx] = t
 		if r == 0 {
@@ -219,14 +225,87 @@ func (e *sparseExtent) isZero(t []uint32) bool {
 	return len(t) > 0 && len(e.zero) > 0 && &t[0] == &e.zero[0]
 }
 
-// evictLocked drops clean tables until there is room for n more.
-func (e *sparseExtent) evictLocked(n int) {
-	for k := range e.cache {
+// evictLocked drops clean tables until there is room for n more, and
+// returns how many real (not shared-zero) tables it dropped.
+func (e *sparseExtent) evictLocked(n int) int {
+	freed := 0
+	for k, t := range e.cache {
 		if len(e.cache)+n <= maxCachedGTs {
-			return
+			break
 		}
 		if !e.dirty[k] && !e.pinned[k] {
+			if !e.isZero(t) {
+				freed++
+			}
 			delete(e.cache, k)
+		}
+	}
+	return freed
+}
+
+// dropClean drops every clean cached table and returns how many real ones
+// it dropped (for the shared budget).
+func (e *sparseExtent) dropClean() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	freed := 0
+	for k, t := range e.cache {
+		if !e.dirty[k] && !e.pinned[k] {
+			if !e.isZero(t) {
+				freed++
+			}
+			delete(e.cache, k)
+		}
+	}
+	return freed
+}
+
+// gtBudget bounds the grain tables cached by all the sparse extents of one
+// disk: a split disk has up to 1,025 extents, each with its own cache. When
+// the budget is exceeded, the extents that cached tables longest ago drop
+// their clean tables.
+type gtBudget struct {
+	mu    sync.Mutex
+	held  int64 // bytes of real tables cached
+	max   int64
+	users []*sparseExtent
+	known map[*sparseExtent]bool
+}
+
+func newGTBudget(max int64) *gtBudget {
+	return &gtBudget{max: max, known: map[*sparseExtent]bool{}}
+}
+
+// add accounts n tables (negative: dropped) cached by e and evicts from
+// other extents when over budget. The caller must not hold e.mu.
+func (b *gtBudget) add(e *sparseExtent, n int) {
+	if b == nil || n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.held += int64(n) * int64(e.gtLen) * 4
+	if !b.known[e] {
+		b.known[e] = true
+		b.users = append(b.users, e)
+	}
+	var victims []*sparseExtent
+	if b.held > b.max {
+		for _, u := range b.users {
+			if u != e {
+				victims = append(victims, u)
+			}
+		}
+		victims = append(victims, e) // the caller's own tables go last
+	}
+	b.mu.Unlock()
+	for _, v := range victims {
+		freed := v.dropClean()
+		b.mu.Lock()
+		b.held -= int64(freed) * int64(v.gtLen) * 4
+		over := b.held > b.max
+		b.mu.Unlock()
+		if !over {
+			return
 		}
 	}
 }
@@ -345,14 +424,17 @@ func (e *sparseExtent) setGTE(off int64, v uint32) error {
 	if cur, ok := e.cache[gi]; ok {
 		t = cur
 	}
+	grew := 0
 	if e.isZero(t) {
 		t = make([]uint32, e.gtLen) // copy on write of the shared zero table
+		grew = 1
 	}
 	t[(off%e.gtCov)/e.grain] = v
 	e.cache[gi] = t // a table evicted meanwhile comes back dirty
 	e.dirty[gi] = true
 	tooMany := len(e.dirty) >= maxDirtyGTs
 	e.mu.Unlock()
+	e.budget.add(e, grew)
 	if tooMany {
 		return e.flush()
 	}

@@ -15,6 +15,10 @@ import (
 	"github.com/vdisk-project/vdisk/disk"
 )
 
+// gtCacheBytes bounds the grain tables one open disk caches, whatever its
+// size or number of extents.
+const gtCacheBytes = 24 << 20
+
 // maxChainLinks bounds a snapshot chain (VDDK: "too many levels of redo
 // logs").
 const maxChainLinks = 255
@@ -44,6 +48,8 @@ type Disk struct {
 	ro    bool
 	fsys  disk.FS
 	opts  OpenOptions
+	// budget bounds the grain tables cached by all sparse extents.
+	budget *gtBudget
 
 	mu      sync.Mutex // CID rotation, metadata writes
 	rotated bool
@@ -71,7 +77,7 @@ func Open(ctx context.Context, path string, o *OpenOptions) (*Disk, error) {
 	if opts.Salvage {
 		opts.ReadOnly = true
 	}
-	d := &Disk{ro: opts.ReadOnly, fsys: opts.fs(), opts: opts}
+	d := &Disk{ro: opts.ReadOnly, fsys: opts.fs(), opts: opts, budget: newGTBudget(gtCacheBytes)}
 	leaf, err := d.openLink(path, opts.ReadOnly)
 	if err != nil {
 		return nil, err
@@ -317,12 +323,17 @@ func readEmbeddedDescriptor(f disk.File, h *sparseHeader, fileSize int64) (*desc
 // streamOptimized.
 func (d *Disk) openSparseFile(f disk.File, path string, h *sparseHeader, size int64, ro bool) (extent, error) {
 	if h.compressed() {
-		return openStream(f, path, h, size, ro, d.opts.Salvage)
+		e, err := openStream(f, path, h, size, ro, d.opts.Salvage)
+		if se, ok := e.(*streamExtent); ok {
+			se.sparseExtent.budget = d.budget
+		}
+		return e, err
 	}
 	e, err := openSparseExtent(f, path, h, size, ro)
 	if err != nil {
 		return nil, disk.Wrap(err, "", path, -1)
 	}
+	e.budget = d.budget
 	if d.opts.Unbuffered {
 		// Grain data goes through a second, O_DIRECT handle; metadata
 		// stays buffered.
@@ -416,6 +427,9 @@ func (d *Disk) openExtent(dir string, el extentLine, ro bool) (extent, error) {
 		e, err = d.openSparseFile(f, name, h, st.Size(), ro)
 	case "VMFSSPARSE":
 		e, err = openCOWD(f, name, st.Size(), ro)
+		if se, ok := e.(*sparseExtent); ok {
+			se.budget = d.budget
+		}
 	case "SESPARSE":
 		e, err = openSESparse(f, name, st.Size(), ro)
 	default:

@@ -498,3 +498,35 @@ func TestCompact(t *testing.T) {
 		})
 	}
 }
+
+// TestGrainTableBudget: the tables cached by all extents of a disk stay
+// within the disk's budget however many extents and tables it has.
+func TestGrainTableBudget(t *testing.T) {
+	d, path := create(t, TwoGbMaxExtentSparse, 200<<20, &CreateOptions{SplitSize: 8 << 20})
+	buf := bytes.Repeat([]byte{1}, 4096)
+	for off := int64(0); off < d.Size(); off += 1 << 20 { // data in every grain table
+		if _, err := d.WriteAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Close()
+	d, err := Open(ctx, path, &OpenOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.budget.max = 32 * 2048 // 32 tables
+	got := make([]byte, 4096)
+	peak := int64(0)
+	for off := int64(0); off < d.Size(); off += 1 << 20 {
+		if _, err := d.ReadAt(got, off); err != nil || got[0] != 1 {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		d.budget.mu.Lock()
+		peak = max(peak, d.budget.held)
+		d.budget.mu.Unlock()
+	}
+	if peak > d.budget.max+64*2048 {
+		t.Errorf("cached tables peaked at %d bytes with a budget of %d", peak, d.budget.max)
+	}
+}

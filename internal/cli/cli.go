@@ -95,6 +95,11 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
+// helpError carries a command's flag list, asked for with -h.
+type helpError struct{ text string }
+
+func (e *helpError) Error() string { return e.text }
+
 // usageError is a bad command line.
 type usageError struct{ msg string }
 
@@ -147,9 +152,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	name := args[0]
 	if name == "help" || name == "-h" || name == "--help" {
 		if len(args) > 1 {
-			if c, ok := lookup(args[1]); ok {
-				printCommandHelp(ctx, stdout, c)
-				return ExitOK
+			if _, ok := lookup(args[1]); ok {
+				return Main(ctx, []string{args[1], "-h"}, stdout, stderr)
 			}
 		}
 		printHelp(stdout)
@@ -161,8 +165,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 	err := c.run(ctx, args[1:], stdout, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		printCommandHelp(ctx, stdout, c)
+	var he *helpError
+	if errors.As(err, &he) {
+		fmt.Fprintf(stdout, "usage: %s\n\n%s\n", strings.TrimSpace("vdisk "+c.name+" "+c.usage), c.summary)
+		if he.text != "" {
+			fmt.Fprintf(stdout, "\nflags:\n%s", he.text)
+		}
 		return ExitOK
 	}
 	code := ExitCode(err)
@@ -211,33 +219,6 @@ func printHelp(w io.Writer) {
 	}
 }
 
-// helpError is what parse returns for -h or --help: it carries the
-// command's flags so that Main can print them.
-type helpError struct{ fs *flag.FlagSet }
-
-func (e *helpError) Error() string { return "help requested" }
-func (e *helpError) Unwrap() error { return flag.ErrHelp }
-
-// printCommandHelp prints a command's usage line, summary and flags.
-func printCommandHelp(ctx context.Context, w io.Writer, c command) {
-	fmt.Fprintf(w, "usage: %s\n\n%s\n", strings.TrimSpace("vdisk "+c.name+" "+c.usage), c.summary)
-	if c.usage == "" {
-		return // no flags, and running it would do the work
-	}
-	var he *helpError
-	if err := c.run(ctx, []string{"-h"}, io.Discard, io.Discard); errors.As(err, &he) && hasFlags(he.fs) {
-		he.fs.SetOutput(w)
-		fmt.Fprintf(w, "\nflags:\n")
-		he.fs.PrintDefaults()
-	}
-}
-
-func hasFlags(fs *flag.FlagSet) bool {
-	n := 0
-	fs.VisitAll(func(*flag.Flag) { n++ })
-	return n > 0
-}
-
 // parse parses flags that may appear before, between or after positional
 // arguments, as qemu-img allows, and returns the positional arguments.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
@@ -246,7 +227,10 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, &helpError{fs}
+				var b strings.Builder
+				fs.SetOutput(&b)
+				fs.PrintDefaults()
+				return nil, &helpError{b.String()}
 			}
 			return nil, usagef("%v", err)
 		}
