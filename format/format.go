@@ -9,7 +9,6 @@ import (
 	"encoding/binary"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/format/raw"
@@ -63,19 +62,22 @@ func Detect(head []byte) Format {
 	return Raw
 }
 
+// isDescriptor applies qemu's probe for a text descriptor: any number of
+// comment lines ("#...") and lines of only spaces, then a line that is
+// exactly "version=1", "version=2" or "version=3" ended by "\n" or "\r\n".
+// An empty line, a tab or anything else before it means "not a descriptor".
 func isDescriptor(b []byte) bool {
-	if i := bytes.IndexByte(b, 0); i >= 0 {
-		b = b[:i]
-	}
 	for len(b) > 0 {
-		line, rest, _ := bytes.Cut(b, []byte("\n"))
-		t := strings.TrimRight(string(line), "\r")
+		line, rest, found := bytes.Cut(b, []byte("\n"))
 		switch {
-		case strings.HasPrefix(t, "#"):
-		case strings.TrimSpace(t) == "" && len(t) > 0:
+		case len(line) > 0 && line[0] == '#':
+		case len(line) > 0 && line[0] == ' ':
+			if len(bytes.TrimSuffix(bytes.TrimLeft(line, " "), []byte("\r"))) != 0 || !found {
+				return false
+			}
 		default:
-			t = strings.TrimSpace(t)
-			return strings.HasPrefix(t, "version=") && len(t) >= 9 && t[8] >= '1' && t[8] <= '3'
+			v := bytes.TrimSuffix(line, []byte("\r"))
+			return found && len(v) == 9 && string(v[:8]) == "version=" && v[8] >= '1' && v[8] <= '3'
 		}
 		b = rest
 	}

@@ -21,6 +21,14 @@ func TestDetect(t *testing.T) {
 		{"\nversion=1\n", Raw}, // qemu: an empty first line means raw
 		{"version=4\n", Raw},
 		{"hello world", Raw},
+		{"version=2", Raw},            // no line end: qemu wants "version=X\n"
+		{"version=1 \n", Raw},         // trailing text
+		{" version=1\n", Raw},         // a line starting with spaces must be blank
+		{"\t\nversion=1\n", Raw},      // tabs are not blanks to qemu
+		{"  \r\nversion=2\r\n", VMDK}, // blank line with CRLF
+		{"# only a comment", Raw},     // never reaches a version line
+		{"KDM", Raw},                  // short magic
+		{"#\x00\nversion=1\n", VMDK},  // NULs in comments do not matter
 		{"", Raw},
 	}
 	for _, tt := range tests {
@@ -55,4 +63,23 @@ func TestOpenCreate(t *testing.T) {
 		}
 		d.Close()
 	}
+}
+
+// FuzzDetect checks that detection never panics and is decided by the
+// first line that is neither a comment nor blank.
+func FuzzDetect(f *testing.F) {
+	f.Add([]byte("# Disk DescriptorFile\nversion=1\nCID=fffffffe\n"))
+	f.Add([]byte("KDMV\x01\x00\x00\x00"))
+	f.Add([]byte("COWD"))
+	f.Add([]byte(" \r\nversion=3\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got := Detect(b)
+		if got != VMDK && got != Raw {
+			t.Fatalf("Detect = %q", got)
+		}
+		// Appending bytes after a decided descriptor never changes it.
+		if isDescriptor(b) && !isDescriptor(append(b[:len(b):len(b)], "junk"...)) {
+			t.Fatalf("descriptor verdict changed by a suffix: %q", b)
+		}
+	})
 }

@@ -8,7 +8,6 @@ import (
 	"context"
 	"os"
 	"sync"
-	"syscall"
 
 	"github.com/vdisk-project/vdisk/disk"
 )
@@ -45,7 +44,7 @@ func (o *Options) fs() disk.FS {
 
 func flags(o *Options, base int) int {
 	if o != nil && o.Unbuffered {
-		base |= syscall.O_DIRECT
+		base |= oDirect
 	}
 	return base
 }
@@ -56,6 +55,9 @@ func Open(_ context.Context, path string, o *Options) (*Disk, error) {
 	ro := o != nil && o.ReadOnly
 	if ro {
 		mode = os.O_RDONLY
+	}
+	if o != nil && o.Unbuffered && oDirect == 0 {
+		return nil, disk.Errorf(disk.ErrNotSupported, "raw: %s: unbuffered I/O not supported on this system", path)
 	}
 	f, err := o.fs().OpenFile(path, flags(o, mode), 0)
 	if err != nil {

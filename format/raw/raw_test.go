@@ -120,3 +120,70 @@ func BenchmarkRead(b *testing.B) {
 		off = (off + int64(len(buf))) % d.Size()
 	}
 }
+
+func BenchmarkWrite(b *testing.B) {
+	d, err := Create(ctx, filepath.Join(b.TempDir(), "w.raw"), 64<<20, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i | 1)
+	}
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	var off int64
+	for b.Loop() {
+		if _, err := d.WriteAt(buf, off); err != nil {
+			b.Fatal(err)
+		}
+		off = (off + int64(len(buf))) % d.Size()
+	}
+}
+
+// BenchmarkZero measures punching 1 MiB holes into written data.
+func BenchmarkZero(b *testing.B) {
+	d, err := Create(ctx, filepath.Join(b.TempDir(), "z.raw"), 64<<20, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	b.SetBytes(1 << 20)
+	b.ReportAllocs()
+	var off int64
+	for b.Loop() {
+		if err := d.WriteZeroes(off, 1<<20, 0); err != nil {
+			b.Fatal(err)
+		}
+		off = (off + 1<<20) % d.Size()
+	}
+}
+
+// BenchmarkExtents maps a 1 GiB file with 256 data runs.
+func BenchmarkExtents(b *testing.B) {
+	d, err := Create(ctx, filepath.Join(b.TempDir(), "e.raw"), 1<<30, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	buf := make([]byte, 64<<10)
+	for i := range buf {
+		buf[i] = 1
+	}
+	for off := int64(0); off < d.Size(); off += 4 << 20 {
+		if _, err := d.WriteAt(buf, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		n := 0
+		if err := d.Extents(ctx, 0, d.Size(), func(disk.Extent) error { n++; return nil }); err != nil {
+			b.Fatal(err)
+		}
+		if n < 256 {
+			b.Fatalf("%d extents", n)
+		}
+	}
+}

@@ -167,7 +167,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	err := c.run(ctx, args[1:], stdout, stderr)
 	var he *helpError
 	if errors.As(err, &he) {
-		fmt.Fprintf(stdout, "usage: vdisk %s %s\n\n%s\n\nflags:\n%s", c.name, c.usage, c.summary, he.text)
+		fmt.Fprintf(stdout, "usage: %s\n\n%s\n", strings.TrimSpace("vdisk "+c.name+" "+c.usage), c.summary)
+		if he.text != "" {
+			fmt.Fprintf(stdout, "\nflags:\n%s", he.text)
+		}
 		return ExitOK
 	}
 	code := ExitCode(err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -200,29 +201,10 @@ func TestQemuAgrees(t *testing.T) {
 	src, _ := sample(t, dir)
 	img := filepath.Join(dir, "q.vmdk")
 	testenv.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", src, img)
-	type mapRun struct {
-		Start, Length int64
-		Data, Zero    bool
-	}
-	var ours, theirs []mapRun
-	json.Unmarshal([]byte(mustRun(t, "map", "--output=json", img)), &ours)
-	json.Unmarshal([]byte(testenv.Run(t, "qemu-img", "map", "--output=json", img)), &theirs)
-	dataRanges := func(rs []mapRun) []mapRun {
-		var out []mapRun
-		for _, r := range rs {
-			if !r.Data {
-				continue
-			}
-			if n := len(out); n > 0 && out[n-1].Start+out[n-1].Length == r.Start {
-				out[n-1].Length += r.Length
-				continue
-			}
-			out = append(out, mapRun{Start: r.Start, Length: r.Length, Data: true})
-		}
-		return out
-	}
-	if a, b := dataRanges(ours), dataRanges(theirs); len(a) != len(b) || (len(a) > 0 && a[0] != b[0]) {
-		t.Errorf("data ranges differ:\nvdisk %+v\nqemu  %+v", a, b)
+	ours := dataRanges(decodeMap(t, "vdisk", mustRun(t, "map", "--output=json", img)))
+	theirs := dataRanges(decodeMap(t, "qemu-img", testenv.Run(t, "qemu-img", "map", "--output=json", img)))
+	if !slices.Equal(ours, theirs) {
+		t.Errorf("data ranges differ:\nvdisk %+v\nqemu  %+v", ours, theirs)
 	}
 	ourRaw := filepath.Join(dir, "ours.raw")
 	theirRaw := filepath.Join(dir, "theirs.raw")
@@ -259,5 +241,25 @@ func TestCheckRepairs(t *testing.T) {
 	}
 	if _, _, code := run(t, "check", "-r", "all", "--relink", img); code != ExitUsage {
 		t.Errorf("--relink without --force: exit %d", code)
+	}
+}
+
+// TestHelp checks that every command documents itself, through
+// 'vdisk help CMD' and 'vdisk CMD -h', and that neither does any work.
+func TestHelp(t *testing.T) {
+	for _, c := range commands() {
+		out := mustRun(t, "help", c.name)
+		if !strings.HasPrefix(out, "usage: vdisk "+c.name) || !strings.Contains(out, c.summary) {
+			t.Errorf("help %s:\n%s", c.name, out)
+		}
+		if h := mustRun(t, c.name, "-h"); h != out {
+			t.Errorf("%s -h differs from help %s", c.name, c.name)
+		}
+	}
+	if out := mustRun(t, "help"); !strings.Contains(out, "exit codes:") {
+		t.Errorf("help has no exit code table:\n%s", out)
+	}
+	if out := mustRun(t, "version"); !strings.HasPrefix(out, "vdisk version ") {
+		t.Errorf("version: %q", out)
 	}
 }
