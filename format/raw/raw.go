@@ -44,7 +44,7 @@ func (o *Options) fs() disk.FS {
 
 func flags(o *Options, base int) int {
 	if o != nil && o.Unbuffered {
-		base |= oDirect
+		base |= disk.ODirect
 	}
 	return base
 }
@@ -56,7 +56,7 @@ func Open(_ context.Context, path string, o *Options) (*Disk, error) {
 	if ro {
 		mode = os.O_RDONLY
 	}
-	if o != nil && o.Unbuffered && oDirect == 0 {
+	if o != nil && o.Unbuffered && disk.ODirect == 0 {
 		return nil, disk.Errorf(disk.ErrNotSupported, "raw: %s: unbuffered I/O not supported on this system", path)
 	}
 	f, err := o.fs().OpenFile(path, flags(o, mode), 0)

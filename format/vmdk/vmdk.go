@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/vdisk-project/vdisk/disk"
 )
@@ -337,7 +336,11 @@ func (d *Disk) openSparseFile(f disk.File, path string, h *sparseHeader, size in
 	if d.opts.Unbuffered {
 		// Grain data goes through a second, O_DIRECT handle; metadata
 		// stays buffered.
-		if e.df, err = d.fsys.OpenFile(path, openMode(ro)|syscall.O_DIRECT, 0); err != nil {
+		if disk.ODirect == 0 {
+			e.close()
+			return nil, disk.Errorf(disk.ErrNotSupported, "vmdk: unbuffered I/O is not available on this system")
+		}
+		if e.df, err = d.fsys.OpenFile(path, openMode(ro)|disk.ODirect, 0); err != nil {
 			e.close()
 			return nil, disk.Wrap(err, "vmdk: open unbuffered", path, -1)
 		}
@@ -408,7 +411,10 @@ func (d *Disk) openExtent(dir string, el extentLine, ro bool) (extent, error) {
 	case "FLAT", "VMFS":
 		if d.opts.Unbuffered {
 			f.Close()
-			if f, err = d.fsys.OpenFile(name, openMode(ro)|syscall.O_DIRECT, 0); err != nil {
+			if disk.ODirect == 0 {
+				return nil, disk.Errorf(disk.ErrNotSupported, "vmdk: unbuffered I/O is not available on this system")
+			}
+			if f, err = d.fsys.OpenFile(name, openMode(ro)|disk.ODirect, 0); err != nil {
 				return nil, disk.Wrap(err, "vmdk: open unbuffered", name, -1)
 			}
 		}
