@@ -477,8 +477,10 @@ func ChangedAllocated(ctx context.Context, t *Tracker, since, until string, d di
 	})
 }
 
-// Flush makes the recorded changes durable. Call it before acknowledging a
-// flush of the disk.
+// Flush writes the state file if it changed. It keeps the file current
+// (for tools that read it and for a smaller window of lost history), but
+// crash correctness does not rest on it: writes can reach a disk after the
+// last Flush, so after an unclean stop the tracker rotates anyway.
 func (t *Tracker) Flush() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
