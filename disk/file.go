@@ -48,3 +48,31 @@ func (OSFS) Stat(name string) (fs.FileInfo, error) { return os.Stat(name) }
 
 // Rename renames with os.Rename.
 func (OSFS) Rename(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }
+
+// WriteFileAtomic replaces the file name with b: it writes a temporary file
+// beside it, syncs it and renames it over name, so that a crash leaves
+// either the old content or the new. fsys nil means OSFS.
+func WriteFileAtomic(fsys FS, name string, b []byte) error {
+	if fsys == nil {
+		fsys = OSFS{}
+	}
+	tmp := name + ".tmp"
+	f, err := fsys.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt(b, 0)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsys.Rename(tmp, name)
+	}
+	if err != nil {
+		fsys.Remove(tmp)
+	}
+	return err
+}

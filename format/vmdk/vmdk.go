@@ -653,32 +653,7 @@ func (d *Disk) writeDescriptor(l *link) error {
 		}
 		return se.f.Sync()
 	}
-	return writeFileAtomic(d.fsys, l.path, b)
-}
-
-// writeFileAtomic replaces name with b: write a temporary file, sync it,
-// rename it over name.
-func writeFileAtomic(fsys disk.FS, name string, b []byte) error {
-	tmp := name + ".tmp"
-	f, err := fsys.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
-	if err != nil {
-		return disk.Wrap(err, "vmdk: write descriptor", tmp, -1)
-	}
-	_, err = f.WriteAt(b, 0)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = fsys.Rename(tmp, name)
-	}
-	if err != nil {
-		fsys.Remove(tmp)
-		return disk.Wrap(err, "vmdk: write descriptor", name, -1)
-	}
-	return nil
+	return disk.Wrap(disk.WriteFileAtomic(d.fsys, l.path, b), "vmdk: write descriptor", l.path, -1)
 }
 
 // WriteAt writes to the leaf. Partial writes into grains the leaf does not

@@ -508,24 +508,7 @@ func (t *Tracker) save(clean bool) error {
 }
 
 func (t *Tracker) saveLocked(clean bool) error {
-	b := t.encode(clean)
-	tmp := t.path + ".tmp"
-	f, err := t.fsys.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644)
-	if err != nil {
-		return disk.Wrap(err, "cbt: save", tmp, -1)
-	}
-	_, err = f.WriteAt(b, 0)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = t.fsys.Rename(tmp, t.path)
-	}
-	if err != nil {
-		t.fsys.Remove(tmp)
+	if err := disk.WriteFileAtomic(t.fsys, t.path, t.encode(clean)); err != nil {
 		return disk.Wrap(err, "cbt: save", t.path, -1)
 	}
 	t.dirty = false
