@@ -517,25 +517,6 @@ func (cc *clientConn) finish(c *call) {
 	<-cc.slots
 }
 
-func errOfErrno(e uint32) error {
-	code := disk.ErrAccess
-	switch e {
-	case errPerm:
-		code = disk.ErrPermission
-	case errNoMem:
-		code = disk.ErrOutOfMemory
-	case errInval, errOverflow:
-		code = disk.ErrInvalid
-	case errNoSpc:
-		code = disk.ErrNoSpace
-	case errNotSup:
-		code = disk.ErrNotSupported
-	case errShutdown:
-		code = disk.ErrBusy
-	}
-	return disk.Errorf(code, "nbd: server error %d", e)
-}
-
 func (cc *clientConn) readReplies() error {
 	var h [32]byte
 	for {

@@ -81,21 +81,62 @@ func putBuf(p *[]byte) {
 	bufPools[c].Put(p)
 }
 
-// errnoOf maps an error to the NBD errno, from one table (STYLE §4).
+// errnoCodes maps disk codes to NBD errors and back: the one table of
+// this boundary (STYLE §4). Codes not listed travel as EIO.
+var errnoCodes = []struct {
+	code  disk.Code
+	errno uint32
+}{
+	{disk.ErrPermission, errPerm},
+	{disk.ErrOutOfMemory, errNoMem},
+	{disk.ErrNotSupported, errNotSup},
+	{disk.ErrNoSpace, errNoSpc},
+	{disk.ErrInvalid, errInval},
+}
+
+// errnoOf maps an error to the NBD errno sent to the client.
 func errnoOf(err error) uint32 {
-	switch disk.CodeOf(err) {
-	case disk.ErrPermission:
-		return errPerm
-	case disk.ErrOutOfMemory:
-		return errNoMem
-	case disk.ErrNotSupported:
-		return errNotSup
-	case disk.ErrNoSpace:
-		return errNoSpc
-	case disk.ErrInvalid:
-		return errInval
+	code := disk.CodeOf(err)
+	for _, m := range errnoCodes {
+		if m.code == code {
+			return m.errno
+		}
 	}
 	return errIO
+}
+
+// errOfErrno maps an NBD errno received from a server to an error. Besides
+// the table, EOVERFLOW is a refused size and ESHUTDOWN a busy server.
+func errOfErrno(e uint32) error {
+	code := disk.ErrAccess
+	for _, m := range errnoCodes {
+		if m.errno == e {
+			code = m.code
+		}
+	}
+	switch e {
+	case errOverflow:
+		code = disk.ErrInvalid
+	case errShutdown:
+		code = disk.ErrBusy
+	}
+	return disk.Errorf(code, "nbd: server error %d", e)
+}
+
+// writable checks a request that changes the export: known flags only, a
+// writable export, inside it. It answers the request when it refuses.
+func (c *conn) writable(r *request, known uint16, inRange bool) bool {
+	switch {
+	case r.flags&^known != 0:
+		c.replyErr(r, errInval, "invalid flags")
+	case c.exp.ReadOnly:
+		c.replyErr(r, errPerm, "export is read-only")
+	case !inRange:
+		c.replyErr(r, errNoSpc, "write past the end of the export")
+	default:
+		return true
+	}
+	return false
 }
 
 func (c *conn) transmit(ctx context.Context) error {
@@ -221,16 +262,7 @@ func (c *conn) handle(ctx context.Context, r *request) {
 		c.read(ctx, r)
 		return
 	case cmdWrite:
-		known |= cmdFlagPayload
-		switch {
-		case r.flags&^known != 0:
-			c.replyErr(r, errInval, "invalid flags")
-			return
-		case c.exp.ReadOnly:
-			c.replyErr(r, errPerm, "export is read-only")
-			return
-		case !inRange:
-			c.replyErr(r, errNoSpc, "write past the end of the export")
+		if !c.writable(r, known|cmdFlagPayload, inRange) {
 			return
 		}
 		if r.buf != nil {
@@ -249,16 +281,7 @@ func (c *conn) handle(ctx context.Context, r *request) {
 		}
 		err = disk.Trim(d, int64(r.off), int64(r.n))
 	case cmdWriteZeroes:
-		known |= cmdFlagNoHole | cmdFlagFastZero
-		switch {
-		case r.flags&^known != 0:
-			c.replyErr(r, errInval, "invalid flags")
-			return
-		case c.exp.ReadOnly:
-			c.replyErr(r, errPerm, "export is read-only")
-			return
-		case !inRange:
-			c.replyErr(r, errNoSpc, "write past the end of the export")
+		if !c.writable(r, known|cmdFlagNoHole|cmdFlagFastZero, inRange) {
 			return
 		}
 		var zf disk.ZeroFlags
