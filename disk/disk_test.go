@@ -205,11 +205,16 @@ func TestCompare(t *testing.T) {
 	if _, err := b.WriteAt([]byte{0x55}, 5<<20+700); err != nil {
 		t.Fatal(err)
 	}
+	// The first difference is reported at the start of its sector, unless
+	// the byte written happened to equal what was there.
+	old := make([]byte, 1)
+	a.ReadAt(old, 5<<20+700)
 	want := int64(5<<20 + 512)
-	if got, _ := a.ReadAt(make([]byte, 1), 5<<20+700); got == 1 {
-		if off, err := disk.Compare(ctx, a, b, nil); off != want || err != nil {
-			t.Fatalf("Compare = %d, %v; want %d", off, err, want)
-		}
+	if old[0] == 0x55 {
+		want = -1
+	}
+	if off, err := disk.Compare(ctx, a, b, nil); off != want || err != nil {
+		t.Fatalf("Compare = %d, %v; want %d", off, err, want)
 	}
 	big := disktest.NewMemDisk(16 << 20)
 	if _, err := disk.Copy(ctx, big, a, nil); err != nil {

@@ -186,9 +186,6 @@ func TestWeReadQemus(t *testing.T) {
 				}
 				want := readAll(t, path, "vmdk")
 				d, err := Open(ctx, path, &OpenOptions{ReadOnly: true})
-				if sub == "streamOptimized" && disk.CodeOf(err) == disk.ErrNotSupported {
-					t.Skip("streamOptimized reader not in this build")
-				}
 				if err != nil {
 					t.Fatalf("Open: %v", err)
 				}
