@@ -48,16 +48,7 @@ func TestParseURI(t *testing.T) {
 func TestClientConformance(t *testing.T) {
 	disktest.RunTests(t, disktest.Harness{
 		New: func(t *testing.T, size int64) disk.Disk {
-			m := disktest.NewMemDisk(size)
-			exp := &Export{Name: "m", Disk: m}
-			s := NewServer(ServerOptions{Lookup: func(context.Context, string) (*Export, error) { return exp, nil }})
-			sock := filepath.Join(t.TempDir(), "s")
-			l, err := net.Listen("unix", sock)
-			if err != nil {
-				t.Fatal(err)
-			}
-			go s.Serve(context.Background(), l)
-			t.Cleanup(func() { s.Shutdown(context.Background()) })
+			sock := serve(t, disktest.NewMemDisk(size), ServerOptions{})
 			c, err := Dial(context.Background(), "nbd+unix:///m?socket="+sock, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -226,12 +217,7 @@ func TestClientAgainstNbdkit(t *testing.T) {
 func BenchmarkClientRead(b *testing.B) {
 	m := disktest.NewMemDisk(64 << 20)
 	m.WriteAt(bytes.Repeat([]byte{1}, 64<<20), 0)
-	exp := &Export{Disk: m}
-	s := NewServer(ServerOptions{Lookup: func(context.Context, string) (*Export, error) { return exp, nil }})
-	sock := filepath.Join(b.TempDir(), "s")
-	l, _ := net.Listen("unix", sock)
-	go s.Serve(context.Background(), l)
-	defer s.Shutdown(context.Background())
+	sock := serve(b, m, ServerOptions{})
 	c, err := Dial(context.Background(), "nbd+unix:///?socket="+sock, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -432,13 +418,7 @@ func TestExtendedHeaders(t *testing.T) {
 			m := disktest.NewMemDisk(10 << 30)
 			m.WriteAt([]byte("head"), 0)
 			m.WriteAt([]byte("tail"), 10<<30-4)
-			exp := &Export{Disk: m}
-			s := NewServer(ServerOptions{NoExtendedHeaders: tc.serverOff,
-				Lookup: func(context.Context, string) (*Export, error) { return exp, nil }})
-			sock := filepath.Join(t.TempDir(), "s")
-			l, _ := net.Listen("unix", sock)
-			go s.Serve(context.Background(), l)
-			defer s.Shutdown(context.Background())
+			sock := serve(t, m, ServerOptions{NoExtendedHeaders: tc.serverOff})
 			c, err := Dial(context.Background(), "nbd+unix:///?socket="+sock, &ClientOptions{NoExtendedHeaders: tc.cli})
 			if err != nil {
 				t.Fatal(err)

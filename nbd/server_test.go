@@ -402,15 +402,7 @@ func FuzzHandshake(f *testing.F) {
 func TestManyConnections(t *testing.T) {
 	d := disktest.NewMemDisk(64 << 20)
 	d.WriteAt(bytes.Repeat([]byte{9}, 64<<20), 0)
-	exp := &Export{Name: "", Disk: d}
-	s := NewServer(ServerOptions{Lookup: func(context.Context, string) (*Export, error) { return exp, nil }})
-	sock := filepath.Join(t.TempDir(), "s")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(context.Background(), l)
-	defer s.Shutdown(context.Background())
+	sock := serve(t, d, ServerOptions{})
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -480,15 +472,7 @@ func (f *flatDisk) Close() error                             { return nil }
 // TestReadPathAllocs pins "no allocation per request" on the server's read
 // path, with structured replies.
 func TestReadPathAllocs(t *testing.T) {
-	exp := &Export{Disk: &flatDisk{b: make([]byte, 4<<20)}}
-	s := NewServer(ServerOptions{Lookup: func(context.Context, string) (*Export, error) { return exp, nil }})
-	sock := filepath.Join(t.TempDir(), "s")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(context.Background(), l)
-	defer s.Shutdown(context.Background())
+	sock := serve(t, &flatDisk{b: make([]byte, 4<<20)}, ServerOptions{})
 	c := rawClient(t, sock)
 	defer c.Close()
 	c.SetDeadline(time.Time{})
@@ -522,4 +506,21 @@ func TestReadPathAllocs(t *testing.T) {
 	if a := testing.AllocsPerRun(200, roundTrip); a > 0 {
 		t.Errorf("%.1f allocations per READ request", a)
 	}
+}
+
+// serve serves d as the only export (under any name) on a Unix socket, and
+// returns the socket's path; the server shuts down with the test.
+func serve(t testing.TB, d disk.Disk, o ServerOptions) string {
+	t.Helper()
+	exp := &Export{Disk: d}
+	o.Lookup = func(context.Context, string) (*Export, error) { return exp, nil }
+	s := NewServer(o)
+	sock := filepath.Join(t.TempDir(), "s")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(context.Background(), l)
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	return sock
 }
