@@ -88,17 +88,7 @@ func TestCOWDConformance(t *testing.T) {
 			}
 			return d
 		},
-		Reopen: func(t *testing.T, d disk.Disk) disk.Disk {
-			path := d.(*Disk).links[0].path
-			if err := d.Close(); err != nil {
-				t.Fatal(err)
-			}
-			d2, err := Open(ctx, path, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return d2
-		},
+		Reopen: reopen,
 	})
 }
 

@@ -55,6 +55,21 @@ func checkImage(t *testing.T, path string) {
 	}
 }
 
+// reopen closes d and opens the same disk again, for the conformance
+// suite's persistence test.
+func reopen(t *testing.T, d disk.Disk) disk.Disk {
+	t.Helper()
+	path := d.(*Disk).links[0].path
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d2
+}
+
 func TestConformance(t *testing.T) {
 	for _, sf := range creatable {
 		t.Run(string(sf), func(t *testing.T) {
@@ -63,17 +78,7 @@ func TestConformance(t *testing.T) {
 					d, _ := create(t, sf, size, nil)
 					return d
 				},
-				Reopen: func(t *testing.T, d disk.Disk) disk.Disk {
-					path := d.(*Disk).links[0].path
-					if err := d.Close(); err != nil {
-						t.Fatal(err)
-					}
-					d2, err := Open(ctx, path, nil)
-					if err != nil {
-						t.Fatal(err)
-					}
-					return d2
-				},
+				Reopen: reopen,
 			})
 		})
 	}
