@@ -852,7 +852,10 @@ func (c *Client) WriteZeroes(off, n int64, flags disk.ZeroFlags) error {
 		return err
 	}
 	if c.flags&flagSendZeroes == 0 {
-		return disk.WriteZeroes(struct{ disk.Disk }{c}, off, n, flags)
+		if flags&disk.ZeroFast != 0 {
+			return disk.Errorf(disk.ErrNotSupported, "nbd: server cannot zero")
+		}
+		return disk.FillZeros(c, off, n)
 	}
 	var f uint16
 	if flags&disk.ZeroNoHole != 0 {

@@ -159,7 +159,7 @@ func ddbKey(k string) string {
 // grow their last extent file; split disks add extents; sparse disks grow
 // within the grain directory they were created with. Shrinking is refused
 // (it would destroy data; convert to a smaller disk instead).
-func (d *Disk) Resize(ctx context.Context, size int64) error {
+func (d *Disk) Resize(ctx context.Context, size int64) (err error) {
 	if d.ro {
 		return disk.Errorf(disk.ErrPermission, "vmdk: %s: opened read-only", d.links[0].path)
 	}
@@ -196,21 +196,22 @@ func (d *Disk) Resize(ctx context.Context, size int64) error {
 				return err
 			}
 		}
-		if exts, err := d.addExtents(l, exts, grow-first, splitSectors); err != nil {
-			return err
-		} else {
-			l.desc.setExtents(exts)
-		}
-		if err := d.writeDescriptor(l); err != nil {
-			return err
-		}
-		exts = l.desc.extents
+		// Extents added before a failure are recorded all the same, so
+		// that no file is left orphaned.
+		var addErr error
+		exts, addErr = d.addExtents(l, exts, grow-first, splitSectors)
+		defer func() {
+			if err == nil {
+				err = addErr
+			}
+		}()
 	}
 	l.desc.setExtents(exts)
-	if err := d.writeDescriptor(l); err != nil {
-		return err
+	var total int64
+	for _, e := range exts {
+		total += e.Sectors * disk.SectorSize
 	}
-	g := geometry(size, d.meta("ddb.adapterType"))
+	g := geometry(total, d.meta("ddb.adapterType"))
 	l.desc.set("ddb.geometry.cylinders", strconv.FormatUint(g.Cylinders, 10))
 	if err := d.writeDescriptor(l); err != nil {
 		return err
