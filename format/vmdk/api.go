@@ -50,6 +50,9 @@ type CreateOptions struct {
 	// (twoGbMaxExtent*) subformats. Default 2047 MiB (VMware's); qemu uses
 	// 2 GiB.
 	SplitSize int64
+	// IgnoreCID accepts a Parent chain whose CIDs do not match (see
+	// OpenOptions.IgnoreCID); the new child records the parent's current CID.
+	IgnoreCID bool
 	// ZeroedGrain enables zeroed-grain GTEs (sparse header version 2).
 	ZeroedGrain bool
 	// Workers is the number of compressing goroutines for
@@ -69,6 +72,11 @@ type OpenOptions struct {
 	// IgnoreCID opens a chain whose parentCID does not match its parent's
 	// CID. Without it a mismatch is an ErrCorrupt error.
 	IgnoreCID bool
+	// AllowChildren lets a link that other disks name as their parent be
+	// opened for writing. Only a consolidation may do so: it writes into a
+	// parent exactly the data its single child already holds, so the child's
+	// view never changes.
+	AllowChildren bool
 	// Unbuffered opens files with O_DIRECT; buffers passed to ReadAt and
 	// WriteAt must then be sector-aligned in address and length.
 	Unbuffered bool

@@ -119,7 +119,7 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 	parentCID := uint32(0xffffffff)
 	hint := ""
 	if opts.Parent != "" {
-		p, err := Open(ctx, opts.Parent, &OpenOptions{ReadOnly: true, FS: fsys})
+		p, err := Open(ctx, opts.Parent, &OpenOptions{ReadOnly: true, IgnoreCID: opts.IgnoreCID, FS: fsys})
 		if err != nil {
 			return nil, disk.Wrap(err, "vmdk: open parent", opts.Parent, -1)
 		}

@@ -60,7 +60,8 @@ type extent interface {
 // data: a whole-grain zero may become a zeroed-grain GTE (flag bit 2) or an
 // unallocated GTE when there is no parent to show through.
 type zeroer interface {
-	// zeroAt makes [off, off+n) read as zeros. hasParent says whether an
-	// unallocated grain would show a parent's data.
-	zeroAt(off, n int64, hasParent bool) error
+	// zeroAt makes [off, off+n) read as zeros. parent, when not nil, is
+	// what an unallocated grain shows (the rest of a partly zeroed grain
+	// is copied from it).
+	zeroAt(off, n int64, parent io.ReaderAt) error
 }

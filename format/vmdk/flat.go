@@ -54,7 +54,7 @@ func (e *flatExtent) writeAt(p []byte, off int64, _ io.ReaderAt) error {
 	return nil
 }
 
-func (e *flatExtent) zeroAt(off, n int64, _ bool) error {
+func (e *flatExtent) zeroAt(off, n int64, _ io.ReaderAt) error {
 	if e.ro {
 		return disk.Errorf(disk.ErrPermission, "vmdk: %s: opened read-only", e.name)
 	}

@@ -37,6 +37,32 @@ func Relink(ctx context.Context, path string, fsys disk.FS) (old, cid uint32, er
 	return old, cid, editDescriptor(ctx, path, fsys, func(desc *descriptor) { desc.set("parentCID", formatCID(cid)) })
 }
 
+// SetParent makes the child at path a child of parent: its
+// parentFileNameHint names parent (relative to the child's directory when
+// both are in the same tree) and its parentCID is parent's current CID. A
+// consolidation uses it to move a child onto the link its old parent was
+// merged into; the caller guarantees that the data the child sees does not
+// change.
+func SetParent(ctx context.Context, path, parent string, fsys disk.FS) error {
+	if fsys == nil {
+		fsys = disk.OSFS{}
+	}
+	p, err := Open(ctx, parent, &OpenOptions{ReadOnly: true, SingleLink: true, FS: fsys})
+	if err != nil {
+		return disk.Wrap(err, "vmdk: open parent", parent, -1)
+	}
+	cid := p.links[0].cid
+	p.Close()
+	hint := parent
+	if rel, err := filepath.Rel(filepath.Dir(path), parent); err == nil && filepath.IsAbs(parent) == filepath.IsAbs(path) {
+		hint = rel
+	}
+	return editDescriptor(ctx, path, fsys, func(desc *descriptor) {
+		desc.set("parentFileNameHint", hint)
+		desc.set("parentCID", formatCID(cid))
+	})
+}
+
 // StripCBT removes change tracking from a descriptor: the changeTrackPath
 // line goes and the descriptor version returns to 1 (reference §7). The
 // -ctk.vmdk file itself is left alone.

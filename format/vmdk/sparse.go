@@ -522,7 +522,8 @@ func (e *sparseExtent) writeInPlace(p []byte, v uint32, in, off int64) error {
 // place, unallocated grains without a parent are left alone, and whole
 // grains over a parent become zeroed-grain entries when the header allows
 // them (else they are written).
-func (e *sparseExtent) zeroAt(off, n int64, hasParent bool) error {
+func (e *sparseExtent) zeroAt(off, n int64, parent io.ReaderAt) error {
+	hasParent := parent != nil
 	if e.ro {
 		return disk.Errorf(disk.ErrPermission, "vmdk: %s: opened read-only", e.name)
 	}
@@ -546,7 +547,7 @@ func (e *sparseExtent) zeroAt(off, n int64, hasParent bool) error {
 			if zeros == nil {
 				zeros = disk.AlignedBytes(e.grain)
 			}
-			if err := e.writeGrain(zeros[:c], off, in, nil); err != nil {
+			if err := e.writeGrain(zeros[:c], off, in, parent); err != nil {
 				return err
 			}
 		}

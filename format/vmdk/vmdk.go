@@ -120,7 +120,7 @@ func Open(ctx context.Context, path string, o *OpenOptions) (*Disk, error) {
 			d.closeLinks()
 			return nil, disk.Errorf(disk.ErrInvalid, "vmdk: %s: a single link of a chain can only be opened read-only", path)
 		}
-		if child := findChild(d.fsys, path); child != "" {
+		if child := findChild(d.fsys, path); child != "" && !opts.AllowChildren {
 			d.closeLinks()
 			return nil, disk.Errorf(disk.ErrPermission, "vmdk: %s is the parent of %s; only the leaf of a chain can be written", path, child)
 		}
@@ -697,7 +697,7 @@ func (d *Disk) WriteZeroes(off, n int64, flags disk.ZeroFlags) error {
 		z, ok := unwrapExtent(e).(zeroer)
 		switch {
 		case ok && flags&disk.ZeroNoHole == 0:
-			if err := z.zeroAt(eoff, c, len(d.links) > 1); err != nil {
+			if err := z.zeroAt(eoff, c, d.parentFor(l.starts[x])); err != nil {
 				return err
 			}
 		case flags&disk.ZeroFast != 0:

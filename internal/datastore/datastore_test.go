@@ -1,0 +1,459 @@
+package datastore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/disk/disktest"
+	"github.com/vdisk-project/vdisk/format/vmdk"
+)
+
+const testSize = 32 << 20
+
+func openStore(t *testing.T, dir string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), dir, &Options{LockedMergeMax: 1 << 20})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", dir, err)
+	}
+	return s
+}
+
+// model mirrors what a disk must read as.
+type model struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (m *model) snapshot() []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return bytes.Clone(m.buf)
+}
+
+// writeRandom does n random writes or zeroings through h and the model,
+// each atomically with respect to model.mu (so a snapshot taken under
+// model.mu sees a consistent point).
+func writeRandom(t *testing.T, rng *rand.Rand, h *Handle, m *model, n int) {
+	t.Helper()
+	for range n {
+		off := rng.Int64N(testSize/512-256) * 512
+		ln := (1 + rng.Int64N(256)) * 512
+		m.mu.Lock()
+		var err error
+		if rng.IntN(8) == 0 && os.Getenv("NOZERO") == "" {
+			err = h.WriteZeroes(off, ln, 0)
+			clear(m.buf[off : off+ln])
+		} else {
+			p := make([]byte, ln)
+			for i := range p {
+				p[i] = byte(rng.Uint32())
+			}
+			_, err = h.WriteAt(p, off)
+			copy(m.buf[off:], p)
+		}
+		m.mu.Unlock()
+		if err != nil {
+			t.Errorf("write at %d: %v", off, err)
+			return
+		}
+	}
+}
+
+func readAll(t *testing.T, d disk.Disk) []byte {
+	t.Helper()
+	b := make([]byte, d.Size())
+	if _, err := d.ReadAt(b, 0); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return b
+}
+
+// applyChanges applies a changed-area answer to a backup image, reading
+// data areas from the snapshot. It returns the bytes read.
+func applyChanges(t *testing.T, ci ChangeInfo, snap disk.Disk, backup []byte) int64 {
+	t.Helper()
+	var read int64
+	for _, a := range ci.Areas {
+		if a.Zero {
+			clear(backup[a.Start : a.Start+a.Length])
+			continue
+		}
+		if _, err := snap.ReadAt(backup[a.Start:a.Start+a.Length], a.Start); err != nil {
+			t.Fatalf("read area %+v: %v", a, err)
+		}
+		read += a.Length
+	}
+	return read
+}
+
+// TestSnapshotsAndChanges runs generations of: writes (continuing in the
+// background), a snapshot, an incremental from the previous snapshot's
+// change ID, removal of the previous snapshot (consolidation while
+// writing). The backup rebuilt from a full copy and the incrementals must
+// equal the model at every snapshot.
+func TestSnapshotsAndChanges(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	defer func() { s.Close() }()
+	if _, err := s.CreateDisk(ctx, DiskSpec{Name: "db", Capacity: testSize, CBT: true}); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := s.Disk("db")
+	h, err := d.OpenLive(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &model{buf: make([]byte, testSize)}
+	rng := rand.New(rand.NewPCG(1, 2))
+	writeRandom(t, rng, h, m, 200)
+
+	var backup []byte
+	prev := ""   // previous snapshot ID
+	prevCID := "" // its change ID
+	for gen := range 6 {
+		// Take the snapshot at a consistent point of the model.
+		m.mu.Lock()
+		want := bytes.Clone(m.buf)
+		info, err := d.Snapshot(ctx, SnapshotSpec{Name: "gen"})
+		m.mu.Unlock()
+		if err != nil {
+			t.Fatalf("gen %d: snapshot: %v", gen, err)
+		}
+		// Writes go on while we back up and consolidate.
+		var wg sync.WaitGroup
+		wg.Go(func() { writeRandom(t, rand.New(rand.NewPCG(uint64(gen), 7)), h, m, 300) })
+
+		snap, err := d.OpenSnapshot(ctx, info.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		since := prevCID
+		if backup == nil {
+			since = "*"
+			backup = make([]byte, testSize)
+		}
+		ci, err := d.Changes(ctx, info.ID, since, 0, 0)
+		if err != nil {
+			t.Fatalf("gen %d: changes since %q: %v", gen, since, err)
+		}
+		applyChanges(t, ci, snap, backup)
+		if got := readAll(t, snap); !bytes.Equal(got, want) {
+			t.Fatalf("gen %d: the snapshot does not read as the disk did at its creation", gen)
+		}
+		if !bytes.Equal(backup, want) {
+			t.Fatalf("gen %d: full + incrementals differ from the snapshot (since %q, %d areas)", gen, since, len(ci.Areas))
+		}
+		snap.Close()
+		if prev != "" {
+			if err := d.RemoveSnapshot(ctx, prev); err != nil {
+				t.Fatalf("gen %d: remove %s: %v", gen, prev, err)
+			}
+		}
+		wg.Wait()
+		prev, prevCID = info.ID, info.ChangeID
+		if got := readAll(t, h); !bytes.Equal(got, m.snapshot()) {
+			t.Fatalf("gen %d: live disk differs from the model after consolidation", gen)
+		}
+	}
+	if err := d.RemoveSnapshot(ctx, prev); err != nil {
+		t.Fatal(err)
+	}
+	if in := d.Info(); in.Layers != 1 || len(in.Snapshots) != 0 {
+		t.Errorf("after removing every snapshot: %d layers, %d snapshots; want 1 and 0", in.Layers, len(in.Snapshots))
+	}
+	h.Close()
+	cid := d.Info().ChangeID
+	// A clean restart keeps the data and the change history.
+	s.Close()
+	s = openStore(t, dir)
+	d, _ = s.Disk("db")
+	h, _ = d.OpenLive(true)
+	if got := readAll(t, h); !bytes.Equal(got, m.snapshot()) {
+		t.Fatal("data differs after a clean restart")
+	}
+	h.Close()
+	if _, err := d.Changes(ctx, "", cid, 0, 0); err != nil {
+		t.Errorf("change ID %s after a clean restart: %v", cid, err)
+	}
+	// The chain is valid for qemu-img and our checker.
+	rep, err := vmdk.Check(ctx, filepath.Join(dir, "disks", "db", "db-000000.vmdk"), nil)
+	if err != nil || rep.Errors != 0 {
+		t.Errorf("check: %v %+v", err, rep)
+	}
+}
+
+// TestUncleanStopRotates: after a stop without Close, every earlier change
+// ID is refused, and the data flushed survives.
+func TestUncleanStopRotates(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	s.CreateDisk(ctx, DiskSpec{Name: "a", Capacity: testSize, CBT: true})
+	d, _ := s.Disk("a")
+	h, _ := d.OpenLive(false)
+	m := &model{buf: make([]byte, testSize)}
+	writeRandom(t, rand.New(rand.NewPCG(3, 4)), h, m, 50)
+	sn, err := d.Snapshot(ctx, SnapshotSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, rand.New(rand.NewPCG(5, 6)), h, m, 50)
+	if err := h.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// No Close: the process "dies". A second store opens the same files.
+	s2 := openStore(t, dir)
+	defer s2.Close()
+	d2, _ := s2.Disk("a")
+	if _, err := d2.Changes(ctx, "", sn.ChangeID, 0, 0); !errors.Is(err, disk.ErrNotFound) {
+		t.Errorf("change ID %s after an unclean stop: err %v, want ErrNotFound", sn.ChangeID, err)
+	}
+	h2, _ := d2.OpenLive(true)
+	defer h2.Close()
+	if got := readAll(t, h2); !bytes.Equal(got, m.snapshot()) {
+		t.Error("flushed data lost after an unclean stop")
+	}
+}
+
+// TestMergeCrashRecovery stops a consolidation after the data is merged
+// and before the switch commits; the next open finishes it.
+func TestMergeCrashRecovery(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	s.CreateDisk(ctx, DiskSpec{Name: "a", Capacity: testSize, CBT: true})
+	d, _ := s.Disk("a")
+	h, _ := d.OpenLive(false)
+	m := &model{buf: make([]byte, testSize)}
+	rng := rand.New(rand.NewPCG(8, 9))
+	writeRandom(t, rng, h, m, 100)
+	s1, _ := d.Snapshot(ctx, SnapshotSpec{})
+	writeRandom(t, rng, h, m, 100)
+	d.Snapshot(ctx, SnapshotSpec{})
+	writeRandom(t, rng, h, m, 100)
+	h.Flush()
+	s.crashAfterMerge = func() bool { return true }
+	if err := d.RemoveSnapshot(ctx, s1.ID); !errors.Is(err, errCrash) {
+		t.Fatalf("remove: %v, want the simulated crash", err)
+	}
+	s2 := openStore(t, dir)
+	defer s2.Close()
+	d2, _ := s2.Disk("a")
+	if in := d2.Info(); in.Layers != 2 || len(in.Snapshots) != 1 {
+		t.Errorf("after recovery: %d layers, %d snapshots; want 2 and 1", in.Layers, len(in.Snapshots))
+	}
+	h2, _ := d2.OpenLive(true)
+	defer h2.Close()
+	if got := readAll(t, h2); !bytes.Equal(got, m.snapshot()) {
+		t.Error("data differs after recovering the merge")
+	}
+}
+
+// TestRevertAndGrow: revert discards later writes and records them as
+// changed; growing keeps the change record right across the boundary.
+func TestRevertAndGrow(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	s.CreateDisk(ctx, DiskSpec{Name: "a", Capacity: testSize, CBT: true})
+	d, _ := s.Disk("a")
+	h, _ := d.OpenLive(false)
+	defer h.Close()
+	m := &model{buf: make([]byte, testSize)}
+	writeRandom(t, rand.New(rand.NewPCG(1, 1)), h, m, 50)
+	base := m.snapshot()
+	sn, _ := d.Snapshot(ctx, SnapshotSpec{})
+	cid := d.Info().ChangeID
+	writeRandom(t, rand.New(rand.NewPCG(2, 2)), h, m, 50)
+	if err := d.Revert(ctx, sn.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, h); !bytes.Equal(got, base) {
+		t.Fatal("revert did not restore the snapshot's data")
+	}
+	// Everything written after the snapshot must be reported changed.
+	ci, err := d.Changes(ctx, "", cid, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ci.Areas) == 0 {
+		t.Error("revert recorded no changes")
+	}
+	// Growing needs a disk without snapshots, as on vSphere.
+	if err := d.Grow(ctx, 3*testSize); !errors.Is(err, disk.ErrNotSupported) {
+		t.Fatalf("grow with a snapshot: %v, want ErrNotSupported", err)
+	}
+	if err := d.RemoveSnapshot(ctx, sn.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Grow across a boundary and write at the new end.
+	if err := d.Grow(ctx, 3*testSize); err != nil {
+		t.Fatal(err)
+	}
+	cid = d.Info().ChangeID
+	p := bytes.Repeat([]byte{7}, 4096)
+	if _, err := h.WriteAt(p, 3*testSize-4096); err != nil {
+		t.Fatal(err)
+	}
+	ci, err = d.Changes(ctx, "", cid, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The grown range and the write at its end must be reported (the
+	// current epoch may also report earlier writes: over-reporting is
+	// allowed, under-reporting never).
+	covered := int64(0)
+	for _, a := range ci.Areas {
+		lo, hi := max(a.Start, int64(testSize)), min(a.Start+a.Length, 3*testSize)
+		covered += max(0, hi-lo)
+	}
+	if covered != 2*testSize {
+		t.Errorf("changes after grow cover %d bytes of the grown range, want %d: %+v", covered, 2*testSize, ci.Areas)
+	}
+	got := make([]byte, 4096)
+	h.ReadAt(got, 3*testSize-4096)
+	if !bytes.Equal(got, p) {
+		t.Error("data at the grown end lost in consolidation")
+	}
+}
+
+func TestNamesAndEscapes(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	defer s.Close()
+	for _, n := range []string{"", "..", "../x", "a/b", ".hidden", "-x", "a\x00b", string(make([]byte, 65))} {
+		if _, err := s.CreateDisk(ctx, DiskSpec{Name: n, Capacity: 1 << 20}); !errors.Is(err, disk.ErrInvalid) {
+			t.Errorf("CreateDisk(%q): %v, want ErrInvalid", n, err)
+		}
+		if _, err := s.CreateVM(n); !errors.Is(err, disk.ErrInvalid) {
+			t.Errorf("CreateVM(%q): %v, want ErrInvalid", n, err)
+		}
+	}
+	// A symbolic link planted in place of a disk directory is not followed.
+	outside := t.TempDir()
+	os.Symlink(outside, filepath.Join(dir, "disks", "evil"))
+	s.Close()
+	s = openStore(t, dir)
+	if _, err := s.Disk("evil"); !errors.Is(err, disk.ErrNotFound) {
+		t.Errorf("symlinked disk: %v, want ErrNotFound", err)
+	}
+	if _, err := s.CreateDisk(ctx, DiskSpec{Name: "evil", Capacity: 1 << 20}); err == nil {
+		t.Error("creating a disk through a symbolic link succeeded")
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Errorf("files written outside the datastore: %v", ents)
+	}
+}
+
+func TestVMSnapshotsAndAccess(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	if _, err := s.CreateVM("web"); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"scsi0:0", "scsi0:1"} {
+		if _, err := s.AddDisk(ctx, "web", key, DiskSpec{Capacity: 8 << 20, CBT: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.AddDisk(ctx, "web", "scsi0:0", DiskSpec{Name: "x", Capacity: 8 << 20}); !errors.Is(err, disk.ErrBusy) {
+		t.Errorf("second disk at scsi0:0: %v, want ErrBusy", err)
+	}
+	sn, err := s.SnapshotVM(ctx, "web", SnapshotSpec{Name: "nightly", Owner: "sess-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := s.VMDisk("web", "scsi0:1")
+	if got := d.Info().Snapshots; len(got) != 1 || got[0].ID != sn.ID {
+		t.Errorf("disk snapshots %+v, want %s", got, sn.ID)
+	}
+	if _, err := s.Detach("web", "scsi0:1"); !errors.Is(err, disk.ErrBusy) {
+		t.Errorf("detach with snapshots: %v, want ErrBusy", err)
+	}
+	l, err := s.PrepareForAccess([]*Disk{d}, "sess-1", "backup", "nightly")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Relocate(ctx, "default"); !errors.Is(err, disk.ErrBusy) {
+		t.Errorf("relocating a leased disk: %v, want ErrBusy", err)
+	}
+	if err := s.DeleteVM(ctx, "web", false); !errors.Is(err, disk.ErrBusy) {
+		t.Errorf("delete a leased VM: %v, want ErrBusy", err)
+	}
+	// The session died: Cleanup removes its temporary snapshot and lease.
+	rep, err := s.Cleanup(ctx, func(string) bool { return false })
+	if err != nil || len(rep.Snapshots) != 1 || len(rep.Leases) != 1 {
+		t.Errorf("cleanup: %+v, %v; want one snapshot and one lease", rep, err)
+	}
+	if err := s.EndAccess(l.ID); !errors.Is(err, disk.ErrNotFound) {
+		t.Errorf("ending a cleaned lease: %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteVM(ctx, "web", false); err != nil {
+		t.Errorf("delete VM: %v", err)
+	}
+}
+
+func TestRelocateOnline(t *testing.T) {
+	ctx := context.Background()
+	other := t.TempDir()
+	s, err := Open(ctx, t.TempDir(), &Options{Targets: map[string]string{"fast": other}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.CreateDisk(ctx, DiskSpec{Name: "a", Capacity: testSize, CBT: true})
+	d, _ := s.Disk("a")
+	h, _ := d.OpenLive(false)
+	defer h.Close()
+	m := &model{buf: make([]byte, testSize)}
+	writeRandom(t, rand.New(rand.NewPCG(4, 4)), h, m, 100)
+	var wg sync.WaitGroup
+	wg.Go(func() { writeRandom(t, rand.New(rand.NewPCG(5, 5)), h, m, 300) })
+	if err := d.Relocate(ctx, "fast"); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if got := d.Info().Datastore; got != "fast" {
+		t.Errorf("datastore %q, want fast", got)
+	}
+	if got := readAll(t, h); !bytes.Equal(got, m.snapshot()) {
+		t.Fatal("data differs after relocation")
+	}
+	if _, err := os.Stat(filepath.Join(other, "disks", "a", "a-000000.vmdk")); err != nil {
+		t.Errorf("base layer not in the target: %v", err)
+	}
+}
+
+// TestHandleConformance runs the disk conformance suite on live handles.
+func TestHandleConformance(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	n := 0
+	disktest.RunTests(t, disktest.Harness{
+		New: func(t *testing.T, size int64) disk.Disk {
+			n++
+			name := "c" + string(rune('a'+n%26)) + string(rune('a'+n/26))
+			if _, err := s.CreateDisk(ctx, DiskSpec{Name: name, Capacity: size, CBT: true}); err != nil {
+				t.Fatal(err)
+			}
+			d, _ := s.Disk(name)
+			h, err := d.OpenLive(false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return h
+		},
+	})
+}

@@ -1,0 +1,51 @@
+// Package datastore keeps the host's virtual machines and disks in a
+// directory: their VMDK chains, snapshots, change tracking and the locks
+// that backup and relocation take.
+//
+// # Layout
+//
+//	ROOT/datastore.json          marker and format version
+//	ROOT/vms/NAME.json           a VM: its disks by controller key, its snapshots, access leases
+//	ROOT/disks/NAME/disk.json    a disk: layers, snapshots, change tracking, pending operation
+//	ROOT/disks/NAME/cbt.state    the change tracker (internal/cbt)
+//	DIR/disks/NAME/NAME-000007.vmdk   layer 7 of the disk (DIR is ROOT or a relocation target)
+//
+// Every name is checked ([CheckName]) and every path is built from checked
+// names under a root, so no request reaches outside the datastore; the
+// directories and files a disk uses are refused if they are symbolic links.
+//
+// # Layers and snapshots
+//
+// A disk is a tree of layers: a base (any type vdisk creates) and sparse
+// deltas, each naming its parent. The live layer (the leaf) is the only one
+// written. A snapshot pins the leaf of the moment and starts a new leaf on
+// top of it, so the pinned chain stays readable and frozen while writes go
+// on. Removing a snapshot unpins its layer; consolidation then merges every
+// unpinned layer that has a single child into that child's place: the
+// child's data is written into the parent (which nothing else reads
+// without the child on top, so no reader ever sees a change), then the
+// child's role (its pins, its children, being the leaf) moves to the parent
+// and the child's files go. A large leaf is first frozen under a helper
+// layer so that writes keep flowing while it merges; only the last, small
+// remainder is merged with writes paused. The operation is recorded in
+// disk.json before it starts and redone at the next open after a crash, so
+// it is idempotent and loses nothing.
+//
+// # Change tracking
+//
+// Every write, zeroing and trim through a disk's live handle is recorded in
+// its tracker before it reaches the layer, so no write is missed, including
+// those made during a consolidation (the VDDK 6.0 consolidation bug). A
+// snapshot records the change ID at its creation; [Store.Changes] answers
+// the areas changed between a change ID and a snapshot, labelled with the
+// snapshot's allocation so that trimmed areas are reported as zero rather
+// than as data to read. After an unclean stop the tracker rotates its UUID
+// (see internal/cbt): older change IDs are refused and the client takes a
+// full backup.
+//
+// # Concurrency
+//
+// A Store and its disks are safe for concurrent use. Each disk has a gate:
+// I/O holds it shared, and the short steps that switch layers (snapshot,
+// the end of a merge, revert, grow, relocation) hold it exclusively.
+package datastore

@@ -1,0 +1,387 @@
+package datastore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/format/vmdk"
+)
+
+// formatVersion is the datastore layout version in datastore.json.
+const formatVersion = 1
+
+// maxStateFile bounds the JSON files read from the datastore.
+const maxStateFile = 16 << 20
+
+// Options configure a Store. The zero value is usable.
+type Options struct {
+	// Logger receives operational messages; nil discards them.
+	Logger *slog.Logger
+	// Targets are the directories (by name) that disks may be relocated
+	// to, besides the datastore's own root (named "default").
+	Targets map[string]string
+	// LockedMergeMax is the largest leaf (bytes allocated) a
+	// consolidation merges with writes paused; a larger leaf is first
+	// frozen under a helper layer. Default 64 MiB.
+	LockedMergeMax int64
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Store is an open datastore. See the package doc.
+type Store struct {
+	root string
+	o    Options
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	vms    map[string]*vmState
+	disks  map[string]*Disk
+	closed bool
+
+	// crashAfterMerge, set by tests, makes a merge stop as a crash would
+	// once the data is merged and before the switch is committed.
+	crashAfterMerge func() bool
+}
+
+var errCrash = errors.New("datastore: simulated crash")
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// CheckName validates a VM, disk or snapshot name: 1 to 64 characters from
+// letters, digits, '.', '_' and '-', not starting with '.', '_' or '-'. Such
+// a name cannot traverse directories.
+func CheckName(kind, name string) error {
+	if !nameRE.MatchString(name) || strings.Contains(name, "..") {
+		return disk.Errorf(disk.ErrInvalid, "datastore: invalid %s name %q: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", kind, name)
+	}
+	return nil
+}
+
+var keyRE = regexp.MustCompile(`^(scsi[0-3]|ide[0-1]|sata[0-3]|nvme[0-3]):([0-9]|1[0-5]|[1-5][0-9]|6[0-4])$`)
+
+// CheckKey validates a controller key such as "scsi0:0", "ide1:1",
+// "sata0:3" or "nvme0:2".
+func CheckKey(key string) error {
+	if !keyRE.MatchString(key) {
+		return disk.Errorf(disk.ErrInvalid, "datastore: invalid controller key %q (want scsiN:M, ideN:M, sataN:M or nvmeN:M)", key)
+	}
+	return nil
+}
+
+// Open opens (creating if needed) the datastore in directory root and
+// finishes any operation a crash interrupted.
+func Open(ctx context.Context, root string, o *Options) (*Store, error) {
+	var opts Options
+	if o != nil {
+		opts = *o
+	}
+	if opts.LockedMergeMax <= 0 {
+		opts.LockedMergeMax = 64 << 20
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, disk.Wrap(err, "datastore: open", root, -1)
+	}
+	for _, sub := range []string{"", "vms", "disks"} {
+		if err := os.MkdirAll(filepath.Join(abs, sub), 0o750); err != nil {
+			return nil, disk.Wrap(err, "datastore: create", filepath.Join(abs, sub), -1)
+		}
+	}
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return nil, disk.Wrap(err, "datastore: open", root, -1)
+	}
+	for name, dir := range opts.Targets {
+		if err := CheckName("target", name); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "disks"), 0o750); err != nil {
+			return nil, disk.Wrap(err, "datastore: create target", dir, -1)
+		}
+		if d, err := filepath.EvalSymlinks(dir); err == nil {
+			opts.Targets[name] = d
+		}
+	}
+	marker := filepath.Join(abs, "datastore.json")
+	if b, err := readSmall(marker); err == nil {
+		var m struct{ Version int }
+		if err := json.Unmarshal(b, &m); err != nil {
+			return nil, disk.Errorf(disk.ErrCorrupt, "datastore: %s: %v", marker, err)
+		}
+		if m.Version != formatVersion {
+			return nil, disk.Errorf(disk.ErrNotSupported, "datastore: %s: layout version %d is not supported (want %d)", marker, m.Version, formatVersion)
+		}
+	} else if errors.Is(err, fs.ErrNotExist) {
+		if err := disk.WriteFileAtomic(nil, marker, fmt.Appendf(nil, "{\"Version\": %d}\n", formatVersion)); err != nil {
+			return nil, disk.Wrap(err, "datastore: create", marker, -1)
+		}
+	} else {
+		return nil, err
+	}
+	s := &Store{root: abs, o: opts, log: log, vms: map[string]*vmState{}, disks: map[string]*Disk{}}
+	if err := s.load(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Root returns the datastore's directory.
+func (s *Store) Root() string { return s.root }
+
+func (s *Store) load(ctx context.Context) error {
+	ents, err := os.ReadDir(filepath.Join(s.root, "disks"))
+	if err != nil {
+		return disk.Wrap(err, "datastore: list disks", s.root, -1)
+	}
+	for _, e := range ents {
+		if CheckName("disk", e.Name()) != nil {
+			continue
+		}
+		if e.Type()&fs.ModeSymlink != 0 {
+			s.log.Warn("datastore: ignoring a symbolic link in disks/", "name", e.Name())
+			continue
+		}
+		d, err := s.loadDisk(ctx, e.Name())
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // a creation that never committed; removed by Cleanup
+		}
+		if err != nil {
+			return fmt.Errorf("datastore: disk %s: %w", e.Name(), err)
+		}
+		s.disks[d.name] = d
+	}
+	ents, err = os.ReadDir(filepath.Join(s.root, "vms"))
+	if err != nil {
+		return disk.Wrap(err, "datastore: list VMs", s.root, -1)
+	}
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || CheckName("VM", name) != nil {
+			continue
+		}
+		v, err := s.loadVM(name)
+		if err != nil {
+			return fmt.Errorf("datastore: VM %s: %w", name, err)
+		}
+		s.vms[name] = v
+	}
+	return nil
+}
+
+// Close closes every disk cleanly (their trackers are then trusted at the
+// next Open).
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	disks := make([]*Disk, 0, len(s.disks))
+	for _, d := range s.disks {
+		disks = append(disks, d)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, d := range disks {
+		errs = append(errs, d.close())
+	}
+	return errors.Join(errs...)
+}
+
+// readSmall reads a state file, refusing symbolic links and huge files.
+func readSmall(path string) ([]byte, error) {
+	st, err := os.Lstat(path)
+	if err != nil {
+		return nil, disk.Wrap(err, "datastore: read", path, -1)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, disk.Errorf(disk.ErrPermission, "datastore: %s is not a regular file", path)
+	}
+	if st.Size() > maxStateFile {
+		return nil, disk.Errorf(disk.ErrCorrupt, "datastore: %s is too large", path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, disk.Wrap(err, "datastore: read", path, -1)
+	}
+	return b, nil
+}
+
+// writeJSON stores v at path atomically and durably.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return disk.Wrap(disk.WriteFileAtomic(nil, path, append(b, '\n')), "datastore: write", path, -1)
+}
+
+// checkDir refuses a directory that is a symbolic link or not a directory.
+func checkDir(path string) error {
+	st, err := os.Lstat(path)
+	if err != nil {
+		return disk.Wrap(err, "datastore: stat", path, -1)
+	}
+	if st.Mode()&fs.ModeSymlink != 0 || !st.IsDir() {
+		return disk.Errorf(disk.ErrPermission, "datastore: %s is not a plain directory", path)
+	}
+	return nil
+}
+
+// targetDir returns the directory a relocation target name stands for.
+func (s *Store) targetDir(name string) (string, error) {
+	if name == "" || name == "default" {
+		return s.root, nil
+	}
+	if dir, ok := s.o.Targets[name]; ok {
+		return dir, nil
+	}
+	return "", disk.Errorf(disk.ErrNotFound, "datastore: unknown datastore %q", name)
+}
+
+// Targets lists the datastore names disks may live in, "default" first.
+func (s *Store) Targets() []string {
+	names := []string{"default"}
+	for n := range s.o.Targets {
+		names = append(names, n)
+	}
+	slices.Sort(names[1:])
+	return names
+}
+
+// DiskSpec describes a new disk.
+type DiskSpec struct {
+	Name     string
+	Capacity int64
+	// Type is the base layer's subformat; default monolithicSparse.
+	// Snapshot deltas are always monolithicSparse.
+	Type    vmdk.Subformat
+	Adapter string // default lsilogic
+	CBT     bool   // start with change tracking enabled
+}
+
+// CreateDisk makes a detached disk.
+func (s *Store) CreateDisk(ctx context.Context, spec DiskSpec) (DiskInfo, error) {
+	if err := CheckName("disk", spec.Name); err != nil {
+		return DiskInfo{}, err
+	}
+	if spec.Capacity <= 0 {
+		return DiskInfo{}, disk.Errorf(disk.ErrInvalid, "datastore: capacity must be positive")
+	}
+	switch spec.Type {
+	case "":
+		spec.Type = vmdk.MonolithicSparse
+	case vmdk.MonolithicSparse, vmdk.MonolithicFlat, vmdk.TwoGbMaxExtentSparse, vmdk.TwoGbMaxExtentFlat, vmdk.VMFS, vmdk.VMFSThin:
+	default:
+		return DiskInfo{}, disk.Errorf(disk.ErrNotSupported, "datastore: a live disk cannot be of type %s (use monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat, vmfs or vmfsThin)", spec.Type)
+	}
+	if spec.Adapter == "" {
+		spec.Adapter = "lsilogic"
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return DiskInfo{}, disk.Errorf(disk.ErrInvalid, "datastore: closed")
+	}
+	if _, ok := s.disks[spec.Name]; ok {
+		s.mu.Unlock()
+		return DiskInfo{}, disk.Errorf(disk.ErrBusy, "datastore: disk %s exists", spec.Name)
+	}
+	// Reserve the name while the files are made.
+	s.disks[spec.Name] = nil
+	s.mu.Unlock()
+	d, err := s.createDisk(ctx, spec)
+	s.mu.Lock()
+	if err != nil {
+		delete(s.disks, spec.Name)
+	} else {
+		s.disks[spec.Name] = d
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return DiskInfo{}, err
+	}
+	s.log.Info("disk created", "disk", spec.Name, "capacity", spec.Capacity, "type", spec.Type)
+	return d.Info(), nil
+}
+
+// disk returns the named disk.
+func (s *Store) disk(name string) (*Disk, error) {
+	if err := CheckName("disk", name); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.disks[name]
+	if d == nil {
+		return nil, disk.Errorf(disk.ErrNotFound, "datastore: no disk %s", name)
+	}
+	return d, nil
+}
+
+// Disk returns the named disk.
+func (s *Store) Disk(name string) (*Disk, error) { return s.disk(name) }
+
+// Disks lists every disk, by name.
+func (s *Store) Disks() []DiskInfo {
+	s.mu.Lock()
+	ds := make([]*Disk, 0, len(s.disks))
+	for _, d := range s.disks {
+		if d != nil {
+			ds = append(ds, d)
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(ds, func(a, b *Disk) int { return strings.Compare(a.name, b.name) })
+	out := make([]DiskInfo, len(ds))
+	for i, d := range ds {
+		out[i] = d.Info()
+	}
+	return out
+}
+
+// DeleteDisk removes a detached disk and its files. A disk attached to a
+// VM, in use, or held by an access lease is refused with ErrBusy.
+func (s *Store) DeleteDisk(ctx context.Context, name string) error {
+	d, err := s.disk(name)
+	if err != nil {
+		return err
+	}
+	if vm := d.owner(); vm != "" {
+		return disk.Errorf(disk.ErrBusy, "datastore: disk %s is attached to VM %s; detach it first", name, vm)
+	}
+	s.mu.Lock()
+	if s.disks[name] != d {
+		s.mu.Unlock()
+		return disk.Errorf(disk.ErrNotFound, "datastore: no disk %s", name)
+	}
+	if err := d.retire(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	delete(s.disks, name)
+	s.mu.Unlock()
+	s.log.Info("disk deleted", "disk", name)
+	return d.removeFiles()
+}
