@@ -5,7 +5,6 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
-
 )
 
 // TestZeroPartGrainOverParent: zeroing part of a grain the child does not

@@ -117,7 +117,7 @@ func TestSnapshotsAndChanges(t *testing.T) {
 	writeRandom(t, rng, h, m, 200)
 
 	var backup []byte
-	prev := ""   // previous snapshot ID
+	prev := ""    // previous snapshot ID
 	prevCID := "" // its change ID
 	for gen := range 6 {
 		// Take the snapshot at a consistent point of the model.

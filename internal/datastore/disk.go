@@ -123,7 +123,7 @@ type Disk struct {
 	tracker *cbt.Tracker
 	handles int            // open live handles
 	readers map[string]int // open snapshot handles by snapshot ID
-	moving  bool // a relocation is running
+	moving  bool           // a relocation is running
 	retired bool
 	rotated bool // the tracker rotated at load (unclean stop)
 }
