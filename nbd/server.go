@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,6 +26,20 @@ type Export struct {
 	// Contexts are extra meta contexts (besides base:allocation) that
 	// clients may select, such as a changed-blocks context.
 	Contexts []MetaContext
+	// Close, when set, is called once when the server is done with this
+	// Export value: right after the option that looked it up (INFO,
+	// LIST_META_CONTEXT, SET_META_CONTEXT, a failed GO), or when the
+	// connection that entered transmission with it ends. Lookup may hand
+	// out per-connection resources (an open handle, a connection slot) and
+	// release them here.
+	Close func()
+}
+
+// release calls e.Close if e is not nil and has one.
+func release(e *Export) {
+	if e != nil && e.Close != nil {
+		e.Close()
+	}
 }
 
 // MetaContext is a metadata context a client can query with BLOCK_STATUS.
@@ -243,6 +258,7 @@ func (c *conn) log() *slog.Logger {
 
 func (c *conn) serve(ctx context.Context) {
 	defer c.nc.Close()
+	defer func() { release(c.exp) }()
 	c.br = bufio.NewReaderSize(c.nc, 16<<10)
 	c.bw = bufio.NewWriterSize(c.nc, 16<<10)
 	c.nc.SetDeadline(time.Now().Add(c.s.o.HandshakeTimeout))
@@ -343,18 +359,28 @@ func (c *conn) flush() error {
 	return err
 }
 
-func (c *conn) lookup(ctx context.Context, name string) (*Export, uint32) {
+// lookup resolves an export name. On failure it returns the option error
+// and a message for the client (the reason, bounded in length).
+func (c *conn) lookup(ctx context.Context, name string) (*Export, uint32, []byte) {
 	if c.s.o.Lookup == nil {
-		return nil, repErrUnknown
+		return nil, repErrUnknown, []byte("unknown export")
 	}
 	e, err := c.s.o.Lookup(ctx, name)
-	switch {
-	case err == nil && e != nil:
-		return e, 0
-	case disk.CodeOf(err) == disk.ErrPermission:
-		return nil, repErrPolicy
+	if err == nil && e != nil {
+		return e, 0, nil
 	}
-	return nil, repErrUnknown
+	msg := "unknown export"
+	if err != nil {
+		msg = err.Error()
+		if len(msg) > 1024 {
+			msg = msg[:1024]
+		}
+	}
+	switch disk.CodeOf(err) {
+	case disk.ErrPermission, disk.ErrBusy, disk.ErrOutOfMemory:
+		return nil, repErrPolicy, []byte(msg)
+	}
+	return nil, repErrUnknown, []byte(msg)
 }
 
 func (c *conn) transmissionFlags(e *Export) uint16 {
@@ -379,9 +405,9 @@ func (c *conn) option(ctx context.Context, opt uint32, data []byte, noZeros bool
 		if len(data) > maxNameLen {
 			return false, errors.New("export name too long")
 		}
-		e, code := c.lookup(ctx, string(data))
+		e, code, msg := c.lookup(ctx, string(data))
 		if code != 0 {
-			return false, fmt.Errorf("unknown export %q", data)
+			return false, fmt.Errorf("export %q: %s", data, msg)
 		}
 		c.exp = e
 		b := make([]byte, 10, 134)
@@ -481,10 +507,16 @@ func (c *conn) infoGo(ctx context.Context, opt uint32, data []byte) (bool, error
 	if int(nreq)*2 != len(data)-int(nl)-6 {
 		return false, c.optReply(opt, repErrInvalid, nil)
 	}
-	e, code := c.lookup(ctx, name)
+	e, code, msg := c.lookup(ctx, name)
 	if code != 0 {
-		return false, c.optReply(opt, code, []byte("unknown export"))
+		return false, c.optReply(opt, code, msg)
 	}
+	keep := false
+	defer func() {
+		if !keep {
+			release(e)
+		}
+	}()
 	info := func(typ uint16, payload []byte) error {
 		b := make([]byte, 2+len(payload))
 		binary.BigEndian.PutUint16(b, typ)
@@ -520,10 +552,29 @@ func (c *conn) infoGo(ctx context.Context, opt uint32, data []byte) (bool, error
 		return false, err
 	}
 	if opt == optGo {
+		keep = true
 		c.exp = e
+		c.rebindContexts()
 		return true, nil
 	}
 	return false, nil
+}
+
+// rebindContexts points the selected meta contexts at the export chosen by
+// GO: SET_META_CONTEXT looked the export up separately.
+func (c *conn) rebindContexts() {
+	if len(c.metaIDs) == 0 {
+		return
+	}
+	all := c.contexts(c.exp)
+	for id, mc := range c.metaIDs {
+		i := slices.IndexFunc(all, func(x MetaContext) bool { return x.Name() == mc.Name() })
+		if i < 0 {
+			delete(c.metaIDs, id)
+			continue
+		}
+		c.metaIDs[id] = all[i]
+	}
 }
 
 // contexts lists the meta contexts of an export.
@@ -542,10 +593,11 @@ func (c *conn) metaContext(ctx context.Context, opt uint32, data []byte) error {
 	if nl > maxNameLen || uint64(nl)+8 > uint64(len(data)) {
 		return c.optReply(opt, repErrInvalid, nil)
 	}
-	e, code := c.lookup(ctx, string(data[4:4+nl]))
+	e, code, msg := c.lookup(ctx, string(data[4:4+nl]))
 	if code != 0 {
-		return c.optReply(opt, code, nil)
+		return c.optReply(opt, code, msg)
 	}
+	defer release(e)
 	rest := data[4+nl:]
 	nq := binary.BigEndian.Uint32(rest)
 	rest = rest[4:]
