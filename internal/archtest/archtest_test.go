@@ -50,9 +50,10 @@ var allowed = []struct {
 	{"format/vmdk", []string{"disk"}},
 	{"format", []string{"disk", "format/raw", "format/vmdk"}},
 	{"nbd", []string{"disk"}},
-	{"internal/datastore", []string{"disk", "format"}},
+	{"internal/datastore", []string{"disk", "format", "internal/cbt"}},
 	{"internal/cbt", []string{"disk", "format"}},
 	{"internal/auth", []string{"disk", "format"}},
+	{"server", []string{"disk", "format", "nbd", "internal/datastore", "internal/cbt", "internal/auth"}},
 }
 
 func TestLayering(t *testing.T) {

@@ -174,9 +174,8 @@ func (m *Manager) Redeem(ticket, wantTarget string) (Grant, func(), error) {
 		return Grant{}, nil, disk.Errorf(disk.ErrPermission, "auth: invalid ticket")
 	}
 	if !now.Before(t.Expires) {
-		if t.conns == 0 {
-			m.dropTicketLocked(h, t)
-		}
+		// Kept until Cleanup, so that every option of a handshake says
+		// why (a client asks several times).
 		return Grant{}, nil, disk.Errorf(disk.ErrPermission, "auth: ticket expired")
 	}
 	if wantTarget != "" && wantTarget != t.Target {

@@ -1,0 +1,179 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/internal/auth"
+	"github.com/vdisk-project/vdisk/internal/datastore"
+	"github.com/vdisk-project/vdisk/nbd"
+)
+
+// DirtyBitmapPrefix starts the name of the NBD meta context that publishes
+// changed blocks: "qemu:dirty-bitmap:" followed by a change ID. Its status
+// bit 1 marks blocks changed after that change ID (up to the snapshot the
+// ticket names, or up to now), as qemu's dirty bitmaps do, so
+// `nbdinfo --map=qemu:dirty-bitmap:CHANGEID` shows it.
+const DirtyBitmapPrefix = "qemu:dirty-bitmap:"
+
+// nbdConn is one NBD connection's hold on a disk.
+type nbdConn struct {
+	h       *datastore.Handle
+	session string
+}
+
+// lookup turns a ticket (the export name) into an export: it redeems the
+// ticket, takes connection and memory slots, and opens the disk or
+// snapshot. Everything is released by the export's Close.
+func (s *Server) lookup(ctx context.Context, name string) (*nbd.Export, error) {
+	g, relTicket, err := s.auth.Redeem(name, "")
+	if err != nil {
+		s.metrics.nbdRefused.Add(1)
+		s.log.Info("NBD ticket refused", "err", err)
+		return nil, err
+	}
+	var undo []func()
+	fail := func(err error) (*nbd.Export, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		s.metrics.nbdRefused.Add(1)
+		s.log.Info("NBD connection refused", "user", g.User, "target", g.Target, "err", err)
+		return nil, err
+	}
+	undo = append(undo, relTicket)
+	dn, snap, err := parseTarget(g.Target)
+	if err != nil {
+		return fail(err)
+	}
+	d, err := s.store.Disk(dn)
+	if err != nil {
+		return fail(err)
+	}
+	relConn, err := s.limiter.AcquireConn(g.SessionID, "disk/"+dn)
+	if err != nil {
+		return fail(err)
+	}
+	undo = append(undo, relConn)
+	relMem, err := s.limiter.ReserveMemory(g.SessionID, s.cfg.ConnMemory)
+	if err != nil {
+		return fail(err)
+	}
+	undo = append(undo, relMem)
+	var h *datastore.Handle
+	if snap != "" {
+		h, err = d.OpenSnapshot(ctx, snap)
+	} else {
+		h, err = d.OpenLive(g.Mode == auth.ReadOnly)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	c := &nbdConn{h: h, session: g.SessionID}
+	s.mu.Lock()
+	if s.conns[g.SessionID] == nil {
+		s.conns[g.SessionID] = map[*nbdConn]bool{}
+	}
+	s.conns[g.SessionID][c] = true
+	s.mu.Unlock()
+	s.metrics.nbdConns.Add(1)
+	var ctxs []nbd.MetaContext
+	for _, cid := range d.ChangeIDs() {
+		ctxs = append(ctxs, dirtyContext{d: d, snapshot: snap, since: cid})
+	}
+	return &nbd.Export{
+		Name:        g.Target,
+		Description: g.Target + " (" + g.Mode.String() + ")",
+		Disk:        &meteredDisk{Handle: h, m: s.metrics},
+		ReadOnly:    h.ReadOnly(),
+		Contexts:    ctxs,
+		Close: func() {
+			h.Close()
+			s.mu.Lock()
+			delete(s.conns[g.SessionID], c)
+			if len(s.conns[g.SessionID]) == 0 {
+				delete(s.conns, g.SessionID)
+			}
+			s.mu.Unlock()
+			s.metrics.nbdConns.Add(-1)
+			relMem()
+			relConn()
+			relTicket()
+		},
+	}, nil
+}
+
+// dirtyContext publishes the changes after a change ID as an NBD meta
+// context.
+type dirtyContext struct {
+	d        *datastore.Disk
+	snapshot string
+	since    string
+}
+
+func (c dirtyContext) Name() string { return DirtyBitmapPrefix + c.since }
+
+// Extents reports consecutive extents from off: status 1 for changed
+// blocks, 0 for the others.
+func (c dirtyContext) Extents(ctx context.Context, off, n int64, fn func(disk.Extent) error) error {
+	var ch []disk.Extent
+	err := c.d.ChangedRanges(ctx, c.snapshot, c.since, off, n, func(e disk.Extent) error {
+		ch = append(ch, e)
+		if len(ch) >= 1<<16 {
+			return errEnough
+		}
+		return nil
+	})
+	if err != nil && err != errEnough {
+		return err
+	}
+	pos, end := off, off+n
+	if err == errEnough {
+		end = ch[len(ch)-1].End()
+	}
+	for _, e := range ch {
+		if e.Off > pos {
+			if err := fn(disk.Extent{Off: pos, Len: e.Off - pos}); err != nil {
+				return err
+			}
+		}
+		if err := fn(disk.Extent{Off: e.Off, Len: e.Len, Flags: 1}); err != nil {
+			return err
+		}
+		pos = e.End()
+	}
+	if pos < end {
+		return fn(disk.Extent{Off: pos, Len: end - pos})
+	}
+	return nil
+}
+
+type stopError struct{}
+
+func (stopError) Error() string { return "enough" }
+
+var errEnough error = stopError{}
+
+// meteredDisk counts bytes and latencies of NBD I/O. It passes every
+// optional power of the handle through and allocates nothing.
+type meteredDisk struct {
+	*datastore.Handle
+	m *metrics
+}
+
+func (d *meteredDisk) ReadAt(p []byte, off int64) (int, error) {
+	t := time.Now()
+	n, err := d.Handle.ReadAt(p, off)
+	d.m.nbdRead.Add(int64(n))
+	d.m.readLatency.observe(time.Since(t))
+	return n, err
+}
+
+func (d *meteredDisk) WriteAt(p []byte, off int64) (int, error) {
+	t := time.Now()
+	n, err := d.Handle.WriteAt(p, off)
+	d.m.nbdWritten.Add(int64(n))
+	d.m.writeLatency.observe(time.Since(t))
+	return n, err
+}

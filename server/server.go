@@ -1,0 +1,433 @@
+// Package server is the vdisk host (`vdisk serve`) as a library: a
+// datastore of VMs and disks served to backup, restore and running
+// workloads through a control API (HTTPS and JSON under /api/v1, described
+// by api/openapi.yaml) and NBD over TLS.
+//
+// # Overview
+//
+// [New] opens the datastore directory, the user database and the TLS
+// certificate (creating a self-signed one and an admin user on first
+// start, see [Bootstrap]). [Server.Serve] runs the listeners until its
+// context ends; [Server.Shutdown] stops them, draining NBD requests.
+//
+// # Access
+//
+// A client logs in with a user name and password and gets a bearer token.
+// Each call checks the session's privileges (read-only, backup, restore,
+// admin). Disk data moves over NBD: the client asks for an access ticket
+// naming one disk or snapshot and a mode, and passes it as the NBD export
+// name. Plain NBD is served only on the listeners Config.PlainNBDListen
+// names.
+//
+// # Errors
+//
+// API errors are JSON {"error": {"code", "vix", "message"}} with an HTTP
+// status from one table (see httpStatus); NBD refusals are option errors
+// carrying the reason.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/internal/auth"
+	"github.com/vdisk-project/vdisk/internal/datastore"
+	"github.com/vdisk-project/vdisk/nbd"
+)
+
+// Defaults for Config.
+const (
+	DefaultDataDir     = "vdisk-data"
+	DefaultListen      = "127.0.0.1:8443"
+	DefaultNBDListen   = "127.0.0.1:10809"
+	DefaultCallTimeout = 10 * time.Minute
+	DefaultConnMemory  = 4 << 20 // reserved per NBD connection
+)
+
+// Config configures a Server. Zero fields take the defaults.
+type Config struct {
+	// DataDir is the datastore directory; default ./vdisk-data.
+	DataDir string
+	// Listen are the control API addresses (HTTPS); default
+	// 127.0.0.1:8443. "[::1]:8443" and other IPv6 forms work.
+	Listen []string
+	// NBDListen are the NBD-over-TLS addresses; default 127.0.0.1:10809.
+	NBDListen []string
+	// PlainNBDListen are addresses serving NBD without TLS; none unless
+	// set. Tickets still authorize every connection.
+	PlainNBDListen []string
+	// CertFile and KeyFile are the TLS certificate and key (PEM); default
+	// DataDir/tls/server.crt and .key, generated on first start.
+	CertFile, KeyFile string
+	// AdminUser and AdminPassword bootstrap the first user when there are
+	// none; an empty password is generated and reported by Bootstrap.
+	AdminUser, AdminPassword string
+	// Datastores are extra directories (by name) disks may be relocated
+	// to.
+	Datastores map[string]string
+	// Limits bound connections and memory (auth.Limits); a zero field is
+	// no limit, except Memory, which defaults to 1 GiB.
+	Limits auth.Limits
+	// ConnMemory is what each NBD connection reserves from Limits.Memory;
+	// default 4 MiB.
+	ConnMemory int64
+	// Sessions configures logins and tickets (auth.Options).
+	Sessions auth.Options
+	// PasswordIterations is the PBKDF2 cost for new passwords; 0 is the
+	// default. Tests lower it.
+	PasswordIterations int
+	// CallTimeout bounds every API call, snapshot consolidation included;
+	// default 10 minutes.
+	CallTimeout time.Duration
+	// NBDWorkers is the requests served at once per NBD connection.
+	NBDWorkers int
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Bootstrap reports what a first start created, for the operator to see
+// once.
+type Bootstrap struct {
+	// Thumbprint is the SHA-256 thumbprint of the server certificate.
+	Thumbprint string
+	// CertCreated is set when the certificate was generated now.
+	CertCreated bool
+	// AdminUser and AdminPassword are set when the admin user was created
+	// now; the password is shown nowhere else.
+	AdminUser, AdminPassword string
+}
+
+// Server is a running vdisk host.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *datastore.Store
+	users   *auth.Store
+	auth    *auth.Manager
+	limiter *auth.Limiter
+	tlsCfg  *tls.Config
+	boot    Bootstrap
+	metrics *metrics
+	nbd     *nbd.Server
+	plain   *nbd.Server
+	http    *http.Server
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	apiAddrs  []net.Addr
+	nbdAddrs  []net.Addr
+	plainAddr []net.Addr
+	conns     map[string]map[*nbdConn]bool // by session ID
+	closed    bool
+}
+
+// New opens the datastore and prepares the server. It creates what a
+// first start needs (directory, certificate, admin user).
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir
+	}
+	if len(cfg.Listen) == 0 {
+		cfg.Listen = []string{DefaultListen}
+	}
+	if len(cfg.NBDListen) == 0 {
+		cfg.NBDListen = []string{DefaultNBDListen}
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = DefaultCallTimeout
+	}
+	if cfg.ConnMemory <= 0 {
+		cfg.ConnMemory = DefaultConnMemory
+	}
+	if cfg.Limits.Memory <= 0 {
+		cfg.Limits.Memory = 1 << 30
+	}
+	if cfg.AdminUser == "" {
+		cfg.AdminUser = "admin"
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log, metrics: newMetrics(), conns: map[string]map[*nbdConn]bool{}}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, disk.Wrap(err, "server: create", cfg.DataDir, -1)
+	}
+	if err := s.loadTLS(); err != nil {
+		return nil, err
+	}
+	users, err := auth.OpenStore(filepath.Join(cfg.DataDir, "users.json"), &auth.StoreOptions{Iterations: cfg.PasswordIterations})
+	if err != nil {
+		return nil, err
+	}
+	s.users = users
+	if len(users.List()) == 0 {
+		pw, err := users.Bootstrap(cfg.AdminUser, cfg.AdminPassword)
+		if err != nil {
+			return nil, err
+		}
+		s.boot.AdminUser = cfg.AdminUser
+		if cfg.AdminPassword == "" {
+			s.boot.AdminPassword = pw
+		}
+		log.Info("created the admin user", "user", cfg.AdminUser)
+	}
+	sopts := cfg.Sessions
+	sopts.OnEnd = s.sessionEnded
+	s.auth = auth.NewManager(users, &sopts)
+	s.limiter = auth.NewLimiter(cfg.Limits)
+	store, err := datastore.Open(ctx, cfg.DataDir, &datastore.Options{Logger: log, Targets: cfg.Datastores})
+	if err != nil {
+		return nil, err
+	}
+	s.store = store
+	s.nbd = nbd.NewServer(nbd.ServerOptions{Lookup: s.lookup, TLSConfig: s.tlsCfg, Workers: cfg.NBDWorkers, Logger: log})
+	if len(cfg.PlainNBDListen) > 0 {
+		s.plain = nbd.NewServer(nbd.ServerOptions{Lookup: s.lookup, Workers: cfg.NBDWorkers, Logger: log})
+	}
+	s.http = &http.Server{
+		Handler:           s.routes(),
+		TLSConfig:         s.tlsCfg.Clone(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      cfg.CallTimeout + time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// Bootstrap reports what New created on a first start.
+func (s *Server) Bootstrap() Bootstrap { return s.boot }
+
+// Thumbprint returns the SHA-256 thumbprint of the server certificate.
+func (s *Server) Thumbprint() string { return s.boot.Thumbprint }
+
+// Store returns the datastore (for tests and embedding programs).
+func (s *Server) Store() *datastore.Store { return s.store }
+
+func (s *Server) loadTLS() error {
+	cert, key := s.cfg.CertFile, s.cfg.KeyFile
+	if cert == "" && key == "" {
+		dir := filepath.Join(s.cfg.DataDir, "tls")
+		cert, key = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+		if _, err := os.Stat(cert); errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return disk.Wrap(err, "server: create", dir, -1)
+			}
+			hosts := []string{"localhost", "127.0.0.1", "::1"}
+			if h, err := os.Hostname(); err == nil {
+				hosts = append(hosts, h)
+			}
+			for _, l := range append(append([]string{}, s.cfg.Listen...), s.cfg.NBDListen...) {
+				if h, _, err := net.SplitHostPort(l); err == nil && h != "" {
+					hosts = append(hosts, h)
+				}
+			}
+			cp, kp, err := auth.SelfSigned(hosts, time.Now())
+			if err != nil {
+				return err
+			}
+			if err := disk.WriteFileAtomic(nil, key, kp); err != nil {
+				return err
+			}
+			os.Chmod(key, 0o600)
+			if err := disk.WriteFileAtomic(nil, cert, cp); err != nil {
+				return err
+			}
+			s.boot.CertCreated = true
+		}
+	} else if cert == "" || key == "" {
+		return disk.Errorf(disk.ErrInvalid, "server: a certificate needs both a cert and a key file")
+	}
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return disk.Errorf(disk.ErrInvalid, "server: load TLS certificate %s: %v", cert, err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return disk.Errorf(disk.ErrInvalid, "server: parse certificate %s: %v", cert, err)
+	}
+	s.boot.Thumbprint = auth.Thumbprint(leaf)
+	s.tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
+	return nil
+}
+
+// CertificatePEM returns the server certificate, for clients that trust
+// it as a CA rather than by thumbprint.
+func (s *Server) CertificatePEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.tlsCfg.Certificates[0].Certificate[0]})
+}
+
+// Listen opens every listener; Serve then serves them. Tests call it to
+// learn the addresses (port 0 picks a free port).
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.listeners) > 0 {
+		return nil
+	}
+	open := func(addrs []string, into *[]net.Addr) error {
+		for _, a := range addrs {
+			l, err := net.Listen("tcp", a)
+			if err != nil {
+				return disk.Wrap(err, "server: listen", a, -1)
+			}
+			s.listeners = append(s.listeners, l)
+			*into = append(*into, l.Addr())
+		}
+		return nil
+	}
+	err := open(s.cfg.Listen, &s.apiAddrs)
+	if err == nil {
+		err = open(s.cfg.NBDListen, &s.nbdAddrs)
+	}
+	if err == nil && s.plain != nil {
+		err = open(s.cfg.PlainNBDListen, &s.plainAddr)
+	}
+	if err != nil {
+		for _, l := range s.listeners {
+			l.Close()
+		}
+		s.listeners = nil
+	}
+	return err
+}
+
+// Addrs returns the listening addresses: control API, NBD over TLS and
+// plain NBD.
+func (s *Server) Addrs() (api, nbdTLS, nbdPlain []net.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.apiAddrs, s.nbdAddrs, s.plainAddr
+}
+
+// Serve runs the server until ctx ends or a listener fails, then shuts it
+// down (draining NBD requests for up to 30 seconds) and closes the
+// datastore cleanly.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	ls := s.listeners
+	napi, nnbd := len(s.cfg.Listen), len(s.cfg.NBDListen)
+	s.mu.Unlock()
+	errc := make(chan error, len(ls)+1)
+	var wg sync.WaitGroup
+	for i, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			switch {
+			case i < napi:
+				err = s.http.Serve(tls.NewListener(l, s.http.TLSConfig))
+				if errors.Is(err, http.ErrServerClosed) {
+					err = nil
+				}
+			case i < napi+nnbd:
+				err = s.nbd.Serve(ctx, l)
+			default:
+				err = s.plain.Serve(ctx, l)
+			}
+			if errors.Is(err, nbd.ErrServerClosed) {
+				err = nil
+			}
+			errc <- err
+		}()
+	}
+	// Expired sessions and their tickets are swept once a minute.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.auth.Cleanup()
+			}
+		}
+	}()
+	s.log.Info("serving", "api", s.apiAddrs, "nbd", s.nbdAddrs, "plain_nbd", s.plainAddr, "thumbprint", s.boot.Thumbprint)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	serr := s.Shutdown(sctx)
+	wg.Wait()
+	return errors.Join(err, serr)
+}
+
+// Shutdown stops accepting, drains NBD requests in flight and API calls,
+// then closes the datastore cleanly.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	errs := []error{s.http.Shutdown(ctx), s.nbd.Shutdown(ctx)}
+	if s.plain != nil {
+		errs = append(errs, s.plain.Shutdown(ctx))
+	}
+	for i, err := range errs {
+		if errors.Is(err, nbd.ErrServerClosed) || errors.Is(err, http.ErrServerClosed) {
+			errs[i] = nil
+		}
+	}
+	errs = append(errs, s.store.Close())
+	return errors.Join(errs...)
+}
+
+// sessionEnded closes the NBD connections of a session that ended.
+func (s *Server) sessionEnded(sess auth.Session) {
+	s.mu.Lock()
+	conns := s.conns[sess.ID]
+	delete(s.conns, sess.ID)
+	s.mu.Unlock()
+	for c := range conns {
+		c.h.Close()
+	}
+	s.log.Info("session ended", "session", sess.ID, "user", sess.User, "nbd_connections", len(conns))
+}
+
+// target names what a ticket grants: "disk/NAME" or "disk/NAME@SNAPSHOT".
+func target(diskName, snapshot string) string {
+	t := "disk/" + diskName
+	if snapshot != "" {
+		t += "@" + snapshot
+	}
+	return t
+}
+
+func parseTarget(t string) (diskName, snapshot string, err error) {
+	rest, ok := strings.CutPrefix(t, "disk/")
+	if !ok {
+		return "", "", fmt.Errorf("server: bad target %q", t)
+	}
+	diskName, snapshot, _ = strings.Cut(rest, "@")
+	return diskName, snapshot, nil
+}
