@@ -464,10 +464,12 @@ type diskRequest struct {
 	Type     vmdk.Subformat `json:"type"`
 	Adapter  string         `json:"adapter"`
 	CBT      bool           `json:"cbt"`
+	// CBTBlockSize is the change tracking granularity; 0 means 64 KiB.
+	CBTBlockSize int64 `json:"cbtBlockSize"`
 }
 
 func (r diskRequest) spec() datastore.DiskSpec {
-	return datastore.DiskSpec{Name: r.Name, Capacity: r.Capacity, Type: r.Type, Adapter: r.Adapter, CBT: r.CBT}
+	return datastore.DiskSpec{Name: r.Name, Capacity: r.Capacity, Type: r.Type, Adapter: r.Adapter, CBT: r.CBT, CBTBlockSize: r.CBTBlockSize}
 }
 
 func snapshotSpec(r *http.Request, sess auth.Session) (datastore.SnapshotSpec, error) {

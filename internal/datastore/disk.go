@@ -63,6 +63,7 @@ type diskState struct {
 	NextSnapshot int            `json:"nextSnapshot"`
 	Snapshots    []snapshotRec  `json:"snapshots,omitempty"`
 	CBT          bool           `json:"cbt,omitempty"`
+	CBTBlockSize int64          `json:"cbtBlockSize,omitempty"`
 	Leases       []Lease        `json:"leases,omitempty"`
 	Op           *pendingOp     `json:"op,omitempty"`
 }
@@ -203,14 +204,15 @@ func (s *Store) createDisk(ctx context.Context, spec DiskSpec) (*Disk, error) {
 	os.Remove(filepath.Join(dir, "cbt.state"))
 	d := &Disk{s: s, name: spec.Name, dir: dir, readers: map[string]int{},
 		st: diskState{Name: spec.Name, Capacity: spec.Capacity, Type: spec.Type, Adapter: spec.Adapter,
-			Created: s.o.Now().UTC(), Layers: []layer{{ID: 0, Parent: -1}}, Leaf: 0, NextLayer: 1, NextSnapshot: 1, CBT: spec.CBT}}
+			Created: s.o.Now().UTC(), Layers: []layer{{ID: 0, Parent: -1}}, Leaf: 0, NextLayer: 1, NextSnapshot: 1, CBT: spec.CBT,
+			CBTBlockSize: spec.CBTBlockSize}}
 	v, err := vmdk.Create(ctx, d.layerPath(0), spec.Capacity, &vmdk.CreateOptions{Subformat: spec.Type, Adapter: spec.Adapter, HWVersion: 14})
 	if err != nil {
 		return nil, err
 	}
 	d.live = v
 	if spec.CBT {
-		if d.tracker, err = cbt.Create(nil, filepath.Join(dir, "cbt.state"), v.Size(), 0); err != nil {
+		if d.tracker, err = cbt.Create(nil, filepath.Join(dir, "cbt.state"), v.Size(), spec.CBTBlockSize); err != nil {
 			v.Close()
 			removeLayer(dir, spec.Name, 0)
 			return nil, err
@@ -255,7 +257,7 @@ func (s *Store) loadDisk(ctx context.Context, name string) (*Disk, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			// Enabled but never saved: start afresh (clients see an unknown
 			// change ID and take a full backup).
-			t, err = cbt.Create(nil, filepath.Join(dir, "cbt.state"), d.st.Capacity, 0)
+			t, err = cbt.Create(nil, filepath.Join(dir, "cbt.state"), d.st.Capacity, d.st.CBTBlockSize)
 			rotated = true
 		}
 		if err != nil {
@@ -409,6 +411,8 @@ type DiskInfo struct {
 	Adapter   string         `json:"adapter"`
 	Created   time.Time      `json:"created"`
 	CBT       bool           `json:"cbt"`
+	// CBTBlockSize is the change tracking granularity (0: the default).
+	CBTBlockSize int64 `json:"cbtBlockSize,omitempty"`
 	// ChangeID is the current change ID when CBT is on.
 	ChangeID  string         `json:"changeId,omitempty"`
 	Layers    int            `json:"layers"`
@@ -445,7 +449,7 @@ func (d *Disk) Info() DiskInfo {
 		ds = "default"
 	}
 	in := DiskInfo{Name: d.name, VM: d.st.VM, Key: d.st.Key, Datastore: ds, Capacity: d.st.Capacity,
-		Type: d.st.Type, Adapter: d.st.Adapter, Created: d.st.Created, CBT: d.st.CBT, Layers: len(d.st.Layers),
+		Type: d.st.Type, Adapter: d.st.Adapter, Created: d.st.Created, CBT: d.st.CBT, CBTBlockSize: d.st.CBTBlockSize, Layers: len(d.st.Layers),
 		Links: len(d.st.path(d.st.Leaf)), Sessions: d.handles, Snapshots: []SnapshotInfo{}}
 	for _, n := range d.readers {
 		in.Sessions += n

@@ -596,7 +596,7 @@ func (d *Disk) SetCBT(enabled bool) error {
 	path := filepath.Join(d.dir, "cbt.state")
 	if enabled {
 		os.Remove(path)
-		t, err := cbt.Create(nil, path, d.live.Size(), 0)
+		t, err := cbt.Create(nil, path, d.live.Size(), d.st.CBTBlockSize)
 		if err != nil {
 			return err
 		}

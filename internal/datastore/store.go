@@ -279,6 +279,11 @@ type DiskSpec struct {
 	Type    vmdk.Subformat
 	Adapter string // default lsilogic
 	CBT     bool   // start with change tracking enabled
+	// CBTBlockSize is the change tracking granularity in bytes, a power of
+	// two from 512 bytes to 64 MiB; 0 means 64 KiB. Smaller blocks make
+	// incrementals of small scattered writes read less, at the cost of
+	// tracker memory (see internal/cbt).
+	CBTBlockSize int64
 }
 
 // CreateDisk makes a detached disk.
