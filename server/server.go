@@ -366,7 +366,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}
 	}()
-	s.log.Info("serving", "api", s.apiAddrs, "nbd", s.nbdAddrs, "plain_nbd", s.plainAddr, "thumbprint", s.boot.Thumbprint)
+	s.log.Info("serving", "api", addrStrings(s.apiAddrs), "nbd", addrStrings(s.nbdAddrs), "plain_nbd", addrStrings(s.plainAddr), "thumbprint", s.boot.Thumbprint)
 	var err error
 	select {
 	case <-ctx.Done():
@@ -430,4 +430,12 @@ func parseTarget(t string) (diskName, snapshot string, err error) {
 	}
 	diskName, snapshot, _ = strings.Cut(rest, "@")
 	return diskName, snapshot, nil
+}
+
+func addrStrings(as []net.Addr) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = a.String()
+	}
+	return out
 }

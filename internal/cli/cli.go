@@ -41,6 +41,7 @@ func commands() []command {
 		{"compact", "IMG", "shrink a sparse image: drop zero and unreferenced grains", cmdCompact},
 		{"meta", "[--output=json] IMG [KEY [VALUE]]", "list, read or write an image's metadata (disk database) keys", cmdMeta},
 		{"export", "[--read-only] [--bind ADDR:PORT | --socket PATH] [--tls-cert FILE --tls-key FILE] [--shared N] [--name NAME] IMG", "serve an image over NBD until interrupted", cmdExport},
+		{"serve", "[--config FILE] [--data-dir DIR] [--listen ADDR] [--nbd-listen ADDR] [flags]", "run the vdisk host: a datastore served over HTTPS and NBD/TLS", cmdServe},
 		{"demo", "[DIR]", "run the local disk engine end to end on an embedded default", cmdDemo},
 		{"version", "", "print the version", cmdVersion},
 	}
