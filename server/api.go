@@ -430,6 +430,49 @@ func (s *Server) routes() http.Handler {
 		}
 		return d.Info(), nil
 	}))
+	handle("GET /api/v1/disks/{disk}/metadata", auth.Read, s.onDisk(func(ctx context.Context, d *datastore.Disk, sess auth.Session, r *http.Request) (any, error) {
+		return d.Metadata(ctx, r.URL.Query().Get("snapshot"))
+	}))
+	handle("PUT /api/v1/disks/{disk}/metadata/{key}", auth.Write, s.onDisk(func(ctx context.Context, d *datastore.Disk, sess auth.Session, r *http.Request) (any, error) {
+		var req struct{ Value string }
+		if err := readJSON(r, &req); err != nil {
+			return nil, err
+		}
+		return nil, d.SetMetadata(r.PathValue("key"), req.Value)
+	}))
+	handle("POST /api/v1/disks/{disk}/direct", auth.Read, s.onDisk(func(ctx context.Context, d *datastore.Disk, sess auth.Session, r *http.Request) (any, error) {
+		var req struct{ Snapshot, Mode string }
+		if err := readJSON(r, &req); err != nil {
+			return nil, err
+		}
+		write := req.Mode == "rw"
+		if write && !sess.Can(auth.Write) {
+			return nil, disk.Errorf(disk.ErrPermission, "server: a direct restore needs the write privilege")
+		}
+		if req.Mode != "" && req.Mode != "ro" && !write {
+			return nil, disk.Errorf(disk.ErrInvalid, "server: mode %q: want ro or rw", req.Mode)
+		}
+		return d.OpenDirect(ctx, req.Snapshot, write, sess.ID)
+	}))
+	handle("DELETE /api/v1/direct/{lease}", auth.Read, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
+		id := r.PathValue("lease")
+		for _, in := range s.store.Disks() {
+			for _, l := range in.Direct {
+				if l.ID != id {
+					continue
+				}
+				if l.Holder != sess.ID && !sess.Can(auth.ManageAccess) {
+					return nil, disk.Errorf(disk.ErrPermission, "server: lease %s belongs to another session", id)
+				}
+				d, err := s.store.Disk(in.Name)
+				if err != nil {
+					return nil, err
+				}
+				return nil, d.EndDirect(ctx, id)
+			}
+		}
+		return nil, disk.Errorf(disk.ErrNotFound, "server: no direct lease %s", id)
+	})
 	handle("DELETE /api/v1/access/{lease}", auth.Read, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
 		return nil, s.endAccess(sess, r.PathValue("lease"))
 	})

@@ -263,7 +263,13 @@ func TestServeKill(t *testing.T) {
 			})
 		}
 		clean := round%2 == 1
-		end := time.Now().Add(time.Duration(rng.IntN(300)) * time.Millisecond)
+		// Half the kills come within the first 30 ms, while the
+		// consolidation runs.
+		window := 300
+		if rng.IntN(2) == 0 {
+			window = 30
+		}
+		end := time.Now().Add(time.Duration(rng.IntN(window)) * time.Millisecond)
 		var killer *time.Timer
 		if !clean {
 			killer = time.AfterFunc(time.Until(end), c.kill)

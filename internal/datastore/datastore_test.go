@@ -457,3 +457,93 @@ func TestHandleConformance(t *testing.T) {
 		},
 	})
 }
+
+func TestDirectLeases(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	s.CreateDisk(ctx, DiskSpec{Name: "a", Capacity: testSize, CBT: true})
+	d, _ := s.Disk("a")
+	h, _ := d.OpenLive(false)
+	m := &model{buf: make([]byte, testSize)}
+	writeRandom(t, rand.New(rand.NewPCG(7, 7)), h, m, 50)
+	sn, _ := d.Snapshot(ctx, SnapshotSpec{})
+	want := m.snapshot()
+	writeRandom(t, rand.New(rand.NewPCG(8, 8)), h, m, 50)
+
+	// A read lease on the snapshot: the client opens the chain itself.
+	if _, err := d.OpenDirect(ctx, "", false, "s1"); !errors.Is(err, disk.ErrInvalid) {
+		t.Errorf("direct read of the live disk: %v, want ErrInvalid", err)
+	}
+	l, err := d.OpenDirect(ctx, sn.ID, false, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(l.Proof); string(b) != l.Nonce {
+		t.Error("the proof file does not hold the nonce")
+	}
+	v, err := vmdk.Open(ctx, l.Path, &vmdk.OpenOptions{ReadOnly: true, IgnoreCID: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, v); !bytes.Equal(got, want) {
+		t.Error("the directly read snapshot differs")
+	}
+	v.Close()
+	if err := d.RemoveSnapshot(ctx, sn.ID); !errors.Is(err, disk.ErrBusy) {
+		t.Errorf("removing a snapshot leased for direct reading: %v, want ErrBusy", err)
+	}
+	if err := d.EndDirect(ctx, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RemoveSnapshot(ctx, sn.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	// A write lease needs the disk idle, then takes it from the host.
+	if _, err := d.OpenDirect(ctx, "", true, "s1"); !errors.Is(err, disk.ErrBusy) {
+		t.Errorf("direct restore with a session open: %v, want ErrBusy", err)
+	}
+	h.Close()
+	cid := d.Info().ChangeID
+	wl, err := d.OpenDirect(ctx, "", true, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.OpenLive(true); !errors.Is(err, disk.ErrBusy) {
+		t.Errorf("opening a disk under a direct restore: %v, want ErrBusy", err)
+	}
+	w, err := vmdk.Open(ctx, wl.Path, &vmdk.OpenOptions{IgnoreCID: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := bytes.Repeat([]byte{0x5a}, 1<<20)
+	w.WriteAt(p, 3<<20)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.EndDirect(ctx, wl.ID); err != nil {
+		t.Fatal(err)
+	}
+	h, err = d.OpenLive(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	got := make([]byte, 1<<20)
+	h.ReadAt(got, 3<<20)
+	if !bytes.Equal(got, p) {
+		t.Error("the direct restore's data is not seen by the host")
+	}
+	ci, err := d.Changes(ctx, "", cid, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, a := range ci.Areas {
+		n += a.Length
+	}
+	if n != testSize {
+		t.Errorf("after a direct restore %d bytes are reported changed, want all %d", n, int64(testSize))
+	}
+}

@@ -65,6 +65,7 @@ type diskState struct {
 	CBT          bool           `json:"cbt,omitempty"`
 	CBTBlockSize int64          `json:"cbtBlockSize,omitempty"`
 	Leases       []Lease        `json:"leases,omitempty"`
+	Direct       []DirectLease  `json:"direct,omitempty"`
 	Op           *pendingOp     `json:"op,omitempty"`
 }
 
@@ -276,6 +277,10 @@ func (s *Store) loadDisk(ctx context.Context, name string) (*Disk, error) {
 		}
 	}
 	d.sweep()
+	if l := d.st.writeLease(); l != nil {
+		s.log.Warn("disk is leased for a direct restore; it stays closed until the lease ends (vdisk cleanup)", "disk", name, "lease", l.ID)
+		return d, nil
+	}
 	if err := d.openLive(ctx, true); err != nil {
 		d.close()
 		return nil, err
@@ -367,7 +372,7 @@ func (d *Disk) close() error {
 // handles, leases or snapshots readers hold it. The caller holds s.mu.
 func (d *Disk) retire() error {
 	d.mu.Lock()
-	busy := d.handles > 0 || len(d.st.Leases) > 0 || d.moving || len(d.readers) > 0
+	busy := d.handles > 0 || len(d.st.Leases) > 0 || len(d.st.Direct) > 0 || d.moving || len(d.readers) > 0
 	if !busy {
 		for _, n := range d.readers {
 			busy = busy || n > 0
@@ -421,6 +426,11 @@ type DiskInfo struct {
 	Snapshots []SnapshotInfo `json:"snapshots"`
 	Sessions  int            `json:"sessions"`
 	Leases    []Lease        `json:"leases,omitempty"`
+	Direct    []DirectLease  `json:"direct,omitempty"`
+	// From the live chain: geometry, ddb.uuid and the leaf's parent hint.
+	Geometry   vmdk.Geometry `json:"geometry"`
+	UUID       string        `json:"uuid,omitempty"`
+	ParentHint string        `json:"parentHint,omitempty"`
 }
 
 // SnapshotInfo describes a snapshot.
@@ -461,6 +471,11 @@ func (d *Disk) Info() DiskInfo {
 		in.Snapshots = append(in.Snapshots, s.info())
 	}
 	in.Leases = slices.Clone(d.st.Leases)
+	in.Direct = slices.Clone(d.st.Direct)
+	if d.live != nil {
+		vi := d.live.Info()
+		in.Geometry, in.UUID, in.ParentHint = vi.Geometry, vi.UUID, vi.ParentHint
+	}
 	ents, _ := os.ReadDir(d.dataDir())
 	for _, e := range ents {
 		if _, ok := layerID(d.name, e.Name()); ok {
@@ -490,8 +505,14 @@ type Handle struct {
 func (d *Disk) OpenLive(readOnly bool) (*Handle, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.retired || d.live == nil {
+	if d.retired {
 		return nil, disk.Errorf(disk.ErrNotFound, "datastore: disk %s is gone", d.name)
+	}
+	if l := d.st.writeLease(); l != nil {
+		return nil, disk.Errorf(disk.ErrBusy, "datastore: disk %s is being restored directly (lease %s)", d.name, l.ID)
+	}
+	if d.live == nil {
+		return nil, disk.Errorf(disk.ErrBusy, "datastore: disk %s is not open", d.name)
 	}
 	d.handles++
 	return &Handle{d: d, ro: readOnly}, nil

@@ -99,7 +99,7 @@ func snapshotDisks(ctx context.Context, ds []*Disk, id string, spec SnapshotSpec
 	leaves := make([]int, len(ds))
 	for i, d := range ds {
 		if d.live == nil {
-			return nil, disk.Errorf(disk.ErrNotFound, "datastore: disk %s is gone", d.name)
+			return nil, disk.Errorf(disk.ErrBusy, "datastore: disk %s is not open (a direct restore holds it?)", d.name)
 		}
 		if rec, _ := d.st.snapshot(id); rec != nil {
 			return nil, disk.Errorf(disk.ErrBusy, "datastore: disk %s already has a snapshot %s", d.name, id)
@@ -170,6 +170,9 @@ func (d *Disk) dropSnapshot(id string) error {
 	if d.readers[id] > 0 {
 		return disk.Errorf(disk.ErrBusy, "datastore: snapshot %s of disk %s is being read (%d sessions)", id, d.name, d.readers[id])
 	}
+	if slices.ContainsFunc(d.st.Direct, func(l DirectLease) bool { return l.Snapshot == id }) {
+		return disk.Errorf(disk.ErrBusy, "datastore: snapshot %s of disk %s is leased for direct reading", id, d.name)
+	}
 	d.st.Snapshots = slices.Delete(d.st.Snapshots, i, i+1)
 	if err := d.commit(); err != nil {
 		d.st.Snapshots = slices.Insert(d.st.Snapshots, i, *rec)
@@ -187,6 +190,12 @@ func (d *Disk) consolidate(ctx context.Context) error {
 			return err
 		}
 		d.mu.Lock()
+		if len(d.st.Direct) > 0 {
+			// Direct readers have the files open by path: consolidate when
+			// their leases end.
+			d.mu.Unlock()
+			return nil
+		}
 		from, into, drop := -1, -1, -1
 		for _, l := range d.st.Layers {
 			if l.ID == d.st.Leaf || d.st.pinned(l.ID) {

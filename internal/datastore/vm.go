@@ -545,6 +545,10 @@ func (d *Disk) Relocate(ctx context.Context, target string) error {
 		d.mu.Unlock()
 		return disk.Errorf(disk.ErrBusy, "datastore: disk %s is held for access (lease %s); end the access first", d.name, d.st.Leases[0].ID)
 	}
+	if len(d.st.Direct) > 0 {
+		d.mu.Unlock()
+		return disk.Errorf(disk.ErrBusy, "datastore: disk %s has direct access leases", d.name)
+	}
 	if d.st.Datastore == target {
 		d.mu.Unlock()
 		return nil
@@ -716,6 +720,15 @@ func (s *Store) Cleanup(ctx context.Context, alive func(session string) bool) (C
 					}
 					rep.Snapshots = append(rep.Snapshots, in.Name+"@"+sn.ID)
 				}
+			}
+		}
+		for _, l := range in.Direct {
+			if !alive(l.Holder) {
+				if err := d.EndDirect(ctx, l.ID); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				rep.Leases = append(rep.Leases, l.ID)
 			}
 		}
 		for _, l := range in.Leases {
