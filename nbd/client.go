@@ -811,6 +811,28 @@ func (c *Client) WriteAsync(p []byte, off int64) *Future {
 	return c.async(cmdWrite, 0, p, off, int64(len(p)))
 }
 
+// Broken reports whether a connection of the client has failed (the
+// server went away, the network dropped, a request timed out). Requests
+// routed to it fail from then on; a caller that wants to go on dials
+// again. A failure the server reported for one request (an NBD error
+// reply) does not break the client.
+func (c *Client) Broken() bool {
+	for _, cc := range c.conns {
+		select {
+		case <-cc.done:
+			return true
+		default:
+		}
+		cc.mu.Lock()
+		failed := cc.err != nil
+		cc.mu.Unlock()
+		if failed {
+			return true
+		}
+	}
+	return false
+}
+
 // Size returns the export size.
 func (c *Client) Size() int64 { return c.size }
 

@@ -764,10 +764,16 @@ func (s *Server) issueTicket(ctx context.Context, sess auth.Session, r *http.Req
 	t := Ticket{Ticket: tok, ID: g.ID, Target: tgt, Mode: mode.String(), Expires: g.Expires, Size: size, Thumbprint: s.boot.Thumbprint}
 	host := hostOf(r)
 	_, n, p := s.Addrs()
-	if len(n) > 0 {
+	switch {
+	case s.cfg.NBDAdvertise != "":
+		t.URI = fmt.Sprintf("nbds://%s/%s", s.cfg.NBDAdvertise, tok)
+	case len(n) > 0:
 		t.URI = fmt.Sprintf("nbds://%s/%s", joinHostPort(host, n[0]), tok)
 	}
-	if len(p) > 0 {
+	switch {
+	case s.cfg.PlainNBDAdvertise != "":
+		t.PlainURI = fmt.Sprintf("nbd://%s/%s", s.cfg.PlainNBDAdvertise, tok)
+	case len(p) > 0:
 		t.PlainURI = fmt.Sprintf("nbd://%s/%s", joinHostPort(host, p[0]), tok)
 	}
 	s.log.Info("ticket issued", "user", sess.User, "target", tgt, "mode", mode.String(), "ticket", g.ID)

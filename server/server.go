@@ -69,6 +69,10 @@ type Config struct {
 	// PlainNBDListen are addresses serving NBD without TLS; none unless
 	// set. Tickets still authorize every connection.
 	PlainNBDListen []string
+	// NBDAdvertise, when set, is the "host:port" put in the nbds:// URIs of
+	// tickets instead of the first NBD listener (a proxy, NAT or load
+	// balancer in front); PlainNBDAdvertise likewise for plain NBD.
+	NBDAdvertise, PlainNBDAdvertise string
 	// CertFile and KeyFile are the TLS certificate and key (PEM); default
 	// DataDir/tls/server.crt and .key, generated on first start.
 	CertFile, KeyFile string

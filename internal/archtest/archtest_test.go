@@ -54,6 +54,9 @@ var allowed = []struct {
 	{"internal/cbt", []string{"disk", "format"}},
 	{"internal/auth", []string{"disk", "format"}},
 	{"server", []string{"disk", "format", "nbd", "internal/datastore", "internal/cbt", "internal/auth"}},
+	{"internal/hostclient", []string{"disk", "format", "internal/datastore", "internal/cbt", "internal/auth"}},
+	// The root package (the kit) may not import server or the CLI.
+	{"", []string{"disk", "format", "nbd", "internal/datastore", "internal/cbt", "internal/auth", "internal/hostclient"}},
 }
 
 func TestLayering(t *testing.T) {

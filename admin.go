@@ -1,0 +1,294 @@
+package vdisk
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/format"
+	"github.com/vdisk-project/vdisk/format/vmdk"
+	"github.com/vdisk-project/vdisk/internal/datastore"
+)
+
+// CreateParams describe a new disk (VixDiskLibCreateParams).
+type CreateParams struct {
+	Capacity int64 // bytes
+	// Type is a VMDK create type (monolithicSparse by default; for a local
+	// file also streamOptimized, or "raw").
+	Type      string
+	Adapter   string // default lsilogic
+	HWVersion int    // local VMDKs; default 14
+	// CBT turns change tracking on (host disks); CBTBlockSize is its
+	// granularity (0: 64 KiB).
+	CBT          bool
+	CBTBlockSize int64
+}
+
+// Create makes a new, empty disk (VixDiskLib_Create): a local file, a
+// host's detached disk (Spec.Disk), or a disk added to a VM at Spec.Key.
+func (c *Conn) Create(ctx context.Context, spec Spec, p CreateParams) error {
+	if p.Capacity <= 0 {
+		return disk.Errorf(disk.ErrInvalid, "vdisk: capacity must be positive")
+	}
+	if spec.Snapshot != "" {
+		return disk.Errorf(disk.ErrInvalid, "vdisk: a snapshot cannot be created with Create")
+	}
+	if spec.Path != "" {
+		d, err := createLocal(ctx, spec.Path, p)
+		if err != nil {
+			return err
+		}
+		return d.Close()
+	}
+	if c.api == nil {
+		return disk.Errorf(disk.ErrInvalid, "vdisk: %s names no local file", spec)
+	}
+	req := map[string]any{"name": spec.Disk, "capacity": p.Capacity, "type": p.Type, "adapter": p.Adapter,
+		"cbt": p.CBT, "cbtBlockSize": p.CBTBlockSize}
+	if spec.VM != "" {
+		req["key"] = spec.Key
+		return c.api.call(ctx, "POST", "/api/v1/vms/"+esc(spec.VM)+"/disks", req, nil)
+	}
+	return c.api.call(ctx, "POST", "/api/v1/disks", req, nil)
+}
+
+func createLocal(ctx context.Context, path string, p CreateParams) (disk.Disk, error) {
+	if p.Type == "raw" {
+		return format.Create(ctx, path, format.Raw, p.Capacity, nil)
+	}
+	o := vmdk.CreateOptions{Subformat: vmdk.Subformat(p.Type), Adapter: p.Adapter, HWVersion: p.HWVersion}
+	if o.Adapter == "" {
+		o.Adapter = "lsilogic"
+	}
+	if o.HWVersion == 0 {
+		o.HWVersion = 14
+	}
+	return format.Create(ctx, path, format.VMDK, p.Capacity, &format.CreateOptions{VMDK: o})
+}
+
+// CloneOptions modify Clone.
+type CloneOptions struct {
+	// Create describes the destination; Capacity and Adapter default to
+	// the source's.
+	Create CreateParams
+	// Progress is called as the copy advances (bytes of the source).
+	Progress func(done, total int64)
+	// Workers bounds the copy's parallelism; 0 means disk.Copy's default.
+	Workers int
+}
+
+// Clone copies a disk into a new one (VixDiskLib_Clone), between any two
+// connections: local to host, host to local, host to host or local to
+// local. Only data is read and written, so thin stays thin. The source is
+// read through the connection's transports (a snapshot for a consistent
+// copy of a running disk).
+func Clone(ctx context.Context, dst *Conn, dstSpec Spec, src *Conn, srcSpec Spec, o *CloneOptions) (disk.CopyStats, error) {
+	var opts CloneOptions
+	if o != nil {
+		opts = *o
+	}
+	s, err := src.Open(ctx, srcSpec, OpenReadOnly)
+	if err != nil {
+		return disk.CopyStats{}, err
+	}
+	defer s.Close()
+	p := opts.Create
+	if p.Capacity == 0 {
+		p.Capacity = s.Size()
+	}
+	if p.Adapter == "" {
+		if in, err := s.Info(ctx); err == nil && in.Adapter != "" {
+			p.Adapter = in.Adapter
+		}
+	}
+	if err := dst.Create(ctx, dstSpec, p); err != nil {
+		return disk.CopyStats{}, err
+	}
+	d, err := dst.Open(ctx, dstSpec, 0)
+	if err != nil {
+		return disk.CopyStats{}, err
+	}
+	st, err := disk.Copy(ctx, d, s, &disk.CopyOptions{DstZeroed: true, Workers: opts.Workers,
+		Sequential: p.Type == string(vmdk.StreamOptimized), Progress: opts.Progress})
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return st, err
+}
+
+// Grow enlarges a disk to capacity bytes (VixDiskLib_Grow): a local file
+// (not open elsewhere) or a host disk without snapshots.
+func (c *Conn) Grow(ctx context.Context, spec Spec, capacity int64) error {
+	if spec.Path != "" {
+		d, _, err := format.Open(ctx, spec.Path, nil)
+		if err != nil {
+			return err
+		}
+		err = disk.Resize(ctx, d, capacity)
+		if cerr := d.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
+	if c.api == nil {
+		return disk.Errorf(disk.ErrInvalid, "vdisk: %s names no local file", spec)
+	}
+	name, err := c.api.resolve(ctx, spec)
+	if err != nil {
+		return err
+	}
+	return c.api.call(ctx, "PATCH", "/api/v1/disks/"+esc(name), map[string]any{"capacity": capacity}, nil)
+}
+
+// Shrink reclaims the space of a local sparse VMDK: grains that read as
+// zeros or that nothing references go, the capacity stays
+// (VixDiskLib_Shrink and VixDiskLib_Defragment, which vdisk's compaction
+// does in one pass). Host disks are compacted by their host.
+func (c *Conn) Shrink(ctx context.Context, spec Spec) (vmdk.CompactStats, error) {
+	if spec.Path == "" {
+		return vmdk.CompactStats{}, disk.Errorf(disk.ErrNotSupported, "vdisk: shrinking works on local files")
+	}
+	return vmdk.Compact(ctx, spec.Path, nil)
+}
+
+// Defragment is Shrink (VixDiskLib_Defragment).
+func (c *Conn) Defragment(ctx context.Context, spec Spec) (vmdk.CompactStats, error) {
+	return c.Shrink(ctx, spec)
+}
+
+// CheckRepair checks a local VMDK and, with repair, fixes what it can
+// (VixDiskLib_CheckRepair). The report says what was found; a nil error
+// means the check ran, not that the disk is clean. Host disks are checked
+// by their host when it opens them.
+func (c *Conn) CheckRepair(ctx context.Context, spec Spec, repair bool) (*vmdk.CheckReport, error) {
+	if spec.Path == "" {
+		return nil, disk.Errorf(disk.ErrNotSupported, "vdisk: checking works on local files; the host checks its own disks")
+	}
+	mode := vmdk.RepairNone
+	if repair {
+		mode = vmdk.RepairAll
+	}
+	return vmdk.Check(ctx, spec.Path, &vmdk.CheckOptions{Repair: mode})
+}
+
+// PrepareForAccess tells the host a backup or restore is about to use a
+// VM's disks (Spec.VM without Key) or a disk (Spec.Disk): until EndAccess
+// the host refuses to relocate or delete them. identity says who (free
+// text, shown to operators). It returns the lease to pass to EndAccess. A
+// relocation in progress is ErrBusy; Connect's retries wait it out.
+func (c *Conn) PrepareForAccess(ctx context.Context, target Spec, identity string) (string, error) {
+	if c.api == nil {
+		return "", nil // local files: nothing to coordinate
+	}
+	path, err := target.apiTarget()
+	if err != nil {
+		return "", err
+	}
+	var l datastore.Lease
+	for try := 0; ; try++ {
+		err = c.api.call(ctx, "POST", path+"/access", map[string]string{"reason": identity}, &l)
+		if err == nil || disk.CodeOf(err) != disk.ErrBusy || try >= c.cfg.Retries {
+			return l.ID, err
+		}
+		if werr := backoff(ctx, try+1); werr != nil {
+			return "", err
+		}
+	}
+}
+
+// EndAccess releases a PrepareForAccess lease.
+func (c *Conn) EndAccess(ctx context.Context, lease string) error {
+	if c.api == nil || lease == "" {
+		return nil
+	}
+	return c.api.call(ctx, "DELETE", "/api/v1/access/"+esc(lease), nil, nil)
+}
+
+// SnapshotInfo describes a snapshot.
+type SnapshotInfo = datastore.SnapshotInfo
+
+// CreateSnapshot snapshots a VM (all its disks at one instant) or a
+// detached disk. A temporary snapshot is removed by Cleanup once this
+// session is gone, so a crashed backup leaves nothing behind.
+func (c *Conn) CreateSnapshot(ctx context.Context, target Spec, name string, temporary bool) (SnapshotInfo, error) {
+	var sn SnapshotInfo
+	if c.api == nil {
+		return sn, disk.Errorf(disk.ErrNotSupported, "vdisk: snapshots are taken by a host")
+	}
+	path, err := target.apiTarget()
+	if err != nil {
+		return sn, err
+	}
+	err = c.api.call(ctx, "POST", path+"/snapshots", map[string]any{"name": name, "temporary": temporary}, &sn)
+	return sn, err
+}
+
+// RemoveSnapshot deletes a snapshot; the host consolidates it online.
+func (c *Conn) RemoveSnapshot(ctx context.Context, target Spec, id string) error {
+	if c.api == nil {
+		return disk.Errorf(disk.ErrNotSupported, "vdisk: snapshots are taken by a host")
+	}
+	path, err := target.apiTarget()
+	if err != nil {
+		return err
+	}
+	return c.api.call(ctx, "DELETE", path+"/snapshots/"+esc(id), nil, nil)
+}
+
+// ChangeID returns the change ID a snapshot recorded for a disk of the
+// target, the starting point of the next incremental.
+func (c *Conn) ChangeID(ctx context.Context, disk Spec, snapshot string) (string, error) {
+	if c.api == nil {
+		return "", errNoHost()
+	}
+	name, err := c.api.resolve(ctx, disk)
+	if err != nil {
+		return "", err
+	}
+	in, err := c.api.disk(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	for _, s := range in.Snapshots {
+		if s.ID == snapshot {
+			return s.ChangeID, nil
+		}
+	}
+	return "", notFound("vdisk: disk %s has no snapshot %s", name, snapshot)
+}
+
+// SetChangeTracking turns change tracking of a host disk on or off.
+func (c *Conn) SetChangeTracking(ctx context.Context, spec Spec, on bool) error {
+	if c.api == nil {
+		return errNoHost()
+	}
+	name, err := c.api.resolve(ctx, spec)
+	if err != nil {
+		return err
+	}
+	return c.api.call(ctx, "PATCH", "/api/v1/disks/"+esc(name), map[string]any{"cbt": on}, nil)
+}
+
+// CleanupReport says what Cleanup removed.
+type CleanupReport = datastore.CleanupReport
+
+// Cleanup removes what crashed clients left on the host: temporary
+// snapshots, access and direct leases of sessions that are gone, expired
+// tickets (VixDiskLib_Cleanup). Local connections have nothing to clean.
+func (c *Conn) Cleanup(ctx context.Context) (CleanupReport, error) {
+	var rep CleanupReport
+	if c.api == nil {
+		return rep, nil
+	}
+	err := c.api.call(ctx, "POST", "/api/v1/cleanup", nil, &rep)
+	return rep, err
+}
+
+func errNoHost() error {
+	return disk.Errorf(disk.ErrNotSupported, "vdisk: this needs a host connection")
+}
+
+func notFound(format string, args ...any) error {
+	return disk.Errorf(disk.ErrNotFound, "%s", fmt.Sprintf(format, args...))
+}
+

@@ -1,0 +1,257 @@
+package vdisk
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/internal/auth"
+)
+
+// The transport modes, as VixDiskLib names its own.
+const (
+	ModeFile   = "file"   // a local image file
+	ModeDirect = "direct" // the host's datastore files, reached by this machine, under a host lease
+	ModeNBDSSL = "nbdssl" // NBD over TLS from the host
+	ModeNBD    = "nbd"    // plain NBD, only where the host serves it
+)
+
+// ListTransportModes returns every mode the kit knows, colon-separated, in
+// the order Connect tries them by default ("file:direct:nbdssl:nbd";
+// VixDiskLib_ListTransportModes).
+func ListTransportModes() string { return "file:direct:nbdssl:nbd" }
+
+// ConnectParams says where disks live and how to reach them
+// (VixDiskLibConnectParams).
+type ConnectParams struct {
+	// Server is the host's control API address, "host:port", "[v6addr]:port"
+	// or "v6addr" with the default port 8443. Empty means local files only.
+	Server string
+	// User and Password log in; Token reuses a session (a saved login)
+	// instead.
+	User, Password string
+	Token          string
+	// Thumbprint pins the host certificate by its SHA-256; CAFile trusts a
+	// CA instead. One of them is required: the host is always verified.
+	Thumbprint string
+	CAFile     string
+	// Transports is the colon-separated list of modes Open tries, in order
+	// (ConnectEx's transportModes). Empty means Config.Transports, or
+	// "direct:nbdssl" for a host and "file" for local files. Modes the
+	// situation rules out are skipped with their reason (Handle.Attempts).
+	Transports string
+	// ReadOnly makes every Open read-only (ConnectEx's readOnly).
+	ReadOnly bool
+	// Config holds the tunables; nil means the defaults.
+	Config *Config
+	// Logger receives the kit's logs; nil keeps it silent.
+	Logger *slog.Logger
+}
+
+// Conn is a connection to a host or to local files. It is safe for
+// concurrent use; any goroutine may use it at any time. Close it when
+// done: it closes the handles still open and leaves no goroutine behind.
+type Conn struct {
+	p     ConnectParams
+	cfg   Config
+	log   *slog.Logger
+	api   *hostAPI // nil for local
+	about hostAbout
+	tls   *tls.Config
+
+	mu      sync.Mutex
+	handles map[*Handle]bool
+	closed  bool
+}
+
+// Connect opens a connection (VixDiskLib_ConnectEx). For a host it checks
+// the certificate, logs in (or checks the token) and learns the host's
+// NBD addresses; every call is bounded by Config.Timeout and transient
+// failures (busy, reset connections) are retried with backoff.
+func Connect(ctx context.Context, p ConnectParams) (*Conn, error) {
+	cfg := DefaultConfig()
+	if p.Config != nil {
+		cfg = p.Config.withDefaults()
+	}
+	log := p.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Conn{p: p, cfg: cfg, log: log, handles: map[*Handle]bool{}}
+	if p.Transports == "" {
+		p.Transports = cfg.Transports
+		if p.Transports == "" {
+			p.Transports = ModeFile
+			if p.Server != "" {
+				p.Transports = ModeDirect + ":" + ModeNBDSSL
+			}
+		}
+		c.p.Transports = p.Transports
+	}
+	for _, m := range strings.Split(p.Transports, ":") {
+		switch m {
+		case ModeFile, ModeDirect, ModeNBDSSL, ModeNBD:
+		default:
+			return nil, disk.Errorf(disk.ErrInvalid, "vdisk: unknown transport mode %q (known: %s)", m, ListTransportModes())
+		}
+	}
+	if p.Server == "" {
+		return c, nil
+	}
+	server := p.Server
+	if _, _, err := net.SplitHostPort(server); err != nil {
+		h := strings.Trim(server, "[]")
+		server = net.JoinHostPort(h, "8443")
+	}
+	tc, err := clientTLS(p)
+	if err != nil {
+		return nil, err
+	}
+	c.tls = tc
+	c.api = newHostAPI(server, tc, cfg.Timeout, cfg.Retries, log)
+	switch {
+	case p.Token != "":
+		c.api.token = p.Token
+	case p.User != "":
+		if err := c.api.login(ctx, p.User, p.Password); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, disk.Errorf(disk.ErrInvalid, "vdisk: give User and Password, or Token")
+	}
+	if c.about, err = c.api.about(ctx); err != nil {
+		return nil, err
+	}
+	log.Debug("vdisk: connected", "server", server, "version", c.about.Version)
+	return c, nil
+}
+
+// clientTLS builds the verifying TLS configuration of a connection.
+func clientTLS(p ConnectParams) (*tls.Config, error) {
+	switch {
+	case p.Thumbprint != "":
+		return auth.PinnedConfig(p.Thumbprint)
+	case p.CAFile != "":
+		pem, err := os.ReadFile(p.CAFile)
+		if err != nil {
+			return nil, disk.Wrap(err, "vdisk: read CA", p.CAFile, -1)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, disk.Errorf(disk.ErrInvalid, "vdisk: %s holds no PEM certificate", p.CAFile)
+		}
+		return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}, nil
+	}
+	return nil, disk.Errorf(disk.ErrInvalid, "vdisk: a host connection needs the host's Thumbprint or a CAFile; certificates are always verified")
+}
+
+// Remote reports whether the connection is to a host.
+func (c *Conn) Remote() bool { return c.api != nil }
+
+// Token returns the host session token, to save a login.
+func (c *Conn) Token() string {
+	if c.api == nil {
+		return ""
+	}
+	return c.api.token
+}
+
+// Transports returns the mode list Open tries.
+func (c *Conn) Transports() string { return c.p.Transports }
+
+func (c *Conn) track(h *Handle) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return disk.Errorf(disk.ErrInvalid, "vdisk: connection closed")
+	}
+	c.handles[h] = true
+	return nil
+}
+
+func (c *Conn) untrack(h *Handle) {
+	c.mu.Lock()
+	delete(c.handles, h)
+	c.mu.Unlock()
+}
+
+// Close closes the handles still open, then the connection
+// (VixDiskLib_Disconnect). The host session stays valid until it expires,
+// so a saved Token can be reused; call Logout to end it.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	hs := make([]*Handle, 0, len(c.handles))
+	for h := range c.handles {
+		hs = append(hs, h)
+	}
+	c.mu.Unlock()
+	var errs []error
+	for _, h := range hs {
+		errs = append(errs, h.Close())
+	}
+	if c.api != nil {
+		c.api.hc.CloseIdleConnections()
+	}
+	return errors.Join(errs...)
+}
+
+// Logout ends the host session (its tickets with it).
+func (c *Conn) Logout(ctx context.Context) error {
+	if c.api == nil {
+		return nil
+	}
+	return c.api.call(ctx, "POST", "/api/v1/logout", nil, nil)
+}
+
+// Spec names a disk (VixDiskLib_Open's path): a local image file, a VM's
+// disk by controller key, or a disk of the host by name; Snapshot selects
+// a frozen snapshot of it (read-only).
+type Spec struct {
+	Path     string // a local image file
+	VM, Key  string // a VM's disk, such as "web01" and "scsi0:0"
+	Disk     string // a host disk by name (detached or a VM's)
+	Snapshot string // a snapshot ID such as "snapshot-3"
+}
+
+// ParseSpec parses "vm/NAME/KEY", "disk/NAME", either followed by
+// "@SNAPSHOT", or a local path.
+func ParseSpec(s string) Spec {
+	base, snap, _ := strings.Cut(s, "@")
+	switch {
+	case strings.HasPrefix(base, "vm/"):
+		vm, key, _ := strings.Cut(strings.TrimPrefix(base, "vm/"), "/")
+		return Spec{VM: vm, Key: key, Snapshot: snap}
+	case strings.HasPrefix(base, "disk/"):
+		return Spec{Disk: strings.TrimPrefix(base, "disk/"), Snapshot: snap}
+	}
+	return Spec{Path: s}
+}
+
+// String formats the spec as ParseSpec reads it.
+func (s Spec) String() string {
+	var b string
+	switch {
+	case s.Path != "":
+		return s.Path
+	case s.VM != "":
+		b = "vm/" + s.VM + "/" + s.Key
+	default:
+		b = "disk/" + s.Disk
+	}
+	if s.Snapshot != "" {
+		b += "@" + s.Snapshot
+	}
+	return b
+}
