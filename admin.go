@@ -291,4 +291,3 @@ func errNoHost() error {
 func notFound(format string, args ...any) error {
 	return disk.Errorf(disk.ErrNotFound, "%s", fmt.Sprintf(format, args...))
 }
-

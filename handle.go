@@ -546,4 +546,3 @@ func (h *Handle) SetMetadata(ctx context.Context, key, value string) error {
 	}
 	return disk.Errorf(disk.ErrNotSupported, "vdisk: %s has no metadata (raw image)", h.spec)
 }
-

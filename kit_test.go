@@ -466,4 +466,3 @@ func TestFaults(t *testing.T) {
 		b.Close()
 	})
 }
-
