@@ -291,3 +291,31 @@ func errNoHost() error {
 func notFound(format string, args ...any) error {
 	return disk.Errorf(disk.ErrNotFound, "%s", fmt.Sprintf(format, args...))
 }
+
+// VMInfo describes a VM of the host.
+type VMInfo = datastore.VMInfo
+
+// DiskInfo describes a disk of the host.
+type DiskInfo = datastore.DiskInfo
+
+// VM describes a VM of the host: its disks by controller key and its
+// snapshots.
+func (c *Conn) VM(ctx context.Context, name string) (VMInfo, error) {
+	var vm VMInfo
+	if c.api == nil {
+		return vm, errNoHost()
+	}
+	return vm, c.api.call(ctx, "GET", "/api/v1/vms/"+esc(name), nil, &vm)
+}
+
+// Disk describes a disk of the host.
+func (c *Conn) Disk(ctx context.Context, spec Spec) (DiskInfo, error) {
+	if c.api == nil {
+		return DiskInfo{}, errNoHost()
+	}
+	name, err := c.api.resolve(ctx, spec)
+	if err != nil {
+		return DiskInfo{}, err
+	}
+	return c.api.disk(ctx, name)
+}
