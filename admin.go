@@ -2,7 +2,9 @@ package vdisk
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/format"
@@ -318,4 +320,107 @@ func (c *Conn) Disk(ctx context.Context, spec Spec) (DiskInfo, error) {
 		return DiskInfo{}, err
 	}
 	return c.api.disk(ctx, name)
+}
+
+// CreateChild makes a local sparse child (delta) of a local disk
+// (VixDiskLib_CreateChild): reads fall through to the parent, writes go
+// to the child. The parent must not be written afterwards.
+func (c *Conn) CreateChild(ctx context.Context, parent, child Spec) error {
+	if parent.Path == "" || child.Path == "" {
+		return disk.Errorf(disk.ErrNotSupported, "vdisk: children are made of local files; a host takes snapshots instead")
+	}
+	d, err := vmdk.Create(ctx, child.Path, 0, &vmdk.CreateOptions{Parent: parent.Path})
+	if err != nil {
+		return err
+	}
+	return d.Close()
+}
+
+// IsAttachPossible reports whether the local child can be attached to the
+// local parent (VixDiskLib_IsAttachPossible): same capacity, and the child
+// a sparse delta.
+func (c *Conn) IsAttachPossible(ctx context.Context, parent, child Spec) error {
+	if parent.Path == "" || child.Path == "" {
+		return disk.Errorf(disk.ErrNotSupported, "vdisk: attaching works on local files")
+	}
+	p, err := vmdk.Open(ctx, parent.Path, &vmdk.OpenOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	ch, err := vmdk.Open(ctx, child.Path, &vmdk.OpenOptions{ReadOnly: true, SingleLink: true})
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	if p.Size() != ch.Size() {
+		return disk.Errorf(disk.ErrInvalid, "vdisk: the child holds %d bytes, the parent %d", ch.Size(), p.Size())
+	}
+	switch ch.Info().CreateType {
+	case vmdk.MonolithicSparse, vmdk.TwoGbMaxExtentSparse, vmdk.VMFSSparse, vmdk.SESparse:
+		return nil
+	}
+	return disk.Errorf(disk.ErrInvalid, "vdisk: a %s disk cannot be a child", ch.Info().CreateType)
+}
+
+// Attach makes the local child a child of the local parent
+// (VixDiskLib_Attach): its parent hint and parent CID are set so that
+// opening the child opens the combined chain.
+func (c *Conn) Attach(ctx context.Context, parent, child Spec) error {
+	if err := c.IsAttachPossible(ctx, parent, child); err != nil {
+		return err
+	}
+	return vmdk.SetParent(ctx, child.Path, parent.Path, nil)
+}
+
+// Unlink deletes every file of a local disk link (VixDiskLib_Unlink): its
+// descriptor and extents. A child of it is orphaned.
+func (c *Conn) Unlink(ctx context.Context, spec Spec) error {
+	if spec.Path == "" {
+		return disk.Errorf(disk.ErrNotSupported, "vdisk: unlink works on local files; delete host disks through the host")
+	}
+	files := []string{spec.Path}
+	if v, err := vmdk.Open(ctx, spec.Path, &vmdk.OpenOptions{ReadOnly: true, SingleLink: true}); err == nil {
+		files = nil
+		for _, f := range v.Info().Files {
+			if f.Link == 0 {
+				files = append(files, f.Path)
+			}
+		}
+		v.Close()
+	}
+	var errs []error
+	seen := map[string]bool{}
+	for _, f := range files {
+		if !seen[f] {
+			seen[f] = true
+			errs = append(errs, os.Remove(f))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SpaceNeededForClone estimates the bytes a clone of the open disk takes
+// (VixDiskLib_SpaceNeededForClone): its allocated data plus the sparse
+// metadata of the type (monolithicSparse by default; "raw" and flat types
+// need the full capacity).
+func (h *Handle) SpaceNeededForClone(ctx context.Context, typ string) (int64, error) {
+	switch vmdk.Subformat(typ) {
+	case vmdk.MonolithicFlat, vmdk.TwoGbMaxExtentFlat, vmdk.VMFS:
+		return h.Size(), nil
+	}
+	if typ == "raw" {
+		return h.Size(), nil
+	}
+	var data int64
+	err := h.Extents(ctx, 0, h.Size(), func(e disk.Extent) error {
+		if e.Flags.Data() {
+			data += e.Len
+		}
+		return nil
+	})
+	// Grain tables: 4 bytes per 64 KiB grain, twice (redundant copy), plus
+	// the header and descriptor.
+	meta := 2*(h.Size()/(64<<10))*4 + 64<<10
+	return data + meta, err
 }
