@@ -276,13 +276,21 @@ type CleanupReport = datastore.CleanupReport
 
 // Cleanup removes what crashed clients left on the host: temporary
 // snapshots, access and direct leases of sessions that are gone, expired
-// tickets (VixDiskLib_Cleanup). Local connections have nothing to clean.
-func (c *Conn) Cleanup(ctx context.Context) (CleanupReport, error) {
+// tickets (VixDiskLib_Cleanup). With endOtherSessions it first ends the
+// other sessions of this user, so that what a crashed predecessor left
+// goes now rather than when its session times out; do not use it while
+// other jobs of the same user run. Local connections have nothing to
+// clean.
+func (c *Conn) Cleanup(ctx context.Context, endOtherSessions bool) (CleanupReport, error) {
 	var rep CleanupReport
 	if c.api == nil {
 		return rep, nil
 	}
-	err := c.api.call(ctx, "POST", "/api/v1/cleanup", nil, &rep)
+	p := "/api/v1/cleanup"
+	if endOtherSessions {
+		p += "?endOtherSessions=true"
+	}
+	err := c.api.call(ctx, "POST", p, nil, &rep)
 	return rep, err
 }
 

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -389,7 +390,7 @@ func TestFaults(t *testing.T) {
 	const timeout = 2 * time.Second
 	p := h.params
 	p.Transports = "nbdssl"
-	p.Config = &vdisk.Config{Timeout: timeout, Retries: 3, NBDConnections: 1}
+	p.Config = &vdisk.Config{Timeout: 20 * time.Second, Retries: 5, NBDConnections: 1}
 	c, err := vdisk.Connect(ctx, p)
 	if err != nil {
 		t.Fatal(err)
@@ -427,10 +428,24 @@ func TestFaults(t *testing.T) {
 		}
 	})
 	t.Run("stall", func(t *testing.T) {
+		// A tight bound here; the other subtests use a roomy one so that
+		// reconnecting under -race fits in it.
+		p := p
+		p.Config = &vdisk.Config{Timeout: timeout, Retries: 3, NBDConnections: 1}
+		c, err := vdisk.Connect(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		d, err := c.Open(ctx, vdisk.Spec{Disk: "f"}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
 		px.stall.Store(true)
 		defer px.stall.Store(false)
 		start := time.Now()
-		_, err := d.ReadAt(make([]byte, 4096), 0)
+		_, err = d.ReadAt(make([]byte, 4096), 0)
 		el := time.Since(start)
 		if err == nil {
 			t.Fatal("a read through a stalled network succeeded")
@@ -465,4 +480,92 @@ func TestFaults(t *testing.T) {
 		}
 		b.Close()
 	})
+}
+
+// TestNoGoroutineLeftBehind: after Close nothing the kit started runs.
+func TestNoGoroutineLeftBehind(t *testing.T) {
+	ctx := context.Background()
+	h := startHost(t, nil)
+	c0 := h.connect(t, "nbdssl")
+	c0.Create(ctx, vdisk.Spec{Disk: "g"}, vdisk.CreateParams{Capacity: 1 << 20})
+	before := runtime.NumGoroutine()
+	for _, mode := range []string{"nbdssl", "nbd"} {
+		p := h.params
+		p.Transports = mode
+		c, err := vdisk.Connect(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := c.Open(ctx, vdisk.Spec{Disk: "g"}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.WriteAsync(make([]byte, 4096), 0)
+		d.ReadAsync(make([]byte, 4096), 4096)
+		if err := c.Close(); err != nil { // closes d too
+			t.Fatal(err)
+		}
+	}
+	// Server-side goroutines of the closed connections end asynchronously.
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines after Close, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// TestIPv6 connects to a host listening on [::1].
+func TestIPv6(t *testing.T) {
+	if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skip("no IPv6 loopback here")
+	} else {
+		l.Close()
+	}
+	ctx := context.Background()
+	h := startHost(t, func(c *server.Config) {
+		c.Listen, c.NBDListen, c.PlainNBDListen = []string{"[::1]:0"}, []string{"[::1]:0"}, nil
+	})
+	c := h.connect(t, "nbdssl")
+	if err := c.Create(ctx, vdisk.Spec{Disk: "v6"}, vdisk.CreateParams{Capacity: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := c.Open(ctx, vdisk.Spec{Disk: "v6"}, 0)
+	if err != nil {
+		t.Fatalf("open over IPv6 (%s): %v", h.params.Server, err)
+	}
+	if _, err := d.WriteAt([]byte("v6"), 0); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+}
+
+// TestCleanupAfterCrash: a client "crashes" holding a lease and a
+// temporary snapshot; its successor's Cleanup removes both.
+func TestCleanupAfterCrash(t *testing.T) {
+	ctx := context.Background()
+	h := startHost(t, nil)
+	crashed := h.connect(t, "nbdssl")
+	crashed.Create(ctx, vdisk.Spec{Disk: "c"}, vdisk.CreateParams{Capacity: 1 << 20})
+	if _, err := crashed.PrepareForAccess(ctx, vdisk.Spec{Disk: "c"}, "job 1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := crashed.CreateSnapshot(ctx, vdisk.Spec{Disk: "c"}, "tmp", true); err != nil {
+		t.Fatal(err)
+	}
+	// The process dies without Close, EndAccess or RemoveSnapshot.
+	next := h.connect(t, "nbdssl")
+	rep, err := next.Cleanup(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Snapshots) != 1 || len(rep.Leases) != 1 {
+		t.Errorf("cleanup removed %+v; want the snapshot and the lease", rep)
+	}
+	in, _ := next.Disk(ctx, vdisk.Spec{Disk: "c"})
+	if len(in.Snapshots) != 0 || len(in.Leases) != 0 {
+		t.Errorf("left behind: %d snapshots, %d leases", len(in.Snapshots), len(in.Leases))
+	}
 }

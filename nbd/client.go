@@ -75,6 +75,9 @@ type clientConn struct {
 	cookie  uint64
 	err     error // set when the connection failed
 	done    chan struct{}
+	// reading is the call whose final reply the read loop is reading, out
+	// of calls already; only the read loop touches it.
+	reading *call
 }
 
 // call is one request in flight; Future wraps it.
@@ -495,6 +498,13 @@ func (cc *clientConn) readLoop() {
 	cc.calls = nil
 	close(cc.done)
 	cc.mu.Unlock()
+	if c := cc.reading; c != nil {
+		// Taken out of the map for its final reply, whose payload the
+		// failure cut short.
+		cc.reading = nil
+		c.err = cc.err
+		cc.finish(c)
+	}
 	for _, c := range calls {
 		c.err = cc.err
 		close(c.done)
@@ -535,6 +545,7 @@ func (cc *clientConn) readReplies() error {
 			if c == nil {
 				return protoErr("reply to an unknown request")
 			}
+			cc.reading = c // out of the map: fail it if the payload is cut
 			if e := binary.BigEndian.Uint32(h[4:]); e != 0 {
 				c.err = errOfErrno(e)
 			} else if c.typ == cmdRead {
@@ -542,6 +553,7 @@ func (cc *clientConn) readReplies() error {
 					return err
 				}
 			}
+			cc.reading = nil
 			cc.finish(c)
 		case magicStructured, magicExtReply:
 			ext := binary.BigEndian.Uint32(h[:]) == magicExtReply
@@ -566,6 +578,9 @@ func (cc *clientConn) readReplies() error {
 			if c == nil {
 				return protoErr("reply to an unknown request")
 			}
+			if done {
+				cc.reading = c
+			}
 			if err := cc.chunk(c, typ, n); err != nil {
 				return err
 			}
@@ -573,6 +588,7 @@ func (cc *clientConn) readReplies() error {
 				if c.typ == cmdRead && c.err == nil && c.got != int64(len(c.buf)) {
 					c.err = protoErr("read reply covered %d of %d bytes", c.got, len(c.buf))
 				}
+				cc.reading = nil
 				cc.finish(c)
 			}
 		default:

@@ -60,3 +60,51 @@ func TestClientHostileServer(t *testing.T) {
 		}
 	}
 }
+
+// TestClientPayloadCut: the connection drops in the middle of a read
+// reply's payload. The read must fail at once (the call was already out of
+// the in-flight table), not wait for the request timeout.
+func TestClientPayloadCut(t *testing.T) {
+	_, sock, _ := testServer(t, ServerOptions{NoExtendedHeaders: true}, true)
+	for range 2 {
+		front := filepath.Join(t.TempDir(), "p")
+		l, err := net.Listen("unix", front)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			s, err := net.Dial("unix", sock)
+			if err != nil {
+				return
+			}
+			defer s.Close()
+			go io.Copy(s, c)
+			// Forward the handshake and the first 100 KiB of replies, then
+			// cut: the reply to a 256 KiB read of data (one chunk, the last
+			// of its request) is cut inside its payload.
+			io.CopyN(c, s, 100<<10)
+		}()
+		c, err := Dial(context.Background(), "nbd+unix:///disk?socket="+front, &ClientOptions{Timeout: 30 * time.Second, Connections: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err = c.ReadAt(make([]byte, 256<<10), 0)
+		if err == nil {
+			t.Error("a read cut in its payload succeeded")
+		}
+		if el := time.Since(start); el > 5*time.Second {
+			t.Errorf("a read cut in its payload failed after %v; it must fail at once", el)
+		}
+		if !c.Broken() {
+			t.Error("Broken() is false after the connection dropped")
+		}
+		c.Close()
+		l.Close()
+	}
+}

@@ -796,6 +796,16 @@ func joinHostPort(host string, a net.Addr) string {
 }
 
 func (s *Server) cleanup(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
+	// ?endOtherSessions=true first ends the caller's other sessions: what a
+	// client restarted after a crash asks, so that the snapshots and leases
+	// its dead predecessor left go now rather than at the idle timeout.
+	if r.URL.Query().Get("endOtherSessions") == "true" {
+		for _, x := range s.auth.Sessions() {
+			if x.User == sess.User && x.ID != sess.ID {
+				s.auth.End(x.ID)
+			}
+		}
+	}
 	s.auth.Cleanup()
 	live := map[string]bool{}
 	for _, x := range s.auth.Sessions() {

@@ -13,8 +13,11 @@ import (
 )
 
 // Info describes the open disk. Descriptor keys are looked up from the leaf
-// downward, as VMware does (§2.5).
+// downward, as VMware does (§2.5). It is safe to call while the disk is
+// being written.
 func (d *Disk) Info() Info {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	leaf := d.links[0]
 	in := Info{
 		Capacity:   d.size,
@@ -83,8 +86,9 @@ func fileSize(fsys disk.FS, name string) int64 {
 	return st.Size()
 }
 
+// meta looks a key up; the caller holds d.mu.
 func (d *Disk) meta(key string) string {
-	v, _ := d.Metadata(key)
+	v, _ := d.metadataLocked(key)
 	return v
 }
 
@@ -92,6 +96,12 @@ func (d *Disk) meta(key string) string {
 // "adapterType"), looked up from the leaf downward. An unknown key gives
 // ErrNotFound.
 func (d *Disk) Metadata(key string) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.metadataLocked(key)
+}
+
+func (d *Disk) metadataLocked(key string) (string, error) {
 	key = ddbKey(key)
 	for _, l := range d.links {
 		if v, ok := l.desc.lookup(key); ok {
@@ -104,6 +114,8 @@ func (d *Disk) Metadata(key string) (string, error) {
 // MetadataKeys lists the disk database keys of the chain, sorted, without
 // the "ddb." prefix.
 func (d *Disk) MetadataKeys() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	seen := map[string]bool{}
 	var keys []string
 	for _, l := range d.links {

@@ -46,6 +46,7 @@ type child struct {
 	thumbprint string
 	hc         *http.Client
 	token      string
+	once       sync.Once
 }
 
 func startChild(t *testing.T, dataDir, password string) *child {
@@ -135,8 +136,10 @@ func (c *child) dial(t *testing.T, req map[string]any) *nbd.Client {
 }
 
 func (c *child) kill() {
-	c.cmd.Process.Signal(syscall.SIGKILL)
-	c.cmd.Wait()
+	c.once.Do(func() {
+		c.cmd.Process.Signal(syscall.SIGKILL)
+		c.cmd.Wait()
+	})
 }
 
 // TestServeKill writes to a disk over NBD while a backup takes snapshots

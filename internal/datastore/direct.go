@@ -155,13 +155,6 @@ func (d *Disk) endDirect(ctx context.Context, id string) error {
 	return nil
 }
 
-// directLeases lists the disk's direct leases.
-func (d *Disk) directLeases() []DirectLease {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.st.Direct)
-}
-
 // Metadata returns the disk database (ddb.*) of the live disk or of a
 // snapshot, keyed without the "ddb." prefix as VixDiskLib shows them.
 func (d *Disk) Metadata(ctx context.Context, snapshot string) (map[string]string, error) {
@@ -211,14 +204,4 @@ func (d *Disk) SetMetadata(key, value string) error {
 		return disk.Errorf(disk.ErrBusy, "datastore: disk %s is not open", d.name)
 	}
 	return d.live.SetMetadata(key, value)
-}
-
-// Geometry returns the live disk's geometry, UUID and parent hint.
-func (d *Disk) vmdkInfo() (vmdk.Info, bool) {
-	d.gate.RLock()
-	defer d.gate.RUnlock()
-	if d.live == nil {
-		return vmdk.Info{}, false
-	}
-	return d.live.Info(), true
 }
