@@ -119,6 +119,11 @@ func (c dirtyContext) Name() string { return DirtyBitmapPrefix + c.since }
 func (c dirtyContext) Extents(ctx context.Context, off, n int64, fn func(disk.Extent) error) error {
 	var ch []disk.Extent
 	err := c.d.ChangedRanges(ctx, c.snapshot, c.since, off, n, func(e disk.Extent) error {
+		e.Flags = 0 // the bitmap says changed or not, whatever the data
+		if k := len(ch); k > 0 && ch[k-1].End() == e.Off {
+			ch[k-1].Len += e.Len
+			return nil
+		}
 		ch = append(ch, e)
 		if len(ch) >= 1<<16 {
 			return errEnough

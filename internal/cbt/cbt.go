@@ -11,9 +11,15 @@
 // ID and up to the until ID (the current state when until is ""): the
 // union of the epochs in between. The change ID "*" means everything;
 // ChangedAllocated labels each changed range with the disk's extent flags,
-// so that an incremental reads only data (trims and unmaps do not inflate
-// it: the VDDK 6.7 unmap issue) yet still records ranges that became zero,
 // and "*" yields a thin full backup.
+//
+// The tracker also knows which changed blocks now read as zeros: a
+// zeroing, trim or unmap of whole blocks (MarkZeroed) that no data write
+// overlapped. Changed reports those with the Zero flag, so that an
+// incremental reads only data (trims and unmaps do not inflate it: the
+// VDDK 6.7 unmap issue) yet records the ranges that became zero, with no
+// look at the disk's allocation: a query costs time in proportion to the
+// changes, not to the disk.
 //
 // Sets are kept per 2 GiB chunk as sorted block lists that turn into
 // bitmaps when dense, so memory follows the changed area, not the disk
@@ -95,6 +101,17 @@ func (c *container) add(b uint16) {
 	c.list = slices.Insert(c.list, i, b)
 }
 
+// remove takes block b out of the container.
+func (c *container) remove(b uint16) {
+	if c.bits != nil {
+		c.bits[b/64] &^= 1 << (b % 64)
+		return
+	}
+	if i, found := slices.BinarySearch(c.list, b); found {
+		c.list = slices.Delete(c.list, i, i+1)
+	}
+}
+
 // orInto sets the container's blocks in bm.
 func (c *container) orInto(bm []uint64) {
 	if c.bits != nil {
@@ -109,10 +126,16 @@ func (c *container) orInto(bm []uint64) {
 }
 
 // epoch is the set of blocks written during one epoch (or, after merging,
-// a range of epochs ending at seq).
+// a range of epochs ending at seq). zero holds the blocks of chunks whose
+// last change in the epoch made the whole block read as zeros.
 type epoch struct {
 	seq    uint64
 	chunks map[uint64]*container
+	zero   map[uint64]*container
+}
+
+func newEpoch(seq uint64) *epoch {
+	return &epoch{seq: seq, chunks: map[uint64]*container{}, zero: map[uint64]*container{}}
 }
 
 // Tracker records changed blocks of one disk. See the package doc.
@@ -129,6 +152,9 @@ type Tracker struct {
 	// last speeds up MarkWritten for sequential writes.
 	lastIdx uint64
 	lastC   *container
+	// dataGen counts data writes begun; a zeroing that overlapped one is
+	// recorded as data (see MarkZeroed).
+	dataGen uint64
 	dirty   bool
 	closed  bool
 }
@@ -201,7 +227,7 @@ func Create(fsys disk.FS, path string, size, blockSize int64) (*Tracker, error) 
 		return nil, disk.Errorf(disk.ErrInvalid, "cbt: %s exists", path)
 	}
 	t := &Tracker{fsys: fsys, path: path, uuid: newUUID(), block: blockSize, size: size,
-		floor: 0, cur: &epoch{seq: 1, chunks: map[uint64]*container{}}}
+		floor: 0, cur: newEpoch(1)}
 	if err := t.save(false); err != nil {
 		return nil, err
 	}
@@ -243,7 +269,7 @@ func Open(fsys disk.FS, path string) (t *Tracker, rotated bool, err error) {
 		t.uuid = newUUID()
 		t.floor = t.cur.seq
 		t.old = nil
-		t.cur = &epoch{seq: t.cur.seq + 1, chunks: map[uint64]*container{}}
+		t.cur = newEpoch(t.cur.seq + 1)
 		rotated = true
 	}
 	if err := t.save(false); err != nil {
@@ -268,11 +294,27 @@ func (t *Tracker) Snapshot() string {
 	defer t.mu.Unlock()
 	id := ID{t.uuid, t.cur.seq}.String()
 	t.old = append(t.old, t.cur)
-	t.cur = &epoch{seq: t.cur.seq + 1, chunks: map[uint64]*container{}}
+	t.cur = newEpoch(t.cur.seq + 1)
 	t.lastC = nil
 	if len(t.old) > MaxEpochs {
-		// Merge the two oldest: a query between them over-reports.
+		// Merge the two oldest: a query between them over-reports. A
+		// block stays zero if its last change (b's, else a's) zeroed it.
 		a, b := t.old[0], t.old[1]
+		for k, c := range a.zero {
+			bm := make([]uint64, chunkBlocks/64)
+			c.orInto(bm)
+			if d, ok := b.chunks[k]; ok {
+				var changed [chunkBlocks / 64]uint64
+				d.orInto(changed[:])
+				for i := range bm {
+					bm[i] &^= changed[i]
+				}
+			}
+			if d, ok := b.zero[k]; ok {
+				d.orInto(bm)
+			}
+			b.zero[k] = fromBitmap(bm)
+		}
 		for k, c := range a.chunks {
 			bm := make([]uint64, chunkBlocks/64)
 			c.orInto(bm)
@@ -307,14 +349,23 @@ func fromBitmap(bm []uint64) *container {
 	return c
 }
 
-// MarkWritten records that [off, off+n) changed in the current epoch. Call
-// it for every write, zeroing, trim and unmap, before acknowledging them.
+// MarkWritten records that [off, off+n) changed in the current epoch and
+// may hold data. Call it for every write, zeroing, trim and unmap, before
+// it can reach the disk.
 func (t *Tracker) MarkWritten(off, n int64) {
 	if n <= 0 || off < 0 {
 		return
 	}
 	first, last := uint64(off/t.block), uint64((off+n-1)/t.block)
 	t.mu.Lock()
+	t.dataGen++
+	if len(t.cur.zero) > 0 {
+		for b := first; b <= last; b++ {
+			if z := t.cur.zero[b/chunkBlocks]; z != nil {
+				z.remove(uint16(b % chunkBlocks))
+			}
+		}
+	}
 	for b := first; b <= last; b++ {
 		idx := b / chunkBlocks
 		c := t.lastC
@@ -330,6 +381,46 @@ func (t *Tracker) MarkWritten(off, n int64) {
 	}
 	t.dirty = true
 	t.mu.Unlock()
+}
+
+// BeginZero is called when a zeroing starts (after MarkWritten); its
+// result goes to MarkZeroed when the zeroing succeeded.
+func (t *Tracker) BeginZero() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.dataGen
+}
+
+// MarkZeroed records that the whole blocks of [off, off+n) now read as
+// zeros, so that Changed reports them as Zero and an incremental need not
+// read them (trims and unmaps do not inflate it). gen is BeginZero's
+// result: if any data write began since, the blocks may hold its data
+// after all, and they stay recorded as data. It never under-reports: a
+// block is Zero only if its last change in the epoch zeroed it whole.
+func (t *Tracker) MarkZeroed(off, n int64, gen uint64) {
+	if n <= 0 || off < 0 {
+		return
+	}
+	first := uint64((off + t.block - 1) / t.block)
+	end := uint64((off + n) / t.block)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if gen != t.dataGen {
+		return
+	}
+	for b := first; b < end; b++ {
+		idx := b / chunkBlocks
+		if t.cur.chunks[idx] == nil {
+			continue // not recorded as changed (MarkWritten was not called)
+		}
+		z := t.cur.zero[idx]
+		if z == nil {
+			z = &container{}
+			t.cur.zero[idx] = z
+		}
+		z.add(uint16(b % chunkBlocks))
+	}
+	t.dirty = true
 }
 
 // Resize records a new disk size. Growing marks the new range changed (it
@@ -399,19 +490,43 @@ func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64
 		idx = append(idx, k)
 	}
 	slices.Sort(idx)
-	// Union per chunk under the lock, into a private bitmap; report after.
-	type run struct{ off, n int64 }
+	// Union per chunk under the lock, into private bitmaps; report after.
+	// Epochs are visited newest first: a block's last change decides
+	// whether it reads as zeros.
+	type run struct {
+		off, n int64
+		zero   bool
+	}
 	var runs []run
-	bm := make([]uint64, chunkBlocks/64)
+	bm := make([]uint64, chunkBlocks/64)   // changed
+	zb := make([]uint64, chunkBlocks/64)   // changed, last to zeros
+	tmp := make([]uint64, chunkBlocks/64)  // one epoch's changes
+	tmpz := make([]uint64, chunkBlocks/64) // one epoch's zeroed blocks
 	cov := int64(chunkBlocks) * t.block
 	for _, k := range idx {
 		if int64(k)*cov >= end || int64(k+1)*cov <= off {
 			continue
 		}
 		clear(bm)
-		for _, e := range sel {
-			if c := e.chunks[k]; c != nil {
+		clear(zb)
+		for x := len(sel) - 1; x >= 0; x-- {
+			e := sel[x]
+			c := e.chunks[k]
+			if c == nil {
+				continue
+			}
+			z := e.zero[k]
+			if z == nil {
 				c.orInto(bm)
+				continue
+			}
+			clear(tmp)
+			clear(tmpz)
+			c.orInto(tmp)
+			z.orInto(tmpz)
+			for i := range bm {
+				zb[i] |= tmp[i] &^ bm[i] & tmpz[i]
+				bm[i] |= tmp[i]
 			}
 		}
 		for i, w := range bm {
@@ -419,10 +534,11 @@ func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64
 				j := bits.TrailingZeros64(w)
 				b := int64(k)*chunkBlocks + int64(i*64+j)
 				o := b * t.block
-				if r := len(runs); r > 0 && runs[r-1].off+runs[r-1].n == o {
+				z := zb[i]&(1<<j) != 0
+				if r := len(runs); r > 0 && runs[r-1].off+runs[r-1].n == o && runs[r-1].zero == z {
 					runs[r-1].n += t.block
 				} else {
-					runs = append(runs, run{o, t.block})
+					runs = append(runs, run{o, t.block, z})
 				}
 				w &= w - 1
 			}
@@ -437,7 +553,11 @@ func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64
 		}
 		a, b := max(r.off, off), min(r.off+r.n, end)
 		if a < b {
-			if err := fn(disk.Extent{Off: a, Len: b - a}); err != nil {
+			var f disk.ExtentFlags
+			if r.zero {
+				f = disk.Zero
+			}
+			if err := fn(disk.Extent{Off: a, Len: b - a, Flags: f}); err != nil {
 				return err
 			}
 		}
@@ -515,9 +635,10 @@ func (t *Tracker) saveLocked(clean bool) error {
 	return nil
 }
 
-// The state file: magic, version, flags (bit 0: clean), UUID, block size,
-// disk size, floor, number of epochs, then each epoch (seq, number of
-// chunks, each chunk: index, kind, count, data), then a CRC-32C of
+// The state file: magic, version (2), flags (bit 0: clean), UUID, block
+// size, disk size, floor, number of epochs, then each epoch: seq, its
+// changed chunks and (since version 2) its zeroed chunks, each as a count
+// then per chunk index, kind, count, data; then a CRC-32C of
 // everything before it. All integers little-endian.
 const (
 	fileMagic = "VDCBT\x00\x00\x01"
@@ -529,7 +650,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 func (t *Tracker) encode(clean bool) []byte {
 	le := binary.LittleEndian
 	b := []byte(fileMagic)
-	b = le.AppendUint32(b, 1)
+	b = le.AppendUint32(b, 2)
 	var flags uint32
 	if clean {
 		flags = 1
@@ -543,14 +664,25 @@ func (t *Tracker) encode(clean bool) []byte {
 	b = le.AppendUint32(b, uint32(len(eps)))
 	for _, e := range eps {
 		b = le.AppendUint64(b, e.seq)
-		keys := make([]uint64, 0, len(e.chunks))
-		for k := range e.chunks {
+		b = appendChunks(b, e.chunks)
+		b = appendChunks(b, e.zero)
+	}
+	return le.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+// appendChunks encodes a set of containers: count, then each container
+// (index, kind, count, data).
+func appendChunks(b []byte, chunks map[uint64]*container) []byte {
+	le := binary.LittleEndian
+	{
+		keys := make([]uint64, 0, len(chunks))
+		for k := range chunks {
 			keys = append(keys, k)
 		}
 		slices.Sort(keys)
 		b = le.AppendUint32(b, uint32(len(keys)))
 		for _, k := range keys {
-			c := e.chunks[k]
+			c := chunks[k]
 			b = le.AppendUint64(b, k)
 			if c.bits != nil {
 				b = append(b, 1)
@@ -567,7 +699,7 @@ func (t *Tracker) encode(clean bool) []byte {
 			}
 		}
 	}
-	return le.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return b
 }
 
 // decode parses a state file; every count is checked against the bytes
@@ -593,8 +725,9 @@ func decode(b []byte) (*Tracker, bool, error) {
 		p = p[n:]
 		return x
 	}
-	if v := le.Uint32(take(4)); v != 1 {
-		return nil, false, disk.Errorf(disk.ErrNotSupported, "cbt: state file version %d", v)
+	version := le.Uint32(take(4))
+	if version != 1 && version != 2 {
+		return nil, false, disk.Errorf(disk.ErrNotSupported, "cbt: state file version %d", version)
 	}
 	clean := le.Uint32(take(4))&1 != 0
 	t := &Tracker{}
@@ -615,52 +748,67 @@ func decode(b []byte) (*Tracker, bool, error) {
 	}
 	var prev uint64
 	for i := range n {
-		h := take(12)
+		h := take(8)
 		if h == nil {
 			return bad("is truncated")
 		}
-		e := &epoch{seq: le.Uint64(h), chunks: map[uint64]*container{}}
+		e := newEpoch(le.Uint64(h))
 		if e.seq <= prev {
 			return bad("has epochs out of order")
 		}
 		prev = e.seq
-		nc := le.Uint32(h[8:])
-		if uint64(nc)*13 > uint64(len(p)) {
-			return bad("is truncated")
+		sets := []map[uint64]*container{e.chunks}
+		if version >= 2 {
+			sets = append(sets, e.zero) // zero sets came with version 2
 		}
-		for range nc {
-			ch := take(13)
-			if ch == nil {
+		for _, set := range sets {
+			nb := take(4)
+			if nb == nil {
 				return bad("is truncated")
 			}
-			k, kind, cnt := le.Uint64(ch), ch[8], le.Uint32(ch[9:])
-			c := &container{}
-			switch {
-			case kind == 1 && cnt == chunkBlocks/64:
-				d := take(int(cnt) * 8)
-				if d == nil {
-					return bad("is truncated")
-				}
-				c.bits = make([]uint64, cnt)
-				for j := range c.bits {
-					c.bits[j] = le.Uint64(d[j*8:])
-				}
-			case kind == 0 && cnt <= chunkBlocks:
-				d := take(int(cnt) * 2)
-				if d == nil {
-					return bad("is truncated")
-				}
-				c.list = make([]uint16, cnt)
-				for j := range c.list {
-					c.list[j] = le.Uint16(d[j*2:])
-				}
-				if !slices.IsSorted(c.list) {
-					return bad("has an unsorted block list")
-				}
-			default:
-				return bad("has an invalid chunk")
+			nc := le.Uint32(nb)
+			if uint64(nc)*13 > uint64(len(p)) {
+				return bad("is truncated")
 			}
-			e.chunks[k] = c
+			for range nc {
+				ch := take(13)
+				if ch == nil {
+					return bad("is truncated")
+				}
+				k, kind, cnt := le.Uint64(ch), ch[8], le.Uint32(ch[9:])
+				c := &container{}
+				switch {
+				case kind == 1 && cnt == chunkBlocks/64:
+					d := take(int(cnt) * 8)
+					if d == nil {
+						return bad("is truncated")
+					}
+					c.bits = make([]uint64, cnt)
+					for j := range c.bits {
+						c.bits[j] = le.Uint64(d[j*8:])
+					}
+				case kind == 0 && cnt <= chunkBlocks:
+					d := take(int(cnt) * 2)
+					if d == nil {
+						return bad("is truncated")
+					}
+					c.list = make([]uint16, cnt)
+					for j := range c.list {
+						c.list[j] = le.Uint16(d[j*2:])
+					}
+					if !slices.IsSorted(c.list) {
+						return bad("has an unsorted block list")
+					}
+				default:
+					return bad("has an invalid chunk")
+				}
+				set[k] = c
+			}
+		}
+		for k := range e.zero {
+			if e.chunks[k] == nil {
+				return bad("has zeroed blocks in an unchanged chunk")
+			}
 		}
 		if i == n-1 {
 			t.cur = e

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -274,5 +277,67 @@ func BenchmarkChanged2TiB(b *testing.B) {
 		if n == 0 {
 			b.Fatal("nothing changed")
 		}
+	}
+}
+
+// TestZeroed: blocks whose last change zeroed them whole are reported
+// Zero; anything else that changed is data. Never the other way round.
+func TestZeroed(t *testing.T) {
+	const bs = DefaultBlockSize
+	path := filepath.Join(t.TempDir(), "z.state")
+	tr, err := Create(nil, path, 64*bs, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := func(off, n int64) {
+		tr.MarkWritten(off, n)
+		tr.MarkZeroed(off, n, tr.BeginZero())
+	}
+	base := tr.ChangeID()
+	tr.MarkWritten(0, bs)      // block 0: data
+	zero(bs, bs)               // block 1: zero
+	tr.MarkWritten(2*bs, bs)   // block 2: data, then zeroed
+	zero(2*bs, bs)             //
+	zero(3*bs, bs)             // block 3: zeroed, then data
+	tr.MarkWritten(3*bs, 100)  //
+	zero(4*bs+512, bs-512)     // block 4: part zeroed only: data
+	g := tr.BeginZero()        // block 5: a data write overlaps the zeroing
+	tr.MarkWritten(5*bs, bs)   //
+	tr.MarkWritten(9*bs, 1)    //
+	tr.MarkZeroed(5*bs, bs, g) //
+	zero(6*bs, bs)             // block 6: zero in epoch 1, data in epoch 2
+	zero(7*bs, bs)             // block 7: data in epoch 1, zero in epoch 2
+	tr.MarkWritten(7*bs, 1)
+	s1 := tr.Snapshot()
+	tr.MarkWritten(6*bs, 1)
+	zero(7*bs, bs)
+	s2 := tr.Snapshot()
+	got := func(since, until string) string {
+		var b strings.Builder
+		if err := tr.Changed(ctx, since, until, 0, 64*bs, func(e disk.Extent) error {
+			fmt.Fprintf(&b, "%d+%d%s ", e.Off/bs, e.Len/bs, map[bool]string{true: "z", false: ""}[e.Flags&disk.Zero != 0])
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(b.String())
+	}
+	want1 := "0+1 1+2z 3+3 6+1z 7+1 9+1"
+	if g := got(base, s1); g != want1 {
+		t.Errorf("epoch 1: %s, want %s", g, want1)
+	}
+	want12 := "0+1 1+2z 3+4 7+1z 9+1"
+	if g := got(base, s2); g != want12 {
+		t.Errorf("epochs 1-2: %s, want %s", g, want12)
+	}
+	// The zero sets survive a clean close and reopen (state version 2).
+	tr.Close()
+	tr, rotated, err := Open(nil, path)
+	if err != nil || rotated {
+		t.Fatalf("reopen: %v, rotated %v", err, rotated)
+	}
+	defer tr.Close()
+	if g := got(base, s2); g != want12 {
+		t.Errorf("after reopen: %s, want %s", g, want12)
 	}
 }

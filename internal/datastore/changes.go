@@ -54,9 +54,10 @@ func (d *Disk) view(ctx context.Context, snapshot string) (disk.Disk, string, er
 // Changes answers QueryChangedDiskAreas: the areas of the snapshot (or of
 // the live disk when snapshot is "") that changed after changeID, from
 // start on, at most maxAreas of them (0 means DefaultMaxAreas). changeID
-// "*" reports every area that holds data. Changed areas are labelled with
-// the snapshot's allocation: those that now read as zeros come with Zero
-// set, so an incremental reads only data. An unknown or too old change ID
+// "*" reports every area of the snapshot that holds data (its
+// allocation). Changed areas that now read as zeros (zeroed, trimmed or
+// unmapped whole blocks) come with Zero set, so an incremental reads only
+// data. An unknown or too old change ID
 // is ErrNotFound (take a full backup); a disk without change tracking is
 // ErrNotSupported.
 func (d *Disk) Changes(ctx context.Context, snapshot, changeID string, start int64, maxAreas int) (ChangeInfo, error) {
@@ -103,69 +104,16 @@ func (d *Disk) Changes(ctx context.Context, snapshot, changeID string, start int
 			return add(e)
 		})
 	} else {
-		err = intersect(ctx, v, size, func(fn func(disk.Extent) error) error {
-			return t.Changed(ctx, changeID, until, start, size-start, fn)
-		}, add)
+		// The tracker knows which changed blocks were zeroed whole (trims,
+		// unmaps, write-zeroes): they come back Zero and are not read. The
+		// disk's allocation is not consulted, so the answer costs time in
+		// proportion to the changes, not to the disk.
+		err = t.Changed(ctx, changeID, until, start, size-start, add)
 	}
 	if err != nil && err != errStop {
 		return ChangeInfo{}, err
 	}
 	return ci, nil
-}
-
-// intersect labels each changed range with v's extent flags. It batches
-// changed ranges so that v's allocation is read once per window rather
-// than once per range.
-func intersect(ctx context.Context, v disk.Disk, size int64, changed func(func(disk.Extent) error) error, fn func(disk.Extent) error) error {
-	const window = 256 << 20
-	var batch []disk.Extent
-	flushBatch := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		lo, hi := batch[0].Off, batch[len(batch)-1].End()
-		i := 0
-		err := disk.Extents(ctx, v, lo, min(hi, size)-lo, func(e disk.Extent) error {
-			for i < len(batch) {
-				c := batch[i]
-				a, b := max(c.Off, e.Off), min(c.End(), e.End())
-				if a < b {
-					if err := fn(disk.Extent{Off: a, Len: b - a, Flags: e.Flags}); err != nil {
-						return err
-					}
-				}
-				if c.End() > e.End() {
-					return nil // the rest of c lies in later extents
-				}
-				i++
-			}
-			return errStop
-		})
-		batch = batch[:0]
-		if err == errStop {
-			err = nil
-		}
-		return err
-	}
-	err := changed(func(c disk.Extent) error {
-		if c.Off >= size {
-			return nil
-		}
-		if c.End() > size {
-			c.Len = size - c.Off
-		}
-		if len(batch) > 0 && (c.End()-batch[0].Off > window || len(batch) >= 1<<16) {
-			if err := flushBatch(); err != nil {
-				return err
-			}
-		}
-		batch = append(batch, c)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return flushBatch()
 }
 
 // ChangedRanges reports the raw tracked changes after changeID up to the

@@ -207,7 +207,10 @@ func (s *Store) createDisk(ctx context.Context, spec DiskSpec) (*Disk, error) {
 		st: diskState{Name: spec.Name, Capacity: spec.Capacity, Type: spec.Type, Adapter: spec.Adapter,
 			Created: s.o.Now().UTC(), Layers: []layer{{ID: 0, Parent: -1}}, Leaf: 0, NextLayer: 1, NextSnapshot: 1, CBT: spec.CBT,
 			CBTBlockSize: spec.CBTBlockSize}}
-	v, err := vmdk.Create(ctx, d.layerPath(0), spec.Capacity, &vmdk.CreateOptions{Subformat: spec.Type, Adapter: spec.Adapter, HWVersion: 14})
+	// Sparse layers record zeroed grains in their tables (header version
+	// 2), so zeroing and trimming write no data.
+	zg := spec.Type == vmdk.MonolithicSparse || spec.Type == vmdk.TwoGbMaxExtentSparse
+	v, err := vmdk.Create(ctx, d.layerPath(0), spec.Capacity, &vmdk.CreateOptions{Subformat: spec.Type, Adapter: spec.Adapter, HWVersion: 14, ZeroedGrain: zg})
 	if err != nil {
 		return nil, err
 	}
@@ -604,14 +607,25 @@ func (h *Handle) WriteAt(p []byte, off int64) (int, error) {
 	return h.d.live.WriteAt(p, off)
 }
 
-// WriteZeroes makes a range of the live disk read as zeros.
+// WriteZeroes makes a range of the live disk read as zeros. Change
+// tracking records the whole blocks zeroed as such, so incrementals do not
+// read them.
 func (h *Handle) WriteZeroes(off, n int64, flags disk.ZeroFlags) error {
 	h.d.gate.RLock()
 	defer h.d.gate.RUnlock()
 	if err := h.writable(off, n); err != nil {
 		return err
 	}
-	return h.d.live.WriteZeroes(off, n, flags)
+	t := h.d.tracker
+	var gen uint64
+	if t != nil {
+		gen = t.BeginZero()
+	}
+	err := h.d.live.WriteZeroes(off, n, flags)
+	if err == nil && t != nil {
+		t.MarkZeroed(off, n, gen)
+	}
+	return err
 }
 
 // Trim releases a range of the live disk; it then reads as zeros (a layer

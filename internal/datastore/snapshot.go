@@ -34,7 +34,7 @@ func (d *Disk) newLeaf(ctx context.Context, parent int) (int, error) {
 		return 0, err
 	}
 	v, err := vmdk.Create(ctx, d.layerPath(id), 0, &vmdk.CreateOptions{Parent: d.layerPath(parent), IgnoreCID: true,
-		Adapter: d.st.Adapter, HWVersion: 14})
+		Adapter: d.st.Adapter, HWVersion: 14, ZeroedGrain: true})
 	if err != nil {
 		return 0, err
 	}
