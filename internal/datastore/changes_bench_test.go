@@ -75,3 +75,86 @@ func BenchmarkChanges2TiB(b *testing.B) {
 	b.ReportMetric(float64(areas), "areas")
 	b.ReportMetric(float64(data2), "data-areas")
 }
+
+// BenchmarkIncrementalOverread measures how many bytes an incremental
+// reads (the data areas of a changed-area answer) against the bytes the
+// workload actually changed (the union of its written ranges), for
+// several workloads and tracking granularities. 1.00 is exact.
+func BenchmarkIncrementalOverread(b *testing.B) {
+	cases := []struct {
+		name       string
+		cbtBlock   int64
+		minW, maxW int64 // write sizes, multiples of align
+		align      int64
+		trimEvery  int // every Nth operation trims a 1 MiB range
+	}{
+		{"64K-aligned-64K-1M/cbt64K", 64 << 10, 64 << 10, 1 << 20, 64 << 10, 0},
+		{"64K-aligned-64K-1M+trims/cbt64K", 64 << 10, 64 << 10, 1 << 20, 64 << 10, 10},
+		{"4K-random/cbt64K", 64 << 10, 4 << 10, 4 << 10, 4 << 10, 0},
+		{"4K-random/default(4K)", 0, 4 << 10, 4 << 10, 4 << 10, 0},
+		{"4K-64K-random+trims/cbt4K", 4 << 10, 4 << 10, 64 << 10, 4 << 10, 10},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			ctx := context.Background()
+			s, err := Open(ctx, b.TempDir(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			const size = 1 << 30
+			s.CreateDisk(ctx, DiskSpec{Name: "d", Capacity: size, CBT: true, CBTBlockSize: tc.cbtBlock})
+			d, _ := s.Disk("d")
+			h, _ := d.OpenLive(false)
+			defer h.Close()
+			rng := rand.New(rand.NewPCG(3, 4))
+			buf := make([]byte, tc.maxW)
+			for i := range buf {
+				buf[i] = byte(i | 1)
+			}
+			var ratio float64
+			for b.Loop() {
+				s1, _ := d.Snapshot(ctx, SnapshotSpec{})
+				changed := make([]bool, size/4096) // 4 KiB cells
+				var written int64
+				for i := range 2000 {
+					off := rng.Int64N(size/tc.align) * tc.align
+					if tc.trimEvery > 0 && i%tc.trimEvery == 0 {
+						off = off &^ (1<<20 - 1)
+						h.WriteZeroes(off, 1<<20, 0)
+						for c := off / 4096; c < (off+1<<20)/4096; c++ {
+							changed[c] = false // trimmed: nothing to read
+						}
+						continue
+					}
+					n := tc.minW + rng.Int64N((tc.maxW-tc.minW)/tc.align+1)*tc.align
+					n = min(n, size-off)
+					h.WriteAt(buf[:n], off)
+					for c := off / 4096; c < (off+n)/4096; c++ {
+						changed[c] = true
+					}
+				}
+				for _, c := range changed {
+					if c {
+						written += 4096
+					}
+				}
+				s2, _ := d.Snapshot(ctx, SnapshotSpec{})
+				ci, err := d.Changes(ctx, s2.ID, s1.ChangeID, 0, 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var read int64
+				for _, a := range ci.Areas {
+					if !a.Zero {
+						read += a.Length
+					}
+				}
+				ratio = float64(read) / float64(written)
+				d.RemoveSnapshot(ctx, s1.ID)
+				d.RemoveSnapshot(ctx, s2.ID)
+			}
+			b.ReportMetric(ratio, "read/changed")
+		})
+	}
+}

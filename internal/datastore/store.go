@@ -280,10 +280,23 @@ type DiskSpec struct {
 	Adapter string // default lsilogic
 	CBT     bool   // start with change tracking enabled
 	// CBTBlockSize is the change tracking granularity in bytes, a power of
-	// two from 512 bytes to 64 MiB; 0 means 64 KiB. Smaller blocks make
-	// incrementals of small scattered writes read less, at the cost of
-	// tracker memory (see internal/cbt).
+	// two from 512 bytes to 64 MiB. Smaller blocks make incrementals of
+	// small scattered writes read less, at the cost of tracker memory (see
+	// internal/cbt). 0 picks DefaultCBTBlockSize(Capacity).
 	CBTBlockSize int64
+}
+
+// DefaultCBTBlockSize is the tracking granularity for a disk of capacity
+// bytes: 4 KiB (the guest's page and file system block, so an incremental
+// of small scattered writes reads what changed and no more) up to
+// 256 GiB, growing with the capacity so that a fully changed epoch costs at
+// most 8 MiB of bitmap, and at most 64 KiB.
+func DefaultCBTBlockSize(capacity int64) int64 {
+	b := int64(4 << 10)
+	for b < 64<<10 && capacity/b > 64<<20 {
+		b *= 2
+	}
+	return b
 }
 
 // CreateDisk makes a detached disk.
@@ -303,6 +316,9 @@ func (s *Store) CreateDisk(ctx context.Context, spec DiskSpec) (DiskInfo, error)
 	}
 	if spec.Adapter == "" {
 		spec.Adapter = "lsilogic"
+	}
+	if spec.CBTBlockSize == 0 {
+		spec.CBTBlockSize = DefaultCBTBlockSize(spec.Capacity)
 	}
 	s.mu.Lock()
 	if s.closed {
