@@ -34,6 +34,7 @@ type serveOptions struct {
 	idle          time.Duration
 	lifetime      time.Duration
 	maxTicketTTL  time.Duration
+	maxTickets    int
 	callTimeout   time.Duration
 	workers       int
 	logLevel      string
@@ -61,6 +62,7 @@ func serveFlags(o *serveOptions) *flag.FlagSet {
 	fs.DurationVar(&o.idle, "session-idle-timeout", auth.DefaultIdleTimeout, "log a session out after this long unused")
 	fs.DurationVar(&o.lifetime, "session-lifetime", auth.DefaultSessionLifetime, "log a session out this long after login")
 	fs.DurationVar(&o.maxTicketTTL, "max-ticket-ttl", auth.DefaultMaxTicketTTL, "longest validity of an access ticket")
+	fs.IntVar(&o.maxTickets, "max-session-tickets", auth.DefaultMaxTickets, "live access tickets one login session may hold")
 	fs.DurationVar(&o.callTimeout, "call-timeout", server.DefaultCallTimeout, "bound on every API call, snapshot consolidation included")
 	fs.IntVar(&o.workers, "nbd-workers", 16, "requests served at once per NBD connection")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -100,7 +102,7 @@ func (o *serveOptions) config(stderr io.Writer) (server.Config, error) {
 		DataDir: o.dataDir, Listen: o.listen, NBDListen: o.nbdListen, PlainNBDListen: o.plainListen,
 		CertFile: o.tlsCert, KeyFile: o.tlsKey, AdminUser: o.adminUser,
 		Limits:      auth.Limits{HostConns: o.maxConns, DiskConns: o.maxDiskConns, SessionConns: o.maxSessConns},
-		Sessions:    auth.Options{IdleTimeout: o.idle, Lifetime: o.lifetime, MaxTicketTTL: o.maxTicketTTL},
+		Sessions:    auth.Options{IdleTimeout: o.idle, Lifetime: o.lifetime, MaxTicketTTL: o.maxTicketTTL, MaxTickets: o.maxTickets},
 		CallTimeout: o.callTimeout, NBDWorkers: o.workers, Datastores: map[string]string{},
 	}
 	var err error
