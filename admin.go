@@ -10,6 +10,7 @@ import (
 	"github.com/vdisk-project/vdisk/format"
 	"github.com/vdisk-project/vdisk/format/vmdk"
 	"github.com/vdisk-project/vdisk/internal/datastore"
+	"github.com/vdisk-project/vdisk/internal/hostclient"
 )
 
 // CreateParams describe a new disk (VixDiskLibCreateParams).
@@ -49,9 +50,9 @@ func (c *Conn) Create(ctx context.Context, spec Spec, p CreateParams) error {
 		"cbt": p.CBT, "cbtBlockSize": p.CBTBlockSize}
 	if spec.VM != "" {
 		req["key"] = spec.Key
-		return c.api.call(ctx, "POST", "/api/v1/vms/"+esc(spec.VM)+"/disks", req, nil)
+		return c.api.Do(ctx, "POST", "/api/v1/vms/"+hostclient.Esc(spec.VM)+"/disks", req, nil)
 	}
-	return c.api.call(ctx, "POST", "/api/v1/disks", req, nil)
+	return c.api.Do(ctx, "POST", "/api/v1/disks", req, nil)
 }
 
 func createLocal(ctx context.Context, path string, p CreateParams) (disk.Disk, error) {
@@ -135,11 +136,11 @@ func (c *Conn) Grow(ctx context.Context, spec Spec, capacity int64) error {
 	if c.api == nil {
 		return disk.Errorf(disk.ErrInvalid, "vdisk: %s names no local file", spec)
 	}
-	name, err := c.api.resolve(ctx, spec)
+	name, err := c.api.ResolveDisk(ctx, spec.Disk, spec.VM, spec.Key)
 	if err != nil {
 		return err
 	}
-	return c.api.call(ctx, "PATCH", "/api/v1/disks/"+esc(name), map[string]any{"capacity": capacity}, nil)
+	return c.api.Do(ctx, "PATCH", "/api/v1/disks/"+hostclient.Esc(name), map[string]any{"capacity": capacity}, nil)
 }
 
 // Shrink reclaims the space of a local sparse VMDK: grains that read as
@@ -188,11 +189,11 @@ func (c *Conn) PrepareForAccess(ctx context.Context, target Spec, identity strin
 	}
 	var l datastore.Lease
 	for try := 0; ; try++ {
-		err = c.api.call(ctx, "POST", path+"/access", map[string]string{"reason": identity}, &l)
+		err = c.api.Do(ctx, "POST", path+"/access", map[string]string{"reason": identity}, &l)
 		if err == nil || disk.CodeOf(err) != disk.ErrBusy || try >= c.cfg.Retries {
 			return l.ID, err
 		}
-		if werr := backoff(ctx, try+1); werr != nil {
+		if werr := hostclient.Backoff(ctx, try+1); werr != nil {
 			return "", err
 		}
 	}
@@ -203,7 +204,7 @@ func (c *Conn) EndAccess(ctx context.Context, lease string) error {
 	if c.api == nil || lease == "" {
 		return nil
 	}
-	return c.api.call(ctx, "DELETE", "/api/v1/access/"+esc(lease), nil, nil)
+	return c.api.Do(ctx, "DELETE", "/api/v1/access/"+hostclient.Esc(lease), nil, nil)
 }
 
 // SnapshotInfo describes a snapshot.
@@ -221,7 +222,7 @@ func (c *Conn) CreateSnapshot(ctx context.Context, target Spec, name string, tem
 	if err != nil {
 		return sn, err
 	}
-	err = c.api.call(ctx, "POST", path+"/snapshots", map[string]any{"name": name, "temporary": temporary}, &sn)
+	err = c.api.Do(ctx, "POST", path+"/snapshots", map[string]any{"name": name, "temporary": temporary}, &sn)
 	return sn, err
 }
 
@@ -234,7 +235,7 @@ func (c *Conn) RemoveSnapshot(ctx context.Context, target Spec, id string) error
 	if err != nil {
 		return err
 	}
-	return c.api.call(ctx, "DELETE", path+"/snapshots/"+esc(id), nil, nil)
+	return c.api.Do(ctx, "DELETE", path+"/snapshots/"+hostclient.Esc(id), nil, nil)
 }
 
 // ChangeID returns the change ID a snapshot recorded for a disk of the
@@ -243,11 +244,11 @@ func (c *Conn) ChangeID(ctx context.Context, disk Spec, snapshot string) (string
 	if c.api == nil {
 		return "", errNoHost()
 	}
-	name, err := c.api.resolve(ctx, disk)
+	name, err := c.api.ResolveDisk(ctx, disk.Disk, disk.VM, disk.Key)
 	if err != nil {
 		return "", err
 	}
-	in, err := c.api.disk(ctx, name)
+	in, err := c.api.Disk(ctx, name)
 	if err != nil {
 		return "", err
 	}
@@ -264,11 +265,11 @@ func (c *Conn) SetChangeTracking(ctx context.Context, spec Spec, on bool) error 
 	if c.api == nil {
 		return errNoHost()
 	}
-	name, err := c.api.resolve(ctx, spec)
+	name, err := c.api.ResolveDisk(ctx, spec.Disk, spec.VM, spec.Key)
 	if err != nil {
 		return err
 	}
-	return c.api.call(ctx, "PATCH", "/api/v1/disks/"+esc(name), map[string]any{"cbt": on}, nil)
+	return c.api.Do(ctx, "PATCH", "/api/v1/disks/"+hostclient.Esc(name), map[string]any{"cbt": on}, nil)
 }
 
 // CleanupReport says what Cleanup removed.
@@ -290,7 +291,7 @@ func (c *Conn) Cleanup(ctx context.Context, endOtherSessions bool) (CleanupRepor
 	if endOtherSessions {
 		p += "?endOtherSessions=true"
 	}
-	err := c.api.call(ctx, "POST", p, nil, &rep)
+	err := c.api.Do(ctx, "POST", p, nil, &rep)
 	return rep, err
 }
 
@@ -315,7 +316,7 @@ func (c *Conn) VM(ctx context.Context, name string) (VMInfo, error) {
 	if c.api == nil {
 		return vm, errNoHost()
 	}
-	return vm, c.api.call(ctx, "GET", "/api/v1/vms/"+esc(name), nil, &vm)
+	return vm, c.api.Do(ctx, "GET", "/api/v1/vms/"+hostclient.Esc(name), nil, &vm)
 }
 
 // Disk describes a disk of the host.
@@ -323,11 +324,11 @@ func (c *Conn) Disk(ctx context.Context, spec Spec) (DiskInfo, error) {
 	if c.api == nil {
 		return DiskInfo{}, errNoHost()
 	}
-	name, err := c.api.resolve(ctx, spec)
+	name, err := c.api.ResolveDisk(ctx, spec.Disk, spec.VM, spec.Key)
 	if err != nil {
 		return DiskInfo{}, err
 	}
-	return c.api.disk(ctx, name)
+	return c.api.Disk(ctx, name)
 }
 
 // CreateChild makes a local sparse child (delta) of a local disk
@@ -431,4 +432,15 @@ func (h *Handle) SpaceNeededForClone(ctx context.Context, typ string) (int64, er
 	// the header and descriptor.
 	meta := 2*(h.Size()/(64<<10))*4 + 64<<10
 	return data + meta, err
+}
+
+// apiTarget is the API path of a VM or a disk.
+func (s Spec) apiTarget() (string, error) {
+	switch {
+	case s.VM != "" && s.Key == "":
+		return "/api/v1/vms/" + hostclient.Esc(s.VM), nil
+	case s.Disk != "":
+		return "/api/v1/disks/" + hostclient.Esc(s.Disk), nil
+	}
+	return "", disk.Errorf(disk.ErrInvalid, "vdisk: name a VM (without Key) or a Disk")
 }

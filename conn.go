@@ -3,16 +3,13 @@ package vdisk
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"log/slog"
-	"net"
-	"os"
 	"strings"
 	"sync"
 
 	"github.com/vdisk-project/vdisk/disk"
-	"github.com/vdisk-project/vdisk/internal/auth"
+	"github.com/vdisk-project/vdisk/internal/hostclient"
 )
 
 // The transport modes, as VixDiskLib names its own.
@@ -62,8 +59,8 @@ type Conn struct {
 	p     ConnectParams
 	cfg   Config
 	log   *slog.Logger
-	api   *hostAPI // nil for local
-	about hostAbout
+	api   *hostclient.Client // nil for local
+	about hostclient.About
 	tls   *tls.Config
 
 	mu      sync.Mutex
@@ -105,51 +102,29 @@ func Connect(ctx context.Context, p ConnectParams) (*Conn, error) {
 	if p.Server == "" {
 		return c, nil
 	}
-	server := p.Server
-	if _, _, err := net.SplitHostPort(server); err != nil {
-		h := strings.Trim(server, "[]")
-		server = net.JoinHostPort(h, "8443")
+	if p.Thumbprint == "" && p.CAFile == "" {
+		return nil, disk.Errorf(disk.ErrInvalid, "vdisk: a host connection needs the host's Thumbprint or a CAFile; certificates are always verified")
 	}
-	tc, err := clientTLS(p)
+	if p.Token == "" && p.User == "" {
+		return nil, disk.Errorf(disk.ErrInvalid, "vdisk: give User and Password, or Token")
+	}
+	api, err := hostclient.New(hostclient.Options{Server: p.Server, Thumbprint: p.Thumbprint, CAFile: p.CAFile,
+		Token: p.Token, Timeout: cfg.Timeout, Retries: cfg.Retries, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	c.tls = tc
-	c.api = newHostAPI(server, tc, cfg.Timeout, cfg.Retries, log)
-	switch {
-	case p.Token != "":
-		c.api.token = p.Token
-	case p.User != "":
-		if err := c.api.login(ctx, p.User, p.Password); err != nil {
+	c.api, c.tls = api, api.TLSConfig()
+	server := api.Server()
+	if p.Token == "" {
+		if _, err := c.api.Login(ctx, p.User, p.Password); err != nil {
 			return nil, err
 		}
-	default:
-		return nil, disk.Errorf(disk.ErrInvalid, "vdisk: give User and Password, or Token")
 	}
-	if c.about, err = c.api.about(ctx); err != nil {
+	if c.about, err = c.api.About(ctx); err != nil {
 		return nil, err
 	}
 	log.Debug("vdisk: connected", "server", server, "version", c.about.Version)
 	return c, nil
-}
-
-// clientTLS builds the verifying TLS configuration of a connection.
-func clientTLS(p ConnectParams) (*tls.Config, error) {
-	switch {
-	case p.Thumbprint != "":
-		return auth.PinnedConfig(p.Thumbprint)
-	case p.CAFile != "":
-		pem, err := os.ReadFile(p.CAFile)
-		if err != nil {
-			return nil, disk.Wrap(err, "vdisk: read CA", p.CAFile, -1)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, disk.Errorf(disk.ErrInvalid, "vdisk: %s holds no PEM certificate", p.CAFile)
-		}
-		return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}, nil
-	}
-	return nil, disk.Errorf(disk.ErrInvalid, "vdisk: a host connection needs the host's Thumbprint or a CAFile; certificates are always verified")
 }
 
 // Remote reports whether the connection is to a host.
@@ -160,7 +135,7 @@ func (c *Conn) Token() string {
 	if c.api == nil {
 		return ""
 	}
-	return c.api.token
+	return c.api.Token()
 }
 
 // Transports returns the mode list Open tries.
@@ -202,7 +177,7 @@ func (c *Conn) Close() error {
 		errs = append(errs, h.Close())
 	}
 	if c.api != nil {
-		c.api.hc.CloseIdleConnections()
+		c.api.Close()
 	}
 	return errors.Join(errs...)
 }
@@ -212,7 +187,7 @@ func (c *Conn) Logout(ctx context.Context) error {
 	if c.api == nil {
 		return nil
 	}
-	return c.api.call(ctx, "POST", "/api/v1/logout", nil, nil)
+	return c.api.Do(ctx, "POST", "/api/v1/logout", nil, nil)
 }
 
 // Spec names a disk (VixDiskLib_Open's path): a local image file, a VM's

@@ -14,6 +14,7 @@ import (
 	"github.com/vdisk-project/vdisk/format"
 	"github.com/vdisk-project/vdisk/format/vmdk"
 	"github.com/vdisk-project/vdisk/internal/datastore"
+	"github.com/vdisk-project/vdisk/internal/hostclient"
 	"github.com/vdisk-project/vdisk/nbd"
 )
 
@@ -119,7 +120,7 @@ func (h *Handle) try(ctx context.Context, mode string, flags OpenFlags) error {
 		return errSkip("a local path names no host disk")
 	}
 	if h.name == "" {
-		name, err := c.api.resolve(ctx, h.spec)
+		name, err := c.api.ResolveDisk(ctx, h.spec.Disk, h.spec.VM, h.spec.Key)
 		if err != nil {
 			return err
 		}
@@ -136,7 +137,11 @@ func (h *Handle) try(ctx context.Context, mode string, flags OpenFlags) error {
 			return errSkip("single-link opens need file or direct mode")
 		}
 		dial := func(ctx context.Context) (*nbd.Client, error) {
-			t, err := c.api.ticket(ctx, h.name, h.spec.Snapshot, !h.ro, c.cfg.NBDConnections)
+			mode := "ro"
+			if !h.ro {
+				mode = "rw"
+			}
+			t, err := c.api.IssueTicket(ctx, hostclient.TicketRequest{Disk: h.name, Snapshot: h.spec.Snapshot, Mode: mode, MaxConns: c.cfg.NBDConnections})
 			if err != nil {
 				return nil, err
 			}
@@ -163,14 +168,14 @@ func (h *Handle) openDirect(ctx context.Context, flags OpenFlags) error {
 	if h.spec.Snapshot == "" && h.ro {
 		return errSkip("direct reads need a snapshot (the live disk changes under a reader)")
 	}
-	l, err := c.api.direct(ctx, h.name, h.spec.Snapshot, !h.ro)
+	l, err := c.api.Direct(ctx, h.name, h.spec.Snapshot, !h.ro)
 	if err != nil {
 		return err
 	}
 	end := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
 		defer cancel()
-		return c.api.endDirect(ctx, l.ID)
+		return c.api.EndDirect(ctx, l.ID)
 	}
 	// The nonce proves that the path reaches the host's own files.
 	if b, err := os.ReadFile(l.Proof); err != nil || string(b) != l.Nonce {
@@ -384,7 +389,7 @@ func (h *Handle) Info(ctx context.Context) (Info, error) {
 		in.Geometry, in.BIOSGeometry, in.Adapter, in.Type = vi.Geometry, vi.Geometry, vi.Adapter, string(vi.CreateType)
 		in.Links, in.ParentHint, in.UUID = vi.Links, vi.ParentHint, vi.UUID
 	case h.name != "":
-		d, err := h.c.api.disk(ctx, h.name)
+		d, err := h.c.api.Disk(ctx, h.name)
 		if err != nil {
 			return in, err
 		}
@@ -483,7 +488,7 @@ func (h *Handle) ChangedAreas(ctx context.Context, changeID string, start int64,
 	if h.name == "" {
 		return ChangeInfo{}, disk.Errorf(disk.ErrNotSupported, "vdisk: changed areas need a disk of a host (change tracking lives there)")
 	}
-	return h.c.api.changes(ctx, h.name, h.spec.Snapshot, changeID, start, fn)
+	return h.c.api.Changes(ctx, h.name, h.spec.Snapshot, changeID, start, fn)
 }
 
 // Metadata returns the disk database value of key, without the "ddb."
@@ -528,7 +533,7 @@ func (h *Handle) metadata(ctx context.Context) (map[string]string, error) {
 		}
 		return m, nil
 	case h.name != "":
-		return h.c.api.metadata(ctx, h.name, h.spec.Snapshot)
+		return h.c.api.Metadata(ctx, h.name, h.spec.Snapshot)
 	}
 	return nil, disk.Errorf(disk.ErrNotSupported, "vdisk: %s has no metadata (raw image)", h.spec)
 }
@@ -542,7 +547,7 @@ func (h *Handle) SetMetadata(ctx context.Context, key, value string) error {
 	case h.local != nil:
 		return h.local.SetMetadata(key, value)
 	case h.name != "":
-		return h.c.api.setMetadata(ctx, h.name, strings.TrimPrefix(key, "ddb."), value)
+		return h.c.api.SetMetadata(ctx, h.name, strings.TrimPrefix(key, "ddb."), value)
 	}
 	return disk.Errorf(disk.ErrNotSupported, "vdisk: %s has no metadata (raw image)", h.spec)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/internal/hostclient"
 	"github.com/vdisk-project/vdisk/nbd"
 )
 
@@ -45,7 +46,7 @@ func newRemoteDisk(ctx context.Context, dial func(context.Context) (*nbd.Client,
 		if !busy || try >= retries {
 			return nil, err
 		}
-		if werr := backoff(ctx, try+1); werr != nil {
+		if werr := hostclient.Backoff(ctx, try+1); werr != nil {
 			return nil, errors.Join(err, werr)
 		}
 	}
@@ -84,7 +85,7 @@ func (r *remoteDisk) do(op func(cl *nbd.Client) error) error {
 func (r *remoteDisk) reconnect(gen, try int, left time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), left)
 	defer cancel()
-	if err := backoff(ctx, try); err != nil {
+	if err := hostclient.Backoff(ctx, try); err != nil {
 		return err
 	}
 	r.gate.Lock()

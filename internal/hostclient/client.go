@@ -1,0 +1,285 @@
+// Package hostclient is a client of the vdisk host's control API
+// (HTTPS + JSON under /api/v1, see api/openapi.yaml): the CLI's host
+// commands and the kit's host connections go through it.
+//
+// # Errors
+//
+// A failed call returns an *Error carrying the host's error body; it
+// matches the disk error code the body names with errors.Is
+// (errors.Is(err, disk.ErrBusy)).
+//
+// # Retries and timeouts
+//
+// Every call is bounded by Options.Timeout. GETs are retried with backoff
+// when the host is busy or the connection failed; calls that change state
+// are not retried (they may have taken effect).
+package hostclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/internal/auth"
+)
+
+// DefaultPort is the control API's port when an address has none.
+const DefaultPort = "8443"
+
+// Options configure a Client.
+type Options struct {
+	// Server is "host:port", "[v6addr]:port", or a host alone (port 8443).
+	Server string
+	// Thumbprint pins the host certificate by SHA-256; CAFile or TLSConfig
+	// trust a CA instead. The host is always verified.
+	Thumbprint string
+	CAFile     string
+	TLSConfig  *tls.Config
+	// Token is a session token from Login (a saved login).
+	Token string
+	// Timeout bounds each call; default 60 s.
+	Timeout time.Duration
+	// Retries is how often a GET is retried on a transient failure;
+	// default 5.
+	Retries int
+	// Logger receives debug logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Client is a control API client, safe for concurrent use.
+type Client struct {
+	base    string
+	server  string
+	hc      *http.Client
+	tls     *tls.Config
+	token   string
+	timeout time.Duration
+	retries int
+	log     *slog.Logger
+}
+
+// Error is a failed API call: the host's error body.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Vix     uint32 `json:"vix"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Is matches the disk error code the API code stands for.
+func (e *Error) Is(target error) bool {
+	c, ok := target.(disk.Code)
+	return ok && e.DiskCode() == c
+}
+
+// DiskCode maps the API error code to a disk error code.
+func (e *Error) DiskCode() disk.Code {
+	switch e.Code {
+	case "not_found":
+		return disk.ErrNotFound
+	case "busy":
+		return disk.ErrBusy
+	case "out_of_memory":
+		return disk.ErrOutOfMemory
+	case "permission_denied", "unauthenticated":
+		return disk.ErrPermission
+	case "not_supported":
+		return disk.ErrNotSupported
+	case "corrupt":
+		return disk.ErrCorrupt
+	case "invalid_argument":
+		return disk.ErrInvalid
+	case "no_space_left":
+		return disk.ErrNoSpace
+	}
+	return disk.ErrAccess
+}
+
+// NormalizeServer adds the default port to an address without one.
+func NormalizeServer(server string) string {
+	if _, _, err := net.SplitHostPort(server); err == nil {
+		return server
+	}
+	return net.JoinHostPort(strings.Trim(server, "[]"), DefaultPort)
+}
+
+// New makes a client. It does not contact the host.
+func New(o Options) (*Client, error) {
+	if o.Server == "" {
+		return nil, disk.Errorf(disk.ErrInvalid, "hostclient: no server address")
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 60 * time.Second
+	}
+	if o.Retries <= 0 {
+		o.Retries = 5
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	tc := o.TLSConfig
+	switch {
+	case tc != nil:
+	case o.Thumbprint != "":
+		var err error
+		if tc, err = auth.PinnedConfig(o.Thumbprint); err != nil {
+			return nil, err
+		}
+	case o.CAFile != "":
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, disk.Wrap(err, "hostclient: read CA", o.CAFile, -1)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, disk.Errorf(disk.ErrInvalid, "hostclient: %s holds no PEM certificate", o.CAFile)
+		}
+		tc = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	default:
+		return nil, disk.Errorf(disk.ErrInvalid, "hostclient: give the host's thumbprint or a CA file; certificates are always verified")
+	}
+	server := NormalizeServer(o.Server)
+	tr := &http.Transport{
+		TLSClientConfig:     tc,
+		DialContext:         (&net.Dialer{Timeout: o.Timeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout: o.Timeout,
+		MaxIdleConnsPerHost: 8,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &Client{base: "https://" + server, server: server, hc: &http.Client{Transport: tr}, tls: tc,
+		token: o.Token, timeout: o.Timeout, retries: o.Retries, log: o.Logger}, nil
+}
+
+// Server returns the host's address.
+func (c *Client) Server() string { return c.server }
+
+// TLSConfig returns the verifying TLS configuration (for NBD too).
+func (c *Client) TLSConfig() *tls.Config { return c.tls }
+
+// Token returns the session token.
+func (c *Client) Token() string { return c.token }
+
+// Close drops idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// Do calls the API: method and path (with query), a JSON body (or nil)
+// and the value to decode the answer into (or nil).
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	var b []byte
+	if body != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
+			return err
+		}
+	}
+	tries := 1
+	if method == http.MethodGet {
+		tries += c.retries
+	}
+	var err error
+	for i := range tries {
+		if i > 0 {
+			if werr := Backoff(ctx, i); werr != nil {
+				return errors.Join(err, werr)
+			}
+		}
+		err = c.once(ctx, method, path, b, out)
+		if err == nil || !Transient(err) {
+			return err
+		}
+		c.log.Debug("hostclient: retrying", "method", method, "path", path, "err", err)
+	}
+	return err
+}
+
+func (c *Client) once(ctx context.Context, method, path string, body []byte, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return disk.Errorf(disk.ErrInvalid, "hostclient: %v", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("hostclient: %s %s: %w", method, path, context.DeadlineExceeded)
+		}
+		return disk.Wrap(err, "hostclient: "+method, c.base+path, -1)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return disk.Wrap(err, "hostclient: read reply", c.base+path, -1)
+	}
+	if resp.StatusCode >= 300 {
+		var e struct{ Error Error }
+		if json.Unmarshal(data, &e) != nil || e.Error.Code == "" {
+			return &Error{Status: resp.StatusCode, Code: "access_error", Message: fmt.Sprintf("hostclient: %s %s: HTTP %s", method, path, resp.Status)}
+		}
+		e.Error.Status = resp.StatusCode
+		return &e.Error
+	}
+	if out != nil && len(data) > 0 {
+		if s, ok := out.(*string); ok {
+			*s = string(data)
+			return nil
+		}
+		if err := json.Unmarshal(data, out); err != nil {
+			return disk.Errorf(disk.ErrAccess, "hostclient: %s %s: bad reply: %v", method, path, err)
+		}
+	}
+	return nil
+}
+
+// Transient reports errors worth retrying: busy, or the network.
+func Transient(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae.DiskCode() == disk.ErrBusy || ae.Status == http.StatusBadGateway || ae.Status == http.StatusServiceUnavailable
+	}
+	return disk.CodeOf(err) == disk.ErrBusy || disk.CodeOf(err) == disk.ErrAccess || errors.Is(err, context.DeadlineExceeded)
+}
+
+// Backoff waits before retry i (1-based): 100 ms doubling up to 5 s.
+func Backoff(ctx context.Context, i int) error {
+	d := min(100*time.Millisecond<<min(i-1, 6), 5*time.Second)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Esc escapes a path element.
+func Esc(s string) string { return url.PathEscape(s) }
