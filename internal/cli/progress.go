@@ -10,6 +10,8 @@ import (
 
 func termIsTerminal(fd int) bool { return term.IsTerminal(fd) }
 
+func termReadPassword(fd int) ([]byte, error) { return term.ReadPassword(fd) }
+
 // progress returns a callback that drives a progress bar on stderr when it
 // is a terminal and enabled, and nil otherwise, plus a function that
 // finishes the bar.

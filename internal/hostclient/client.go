@@ -81,11 +81,9 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message }
 
-// Is matches the disk error code the API code stands for.
-func (e *Error) Is(target error) bool {
-	c, ok := target.(disk.Code)
-	return ok && e.DiskCode() == c
-}
+// Unwrap returns the disk error code the API code stands for, so that
+// errors.Is(err, disk.ErrBusy) and disk.CodeOf work.
+func (e *Error) Unwrap() error { return e.DiskCode() }
 
 // DiskCode maps the API error code to a disk error code.
 func (e *Error) DiskCode() disk.Code {

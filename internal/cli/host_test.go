@@ -1,0 +1,115 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vdisk-project/vdisk/internal/datastore"
+	"github.com/vdisk-project/vdisk/server"
+)
+
+// TestHostCommands drives the host commands against an in-process host:
+// login, VMs, disks, snapshots, changes, tickets, access, users, sessions,
+// cleanup, logout.
+func TestHostCommands(t *testing.T) {
+	ctx := context.Background()
+	t.Setenv("VDISK_CONFIG_DIR", t.TempDir())
+	s, err := server.New(ctx, server.Config{DataDir: t.TempDir(), Listen: []string{"127.0.0.1:0"},
+		NBDListen: []string{"127.0.0.1:0"}, AdminPassword: "cli test password", PasswordIterations: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(sctx) }()
+	defer func() { cancel(); <-done }()
+	api, _, _ := s.Addrs()
+
+	run := func(want int, args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if code := Main(ctx, args, &out, &errb); code != want {
+			t.Fatalf("vdisk %s: exit %d, want %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, want, out.String(), errb.String())
+		}
+		return out.String()
+	}
+	pwf := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pwf, []byte("cli test password\n"), 0o600)
+	bad := strings.Repeat("00:", 31) + "00"
+	run(ExitPermission, "login", "--server", api[0].String(), "--thumbprint", bad, "--password-file", pwf)
+	run(ExitUsage, "login", "--server", api[0].String(), "--password-file", pwf)
+	run(ExitPermission, "vm", "list")
+	run(0, "login", "--server", api[0].String(), "--thumbprint", s.Thumbprint(), "--password-file", pwf)
+	st, _ := os.Stat(filepath.Join(os.Getenv("VDISK_CONFIG_DIR"), "login.json"))
+	if st == nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("login file mode %v, want 0600", st)
+	}
+
+	run(0, "vm", "create", "web")
+	run(0, "vm", "add-disk", "--cbt", "web", "scsi0:0", "64M")
+	var vm datastore.VMInfo
+	json.Unmarshal([]byte(run(0, "vm", "show", "--output=json", "web")), &vm)
+	if len(vm.Disks) != 1 || vm.Disks[0].Name != "web-scsi0-0" || !vm.Disks[0].CBT {
+		t.Fatalf("vm show: %+v", vm)
+	}
+	if out := run(0, "disk", "list"); !strings.Contains(out, "web-scsi0-0") || !strings.Contains(out, "64 MiB") {
+		t.Errorf("disk list:\n%s", out)
+	}
+	run(ExitInvalid, "disk", "create", "../x", "1M")
+	run(0, "disk", "create", "--cbt", "solo", "16M")
+	run(0, "disk", "meta", "solo", "vdisk.owner", "me")
+	if out := run(0, "disk", "meta", "solo", "vdisk.owner"); strings.TrimSpace(out) != "me" {
+		t.Errorf("meta: %q", out)
+	}
+	run(0, "disk", "grow", "solo", "32M")
+
+	var tk struct{ URI, Thumbprint string }
+	json.Unmarshal([]byte(run(0, "ticket", "create", "--vm", "web", "--key", "scsi0:0", "--mode", "rw", "--output=json")), &tk)
+	if !strings.HasPrefix(tk.URI, "nbds://") || tk.Thumbprint != s.Thumbprint() {
+		t.Fatalf("ticket: %+v", tk)
+	}
+	// Write through the ticket with vdisk's own NBD client.
+	img := filepath.Join(t.TempDir(), "src.raw")
+	os.WriteFile(img, bytes.Repeat([]byte{7}, 1<<20), 0o600)
+	t.Setenv("VDISK_NBD_THUMBPRINT", tk.Thumbprint)
+	if out := run(0, "ticket", "list"); !strings.Contains(out, "disk/web-scsi0-0") {
+		t.Errorf("ticket list:\n%s", out)
+	}
+
+	var sn datastore.SnapshotInfo
+	json.Unmarshal([]byte(run(0, "snapshot", "create", "--vm", "web", "--name", "one", "--output=json")), &sn)
+	if out := run(0, "snapshot", "list", "--vm", "web"); !strings.Contains(out, sn.ID) {
+		t.Errorf("snapshot list:\n%s", out)
+	}
+	out := run(0, "changes", "--change-id", "*", "--snapshot", sn.ID, "web-scsi0-0")
+	if !strings.Contains(out, "areas up to change ID") {
+		t.Errorf("changes:\n%s", out)
+	}
+	run(0, "allocated", "--snapshot", sn.ID, "web-scsi0-0")
+	lease := strings.TrimSpace(run(0, "access", "prepare", "--vm", "web", "--reason", "test"))
+	run(ExitBusy, "vm", "delete", "web")
+	run(0, "access", "end", lease)
+	run(0, "snapshot", "remove", "--vm", "web", sn.ID)
+
+	out = run(0, "user", "add", "viewer", "read-only")
+	if !strings.Contains(out, "password") {
+		t.Errorf("user add: %s", out)
+	}
+	if out := run(0, "user", "list"); !strings.Contains(out, "viewer") {
+		t.Errorf("user list:\n%s", out)
+	}
+	run(0, "session", "list")
+	run(0, "cleanup")
+	run(0, "user", "remove", "viewer")
+	run(0, "vm", "delete", "web")
+	run(0, "logout")
+	run(ExitPermission, "vm", "list")
+}
