@@ -137,6 +137,9 @@ func (h *hostFlags) emit(w io.Writer, v any, human func(w io.Writer)) error {
 
 // subcommand splits "VERB args…", checking VERB against the list.
 func subcommand(name string, args []string, verbs ...string) (string, []string, error) {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		return "", nil, &helpError{"  subcommands: " + strings.Join(verbs, ", ") + "\n  'vdisk " + name + " SUBCOMMAND -h' shows a subcommand's flags\n"}
+	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return "", nil, usagef("%s needs one of: %s", name, strings.Join(verbs, ", "))
 	}
