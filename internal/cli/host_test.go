@@ -94,6 +94,20 @@ func TestHostCommands(t *testing.T) {
 		t.Errorf("changes:\n%s", out)
 	}
 	run(0, "allocated", "--snapshot", sn.ID, "web-scsi0-0")
+	// Image commands reach host disks through the kit, with its config.
+	conf := filepath.Join(os.Getenv("VDISK_CONFIG_DIR"), "vdisk.conf")
+	os.WriteFile(conf, []byte("transports = nbdssl\ntimeout = 30s\n"), 0o600)
+	raw := filepath.Join(t.TempDir(), "snap.raw")
+	run(0, "convert", "-O", "raw", "vdisk:vm/web/scsi0:0@"+sn.ID, raw)
+	if st, err := os.Stat(raw); err != nil || st.Size() != 64<<20 {
+		t.Errorf("converted snapshot: %v %v", st, err)
+	}
+	if out := run(0, "info", "vdisk:disk/solo"); !strings.Contains(out, "32 MiB") {
+		t.Errorf("info of a host disk:\n%s", out)
+	}
+	os.WriteFile(conf, []byte("transprots = nbdssl\n"), 0o600)
+	run(ExitInvalid, "info", "vdisk:disk/solo")
+	os.Remove(conf)
 	lease := strings.TrimSpace(run(0, "access", "prepare", "--vm", "web", "--reason", "test"))
 	run(ExitBusy, "vm", "delete", "web")
 	run(0, "access", "end", lease)

@@ -3,7 +3,10 @@ package cli
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
+
+	"github.com/vdisk-project/vdisk"
 
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/format"
@@ -29,9 +32,15 @@ func isURI(s string) bool {
 	return false
 }
 
-// openImage opens an image path (or, once the NBD client is wired in, an
-// NBD URI) for a command. Read-only commands pass readOnly.
+// openImage opens an image for a command: a path, an NBD URI, or a disk of
+// the host of the saved login, "vdisk:vm/VM/KEY[@SNAPSHOT]" or
+// "vdisk:disk/NAME[@SNAPSHOT]", through the kit and its transports.
+// Read-only commands pass o.ReadOnly.
 func openImage(ctx context.Context, name, fmtName string, o format.OpenOptions) (disk.Disk, format.Format, error) {
+	if spec, ok := strings.CutPrefix(name, "vdisk:"); ok {
+		d, err := openHostDisk(ctx, spec, o.ReadOnly)
+		return d, format.Raw, err
+	}
 	if isURI(name) {
 		c, err := nbd.Dial(ctx, name, &nbd.ClientOptions{Thumbprint: os.Getenv("VDISK_NBD_THUMBPRINT")})
 		if err != nil {
@@ -59,4 +68,67 @@ func checkFormat(name string) (format.Format, error) {
 		}
 	}
 	return "", usagef("unknown format %q (known: raw, vmdk)", name)
+}
+
+// kitConfig reads the kit's config file: $VDISK_KIT_CONFIG, or vdisk.conf
+// in the config directory when it exists.
+func kitConfig() (*vdisk.Config, error) {
+	p := os.Getenv("VDISK_KIT_CONFIG")
+	if p == "" {
+		lp, err := loginPath()
+		if err != nil {
+			return nil, nil
+		}
+		p = filepath.Join(filepath.Dir(lp), "vdisk.conf")
+		if _, err := os.Stat(p); err != nil {
+			return nil, nil
+		}
+	}
+	return vdisk.LoadConfig(p)
+}
+
+// hostHandle is a kit handle that closes its connection with it.
+type hostHandle struct {
+	*vdisk.Handle
+	c *vdisk.Conn
+}
+
+func (h hostHandle) Close() error {
+	err := h.Handle.Close()
+	if cerr := h.c.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// openHostDisk opens a host disk through the kit with the saved login
+// and the kit config (transports, timeouts); $VDISK_TRANSPORTS overrides
+// the transport list.
+func openHostDisk(ctx context.Context, spec string, readOnly bool) (disk.Disk, error) {
+	l, err := readLogin()
+	if err != nil {
+		return nil, err
+	}
+	if l.Token == "" {
+		return nil, disk.Errorf(disk.ErrPermission, "vdisk:%s: not logged in; run 'vdisk login' first", spec)
+	}
+	cfg, err := kitConfig()
+	if err != nil {
+		return nil, err
+	}
+	c, err := vdisk.Connect(ctx, vdisk.ConnectParams{Server: l.Server, Thumbprint: l.Thumbprint, Token: l.Token,
+		Transports: os.Getenv("VDISK_TRANSPORTS"), Config: cfg})
+	if err != nil {
+		return nil, err
+	}
+	var flags vdisk.OpenFlags
+	if readOnly {
+		flags |= vdisk.OpenReadOnly
+	}
+	h, err := c.Open(ctx, vdisk.ParseSpec(spec), flags)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return hostHandle{h, c}, nil
 }
