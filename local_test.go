@@ -110,3 +110,17 @@ func TestErrorText(t *testing.T) {
 		t.Errorf("ParseSpec: %+v", s)
 	}
 }
+
+// FuzzLoadConfig: the kit's config parser never panics.
+func FuzzLoadConfig(f *testing.F) {
+	f.Add([]byte("# kit\ntransports = direct:nbdssl\ntimeout = \"90s\"\nretries=2\n"))
+	f.Add([]byte("timeout = -1h\nretries = -3\nunknown\n"))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(dir, "c.conf")
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		vdisk.LoadConfig(p)
+	})
+}

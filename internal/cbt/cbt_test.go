@@ -235,8 +235,11 @@ func FuzzLoad(f *testing.F) {
 	for i := range 3000 {
 		tr.MarkWritten(int64(i)*3<<16, 1)
 	}
+	tr.MarkZeroed(0, 1<<24, tr.BeginZero())
 	tr.Snapshot()
 	tr.MarkWritten(5, 5)
+	tr.MarkWritten(1<<20, 1<<20)
+	tr.MarkZeroed(1<<20, 1<<20, tr.BeginZero())
 	tr.Close()
 	f.Add(fsys.Bytes("/f.ctk"))
 	f.Fuzz(func(t *testing.T, b []byte) {
