@@ -267,7 +267,8 @@ func (s *Server) loadTLS() error {
 		return disk.Errorf(disk.ErrInvalid, "server: parse certificate %s: %v", cert, err)
 	}
 	s.boot.Thumbprint = auth.Thumbprint(leaf)
-	s.tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}}
+	// Bulk data: full-size TLS records from the first byte.
+	s.tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}, DynamicRecordSizingDisabled: true}
 	return nil
 }
 
