@@ -19,6 +19,7 @@ type convertOptions struct {
 	options   string
 	workers   int
 	cache     string
+	noCreate  bool
 }
 
 func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -30,6 +31,7 @@ func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.options, "o", "", "target format options, as for create")
 	fs.IntVar(&o.workers, "m", 0, "parallel requests (default: 4 or the number of CPUs)")
 	fs.StringVar(&o.cache, "t", "writeback", "target cache mode: writeback (durable: synced at the end) or unsafe (never synced)")
+	fs.BoolVar(&o.noCreate, "n", false, "write into an existing target (a path, an NBD URI or vdisk:…) instead of creating it; every byte of it is written, zeros included")
 	fs.Bool("q", false, "quiet (accepted for qemu-img compatibility)")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -47,6 +49,9 @@ func runConvert(ctx context.Context, o convertOptions, src, dst string, stderr i
 		return err
 	}
 	defer in.Close()
+	if o.noCreate {
+		return convertInto(ctx, o, in, dst, stderr)
+	}
 	f, err := checkFormat(o.outFormat)
 	if err != nil {
 		return err
@@ -89,4 +94,30 @@ func runConvert(ctx context.Context, o convertOptions, src, dst string, stderr i
 // removeImage deletes a half-written target after a failed convert.
 func removeImage(name string) {
 	os.Remove(name)
+}
+
+// convertInto writes the source into an existing target (qemu-img
+// convert -n): a restore into a host disk or an NBD export. The target
+// is not known to be zero, so ranges that are zero in the source are
+// zeroed in it (cheaply, with write-zeroes, where it can).
+func convertInto(ctx context.Context, o convertOptions, in disk.Disk, dst string, stderr io.Writer) (err error) {
+	out, _, err := openImage(ctx, dst, "", format.OpenOptions{})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	if out.Size() < in.Size() {
+		return disk.Errorf(disk.ErrInvalid, "target %s holds %d bytes, the source %d", dst, out.Size(), in.Size())
+	}
+	update, finish := progress(stderr, o.progress, "converting")
+	defer finish()
+	_, err = disk.Copy(ctx, out, in, &disk.CopyOptions{Workers: o.workers, Progress: update})
+	if err == nil {
+		err = out.Flush()
+	}
+	return err
 }

@@ -105,6 +105,15 @@ func TestHostCommands(t *testing.T) {
 	if out := run(0, "info", "vdisk:disk/solo"); !strings.Contains(out, "32 MiB") {
 		t.Errorf("info of a host disk:\n%s", out)
 	}
+	// A restore into an existing host disk (convert -n), read back.
+	src := filepath.Join(t.TempDir(), "src.raw")
+	os.WriteFile(src, bytes.Repeat([]byte("restore!"), 4<<20/8), 0o600)
+	run(0, "convert", "-n", "-f", "raw", src, "vdisk:disk/solo")
+	back := filepath.Join(t.TempDir(), "back.raw")
+	run(0, "convert", "-O", "raw", "vdisk:disk/solo", back)
+	if b, _ := os.ReadFile(back); len(b) != 32<<20 || !bytes.Equal(b[:4<<20], bytes.Repeat([]byte("restore!"), 4<<20/8)) {
+		t.Errorf("restored disk reads back %d bytes, not the source", len(b))
+	}
 	os.WriteFile(conf, []byte("transprots = nbdssl\n"), 0o600)
 	run(ExitInvalid, "info", "vdisk:disk/solo")
 	os.Remove(conf)
