@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -69,13 +70,25 @@ func startHost(t *testing.T, mod func(*Config)) *testHost {
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}
+	before := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
+	var h *testHost
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
+		}
+		// Nothing the server started is left running after Serve returns.
+		h.hc.CloseIdleConnections()
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<20)
+			t.Errorf("%d goroutines left after Serve returned (%d before):\n%s", n, before, buf[:runtime.Stack(buf, true)])
 		}
 	})
 	tc, err := auth.PinnedConfig(s.Thumbprint())
@@ -83,7 +96,7 @@ func startHost(t *testing.T, mod func(*Config)) *testHost {
 		t.Fatal(err)
 	}
 	api, _, _ := s.Addrs()
-	h := &testHost{t: t, s: s, base: "https://" + api[0].String(), clock: clock,
+	h = &testHost{t: t, s: s, base: "https://" + api[0].String(), clock: clock,
 		hc: &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: time.Minute}}
 	h.token = h.login("admin", "correct horse battery")
 	return h
