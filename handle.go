@@ -137,11 +137,11 @@ func (h *Handle) try(ctx context.Context, mode string, flags OpenFlags) error {
 			return errSkip("single-link opens need file or direct mode")
 		}
 		dial := func(ctx context.Context) (*nbd.Client, error) {
-			mode := "ro"
+			access := "ro"
 			if !h.ro {
-				mode = "rw"
+				access = "rw"
 			}
-			t, err := c.api.IssueTicket(ctx, hostclient.TicketRequest{Disk: h.name, Snapshot: h.spec.Snapshot, Mode: mode, MaxConns: c.cfg.NBDConnections})
+			t, err := c.api.IssueTicket(ctx, hostclient.TicketRequest{Disk: h.name, Snapshot: h.spec.Snapshot, Mode: access, MaxConns: c.cfg.NBDConnections})
 			if err != nil {
 				return nil, err
 			}

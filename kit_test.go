@@ -569,3 +569,23 @@ func TestCleanupAfterCrash(t *testing.T) {
 		t.Errorf("left behind: %d snapshots, %d leases", len(in.Snapshots), len(in.Leases))
 	}
 }
+
+// TestPlainModeIsPlain: the nbd mode uses the host's plain listener and
+// nbdssl its TLS one (tickets advertise a dead TLS address here, so only
+// a plain connection can work).
+func TestPlainModeIsPlain(t *testing.T) {
+	ctx := context.Background()
+	h := startHost(t, func(c *server.Config) { c.NBDAdvertise = "127.0.0.1:1" })
+	c := h.connect(t, "nbd")
+	c.Create(ctx, vdisk.Spec{Disk: "p"}, vdisk.CreateParams{Capacity: 1 << 20})
+	d, err := c.Open(ctx, vdisk.Spec{Disk: "p"}, 0)
+	if err != nil {
+		t.Fatalf("plain nbd: %v", err)
+	}
+	d.Close()
+	c2 := h.connect(t, "nbdssl")
+	if d, err := c2.Open(ctx, vdisk.Spec{Disk: "p"}, 0); err == nil {
+		d.Close()
+		t.Error("nbdssl opened through a dead TLS address: it did not use TLS's listener")
+	}
+}

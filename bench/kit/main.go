@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -26,8 +27,15 @@ import (
 
 func main() {
 	server := flag.String("server", "", "host API address")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run here")
 	tp := flag.String("thumbprint", "", "host thumbprint")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		must(err)
+		must(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	ctx := context.Background()
 	args := flag.Args()
 	if len(args) < 2 {
