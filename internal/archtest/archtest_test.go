@@ -49,6 +49,7 @@ var allowed = []struct {
 	{"format/raw", []string{"disk"}},
 	{"format/vmdk", []string{"disk"}},
 	{"format", []string{"disk", "format/raw", "format/vmdk"}},
+	{"nbd/nbdtest", []string{"disk", "nbd"}},
 	{"nbd", []string{"disk"}},
 	{"internal/datastore", []string{"disk", "format", "internal/cbt"}},
 	{"internal/cbt", []string{"disk", "format"}},
