@@ -35,13 +35,14 @@
 //
 // Every write, zeroing and trim through a disk's live handle is recorded in
 // its tracker before it reaches the layer, so no write is missed, including
-// those made during a consolidation (the VDDK 6.0 consolidation bug). A
-// snapshot records the change ID at its creation; [Store.Changes] answers
-// the areas changed between a change ID and a snapshot, labelled with the
-// snapshot's allocation so that trimmed areas are reported as zero rather
-// than as data to read. After an unclean stop the tracker rotates its UUID
-// (see internal/cbt): older change IDs are refused and the client takes a
-// full backup.
+// those made during a consolidation (the VDDK 6.0 consolidation bug).
+// Zeroings and trims of whole blocks are recorded as such. A snapshot
+// records the change ID at its creation; [Disk.Changes] answers the areas
+// changed between a change ID and a snapshot from the tracker alone, those
+// that now read as zeros flagged Zero so that an incremental does not read
+// them (the VDDK 6.7 unmap issue), in time proportional to the changes.
+// After an unclean stop the tracker rotates its UUID (see internal/cbt):
+// older change IDs are refused and the client takes a full backup.
 //
 // # Concurrency
 //
