@@ -547,3 +547,37 @@ func TestDirectLeases(t *testing.T) {
 		t.Errorf("after a direct restore %d bytes are reported changed, want all %d", n, int64(testSize))
 	}
 }
+
+// TestConsolidationResumedAtOpen: a snapshot removed just before a crash,
+// its layer not merged yet, is consolidated when the store opens again.
+func TestConsolidationResumedAtOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	s.CreateDisk(ctx, DiskSpec{Name: "a", Capacity: testSize, CBT: true})
+	d, _ := s.Disk("a")
+	h, _ := d.OpenLive(false)
+	m := &model{buf: make([]byte, testSize)}
+	writeRandom(t, rand.New(rand.NewPCG(11, 11)), h, m, 50)
+	sn, _ := d.Snapshot(ctx, SnapshotSpec{})
+	writeRandom(t, rand.New(rand.NewPCG(12, 12)), h, m, 50)
+	h.Flush()
+	d.ops.Lock()
+	if err := d.dropSnapshot(sn.ID); err != nil {
+		t.Fatal(err)
+	}
+	d.ops.Unlock()
+	// Crash: no consolidation, no Close.
+	s2 := openStore(t, dir)
+	defer s2.Close()
+	s2.bg.Wait()
+	d2, _ := s2.Disk("a")
+	if in := d2.Info(); in.Layers != 1 {
+		t.Errorf("%d layers after reopening; want the removed snapshot consolidated into 1", in.Layers)
+	}
+	h2, _ := d2.OpenLive(true)
+	defer h2.Close()
+	if got := readAll(t, h2); !bytes.Equal(got, m.snapshot()) {
+		t.Error("data differs after the resumed consolidation")
+	}
+}

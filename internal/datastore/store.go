@@ -51,6 +51,10 @@ type Store struct {
 	disks  map[string]*Disk
 	closed bool
 
+	// bg runs the consolidations Open resumes; Close stops and waits.
+	bg     sync.WaitGroup
+	bgStop context.CancelFunc
+
 	// crashAfterMerge, set by tests, makes a merge stop as a crash would
 	// once the data is merged and before the switch is committed.
 	crashAfterMerge func() bool
@@ -138,9 +142,23 @@ func Open(ctx context.Context, root string, o *Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{root: abs, o: opts, log: log, vms: map[string]*vmState{}, disks: map[string]*Disk{}}
+	bgCtx, stop := context.WithCancel(context.Background())
+	s.bgStop = stop
 	if err := s.load(ctx); err != nil {
 		s.Close()
 		return nil, err
+	}
+	// Finish consolidations a crash left undone (a snapshot removed but its
+	// layer not yet merged), in the background: the disks are usable
+	// meanwhile, and Close waits.
+	for _, d := range s.disks {
+		s.bg.Go(func() {
+			d.ops.Lock()
+			defer d.ops.Unlock()
+			if err := d.consolidate(bgCtx); err != nil && bgCtx.Err() == nil {
+				s.log.Warn("consolidation at open failed; the next snapshot removal retries it", "disk", d.name, "err", err)
+			}
+		})
 	}
 	return s, nil
 }
@@ -197,6 +215,12 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.mu.Unlock()
+	if s.bgStop != nil {
+		s.bgStop()
+	}
+	s.bg.Wait()
+	s.mu.Lock()
 	disks := make([]*Disk, 0, len(s.disks))
 	for _, d := range s.disks {
 		disks = append(disks, d)
