@@ -1,14 +1,12 @@
 package vdisk
 
 import (
-	"bufio"
-	"bytes"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/internal/conffile"
 )
 
 // Config holds the kit's tunables (VixDiskLib_InitEx's configFile). The
@@ -74,25 +72,13 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, disk.Wrap(err, "vdisk: read config", path, -1)
 	}
-	if len(b) > 1<<20 {
-		return nil, disk.Errorf(disk.ErrInvalid, "vdisk: config %s is too large", path)
+	pairs, err := conffile.Parse(b, path)
+	if err != nil {
+		return nil, err
 	}
 	var c Config
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		k, v = strings.TrimSpace(k), strings.Trim(strings.TrimSpace(v), `"`)
-		if !ok {
-			return nil, disk.Errorf(disk.ErrInvalid, "vdisk: config %s:%d: want key = value", path, n)
-		}
+	for _, p := range pairs {
+		k, v, n := p.Key, p.Value, p.Line
 		bad := func(err error) (*Config, error) {
 			return nil, disk.Errorf(disk.ErrInvalid, "vdisk: config %s:%d: %s: %v", path, n, k, err)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/vdisk-project/vdisk/format/vmdk"
 	"github.com/vdisk-project/vdisk/internal/auth"
 	"github.com/vdisk-project/vdisk/internal/datastore"
+	"github.com/vdisk-project/vdisk/internal/hostclient"
 )
 
 // Version is reported by /api/v1/about; the CLI sets it.
@@ -500,19 +501,11 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-type diskRequest struct {
-	Key      string         `json:"key"`
-	Name     string         `json:"name"`
-	Capacity int64          `json:"capacity"`
-	Type     vmdk.Subformat `json:"type"`
-	Adapter  string         `json:"adapter"`
-	CBT      bool           `json:"cbt"`
-	// CBTBlockSize is the change tracking granularity; 0 means 64 KiB.
-	CBTBlockSize int64 `json:"cbtBlockSize"`
-}
+// diskRequest is the body that creates a disk.
+type diskRequest hostclient.DiskRequest
 
 func (r diskRequest) spec() datastore.DiskSpec {
-	return datastore.DiskSpec{Name: r.Name, Capacity: r.Capacity, Type: r.Type, Adapter: r.Adapter, CBT: r.CBT, CBTBlockSize: r.CBTBlockSize}
+	return datastore.DiskSpec{Name: r.Name, Capacity: r.Capacity, Type: vmdk.Subformat(r.Type), Adapter: r.Adapter, CBT: r.CBT, CBTBlockSize: r.CBTBlockSize}
 }
 
 func snapshotSpec(r *http.Request, sess auth.Session) (datastore.SnapshotSpec, error) {
@@ -587,13 +580,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 }
 
 // About is the body of GET /api/v1/about.
-type About struct {
-	Version    string   `json:"version"`
-	Thumbprint string   `json:"thumbprint"`
-	NBD        []string `json:"nbd"`
-	PlainNBD   []string `json:"plainNbd"`
-	Datastores []string `json:"datastores"`
-}
+type About = hostclient.About
 
 func (s *Server) about(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
 	_, n, p := s.Addrs()
@@ -695,28 +682,10 @@ func (s *Server) endAccess(sess auth.Session, lease string) error {
 }
 
 // TicketRequest is the body of POST /api/v1/tickets.
-type TicketRequest struct {
-	Disk     string `json:"disk,omitempty"`
-	VM       string `json:"vm,omitempty"`
-	Key      string `json:"key,omitempty"`
-	Snapshot string `json:"snapshot,omitempty"`
-	Mode     string `json:"mode"` // "ro" (default) or "rw"
-	TTL      int64  `json:"ttl,omitempty"`
-	MaxConns int    `json:"maxConns,omitempty"` // connections at once; default 4
-}
+type TicketRequest = hostclient.TicketRequest
 
 // Ticket is the answer to POST /api/v1/tickets.
-type Ticket struct {
-	Ticket     string    `json:"ticket"`
-	ID         string    `json:"id"`
-	Target     string    `json:"target"`
-	Mode       string    `json:"mode"`
-	Expires    time.Time `json:"expires"`
-	Size       int64     `json:"size"`
-	URI        string    `json:"uri"`
-	PlainURI   string    `json:"plainUri,omitempty"`
-	Thumbprint string    `json:"thumbprint"`
-}
+type Ticket = hostclient.Ticket
 
 func (s *Server) issueTicket(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
 	var req TicketRequest

@@ -54,10 +54,11 @@ var allowed = []struct {
 	{"internal/datastore", []string{"disk", "format", "internal/cbt"}},
 	{"internal/cbt", []string{"disk", "format"}},
 	{"internal/auth", []string{"disk", "format"}},
-	{"server", []string{"disk", "format", "nbd", "internal/datastore", "internal/cbt", "internal/auth"}},
+	{"server", []string{"disk", "format", "nbd", "internal/datastore", "internal/cbt", "internal/auth", "internal/hostclient"}},
+	{"internal/conffile", []string{"disk"}},
 	{"internal/hostclient", []string{"disk", "format", "internal/datastore", "internal/cbt", "internal/auth"}},
 	// The root package (the kit) may not import server or the CLI.
-	{"", []string{"disk", "format", "nbd", "internal/datastore", "internal/cbt", "internal/auth", "internal/hostclient"}},
+	{"", []string{"disk", "format", "nbd", "internal/datastore", "internal/cbt", "internal/auth", "internal/hostclient", "internal/conffile"}},
 }
 
 func TestLayering(t *testing.T) {

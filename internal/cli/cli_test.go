@@ -263,21 +263,3 @@ func TestHelp(t *testing.T) {
 		t.Errorf("version: %q", out)
 	}
 }
-
-// FuzzParseConfig: the serve config parser never panics and every pair it
-// returns has a key.
-func FuzzParseConfig(f *testing.F) {
-	f.Add([]byte("# c\ndata-dir = /srv/vdisk\nlisten = 0.0.0.0:8443, [::]:8443\nlog-format=\"json\"\n"))
-	f.Add([]byte("=\nkey\n \t\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		kv, err := parseConfig(b, "fuzz")
-		if err != nil {
-			return
-		}
-		for _, p := range kv {
-			if p[0] == "" {
-				t.Fatalf("empty key from %q", b)
-			}
-		}
-	})
-}

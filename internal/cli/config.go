@@ -1,14 +1,13 @@
 package cli
 
 import (
-	"bufio"
-	"bytes"
 	"flag"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/internal/conffile"
 )
 
 // A config file holds one "key = value" per line; '#' starts a comment.
@@ -23,39 +22,6 @@ import (
 //	nbd-listen = 0.0.0.0:10809
 //	datastore  = fast=/mnt/nvme/vdisk
 
-// maxConfigFile bounds a config file.
-const maxConfigFile = 1 << 20
-
-// parseConfig reads a config file into key/value pairs, in file order.
-func parseConfig(b []byte, path string) ([][2]string, error) {
-	if len(b) > maxConfigFile {
-		return nil, disk.Errorf(disk.ErrInvalid, "config %s: larger than %d bytes", path, maxConfigFile)
-	}
-	var out [][2]string
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64<<10), maxConfigFile)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if !ok || k == "" {
-			return nil, disk.Errorf(disk.ErrInvalid, "config %s:%d: want key = value", path, n)
-		}
-		out = append(out, [2]string{k, strings.Trim(v, `"`)})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, disk.Errorf(disk.ErrInvalid, "config %s: %v", path, err)
-	}
-	return out, nil
-}
-
 // applyConfig sets the flags of fs that the command line left unset from
 // the config file at path. Unknown keys are errors (a typo must not be
 // ignored silently). Keys naming repeatable flags (listFlag) take
@@ -65,14 +31,14 @@ func applyConfig(fs *flag.FlagSet, path string) error {
 	if err != nil {
 		return disk.Wrap(err, "config", path, -1)
 	}
-	kv, err := parseConfig(b, path)
+	kv, err := conffile.Parse(b, path)
 	if err != nil {
 		return err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	for _, p := range kv {
-		k, v := p[0], p[1]
+		k, v := p.Key, p.Value
 		f := fs.Lookup(k)
 		if f == nil || k == "config" {
 			return disk.Errorf(disk.ErrInvalid, "config %s: unknown key %q (keys are the flags of 'vdisk %s -h')", path, k, fs.Name())

@@ -11,8 +11,7 @@ import (
 	"github.com/vdisk-project/vdisk/internal/datastore"
 )
 
-// The wire types of the API that live in package server (which this
-// package may not import); a test in package server keeps them in step.
+// The wire types of the API; package server serves these same types.
 
 // About is GET /api/v1/about.
 type About struct {
