@@ -19,9 +19,10 @@ import (
 	"github.com/vdisk-project/vdisk/disk/disktest"
 	"github.com/vdisk-project/vdisk/internal/auth"
 	"github.com/vdisk-project/vdisk/server"
+	"github.com/vdisk-project/vdisk/server/servertest"
 )
 
-const pw = "kit test password"
+const pw = servertest.Password
 
 // host is an in-process vdisk host for kit tests.
 type host struct {
@@ -31,33 +32,13 @@ type host struct {
 
 func startHost(t *testing.T, mod func(*server.Config)) *host {
 	t.Helper()
-	cfg := server.Config{
-		DataDir:            t.TempDir(),
-		Listen:             []string{"127.0.0.1:0"},
-		NBDListen:          []string{"127.0.0.1:0"},
-		PlainNBDListen:     []string{"127.0.0.1:0"},
-		AdminPassword:      pw,
-		PasswordIterations: 1000,
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	s, err := server.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
+	h := servertest.New(t, func(c *server.Config) {
+		c.PlainNBDListen = []string{"127.0.0.1:0"}
+		if mod != nil {
+			mod(c)
+		}
 	})
-	api, _, _ := s.Addrs()
-	return &host{s: s, params: vdisk.ConnectParams{Server: api[0].String(), User: "admin", Password: pw, Thumbprint: s.Thumbprint()}}
+	return &host{s: h.Server, params: vdisk.ConnectParams{Server: h.API, User: "admin", Password: servertest.Password, Thumbprint: h.Thumbprint}}
 }
 
 func (h *host) connect(t *testing.T, transports string) *vdisk.Conn {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vdisk-project/vdisk"
 	"github.com/vdisk-project/vdisk/server"
+	"github.com/vdisk-project/vdisk/server/servertest"
 )
 
 // TestBackupAllTransports backs up the same disk over file, direct,
@@ -18,21 +19,10 @@ import (
 // holds identical bytes, equal to the disk.
 func TestBackupAllTransports(t *testing.T) {
 	ctx := context.Background()
-	const pw = "example test password"
-	s, err := server.New(ctx, server.Config{DataDir: t.TempDir(), Listen: []string{"127.0.0.1:0"},
-		NBDListen: []string{"127.0.0.1:0"}, PlainNBDListen: []string{"127.0.0.1:0"},
-		AdminPassword: pw, PasswordIterations: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(sctx) }()
-	defer func() { cancel(); <-done }()
-	api, _, _ := s.Addrs()
+	const pw = servertest.Password
+	h := servertest.New(t, func(c *server.Config) { c.PlainNBDListen = []string{"127.0.0.1:0"} })
+	s := h.Server
+	api := []string{h.API}
 	t.Setenv("VDISK_PASSWORD", pw)
 
 	// A local image with scattered data, cloned into a VM on the host.
@@ -63,7 +53,7 @@ func TestBackupAllTransports(t *testing.T) {
 		}
 	}
 	write(local, vdisk.Spec{Path: img}, 1)
-	host, err := vdisk.Connect(ctx, vdisk.ConnectParams{Server: api[0].String(), User: "admin", Password: pw, Thumbprint: s.Thumbprint()})
+	host, err := vdisk.Connect(ctx, vdisk.ConnectParams{Server: api[0], User: "admin", Password: pw, Thumbprint: s.Thumbprint()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +77,7 @@ func TestBackupAllTransports(t *testing.T) {
 			if m == "file" {
 				args = append(args, "-file", img)
 			} else {
-				args = append(args, "-server", api[0].String(), "-thumbprint", s.Thumbprint(), "-user", "admin", "-vm", "web", "-transports", m)
+				args = append(args, "-server", api[0], "-thumbprint", s.Thumbprint(), "-user", "admin", "-vm", "web", "-transports", m)
 			}
 			var out bytes.Buffer
 			if err := run(ctx, args, &out); err != nil {

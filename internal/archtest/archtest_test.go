@@ -54,6 +54,7 @@ var allowed = []struct {
 	{"internal/datastore", []string{"disk", "format", "internal/cbt"}},
 	{"internal/cbt", []string{"disk", "format"}},
 	{"internal/auth", []string{"disk", "format"}},
+	{"server/servertest", []string{"server"}},
 	{"server", []string{"disk", "format", "nbd", "internal/datastore", "internal/cbt", "internal/auth", "internal/hostclient"}},
 	{"internal/conffile", []string{"disk"}},
 	{"internal/hostclient", []string{"disk", "format", "internal/datastore", "internal/cbt", "internal/auth"}},

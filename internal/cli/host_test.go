@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/vdisk-project/vdisk/internal/datastore"
-	"github.com/vdisk-project/vdisk/server"
+	"github.com/vdisk-project/vdisk/server/servertest"
 )
 
 // TestHostCommands drives the host commands against an in-process host:
@@ -19,20 +19,8 @@ import (
 func TestHostCommands(t *testing.T) {
 	ctx := context.Background()
 	t.Setenv("VDISK_CONFIG_DIR", t.TempDir())
-	s, err := server.New(ctx, server.Config{DataDir: t.TempDir(), Listen: []string{"127.0.0.1:0"},
-		NBDListen: []string{"127.0.0.1:0"}, AdminPassword: "cli test password", PasswordIterations: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(sctx) }()
-	defer func() { cancel(); <-done }()
-	api, _, _ := s.Addrs()
-
+	h := servertest.New(t, nil)
+	s := h.Server
 	run := func(want int, args ...string) string {
 		t.Helper()
 		var out, errb bytes.Buffer
@@ -42,12 +30,12 @@ func TestHostCommands(t *testing.T) {
 		return out.String()
 	}
 	pwf := filepath.Join(t.TempDir(), "pw")
-	os.WriteFile(pwf, []byte("cli test password\n"), 0o600)
+	os.WriteFile(pwf, []byte(servertest.Password+"\n"), 0o600)
 	bad := strings.Repeat("00:", 31) + "00"
-	run(ExitPermission, "login", "--server", api[0].String(), "--thumbprint", bad, "--password-file", pwf)
-	run(ExitUsage, "login", "--server", api[0].String(), "--password-file", pwf)
+	run(ExitPermission, "login", "--server", h.API, "--thumbprint", bad, "--password-file", pwf)
+	run(ExitUsage, "login", "--server", h.API, "--password-file", pwf)
 	run(ExitPermission, "vm", "list")
-	run(0, "login", "--server", api[0].String(), "--thumbprint", s.Thumbprint(), "--password-file", pwf)
+	run(0, "login", "--server", h.API, "--thumbprint", s.Thumbprint(), "--password-file", pwf)
 	st, _ := os.Stat(filepath.Join(os.Getenv("VDISK_CONFIG_DIR"), "login.json"))
 	if st == nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("login file mode %v, want 0600", st)
