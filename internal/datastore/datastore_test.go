@@ -581,3 +581,35 @@ func TestConsolidationResumedAtOpen(t *testing.T) {
 		t.Error("data differs after the resumed consolidation")
 	}
 }
+
+// TestLiveExtentsCoverTheRange: a live handle reports extents covering the
+// whole range however many there are (they are gathered in batches).
+func TestLiveExtentsCoverTheRange(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	s.CreateDisk(ctx, DiskSpec{Name: "x", Capacity: 1 << 30})
+	d, _ := s.Disk("x")
+	h, _ := d.OpenLive(false)
+	defer h.Close()
+	p := make([]byte, 64<<10)
+	p[0] = 1
+	for i := int64(0); i < 3000; i++ { // 3,000 data grains, one every other grain
+		h.WriteAt(p, i*128<<10)
+	}
+	var n int
+	var pos int64
+	if err := h.Extents(ctx, 0, 1<<30, func(e disk.Extent) error {
+		if e.Off != pos {
+			t.Fatalf("extent at %d, want %d", e.Off, pos)
+		}
+		pos = e.End()
+		n++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if pos != 1<<30 || n < 6000 {
+		t.Errorf("extents cover [0, %d) in %d extents; want the whole GiB in at least 6000", pos, n)
+	}
+}

@@ -642,28 +642,38 @@ func (h *Handle) Extents(ctx context.Context, off, n int64, fn func(disk.Extent)
 	if h.frozen != nil {
 		return h.frozen.Extents(ctx, off, n, fn)
 	}
-	// Collect under the gate, report after: fn may block on the network.
-	var ext []disk.Extent
-	h.d.gate.RLock()
-	if h.d.live == nil {
-		h.d.gate.RUnlock()
-		return h.errClosed()
-	}
-	err := h.d.live.Extents(ctx, off, n, func(e disk.Extent) error {
-		ext = append(ext, e)
-		if len(ext) >= 4096 {
-			return errStop
+	// Collect a batch under the gate, report it after (fn may block on the
+	// network, and a snapshot must not wait for it), and go on from where
+	// the batch ended until the range is covered.
+	end := min(off+n, h.Size())
+	ext := make([]disk.Extent, 0, 1024)
+	for off < end {
+		ext = ext[:0]
+		h.d.gate.RLock()
+		if h.d.live == nil {
+			h.d.gate.RUnlock()
+			return h.errClosed()
 		}
-		return nil
-	})
-	h.d.gate.RUnlock()
-	if err != nil && err != errStop {
-		return err
-	}
-	for _, e := range ext {
-		if err := fn(e); err != nil {
+		err := h.d.live.Extents(ctx, off, end-off, func(e disk.Extent) error {
+			ext = append(ext, e)
+			if len(ext) == cap(ext) {
+				return errStop
+			}
+			return nil
+		})
+		h.d.gate.RUnlock()
+		if err != nil && err != errStop {
 			return err
 		}
+		if len(ext) == 0 {
+			return nil
+		}
+		for _, e := range ext {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		off = ext[len(ext)-1].End()
 	}
 	return nil
 }
