@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vdisk-project/vdisk/disk"
 )
@@ -53,6 +54,14 @@ type sparseExtent struct {
 	gdDirty bool            // the grain directory changed (COWD table allocation)
 
 	stripes [allocStripes]sync.Mutex // serialize allocation per grain
+
+	// Write-back is serialized: two flushes writing the same table out of
+	// order would leave the older copy on disk. A flush that arrives while
+	// another runs waits, and returns at once if a flush that began after
+	// it arrived has succeeded meanwhile (group commit).
+	flushMu    sync.Mutex
+	flushBegun atomic.Uint64 // flushes that have taken their tables
+	flushOK    uint64        // the last flush that succeeded; guarded by flushMu
 }
 
 // openSparseExtent opens a KDMV extent whose header is h.
@@ -556,12 +565,31 @@ func (e *sparseExtent) zeroAt(off, n int64, parent io.ReaderAt) error {
 	return nil
 }
 
-// flush syncs data, writes dirty grain tables (primary, then redundant) and
-// syncs again.
+// flush makes every write completed before it was called durable: it syncs
+// data, writes the dirty grain tables (primary, then redundant) and syncs
+// again.
 func (e *sparseExtent) flush() error {
 	if e.ro {
 		return nil
 	}
+	arrived := e.flushBegun.Load()
+	e.flushMu.Lock()
+	defer e.flushMu.Unlock()
+	if e.flushOK > arrived {
+		// A flush that took its tables after this call arrived has made
+		// everything completed before it durable.
+		return nil
+	}
+	n := e.flushBegun.Add(1)
+	err := e.writeBack()
+	if err == nil {
+		e.flushOK = n
+	}
+	return err
+}
+
+// writeBack is one flush. The caller holds e.flushMu.
+func (e *sparseExtent) writeBack() error {
 	e.mu.Lock()
 	var gd []byte
 	if e.gdDirty {
@@ -574,11 +602,16 @@ func (e *sparseExtent) flush() error {
 	var out []gtWrite
 	for gi := range e.dirty {
 		t := e.cache[gi]
-		b := make([]byte, len(t)*4)
+		w := gtWrite{gi: gi, b: make([]byte, len(t)*4)}
 		for i, v := range t {
-			binary.LittleEndian.PutUint32(b[i*4:], v)
+			binary.LittleEndian.PutUint32(w.b[i*4:], v)
 		}
-		out = append(out, gtWrite{gi, b})
+		for _, dir := range [][]uint32{e.gd, e.rgd} {
+			if dir != nil && dir[gi] != 0 {
+				w.pos = append(w.pos, int64(dir[gi])*disk.SectorSize)
+			}
+		}
+		out = append(out, w)
 		e.pinned[gi] = true
 	}
 	clear(e.dirty)
@@ -590,21 +623,20 @@ func (e *sparseExtent) flush() error {
 		}
 		e.mu.Unlock()
 	}()
-	if len(out) == 0 {
-		return e.f.Sync()
+	if len(out) == 0 && gd == nil {
+		return disk.Wrap(e.f.Sync(), "vmdk: sync", e.name, -1)
+	}
+	fail := func(err error) error {
+		e.redirty(out, gd != nil)
+		return err
 	}
 	if err := e.f.Sync(); err != nil {
-		return disk.Wrap(err, "vmdk: sync", e.name, -1)
+		return fail(disk.Wrap(err, "vmdk: sync", e.name, -1))
 	}
 	for _, w := range out {
-		for _, dir := range [][]uint32{e.gd, e.rgd} {
-			if dir == nil || dir[w.gi] == 0 {
-				continue
-			}
-			pos := int64(dir[w.gi]) * disk.SectorSize
+		for _, pos := range w.pos {
 			if _, err := e.f.WriteAt(w.b, pos); err != nil {
-				e.redirty(out)
-				return disk.Wrap(err, "vmdk: write grain table", e.name, pos)
+				return fail(disk.Wrap(err, "vmdk: write grain table", e.name, pos))
 			}
 		}
 	}
@@ -612,27 +644,27 @@ func (e *sparseExtent) flush() error {
 		// New tables are in place: publish them in the directory, and
 		// record the new free sector.
 		if _, err := e.f.WriteAt(gd, int64(e.h.GDOffset)*disk.SectorSize); err != nil {
-			e.redirty(out)
-			return disk.Wrap(err, "vmdk: write grain directory", e.name, -1)
+			return fail(disk.Wrap(err, "vmdk: write grain directory", e.name, -1))
 		}
 		if err := e.writeHeader(); err != nil {
-			return err
+			return fail(err)
 		}
 	}
 	if err := e.f.Sync(); err != nil {
-		e.redirty(out)
-		return disk.Wrap(err, "vmdk: sync", e.name, -1)
+		return fail(disk.Wrap(err, "vmdk: sync", e.name, -1))
 	}
 	return nil
 }
 
 type gtWrite struct {
-	gi uint32
-	b  []byte
+	gi  uint32
+	b   []byte
+	pos []int64 // where the table's copies go
 }
 
-// redirty marks tables whose write-back failed as dirty again.
-func (e *sparseExtent) redirty(out []gtWrite) {
+// redirty marks tables (and the directory) whose write-back failed as
+// dirty again.
+func (e *sparseExtent) redirty(out []gtWrite, gd bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, w := range out {
@@ -640,6 +672,7 @@ func (e *sparseExtent) redirty(out []gtWrite) {
 			e.dirty[w.gi] = true
 		}
 	}
+	e.gdDirty = e.gdDirty || gd
 }
 
 func (e *sparseExtent) close() error {
@@ -674,7 +707,9 @@ func (e *sparseExtent) grow(capacity uint64) error {
 	if capacity >= maxExtentSectors {
 		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: a sparse extent must stay below 2 TiB; convert to twoGbMaxExtentSparse or a flat format", e.name)
 	}
-	if err := e.flush(); err != nil {
+	e.flushMu.Lock() // no write-back while the directory moves
+	defer e.flushMu.Unlock()
+	if err := e.writeBack(); err != nil {
 		return err
 	}
 	h := *e.h
