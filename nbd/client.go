@@ -884,6 +884,25 @@ func (c *Client) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
+// WriteFUA writes p at off with the FUA flag: when it returns, the write
+// is durable. A server that does not take FUA gets a FLUSH after the
+// write.
+func (c *Client) WriteFUA(p []byte, off int64) error {
+	if c.flags&flagSendFUA == 0 {
+		if _, err := c.WriteAt(p, off); err != nil {
+			return err
+		}
+		return c.Flush()
+	}
+	if c.ReadOnly() {
+		return disk.Errorf(disk.ErrPermission, "nbd: export is read-only")
+	}
+	if err := disk.CheckRange(off, int64(len(p)), c.size); err != nil {
+		return err
+	}
+	return c.wait(c.async(cmdWrite, cmdFlagFUA, p, off, int64(len(p))))
+}
+
 // WriteZeroes sends WRITE_ZEROES.
 func (c *Client) WriteZeroes(off, n int64, flags disk.ZeroFlags) error {
 	if err := disk.CheckRange(off, n, c.size); err != nil {

@@ -30,19 +30,24 @@
 // # Persistence and crashes
 //
 // The state lives in one file, written whole (temporary file, sync, rename)
-// by Flush, with a CRC-32C over it. Open marks the file "in use" before any
-// write is tracked, Close marks it clean. A tracker found in use at Open
-// was stopped uncleanly: writes may have reached the disk after its last
-// flush without being recorded, so it cannot prove completeness. It then
-// rotates its UUID: every older change ID becomes unknown (ErrNotFound, the
-// caller takes a full backup) and tracking starts afresh. The tracker may
+// at checkpoints (Flush, FlushAfter, Snapshot's caller, Close), with a
+// CRC-32C over it. Between checkpoints a write-intent map (intent.go) names
+// the coarse regions that may have changed since the last one; a write
+// into a region not yet named waits until the map naming it is synced. A
+// state file found "in use" at Open (an unclean stop: SIGKILL, power loss)
+// is completed from the intent map: every block of the named regions is
+// marked changed, and every change ID stays valid. Only when nothing says
+// where the lost changes can be (no valid intent map for this history) does
+// the tracker rotate its UUID: every older change ID becomes unknown
+// (ErrNotFound, the caller takes a full backup). The tracker may
 // over-report; it never under-reports.
 //
 // # Concurrency
 //
-// All methods are safe for concurrent use. MarkWritten is on the write
+// All methods are safe for concurrent use. BeginWrite is on the write
 // path: it takes one mutex and allocates only when a chunk is first
-// touched in an epoch.
+// touched in an epoch; it syncs the intent map only for the first write
+// into a region after a checkpoint.
 package cbt
 
 import (
@@ -58,6 +63,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
 )
@@ -152,12 +158,33 @@ type Tracker struct {
 	// last speeds up MarkWritten for sequential writes.
 	lastIdx uint64
 	lastC   *container
-	// dataGen counts data writes begun; a zeroing that overlapped one is
-	// recorded as data (see MarkZeroed).
-	dataGen uint64
-	dirty   bool
-	closed  bool
+	// The writes and zeroings in flight: a zeroing that a data write
+	// overlapped while it ran is recorded as data (see BeginZero).
+	nextOp uint64
+	writes map[uint64]span
+	zeros  map[uint64]*zeroOp
+	dirty  bool
+	closed bool
+
+	in        intent           // the write-intent map (intent.go); guarded by mu
+	imu       sync.Mutex       // serializes intent file writes and checkpoints
+	recovered int64            // bytes marked changed from the intent map at Open
+	saved     time.Time        // the last checkpoint
+	now       func() time.Time // the clock
+	afterSave func()           // tests: runs between a checkpoint's save and its clearing
 }
+
+type span struct{ off, end int64 }
+
+func (a span) overlaps(b span) bool { return a.off < b.end && b.off < a.end }
+
+type zeroOp struct {
+	span
+	tainted bool // a data write overlapped it while it ran
+}
+
+// Op is a write or zeroing in flight, from BeginWrite or BeginZero.
+type Op struct{ id uint64 }
 
 // ID is a parsed change ID.
 type ID struct {
@@ -228,10 +255,21 @@ func Create(fsys disk.FS, path string, size, blockSize int64) (*Tracker, error) 
 	}
 	t := &Tracker{fsys: fsys, path: path, uuid: newUUID(), block: blockSize, size: size,
 		floor: 0, cur: newEpoch(1)}
+	t.init()
 	if err := t.save(false); err != nil {
 		return nil, err
 	}
+	if err := t.openIntent(); err != nil {
+		return nil, err
+	}
 	return t, nil
+}
+
+func (t *Tracker) init() {
+	t.now = time.Now
+	t.saved = t.now()
+	t.writes = map[uint64]span{}
+	t.zeros = map[uint64]*zeroOp{}
 }
 
 // Open loads a tracker. If it was not closed cleanly it rotates its UUID
@@ -264,18 +302,39 @@ func Open(fsys disk.FS, path string) (t *Tracker, rotated bool, err error) {
 		return nil, false, disk.Wrap(err, "cbt: load", path, -1)
 	}
 	t.fsys, t.path = fsys, path
+	t.init()
 	if !clean {
-		// Writes may have reached the disk unrecorded: start a new history.
-		t.uuid = newUUID()
-		t.floor = t.cur.seq
-		t.old = nil
-		t.cur = newEpoch(t.cur.seq + 1)
-		rotated = true
+		// Writes may have reached the disk after the last checkpoint; the
+		// intent map names the regions they can be in.
+		regions, shift, err := readIntent(fsys, t.intentPath(), t.uuid, t.size, t.block)
+		if err == nil {
+			t.recovered = t.markRegions(regions, shift)
+		} else {
+			// Nothing says where: start a new history.
+			t.uuid = newUUID()
+			t.floor = t.cur.seq
+			t.old = nil
+			t.cur = newEpoch(t.cur.seq + 1)
+			rotated = true
+		}
 	}
+	// The state (with what the intent map added) is durable before the
+	// map is cleared.
 	if err := t.save(false); err != nil {
 		return nil, false, err
 	}
+	if err := t.openIntent(); err != nil {
+		return nil, false, err
+	}
 	return t, rotated, nil
+}
+
+// Recovered returns how many bytes Open marked changed because the intent
+// map named them after an unclean stop.
+func (t *Tracker) Recovered() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.recovered
 }
 
 // ChangeID returns the ID of the current state: changes made after this
@@ -350,15 +409,26 @@ func fromBitmap(bm []uint64) *container {
 }
 
 // MarkWritten records that [off, off+n) changed in the current epoch and
-// may hold data. Call it for every write, zeroing, trim and unmap, before
-// it can reach the disk.
-func (t *Tracker) MarkWritten(off, n int64) {
+// may hold data. Call it before the change can reach the disk; for writes
+// and zeroings in flight use BeginWrite and BeginZero instead. It returns
+// once the change is recorded durably enough to survive a crash (the
+// intent map, intent.go); an error means it is not, and the change must
+// not be made.
+func (t *Tracker) MarkWritten(off, n int64) error {
 	if n <= 0 || off < 0 {
-		return
+		return nil
 	}
-	first, last := uint64(off/t.block), uint64((off+n-1)/t.block)
 	t.mu.Lock()
-	t.dataGen++
+	seq := t.markLocked(off, n)
+	t.mu.Unlock()
+	return t.syncIntent(seq)
+}
+
+// markLocked records a change in the current epoch and the intent map,
+// and returns the intent sequence number that must be durable before the
+// change is made (0: already). The caller holds t.mu.
+func (t *Tracker) markLocked(off, n int64) uint64 {
+	first, last := uint64(off/t.block), uint64((off+n-1)/t.block)
 	if len(t.cur.zero) > 0 {
 		for b := first; b <= last; b++ {
 			if z := t.cur.zero[b/chunkBlocks]; z != nil {
@@ -380,60 +450,123 @@ func (t *Tracker) MarkWritten(off, n int64) {
 		c.add(uint16(b % chunkBlocks))
 	}
 	t.dirty = true
+	return t.in.mark(off, n)
+}
+
+// BeginWrite records a data write of [off, off+n) about to be made, as
+// MarkWritten does, and that it is in flight until End. A zeroing that it
+// overlaps while both run is recorded as data.
+func (t *Tracker) BeginWrite(off, n int64) (Op, error) {
+	if n <= 0 || off < 0 {
+		return Op{}, nil
+	}
+	sp := span{off, off + n}
+	t.mu.Lock()
+	seq := t.markLocked(off, n)
+	for _, z := range t.zeros {
+		if z.overlaps(sp) {
+			z.tainted = true
+		}
+	}
+	t.nextOp++
+	op := Op{t.nextOp}
+	t.writes[op.id] = sp
+	t.mu.Unlock()
+	if err := t.syncIntent(seq); err != nil {
+		t.End(op)
+		return Op{}, err
+	}
+	return op, nil
+}
+
+// End ends a write begun with BeginWrite, whatever its outcome.
+func (t *Tracker) End(op Op) {
+	if op.id == 0 {
+		return
+	}
+	t.mu.Lock()
+	delete(t.writes, op.id)
 	t.mu.Unlock()
 }
 
-// BeginZero is called when a zeroing starts (after MarkWritten); its
-// result goes to MarkZeroed when the zeroing succeeded.
-func (t *Tracker) BeginZero() uint64 {
+// BeginZero records a zeroing, trim or unmap of [off, off+n) about to be
+// made (as MarkWritten). EndZero then records the whole blocks it covers as
+// reading zeros, unless a data write overlapping it was in flight at any
+// moment while it ran: then the blocks may hold that write's data after
+// all, and they stay recorded as data. It never under-reports: a block is
+// Zero only if its last change in the epoch zeroed it whole.
+func (t *Tracker) BeginZero(off, n int64) (Op, error) {
+	if n <= 0 || off < 0 {
+		return Op{}, nil
+	}
+	z := &zeroOp{span: span{off, off + n}}
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.dataGen
+	seq := t.markLocked(off, n)
+	for _, w := range t.writes {
+		if w.overlaps(z.span) {
+			z.tainted = true
+			break
+		}
+	}
+	t.nextOp++
+	op := Op{t.nextOp}
+	t.zeros[op.id] = z
+	t.mu.Unlock()
+	if err := t.syncIntent(seq); err != nil {
+		t.EndZero(op, false)
+		return Op{}, err
+	}
+	return op, nil
 }
 
-// MarkZeroed records that the whole blocks of [off, off+n) now read as
-// zeros, so that Changed reports them as Zero and an incremental need not
-// read them (trims and unmaps do not inflate it). gen is BeginZero's
-// result: if any data write began since, the blocks may hold its data
-// after all, and they stay recorded as data. It never under-reports: a
-// block is Zero only if its last change in the epoch zeroed it whole.
-func (t *Tracker) MarkZeroed(off, n int64, gen uint64) {
-	if n <= 0 || off < 0 {
+// EndZero ends a zeroing begun with BeginZero; ok says that it succeeded.
+func (t *Tracker) EndZero(op Op, ok bool) {
+	if op.id == 0 {
 		return
 	}
-	first := uint64((off + t.block - 1) / t.block)
-	end := uint64((off + n) / t.block)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if gen != t.dataGen {
+	z := t.zeros[op.id]
+	delete(t.zeros, op.id)
+	if z == nil || !ok || z.tainted {
 		return
 	}
+	first := uint64((z.off + t.block - 1) / t.block)
+	end := uint64(z.end / t.block)
 	for b := first; b < end; b++ {
 		idx := b / chunkBlocks
 		if t.cur.chunks[idx] == nil {
-			continue // not recorded as changed (MarkWritten was not called)
+			continue // not recorded as changed
 		}
-		z := t.cur.zero[idx]
-		if z == nil {
-			z = &container{}
-			t.cur.zero[idx] = z
+		zc := t.cur.zero[idx]
+		if zc == nil {
+			zc = &container{}
+			t.cur.zero[idx] = zc
 		}
-		z.add(uint16(b % chunkBlocks))
+		zc.add(uint16(b % chunkBlocks))
 	}
 	t.dirty = true
 }
 
 // Resize records a new disk size. Growing marks the new range changed (it
 // reads as zeros, which a backup must also see); shrinking forgets nothing.
-func (t *Tracker) Resize(size int64) {
+// The state is saved and the intent map laid out anew for the new size
+// before it returns.
+func (t *Tracker) Resize(size int64) error {
+	t.imu.Lock()
+	defer t.imu.Unlock()
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	old := t.size
 	t.size = size
 	t.dirty = true
-	t.mu.Unlock()
 	if size > old {
-		t.MarkWritten(old, size-old)
+		t.markLocked(old, size-old)
 	}
+	if err := t.saveLocked(false); err != nil {
+		return err
+	}
+	return t.resetIntentLocked()
 }
 
 // Changed reports the ranges changed after since and up to until ("" for
@@ -471,6 +604,10 @@ func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64
 	if lo < t.floor {
 		t.mu.Unlock()
 		return disk.Errorf(disk.ErrNotFound, "cbt: change ID %s is older than the kept history", since)
+	}
+	if lo > hi {
+		t.mu.Unlock()
+		return disk.Errorf(disk.ErrInvalid, "cbt: change ID %s is newer than %s: nothing can be answered for a reversed range", since, until)
 	}
 	// Collect the chunk indexes of the selected epochs (seq in (lo, hi]).
 	var sel []*epoch
@@ -597,28 +734,23 @@ func ChangedAllocated(ctx context.Context, t *Tracker, since, until string, d di
 	})
 }
 
-// Flush writes the state file if it changed. It keeps the file current
-// (for tools that read it and for a smaller window of lost history), but
-// crash correctness does not rest on it: writes can reach a disk after the
-// last Flush, so after an unclean stop the tracker rotates anyway.
-func (t *Tracker) Flush() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.dirty {
-		return nil
-	}
-	return t.saveLocked(false)
-}
-
-// Close flushes and marks the state clean: the next Open trusts it.
+// Close checkpoints and marks the state clean (the next Open trusts it
+// without the intent map), and closes the tracker's files.
 func (t *Tracker) Close() error {
+	err := t.checkpoint(true)
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.closed {
+		t.mu.Unlock()
 		return disk.Errorf(disk.ErrInvalid, "cbt: closed twice")
 	}
 	t.closed = true
-	return t.saveLocked(true)
+	t.mu.Unlock()
+	if t.in.f != nil {
+		if cerr := t.in.f.Close(); err == nil {
+			err = disk.Wrap(cerr, "cbt: close intent map", t.intentPath(), -1)
+		}
+	}
+	return err
 }
 
 func (t *Tracker) save(clean bool) error {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -114,48 +115,189 @@ func TestGroundTruth(t *testing.T) {
 	}
 }
 
-// TestCrash: a tracker that was not closed cleanly refuses every older
-// change ID (a full backup follows) instead of answering incompletely, and
-// tracks new changes.
-func TestCrash(t *testing.T) {
+// TestCheckpointRace: a write recorded after a checkpoint took its state,
+// into a region the intent map already named, keeps that region named when
+// the checkpoint clears the map; a crash then still reports it.
+func TestCheckpointRace(t *testing.T) {
+	fsys := disktest.NewCrashFS()
+	tr, err := Create(fsys, "/d.ctk", 1<<30, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := tr.Snapshot()
+	tr.Flush()
+	tr.MarkWritten(1<<20, 4096) // names region 0
+	tr.afterSave = func() {
+		tr.afterSave = nil
+		tr.MarkWritten(2<<20, 4096) // region 0 again: no sync needed
+	}
+	if err := tr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tr2, rotated, err := Open(fsys.Crash(rand.New(rand.NewPCG(1, 2))), "/d.ctk")
+	if err != nil || rotated {
+		t.Fatalf("open after a crash: %v, rotated %v", err, rotated)
+	}
+	if got := blocksOf(t, tr2, base, ""); !got[2<<20/4096] {
+		t.Errorf("the write recorded during the checkpoint is lost (%d blocks reported)", len(got))
+	}
+}
+
+// TestCrashConcurrent crashes while writers and checkpoints run at once:
+// a region cleared by a checkpoint while a write into it was recorded after
+// the checkpoint began would lose that write.
+func TestCrashConcurrent(t *testing.T) {
+	const size = 1 << 35 // 2,048 regions of 16 MiB
 	for seed := range uint64(20) {
 		fsys := disktest.NewCrashFS()
-		tr, err := Create(fsys, "/d.ctk", 1<<30, 0)
+		tr, err := Create(fsys, "/d.ctk", size, 4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := tr.Snapshot()
+		if err := tr.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(seed, 5))
+		fsys.CrashAfter(20+rng.IntN(200), rng)
+		var mu sync.Mutex
+		var done []int64
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				r := rand.New(rand.NewPCG(seed, uint64(w)))
+				for fsys.Crashed() == nil {
+					off := r.Int64N(2048) << 24
+					if err := tr.MarkWritten(off, 4096); err != nil {
+						t.Error(err)
+						return
+					}
+					if fsys.Crashed() == nil {
+						mu.Lock()
+						done = append(done, off)
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			for fsys.Crashed() == nil {
+				if err := tr.Flush(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+		wg.Wait()
+		tr2, rotated, err := Open(fsys.Crashed(), "/d.ctk")
+		if err != nil || rotated {
+			t.Fatalf("seed %d: open after a crash: %v, rotated %v", seed, err, rotated)
+		}
+		got := blocksOf(t, tr2, base, "")
+		for _, off := range done {
+			if !got[off/4096] {
+				t.Fatalf("seed %d: a write at %d that returned before the crash is not reported (%d writes, %d blocks reported)", seed, off, len(done), len(got))
+			}
+		}
+		tr2.Close()
+	}
+}
+
+// TestCrash crashes the tracker's filesystem at a random operation while
+// writes, snapshots and checkpoints go on, and checks that the reopened
+// tracker keeps its history and never under-reports: every write that
+// returned before the crash is reported by every change ID handed out
+// before it.
+func TestCrash(t *testing.T) {
+	const size = 1 << 32
+	seeds := uint64(60)
+	if os.Getenv("VDISK_TEST_LONG") != "" {
+		seeds = 2000
+	}
+	recoveredAny := false
+	for seed := range seeds {
+		fsys := disktest.NewCrashFS()
+		tr, err := Create(fsys, "/d.ctk", size, 4096)
 		if err != nil {
 			t.Fatal(err)
 		}
 		rng := rand.New(rand.NewPCG(seed, 3))
-		var ids []string
-		for range 5 {
-			tr.MarkWritten(rng.Int64N(1<<30-4096), 4096)
-			ids = append(ids, tr.Snapshot())
-			if rng.IntN(2) == 0 {
-				tr.Flush()
+		fsys.CrashAfter(1+rng.IntN(60), rng)
+		type write struct {
+			epoch int
+			off   int64
+		}
+		var done []write // writes that returned before the crash
+		var ids []string // change IDs handed out before the crash
+		for ep := 0; fsys.Crashed() == nil && ep < 40; ep++ {
+			for range 1 + rng.IntN(20) {
+				off := rng.Int64N(size/4096) * 4096
+				if rng.IntN(3) == 0 {
+					off = rng.Int64N(64) * 4096 // a hot region
+				}
+				if err := tr.MarkWritten(off, 4096); err != nil {
+					t.Fatal(err)
+				}
+				if fsys.Crashed() == nil {
+					done = append(done, write{ep, off})
+				}
+			}
+			id := tr.Snapshot()
+			if err := tr.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if fsys.Crashed() == nil {
+				ids = append(ids, id)
 			}
 		}
-		after := fsys.Crash(rng)
+		after := fsys.Crashed()
+		if after == nil {
+			after = fsys.Crash(rng)
+		}
 		tr2, rotated, err := Open(after, "/d.ctk")
 		if err != nil {
 			t.Fatalf("seed %d: open after a crash: %v", seed, err)
 		}
-		if !rotated {
-			t.Fatalf("seed %d: an unclean tracker did not rotate", seed)
+		if rotated {
+			t.Fatalf("seed %d: the tracker rotated after a crash; its intent map should have kept its history", seed)
 		}
-		for _, id := range ids {
-			err := tr2.Changed(ctx, id, "", 0, 1<<30, func(disk.Extent) error { return nil })
-			if !errors.Is(err, disk.ErrNotFound) {
-				t.Fatalf("seed %d: old ID after a crash = %v, want ErrNotFound", seed, err)
+		recoveredAny = recoveredAny || tr2.Recovered() > 0
+		for i, id := range ids {
+			got := blocksOf(t, tr2, id, "")
+			for _, w := range done {
+				if w.epoch > i && !got[w.off/tr2.block] {
+					t.Fatalf("seed %d: after the crash, Changed(%s) misses a write of epoch %d at %d", seed, id, w.epoch, w.off)
+				}
 			}
 		}
-		base := tr2.ChangeID()
+		base := tr2.Snapshot() // the recovered regions are in the epoch before
 		tr2.MarkWritten(5<<20, 1)
 		if got := blocksOf(t, tr2, base, ""); len(got) != 1 || !got[5<<20/tr2.block] {
-			t.Fatalf("seed %d: tracking after the crash: %v", seed, got)
+			t.Fatalf("seed %d: tracking after the crash: %d blocks", seed, len(got))
 		}
+		tr2.Close()
+	}
+	if !recoveredAny {
+		t.Error("no crash needed the intent map: the test does not reach it")
+	}
+	// With no intent map (an older tracker, or a lost file), an unclean
+	// state cannot be completed: the tracker rotates.
+	fsys := disktest.NewCrashFS()
+	tr, _ := Create(fsys, "/r.ctk", 1<<30, 0)
+	old := tr.Snapshot()
+	tr.Flush()
+	after := fsys.Crash(rand.New(rand.NewPCG(1, 1)))
+	after.Remove(IntentPath("/r.ctk"))
+	tr2, rotated, err := Open(after, "/r.ctk")
+	if err != nil || !rotated {
+		t.Fatalf("no intent map: open = %v, rotated %v; want a rotation", err, rotated)
+	}
+	if err := tr2.Changed(ctx, old, "", 0, 1<<30, func(disk.Extent) error { return nil }); !errors.Is(err, disk.ErrNotFound) {
+		t.Errorf("old ID after a rotation = %v, want ErrNotFound", err)
 	}
 	// A corrupt state file is refused, not trusted.
-	fsys := disktest.NewCrashFS()
-	tr, _ := Create(fsys, "/c.ctk", 1<<20, 0)
+	fsys = disktest.NewCrashFS()
+	tr, _ = Create(fsys, "/c.ctk", 1<<20, 0)
 	tr.Close()
 	b := fsys.Bytes("/c.ctk")
 	b[len(b)/2] ^= 0xff
@@ -235,11 +377,12 @@ func FuzzLoad(f *testing.F) {
 	for i := range 3000 {
 		tr.MarkWritten(int64(i)*3<<16, 1)
 	}
-	tr.MarkZeroed(0, 1<<24, tr.BeginZero())
+	z, _ := tr.BeginZero(0, 1<<24)
+	tr.EndZero(z, true)
 	tr.Snapshot()
 	tr.MarkWritten(5, 5)
-	tr.MarkWritten(1<<20, 1<<20)
-	tr.MarkZeroed(1<<20, 1<<20, tr.BeginZero())
+	z, _ = tr.BeginZero(1<<20, 1<<20)
+	tr.EndZero(z, true)
 	tr.Close()
 	f.Add(fsys.Bytes("/f.ctk"))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -293,23 +436,45 @@ func TestZeroed(t *testing.T) {
 		t.Fatal(err)
 	}
 	zero := func(off, n int64) {
-		tr.MarkWritten(off, n)
-		tr.MarkZeroed(off, n, tr.BeginZero())
+		z, err := tr.BeginZero(off, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.EndZero(z, true)
+	}
+	write := func(off, n int64) Op {
+		w, err := tr.BeginWrite(off, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
 	}
 	base := tr.ChangeID()
-	tr.MarkWritten(0, bs)      // block 0: data
-	zero(bs, bs)               // block 1: zero
-	tr.MarkWritten(2*bs, bs)   // block 2: data, then zeroed
-	zero(2*bs, bs)             //
-	zero(3*bs, bs)             // block 3: zeroed, then data
-	tr.MarkWritten(3*bs, 100)  //
-	zero(4*bs+512, bs-512)     // block 4: part zeroed only: data
-	g := tr.BeginZero()        // block 5: a data write overlaps the zeroing
-	tr.MarkWritten(5*bs, bs)   //
-	tr.MarkWritten(9*bs, 1)    //
-	tr.MarkZeroed(5*bs, bs, g) //
-	zero(6*bs, bs)             // block 6: zero in epoch 1, data in epoch 2
-	zero(7*bs, bs)             // block 7: data in epoch 1, zero in epoch 2
+	tr.MarkWritten(0, bs)    // block 0: data
+	zero(bs, bs)             // block 1: zero
+	tr.MarkWritten(2*bs, bs) // block 2: data, then zeroed
+	zero(2*bs, bs)           //
+	zero(3*bs, bs)           // block 3: zeroed, then data
+	tr.MarkWritten(3*bs, 100)
+	zero(4*bs+512, bs-512) // block 4: part zeroed only: data
+	// Block 5: a data write begins while the zeroing runs.
+	g, _ := tr.BeginZero(5*bs, bs)
+	tr.End(write(5*bs, bs))
+	tr.EndZero(g, true)
+	// Block 8: a data write in flight when the zeroing begins, and still
+	// after it ends: it may land last.
+	w := write(8*bs, bs)
+	zero(8*bs, bs)
+	tr.End(w)
+	// Block 10: zeroed while an unrelated write runs: still zero.
+	w = write(9*bs, 1)
+	zero(10*bs, bs)
+	tr.End(w)
+	// Block 11: a zeroing that failed is data.
+	g, _ = tr.BeginZero(11*bs, bs)
+	tr.EndZero(g, false)
+	zero(6*bs, bs) // block 6: zero in epoch 1, data in epoch 2
+	zero(7*bs, bs) // block 7: data in epoch 1, zero in epoch 2
 	tr.MarkWritten(7*bs, 1)
 	s1 := tr.Snapshot()
 	tr.MarkWritten(6*bs, 1)
@@ -325,11 +490,11 @@ func TestZeroed(t *testing.T) {
 		}
 		return strings.TrimSpace(b.String())
 	}
-	want1 := "0+1 1+2z 3+3 6+1z 7+1 9+1"
+	want1 := "0+1 1+2z 3+3 6+1z 7+3 10+1z 11+1"
 	if g := got(base, s1); g != want1 {
 		t.Errorf("epoch 1: %s, want %s", g, want1)
 	}
-	want12 := "0+1 1+2z 3+4 7+1z 9+1"
+	want12 := "0+1 1+2z 3+4 7+1z 8+2 10+1z 11+1"
 	if g := got(base, s2); g != want12 {
 		t.Errorf("epochs 1-2: %s, want %s", g, want12)
 	}

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -13,8 +15,10 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -49,11 +53,11 @@ type child struct {
 	once       sync.Once
 }
 
-func startChild(t *testing.T, dataDir, password string) *child {
+func startChild(t *testing.T, dataDir, password string, extra ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(),
-		"VDISK_TEST_SERVE_ARGS=--data-dir "+dataDir+" --listen 127.0.0.1:0 --nbd-listen 127.0.0.1:0 --log-format json --log-level warn",
+		"VDISK_TEST_SERVE_ARGS=--data-dir "+dataDir+" --listen 127.0.0.1:0 --nbd-listen 127.0.0.1:0 --log-format json --log-level warn "+strings.Join(extra, " "),
 		"VDISK_ADMIN_PASSWORD="+password)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -122,17 +126,18 @@ func (c *child) call(method, path string, body, out any) int {
 	return resp.StatusCode
 }
 
-func (c *child) dial(t *testing.T, req map[string]any) *nbd.Client {
-	t.Helper()
+// dialN opens an NBD client with conns connections through a new ticket.
+func (c *child) dialN(req map[string]any, conns int) (*nbd.Client, error) {
 	var tk struct{ URI, Ticket string }
+	req["maxConns"] = conns
 	if st := c.call("POST", "/api/v1/tickets", req, &tk); st != 201 {
-		t.Fatalf("ticket %v: status %d", req, st)
+		return nil, fmt.Errorf("ticket %v: status %d", req, st)
 	}
-	cl, err := nbd.Dial(context.Background(), tk.URI, &nbd.ClientOptions{Thumbprint: c.thumbprint, Timeout: 20 * time.Second, Connections: 1})
+	cl, err := nbd.Dial(context.Background(), tk.URI, &nbd.ClientOptions{Thumbprint: c.thumbprint, Timeout: 20 * time.Second, Connections: conns})
 	if err != nil {
-		t.Fatalf("dial: %v", err)
+		return nil, fmt.Errorf("dial: %w", err)
 	}
-	return cl
+	return cl, nil
 }
 
 func (c *child) kill() {
@@ -142,193 +147,414 @@ func (c *child) kill() {
 	})
 }
 
-// TestServeKill writes to a disk over NBD while a backup takes snapshots
-// and incrementals, and kills the server with SIGKILL at random moments
-// (while writing, and while consolidating). After each restart: every
-// flushed write is there; each write that was not flushed shows its old
-// or new data; the backup rebuilt from a full copy and the incrementals
-// equals each snapshot, and an incremental from a change ID recorded
-// before the kill is refused (the client then takes a full backup).
+// The kill test's blocks hold a value: 8-byte words all equal to it (0 for
+// zeros), so any block read can be matched against the writes made to it.
+const (
+	killSize  = 16 << 20
+	killBlock = 4096
+	killN     = killSize / killBlock
+)
+
+func blockValue(p []byte) (uint64, bool) {
+	v := binary.LittleEndian.Uint64(p)
+	for i := 8; i < len(p); i += 8 {
+		if binary.LittleEndian.Uint64(p[i:]) != v {
+			return 0, false
+		}
+	}
+	return v, true
+}
+
+func fillValue(p []byte, v uint64) {
+	for i := 0; i < len(p); i += 8 {
+		binary.LittleEndian.PutUint64(p[i:], v)
+	}
+}
+
+// killLog is the ground truth of one round: per block, every write in
+// order with the clock ticks at which it was issued and acknowledged.
+type killLog struct {
+	clock  atomic.Int64
+	start  []uint64 // the block's value when the round began
+	writes [killN][]killWrite
+}
+
+type killWrite struct {
+	v          uint64
+	start, end int64 // end 0: never acknowledged
+}
+
+// snapshotOK checks a snapshot read between ticks from and to: each block
+// holds the last write acknowledged before from, or a later write issued
+// before to. It returns the first block that does not.
+func (l *killLog) snapshotOK(data []byte, from, to int64) (int, bool) {
+	for b := range killN {
+		v, ok := blockValue(data[b*killBlock : (b+1)*killBlock])
+		if !ok {
+			return b, false
+		}
+		ws := l.writes[b]
+		lo := -1
+		for j, w := range ws {
+			if w.end != 0 && w.end < from {
+				lo = j
+			}
+		}
+		good := lo < 0 && v == l.start[b]
+		for j := max(lo, 0); j < len(ws) && !good; j++ {
+			good = ws[j].start < to && ws[j].v == v
+		}
+		if !good {
+			return b, false
+		}
+	}
+	return 0, true
+}
+
+type stormSnap struct {
+	id, changeID string
+	data         []byte
+	deleting     bool // a DELETE was sent: it may be gone
+}
+
+// TestServeKill runs `vdisk serve` as a child process and, in every round,
+// writes to a disk over NBD from 24 goroutines on two clients with three
+// connections (pipelined writes, FUA writes, zeroings and flushes) while
+// snapshots are created in a storm, read, removed (consolidated) and the
+// disk relocated between two datastores. Even rounds end with SIGKILL at a
+// random moment, odd rounds with a clean stop. After each restart:
+//   - every write flushed or written with FUA before the kill is there;
+//     every other block holds one of the values written to it;
+//   - every snapshot created holds exactly what its instant allows, and
+//     reads the same after the kill;
+//   - incrementals from change IDs taken before the kill (the previous
+//     round's snapshot and every surviving storm snapshot) are answered
+//     and rebuild the new snapshot exactly: change tracking survives
+//     SIGKILL without under-reporting.
 func TestServeKill(t *testing.T) {
-	rounds := 4
+	rounds := 6
 	if os.Getenv("VDISK_TEST_LONG") != "" {
 		rounds = 40
 	}
-	const size, block = 16 << 20, 4096
-	dir := t.TempDir()
+	dir, alt := t.TempDir(), t.TempDir()
 	const pw = "kill-test-password"
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(42, seed))
 	t.Logf("seed %d", seed)
 
-	model := make([]byte, size) // the flushed state
-	// maybe holds, per block, the other values a block may hold after a
-	// kill (writes not yet flushed).
-	maybe := map[int64][][]byte{}
+	model := make([]uint64, killN)   // the durable value of each block
+	maybe := make([][]uint64, killN) // other values a block may hold after a kill
 	var backup []byte
-	lastCID, lastSnap := "", ""
-	full, incr := 0, 0
-	wantIncr := false
+	lastCID := ""
+	storm := map[string]*stormSnap{}
+	var stats struct {
+		writes, flushed, snapshots, relocations, incrementals, kills int
+	}
 	for round := range rounds {
-		c := startChild(t, dir, pw)
+		c := startChild(t, dir, pw, "--datastore", "alt="+alt)
 		if round == 0 {
-			if st := c.call("POST", "/api/v1/disks", map[string]any{"name": "d", "capacity": size, "cbt": true}, nil); st != 201 {
+			if st := c.call("POST", "/api/v1/disks", map[string]any{"name": "d", "capacity": killSize, "cbt": true}, nil); st != 201 {
 				t.Fatalf("create disk: %d", st)
 			}
 		}
-		run := c.dial(t, map[string]any{"disk": "d", "mode": "rw"})
-		// Check the disk against the model, resolving the unflushed blocks.
-		got := make([]byte, size)
+		run, err := c.dialN(map[string]any{"disk": "d", "mode": "rw"}, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The disk against the model.
+		got := make([]byte, killSize)
 		if _, err := run.ReadAt(got, 0); err != nil {
 			t.Fatal(err)
 		}
-		for b := int64(0); b < size/block; b++ {
-			cur := got[b*block : (b+1)*block]
-			if bytes.Equal(cur, model[b*block:(b+1)*block]) {
-				continue
-			}
-			ok := false
-			for _, v := range maybe[b] {
-				ok = ok || bytes.Equal(cur, v)
+		for b := range killN {
+			v, ok := blockValue(got[b*killBlock : (b+1)*killBlock])
+			if ok && v != model[b] {
+				ok = slices.Contains(maybe[b], v)
 			}
 			if !ok {
-				t.Fatalf("round %d: block %d holds data never written there (flushed data lost or torn)", round, b)
+				t.Fatalf("round %d: block %d holds %#x, never written there after its durable value %#x (a flushed write is lost, or a block torn)", round, b, v, model[b])
 			}
-			copy(model[b*block:], cur)
+			model[b] = v
+			maybe[b] = nil
 		}
-		clear(maybe)
-
-		// Backup: snapshot, incremental (or full when refused).
+		want := make([]byte, killSize)
+		for b, v := range model {
+			fillValue(want[b*killBlock:(b+1)*killBlock], v)
+		}
+		// The snapshot of this round, and the incrementals that rebuild it.
 		var sn datastore.SnapshotInfo
 		if st := c.call("POST", "/api/v1/disks/d/snapshots", map[string]any{}, &sn); st != 201 {
 			t.Fatalf("round %d: snapshot: %d", round, st)
 		}
-		var ci datastore.ChangeInfo
-		st := 404
-		if lastCID != "" {
-			st = c.call("GET", "/api/v1/disks/d/changes?snapshot="+sn.ID+"&changeId="+url.QueryEscape(lastCID), nil, &ci)
-		}
-		switch st {
-		case 200:
-			incr++
-		case 404:
-			if wantIncr {
-				t.Fatalf("round %d: the incremental after a clean stop was refused", round)
+		incremental := func(from string, base []byte) []byte {
+			var ci datastore.ChangeInfo
+			if st := c.call("GET", "/api/v1/disks/d/changes?snapshot="+sn.ID+"&changeId="+url.QueryEscape(from), nil, &ci); st != 200 {
+				t.Fatalf("round %d: changes since %s: status %d (a change ID from before the restart must stay valid)", round, from, st)
 			}
-		}
-		switch st {
-		case 200:
-		case 404:
-			// Unknown change ID (the tracker restarted): a full backup.
-			full++
-			backup = make([]byte, size)
-			if st := c.call("GET", "/api/v1/disks/d/changes?snapshot="+sn.ID+"&changeId=*", nil, &ci); st != 200 {
-				t.Fatalf("round %d: full changes: %d", round, st)
-			}
-		default:
-			t.Fatalf("round %d: changes: status %d", round, st)
-		}
-		snap := c.dial(t, map[string]any{"disk": "d", "snapshot": sn.ID})
-		for _, a := range ci.Areas {
-			if a.Zero {
-				clear(backup[a.Start : a.Start+a.Length])
-			} else if _, err := snap.ReadAt(backup[a.Start:a.Start+a.Length], a.Start); err != nil {
+			snap, err := c.dialN(map[string]any{"disk": "d", "snapshot": sn.ID}, 1)
+			if err != nil {
 				t.Fatal(err)
 			}
+			defer snap.Close()
+			out := bytes.Clone(base)
+			for _, a := range ci.Areas {
+				if a.Zero {
+					clear(out[a.Start : a.Start+a.Length])
+				} else if _, err := snap.ReadAt(out[a.Start:a.Start+a.Length], a.Start); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return out
 		}
-		snap.Close()
-		if !bytes.Equal(backup, model) {
-			t.Fatalf("round %d: backup (after %s) differs from the snapshot's data: %x vs %x", round,
-				map[bool]string{true: "a full", false: "an incremental"}[st == 404], sha256.Sum256(backup), sha256.Sum256(model))
+		if lastCID == "" {
+			backup = incremental("*", make([]byte, killSize))
+		} else {
+			backup = incremental(lastCID, backup)
+			stats.incrementals++
 		}
+		if !bytes.Equal(backup, want) {
+			t.Fatalf("round %d: the backup rebuilt from change ID %q differs from the disk: %x vs %x", round, lastCID, sha256.Sum256(backup), sha256.Sum256(want))
+		}
+		// Storm snapshots of earlier rounds: unchanged, and their change
+		// IDs answer complete incrementals.
 		var in datastore.DiskInfo
 		c.call("GET", "/api/v1/disks/d", nil, &in)
+		for id, ss := range storm {
+			if !slices.ContainsFunc(in.Snapshots, func(s datastore.SnapshotInfo) bool { return s.ID == id }) {
+				if !ss.deleting {
+					t.Fatalf("round %d: storm snapshot %s is gone after a restart", round, id)
+				}
+				delete(storm, id)
+				continue
+			}
+			h, err := c.dialN(map[string]any{"disk": "d", "snapshot": id}, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := make([]byte, killSize)
+			_, err = h.ReadAt(data, 0)
+			h.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(data, ss.data) {
+				t.Fatalf("round %d: storm snapshot %s changed across a restart", round, id)
+			}
+			if got := incremental(ss.changeID, ss.data); !bytes.Equal(got, want) {
+				t.Fatalf("round %d: the incremental since storm snapshot %s's change ID misses changes", round, id)
+			}
+			stats.incrementals++
+		}
+		lastCID = sn.ChangeID
+		var rm []string
 		for _, s := range in.Snapshots {
-			if s.ID == sn.ID {
-				lastCID = s.ChangeID
+			if s.ID != sn.ID {
+				rm = append(rm, s.ID)
+				if ss := storm[s.ID]; ss != nil {
+					ss.deleting = true
+				}
 			}
 		}
-		prev := lastSnap
-		lastSnap = sn.ID
 
-		// Write in flushed batches while the previous snapshots are
-		// removed (consolidated). Even rounds end with SIGKILL at a random
-		// moment; odd rounds stop writing then and stop the server
-		// cleanly, after which the next incremental must be answered.
+		// Writers and the storm, until the kill or the clean stop.
+		clean := round%2 == 1
+		l := &killLog{start: slices.Clone(model)}
+		wr, err := c.dialN(map[string]any{"disk": "d", "mode": "rw"}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		var mu sync.Mutex // guards model, maybe, stats and storm while the round runs
 		var wg sync.WaitGroup
-		if prev != "" {
+		const writers = 24
+		for g := range writers {
+			cl := run
+			if g >= 16 {
+				cl = wr
+			}
 			wg.Go(func() {
-				for _, s := range in.Snapshots {
-					if s.ID != sn.ID {
-						c.call("DELETE", "/api/v1/disks/d/snapshots/"+s.ID, nil, nil)
+				r := rand.New(rand.NewPCG(seed, uint64(round*writers+g)))
+				p := make([]byte, killBlock)
+				var pending []int
+				for i := 1; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
 					}
+					b := g + writers*r.IntN(killN/writers)
+					v := uint64(round+1)<<48 | uint64(g+1)<<32 | uint64(i)
+					kind := r.IntN(8)
+					if kind == 0 {
+						v = 0
+					}
+					mu.Lock()
+					maybe[b] = append(maybe[b], v)
+					mu.Unlock()
+					w := killWrite{v: v, start: l.clock.Add(1)}
+					var err error
+					switch {
+					case kind == 0:
+						err = cl.WriteZeroes(int64(b)*killBlock, killBlock, 0)
+					case kind < 4:
+						fillValue(p, v)
+						err = cl.WriteFUA(p, int64(b)*killBlock)
+					default:
+						fillValue(p, v)
+						_, err = cl.WriteAt(p, int64(b)*killBlock)
+					}
+					if err == nil {
+						w.end = l.clock.Add(1)
+					}
+					l.writes[b] = append(l.writes[b], w)
+					if err != nil {
+						return // killed
+					}
+					pending = append(pending, b)
+					durable := kind > 0 && kind < 4
+					if !durable && r.IntN(4) == 0 {
+						durable = cl.Flush() == nil
+						if !durable {
+							return
+						}
+					}
+					mu.Lock()
+					stats.writes++
+					if durable {
+						// Everything this writer had acknowledged is durable.
+						for _, x := range pending {
+							ws := l.writes[x]
+							model[x] = ws[len(ws)-1].v
+							maybe[x] = nil
+						}
+						stats.flushed += len(pending)
+						pending = pending[:0]
+					}
+					mu.Unlock()
 				}
 			})
 		}
-		clean := round%2 == 1
-		// Half the kills come within the first 30 ms, while the
-		// consolidation runs.
-		window := 300
+		type taken struct {
+			id, changeID string
+			from, to     int64
+			data         []byte
+		}
+		var made []taken
+		wg.Go(func() {
+			// Consolidate what the previous rounds left, then the storm.
+			for _, id := range rm {
+				if c.call("DELETE", "/api/v1/disks/d/snapshots/"+id, nil, nil) == 0 {
+					return
+				}
+			}
+			r := rand.New(rand.NewPCG(seed, uint64(1000+round)))
+			where := []string{"alt", "default"}
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var s datastore.SnapshotInfo
+				from := l.clock.Add(1)
+				st := c.call("POST", "/api/v1/disks/d/snapshots", map[string]any{"name": fmt.Sprint("storm-", round, "-", i)}, &s)
+				to := l.clock.Add(1)
+				if st != 201 {
+					return
+				}
+				h, err := c.dialN(map[string]any{"disk": "d", "snapshot": s.ID}, 1)
+				if err != nil {
+					return
+				}
+				data := make([]byte, killSize)
+				_, err = h.ReadAt(data, 0)
+				h.Close()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				made = append(made, taken{s.ID, s.ChangeID, from, to, data})
+				storm[s.ID] = &stormSnap{id: s.ID, changeID: s.ChangeID, data: data}
+				stats.snapshots++
+				mu.Unlock()
+				switch r.IntN(4) {
+				case 0:
+					// Remove an older storm snapshot: a consolidation under
+					// the writes.
+					mu.Lock()
+					var victim *stormSnap
+					for _, ss := range storm {
+						if ss.id != s.ID && !ss.deleting {
+							victim = ss
+							break
+						}
+					}
+					if victim != nil {
+						victim.deleting = true
+					}
+					mu.Unlock()
+					if victim != nil && c.call("DELETE", "/api/v1/disks/d/snapshots/"+victim.id, nil, nil) == 0 {
+						return
+					}
+				case 1:
+					st := c.call("POST", "/api/v1/disks/d/relocate", map[string]any{"datastore": where[i%2]}, nil)
+					if st == 0 {
+						return
+					}
+					if st == 201 {
+						mu.Lock()
+						stats.relocations++
+						mu.Unlock()
+					}
+				}
+				mu.Lock()
+				n := len(storm)
+				mu.Unlock()
+				if n >= 4 {
+					time.Sleep(20 * time.Millisecond) // enough kept: let the writers run
+				}
+			}
+		})
+		// Half the kills come early, while the consolidations run.
+		window := 1200
 		if rng.IntN(2) == 0 {
-			window = 30
+			window = 100
 		}
-		end := time.Now().Add(time.Duration(rng.IntN(window)) * time.Millisecond)
-		var killer *time.Timer
-		if !clean {
-			killer = time.AfterFunc(time.Until(end), c.kill)
-		}
-		pending := map[int64][]byte{}
-		for !clean || time.Now().Before(end) {
-			bad := false
-			for range 1 + rng.IntN(8) {
-				b := rng.Int64N(size / block)
-				n := min(1+rng.Int64N(4), size/block-b)
-				p := make([]byte, n*block)
-				for i := range p {
-					p[i] = byte(rng.Uint32())
-				}
-				if rng.IntN(5) == 0 {
-					clear(p)
-				}
-				for i := range n {
-					maybe[b+i] = append(maybe[b+i], p[i*block:(i+1)*block])
-					pending[b+i] = p[i*block : (i+1)*block]
-				}
-				if _, err := run.WriteAt(p, b*block); err != nil {
-					bad = true
-					break
-				}
-			}
-			if bad || run.Flush() != nil {
-				break
-			}
-			for b, v := range pending {
-				copy(model[b*block:], v)
-				// The flushed value is now the base; older candidates go.
-				maybe[b] = nil
-			}
-			clear(pending)
-		}
+		time.Sleep(time.Duration(50+rng.IntN(window)) * time.Millisecond)
 		if clean {
+			close(stop)
 			wg.Wait()
+			if err := run.Flush(); err != nil {
+				t.Fatalf("round %d: flush: %v", round, err)
+			}
+			for b := range killN {
+				if ws := l.writes[b]; len(ws) > 0 {
+					model[b], maybe[b] = ws[len(ws)-1].v, nil
+				}
+			}
 			run.Close()
+			wr.Close()
 			c.cmd.Process.Signal(os.Interrupt)
 			if err := c.cmd.Wait(); err != nil {
 				t.Fatalf("round %d: clean stop: %v", round, err)
 			}
-			if len(pending) != 0 {
-				t.Fatalf("round %d: writes left unflushed before a clean stop", round)
-			}
 		} else {
-			killer.Stop()
 			c.kill()
+			close(stop)
 			wg.Wait()
 			run.Close()
+			wr.Close()
+			stats.kills++
 		}
-		wantIncr = clean
+		for _, m := range made {
+			if b, ok := l.snapshotOK(m.data, m.from, m.to); !ok {
+				t.Fatalf("round %d: snapshot %s block %d holds what its instant does not allow", round, m.id, b)
+			}
+		}
 	}
-	t.Logf("%d rounds: %d full backups, %d incrementals", rounds, full, incr)
-	if full < 2 || incr < 1 {
-		t.Errorf("%d full backups and %d incrementals; want both kinds exercised", full, incr)
+	t.Logf("%d rounds (%d kills): %d writes (%d flushed or FUA), %d storm snapshots, %d relocations, %d incrementals checked; lost: 0, under-reported: 0",
+		rounds, stats.kills, stats.writes, stats.flushed, stats.snapshots, stats.relocations, stats.incrementals)
+	if stats.snapshots == 0 || stats.incrementals < rounds-1 {
+		t.Errorf("the rounds exercised %d storm snapshots and %d incrementals; want both", stats.snapshots, stats.incrementals)
 	}
 }

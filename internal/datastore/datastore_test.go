@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -193,39 +194,164 @@ func TestSnapshotsAndChanges(t *testing.T) {
 
 // TestUncleanStopRotates: after a stop without Close, every earlier change
 // ID is refused, and the data flushed survives.
-func TestUncleanStopRotates(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	s := openStore(t, dir)
-	s.CreateDisk(ctx, DiskSpec{Name: "a", Capacity: testSize, CBT: true})
-	d, _ := s.Disk("a")
-	h, _ := d.OpenLive(false)
-	m := &model{buf: make([]byte, testSize)}
-	writeRandom(t, rand.New(rand.NewPCG(3, 4)), h, m, 50)
-	sn, err := d.Snapshot(ctx, SnapshotSpec{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeRandom(t, rand.New(rand.NewPCG(5, 6)), h, m, 50)
-	if err := h.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	// No Close: the process "dies". A second store opens the same files.
-	s2 := openStore(t, dir)
-	defer s2.Close()
-	d2, _ := s2.Disk("a")
-	if _, err := d2.Changes(ctx, "", sn.ChangeID, 0, 0); !errors.Is(err, disk.ErrNotFound) {
-		t.Errorf("change ID %s after an unclean stop: err %v, want ErrNotFound", sn.ChangeID, err)
-	}
-	h2, _ := d2.OpenLive(true)
-	defer h2.Close()
-	if got := readAll(t, h2); !bytes.Equal(got, m.snapshot()) {
-		t.Error("flushed data lost after an unclean stop")
+// TestUncleanStopKeepsChangeIDs: after an unclean stop (no Close; the
+// process "dies") the change IDs handed out before stay valid, and the
+// incremental they answer rebuilds the disk exactly. Only without an
+// intent map does the tracker rotate.
+func TestUncleanStopKeepsChangeIDs(t *testing.T) {
+	for _, lostIntent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lostIntent=%v", lostIntent), func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			s := openStore(t, dir)
+			s.CreateDisk(ctx, DiskSpec{Name: "a", Capacity: testSize, CBT: true})
+			d, _ := s.Disk("a")
+			h, _ := d.OpenLive(false)
+			m := &model{buf: make([]byte, testSize)}
+			writeRandom(t, rand.New(rand.NewPCG(3, 4)), h, m, 50)
+			sn, err := d.Snapshot(ctx, SnapshotSpec{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sh, _ := d.OpenSnapshot(ctx, sn.ID)
+			backup := readAll(t, sh)
+			sh.Close()
+			writeRandom(t, rand.New(rand.NewPCG(5, 6)), h, m, 50)
+			if err := h.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			// No Close: the process "dies". A second store opens the same files.
+			if lostIntent {
+				os.Remove(filepath.Join(dir, "disks", "a", "cbt.state.intent"))
+			}
+			s2 := openStore(t, dir)
+			defer s2.Close()
+			d2, _ := s2.Disk("a")
+			sn2, err := d2.Snapshot(ctx, SnapshotSpec{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ci, err := d2.Changes(ctx, sn2.ID, sn.ChangeID, 0, 0)
+			if lostIntent {
+				if !errors.Is(err, disk.ErrNotFound) {
+					t.Errorf("change ID %s after an unclean stop without an intent map: err %v, want ErrNotFound", sn.ChangeID, err)
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("change ID %s after an unclean stop: %v", sn.ChangeID, err)
+				}
+				sh2, _ := d2.OpenSnapshot(ctx, sn2.ID)
+				applyChanges(t, ci, sh2, backup)
+				sh2.Close()
+				if !bytes.Equal(backup, m.snapshot()) {
+					t.Error("the incremental after an unclean stop does not rebuild the disk")
+				}
+			}
+			h2, _ := d2.OpenLive(true)
+			defer h2.Close()
+			if got := readAll(t, h2); !bytes.Equal(got, m.snapshot()) {
+				t.Error("flushed data lost after an unclean stop")
+			}
+		})
 	}
 }
 
-// TestMergeCrashRecovery stops a consolidation after the data is merged
-// and before the switch commits; the next open finishes it.
+// TestReversedChangeQuery: a change ID newer than the snapshot asked about
+// is refused, not answered "nothing changed".
+func TestReversedChangeQuery(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	s.CreateDisk(ctx, DiskSpec{Name: "a", Capacity: testSize, CBT: true})
+	d, _ := s.Disk("a")
+	h, _ := d.OpenLive(false)
+	defer h.Close()
+	m := &model{buf: make([]byte, testSize)}
+	s1, _ := d.Snapshot(ctx, SnapshotSpec{})
+	writeRandom(t, rand.New(rand.NewPCG(1, 1)), h, m, 10)
+	s2, _ := d.Snapshot(ctx, SnapshotSpec{})
+	if _, err := d.Changes(ctx, s1.ID, s2.ChangeID, 0, 0); !errors.Is(err, disk.ErrInvalid) {
+		t.Errorf("changes of %s since the later %s: err %v, want ErrInvalid", s1.ID, s2.ChangeID, err)
+	}
+	if ci, err := d.Changes(ctx, s2.ID, s1.ChangeID, 0, 0); err != nil || len(ci.Areas) == 0 {
+		t.Errorf("forward query: %v, %d areas", err, len(ci.Areas))
+	}
+}
+
+// TestWritesAndZeroesInFlight: data writes and overlapping zeroings in
+// flight together on several handles. Whatever the order they land in,
+// an incremental built from the changed areas must equal the snapshot: an
+// area reported zero ("do not read") must read as zeros.
+func TestWritesAndZeroesInFlight(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	const size = 8 << 20
+	s.CreateDisk(ctx, DiskSpec{Name: "z", Capacity: size, CBT: true, CBTBlockSize: 4096})
+	d, _ := s.Disk("z")
+	base, _ := d.Snapshot(ctx, SnapshotSpec{})
+	bh, _ := d.OpenSnapshot(ctx, base.ID)
+	backup := readAll(t, bh)
+	bh.Close()
+	prev := base
+	for round := range 6 {
+		var wg sync.WaitGroup
+		for c := range 4 {
+			h, err := d.OpenLive(false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for g := range 8 {
+				wg.Go(func() {
+					rng := rand.New(rand.NewPCG(uint64(round), uint64(c*8+g)))
+					p := bytes.Repeat([]byte{byte(1 + g + c*8)}, 64<<10)
+					for range 60 {
+						// Everyone works in the same 256 KiB, so writes
+						// and zeroings overlap all the time.
+						off := rng.Int64N(64) * 4096
+						n := (1 + rng.Int64N(16)) * 4096
+						var err error
+						if rng.IntN(2) == 0 {
+							_, err = h.WriteAt(p[:n], off)
+						} else {
+							err = h.WriteZeroes(off, n, 0)
+						}
+						if err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				})
+			}
+			defer h.Close()
+		}
+		wg.Wait()
+		sn, err := d.Snapshot(ctx, SnapshotSpec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ci, err := d.Changes(ctx, sn.ID, prev.ChangeID, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh, _ := d.OpenSnapshot(ctx, sn.ID)
+		applyChanges(t, ci, sh, backup)
+		want := readAll(t, sh)
+		sh.Close()
+		if !bytes.Equal(backup, want) {
+			for i := range want {
+				if want[i] != backup[i] {
+					t.Fatalf("round %d: the incremental differs from the snapshot at %d (got %d, want %d): a changed area was reported as zeros", round, i, backup[i], want[i])
+				}
+			}
+		}
+		if err := d.RemoveSnapshot(ctx, prev.ID); err != nil {
+			t.Fatal(err)
+		}
+		prev = sn
+	}
+}
+
 func TestMergeCrashRecovery(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -611,5 +737,96 @@ func TestLiveExtentsCoverTheRange(t *testing.T) {
 	}
 	if pos != 1<<30 || n < 6000 {
 		t.Errorf("extents cover [0, %d) in %d extents; want the whole GiB in at least 6000", pos, n)
+	}
+}
+
+// TestRelocateBackKeepsState: relocating a disk back to the default
+// datastore (whose directory also holds disk.json and the change tracking
+// state) removed that whole directory before copying, and so did the
+// recovery of such a relocation interrupted by a crash: the tracker's
+// files vanished and every change ID was lost.
+func TestRelocateBackKeepsState(t *testing.T) {
+	ctx := context.Background()
+	root, other := t.TempDir(), t.TempDir()
+	o := &Options{Targets: map[string]string{"fast": other}}
+	s, err := Open(ctx, root, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.CreateDisk(ctx, DiskSpec{Name: "a", Capacity: testSize, CBT: true})
+	d, _ := s.Disk("a")
+	h, _ := d.OpenLive(false)
+	m := &model{buf: make([]byte, testSize)}
+	writeRandom(t, rand.New(rand.NewPCG(4, 4)), h, m, 50)
+	sn, err := d.Snapshot(ctx, SnapshotSpec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRandom(t, rand.New(rand.NewPCG(5, 5)), h, m, 50)
+	for _, target := range []string{"fast", "default"} {
+		if err := d.Relocate(ctx, target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"disk.json", "cbt.state", "cbt.state.intent"} {
+		if _, err := os.Stat(filepath.Join(root, "disks", "a", f)); err != nil {
+			t.Errorf("after relocating back: %v", err)
+		}
+	}
+	// A relocation back to the default that a crash interrupted: recovery
+	// must drop only the copy.
+	if err := d.Relocate(ctx, "fast"); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	s.Close()
+	b, _ := os.ReadFile(filepath.Join(root, "disks", "a", "disk.json"))
+	b = bytes.Replace(b, []byte(`"datastore": "fast",`), []byte(`"datastore": "fast", "op": {"kind": "relocate"},`), 1)
+	if !bytes.Contains(b, []byte(`"relocate"`)) {
+		t.Fatalf("could not plant the interrupted relocation in %s", b)
+	}
+	os.WriteFile(filepath.Join(root, "disks", "a", "disk.json"), b, 0o600)
+	s, err = Open(ctx, root, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d, err = s.Disk("a")
+	if err != nil {
+		t.Fatalf("the disk is gone after recovering an interrupted relocation: %v", err)
+	}
+	if _, err := d.Changes(ctx, "", sn.ChangeID, 0, 0); err != nil {
+		t.Errorf("change ID after relocations and recovery: %v", err)
+	}
+	h, _ = d.OpenLive(true)
+	defer h.Close()
+	if !bytes.Equal(readAll(t, h), m.snapshot()) {
+		t.Error("data differs after relocations and recovery")
+	}
+}
+
+// TestSnapshotIDAfterCrash: a crash after a snapshot was recorded but
+// before the next ID was (as an older version could leave disk.json) must
+// not make every later snapshot fail as "already exists".
+func TestSnapshotIDAfterCrash(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s := openStore(t, root)
+	s.CreateDisk(ctx, DiskSpec{Name: "a", Capacity: testSize})
+	d, _ := s.Disk("a")
+	if _, err := d.Snapshot(ctx, SnapshotSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	path := filepath.Join(root, "disks", "a", "disk.json")
+	b, _ := os.ReadFile(path)
+	b = bytes.Replace(b, []byte(`"nextSnapshot": 2`), []byte(`"nextSnapshot": 1`), 1)
+	os.WriteFile(path, b, 0o600)
+	s = openStore(t, root)
+	defer s.Close()
+	d, _ = s.Disk("a")
+	sn, err := d.Snapshot(ctx, SnapshotSpec{})
+	if err != nil || sn.ID != "snapshot-2" {
+		t.Fatalf("snapshot after the planted state: %+v, %v; want snapshot-2", sn, err)
 	}
 }

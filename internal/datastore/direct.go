@@ -143,7 +143,15 @@ func (d *Disk) endDirect(ctx context.Context, id string) error {
 			return err
 		}
 		if d.tracker != nil {
-			d.tracker.MarkWritten(0, d.live.Size())
+			// Recorded durably before the lease (which keeps the disk
+			// closed after a crash) is dropped.
+			err := d.tracker.MarkWritten(0, d.live.Size())
+			if err == nil {
+				err = d.tracker.Flush()
+			}
+			if err != nil {
+				return err
+			}
 		}
 	}
 	d.st.Direct = slices.Delete(d.st.Direct, i, i+1)

@@ -203,6 +203,7 @@ func (s *Store) createDisk(ctx context.Context, spec DiskSpec) (*Disk, error) {
 	}
 	removeLayer(dir, spec.Name, 0)
 	os.Remove(filepath.Join(dir, "cbt.state"))
+	os.Remove(cbt.IntentPath(filepath.Join(dir, "cbt.state")))
 	d := &Disk{s: s, name: spec.Name, dir: dir, readers: map[string]int{},
 		st: diskState{Name: spec.Name, Capacity: spec.Capacity, Type: spec.Type, Adapter: spec.Adapter,
 			Created: s.o.Now().UTC(), Layers: []layer{{ID: 0, Parent: -1}}, Leaf: 0, NextLayer: 1, NextSnapshot: 1, CBT: spec.CBT,
@@ -268,8 +269,11 @@ func (s *Store) loadDisk(ctx context.Context, name string) (*Disk, error) {
 			return nil, err
 		}
 		d.tracker, d.rotated = t, rotated
-		if rotated {
-			s.log.Warn("change tracking restarted after an unclean stop; earlier change IDs are void", "disk", name, "changeId", t.ChangeID())
+		switch {
+		case rotated:
+			s.log.Warn("change tracking restarted after an unclean stop with no usable intent map; earlier change IDs are void", "disk", name, "change_id", t.ChangeID())
+		case t.Recovered() > 0:
+			s.log.Warn("change tracking completed after an unclean stop from its intent map", "disk", name, "marked_bytes", t.Recovered())
 		}
 	}
 	if op := d.st.Op; op != nil {
@@ -591,10 +595,7 @@ func (h *Handle) writable(off, n int64) error {
 	if h.d.live == nil {
 		return h.errClosed()
 	}
-	if t := h.d.tracker; t != nil {
-		t.MarkWritten(off, n)
-	}
-	return nil
+	return disk.CheckRange(off, n, h.d.live.Size())
 }
 
 // WriteAt writes to the live disk, recording the change first.
@@ -603,6 +604,13 @@ func (h *Handle) WriteAt(p []byte, off int64) (int, error) {
 	defer h.d.gate.RUnlock()
 	if err := h.writable(off, int64(len(p))); err != nil {
 		return 0, err
+	}
+	if t := h.d.tracker; t != nil {
+		op, err := t.BeginWrite(off, int64(len(p)))
+		if err != nil {
+			return 0, err
+		}
+		defer t.End(op)
 	}
 	return h.d.live.WriteAt(p, off)
 }
@@ -617,14 +625,15 @@ func (h *Handle) WriteZeroes(off, n int64, flags disk.ZeroFlags) error {
 		return err
 	}
 	t := h.d.tracker
-	var gen uint64
-	if t != nil {
-		gen = t.BeginZero()
+	if t == nil {
+		return h.d.live.WriteZeroes(off, n, flags)
 	}
-	err := h.d.live.WriteZeroes(off, n, flags)
-	if err == nil && t != nil {
-		t.MarkZeroed(off, n, gen)
+	op, err := t.BeginZero(off, n)
+	if err != nil {
+		return err
 	}
+	err = h.d.live.WriteZeroes(off, n, flags)
+	t.EndZero(op, err == nil)
 	return err
 }
 
@@ -711,7 +720,9 @@ func (h *Handle) Flush() error {
 	}
 	err := h.d.live.Flush()
 	if t := h.d.tracker; t != nil && err == nil {
-		err = t.Flush()
+		// The intent map keeps the tracker crash-safe; checkpoints only
+		// bound what a crash makes it over-report.
+		err = t.FlushAfter(h.d.s.o.CBTCheckpoint)
 	}
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -176,6 +177,14 @@ func checkSnapshot(t *testing.T, name string, got []byte, l *pipeLog, from, to i
 	}
 }
 
+// pipeRounds is n, or ten times n with VDISK_TEST_LONG.
+func pipeRounds(n int) int {
+	if os.Getenv("VDISK_TEST_LONG") != "" {
+		return 10 * n
+	}
+	return n
+}
+
 type takenSnap struct {
 	id       string
 	from, to int64
@@ -242,7 +251,7 @@ func TestPipelinedWritesAcrossSnapshots(t *testing.T) {
 			var kept []takenSnap
 			var wg sync.WaitGroup
 			wg.Go(func() { kept = snapshotStorm(t, d, l, done) })
-			pipeWriters(t, d, l, 3, 16, 150, fua, 1)
+			pipeWriters(t, d, l, 3, 16, pipeRounds(80), fua, 1)
 			close(done)
 			wg.Wait()
 			h, err := d.OpenLive(true)
@@ -271,7 +280,7 @@ func TestPipelinedWritesAcrossSnapshots(t *testing.T) {
 					}
 				}
 			})
-			pipeWriters(t, d, l, 2, 16, 60, fua, 2)
+			pipeWriters(t, d, l, 2, 16, pipeRounds(30), fua, 2)
 			<-done
 			wg.Wait()
 			// Reopen the store: what was acknowledged is on disk.

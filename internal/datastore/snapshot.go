@@ -72,18 +72,27 @@ func (d *Disk) Snapshot(ctx context.Context, spec SnapshotSpec) (SnapshotInfo, e
 	if d.owner() != "" {
 		return SnapshotInfo{}, disk.Errorf(disk.ErrInvalid, "datastore: disk %s belongs to VM %s; snapshot the VM", d.name, d.owner())
 	}
+	// The ID is spent before the snapshot is made, so a crash in between
+	// cannot hand it out twice.
+	// (A state an older version left after such a crash names the next
+	// ID already: skip it.)
 	d.mu.Lock()
 	id := fmt.Sprintf("snapshot-%d", d.st.NextSnapshot)
+	for rec, _ := d.st.snapshot(id); rec != nil; rec, _ = d.st.snapshot(id) {
+		d.st.NextSnapshot++
+		id = fmt.Sprintf("snapshot-%d", d.st.NextSnapshot)
+	}
+	d.st.NextSnapshot++
+	err := d.commit()
 	d.mu.Unlock()
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
 	recs, err := snapshotDisks(ctx, []*Disk{d}, id, spec)
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
-	d.mu.Lock()
-	d.st.NextSnapshot++
-	err = d.commit()
-	d.mu.Unlock()
-	return recs[0].info(), err
+	return recs[0].info(), nil
 }
 
 // snapshotDisks takes one snapshot of several disks at the same instant:
@@ -125,14 +134,19 @@ func snapshotDisks(ctx context.Context, ds []*Disk, id string, spec SnapshotSpec
 		if d.tracker != nil {
 			rec.ChangeID = d.tracker.Snapshot()
 		}
+		var err error
+		if d.tracker != nil {
+			// The change ID the snapshot records must exist after a
+			// crash: the tracker's state goes first.
+			err = d.tracker.Flush()
+		}
 		errs = append(errs, d.closeLive())
 		d.st.Layers = append(d.st.Layers, layer{ID: leaves[i], Parent: d.st.Leaf})
 		d.st.Leaf = leaves[i]
 		d.st.NextLayer = leaves[i] + 1
 		d.st.Snapshots = append(d.st.Snapshots, rec)
-		err := d.commit()
-		if d.tracker != nil {
-			errs = append(errs, d.tracker.Flush())
+		if err == nil {
+			err = d.commit()
 		}
 		if err == nil {
 			err = d.openLive(ctx, false)
@@ -443,7 +457,7 @@ func (d *Disk) recover(ctx context.Context) error {
 	case "relocate":
 		// The copy never committed: drop it and stay where we are.
 		if dir, err := d.s.targetDir(op.Target); err == nil && op.Target != d.st.Datastore {
-			os.RemoveAll(filepath.Join(dir, "disks", d.name))
+			d.clearCopy(filepath.Join(dir, "disks", d.name))
 		}
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -513,7 +527,9 @@ func (d *Disk) revert(ctx context.Context, id string) error {
 			}
 		}
 		if rec.Capacity != d.live.Size() {
-			d.tracker.Resize(rec.Capacity)
+			if err := d.tracker.Resize(rec.Capacity); err != nil {
+				return err
+			}
 		}
 		if err := d.tracker.Flush(); err != nil {
 			return err
@@ -550,7 +566,7 @@ func markLayer(ctx context.Context, t *cbt.Tracker, path string) error {
 	defer v.Close()
 	return v.Extents(ctx, 0, v.Size(), func(e disk.Extent) error {
 		if e.Flags&disk.Hole == 0 {
-			t.MarkWritten(e.Off, e.Len)
+			return t.MarkWritten(e.Off, e.Len)
 		}
 		return nil
 	})
@@ -578,8 +594,7 @@ func (d *Disk) Grow(ctx context.Context, size int64) error {
 	}
 	if d.tracker != nil {
 		// Record first: a crash after the resize must not hide the new area.
-		d.tracker.Resize(size)
-		if err := d.tracker.Flush(); err != nil {
+		if err := d.tracker.Resize(size); err != nil {
 			return err
 		}
 	}
@@ -605,6 +620,7 @@ func (d *Disk) SetCBT(enabled bool) error {
 	path := filepath.Join(d.dir, "cbt.state")
 	if enabled {
 		os.Remove(path)
+		os.Remove(cbt.IntentPath(path))
 		t, err := cbt.Create(nil, path, d.live.Size(), d.st.CBTBlockSize)
 		if err != nil {
 			return err
@@ -626,5 +642,6 @@ func (d *Disk) SetCBT(enabled bool) error {
 	}
 	d.tracker.Close()
 	d.tracker = nil
+	os.Remove(cbt.IntentPath(path))
 	return disk.Wrap(os.Remove(path), "datastore: remove", path, -1)
 }

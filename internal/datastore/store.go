@@ -36,6 +36,11 @@ type Options struct {
 	// consolidation merges with writes paused; a larger leaf is first
 	// frozen under a helper layer. Default 64 MiB.
 	LockedMergeMax int64
+	// CBTCheckpoint is how often, at most, a flush also checkpoints a
+	// disk's change tracking state. Crash safety does not rest on it (the
+	// tracker's intent map does); it bounds what the tracker over-reports
+	// after a crash. Default 30 s.
+	CBTCheckpoint time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -91,6 +96,9 @@ func Open(ctx context.Context, root string, o *Options) (*Store, error) {
 	var opts Options
 	if o != nil {
 		opts = *o
+	}
+	if opts.CBTCheckpoint <= 0 {
+		opts.CBTCheckpoint = 30 * time.Second
 	}
 	if opts.LockedMergeMax <= 0 {
 		opts.LockedMergeMax = 64 << 20

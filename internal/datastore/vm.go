@@ -568,14 +568,14 @@ func (d *Disk) Relocate(ctx context.Context, target string) error {
 	srcDir := d.dataDir()
 	dstDir := filepath.Join(dstRoot, "disks", d.name)
 	fail := func(err error) error {
-		os.RemoveAll(dstDir)
+		d.clearCopy(dstDir)
 		d.mu.Lock()
 		d.st.Op = nil
 		d.commit()
 		d.mu.Unlock()
 		return err
 	}
-	os.RemoveAll(dstDir)
+	d.clearCopy(dstDir)
 	if err := os.MkdirAll(dstDir, 0o750); err != nil {
 		return fail(disk.Wrap(err, "datastore: relocate", dstDir, -1))
 	}
@@ -630,15 +630,25 @@ func (d *Disk) Relocate(ctx context.Context, target string) error {
 	err = errors.Join(err, d.openLive(ctx, false))
 	d.mu.Unlock()
 	d.gate.Unlock()
-	if srcDir != d.dir {
-		os.RemoveAll(srcDir)
-	} else {
-		for _, id := range append(frozen, leaf) {
-			removeLayer(srcDir, d.name, id)
-		}
-	}
+	d.clearCopy(srcDir)
 	d.s.log.Info("disk relocated", "disk", d.name, "datastore", target)
 	return errors.Join(err, d.consolidate(ctx))
+}
+
+// clearCopy removes this disk's layer files from dir, a copy that a
+// relocation left or made, and dir itself unless it is the disk's own
+// directory (which holds disk.json and the change tracking state: it is
+// never removed whole).
+func (d *Disk) clearCopy(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if _, ok := layerID(d.name, e.Name()); ok {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+	if filepath.Clean(dir) != filepath.Clean(d.dir) {
+		os.Remove(dir) // only when empty
+	}
 }
 
 // copyFile copies a file, leaving holes as holes, and syncs it.
