@@ -206,10 +206,11 @@ func (s *Server) routes() http.Handler {
 	handle("PUT /api/v1/users/{name}", anyone, s.updateUser)
 	handle("DELETE /api/v1/users/{name}", auth.Admin, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
 		name := r.PathValue("name")
-		if err := s.users.Remove(name); err != nil {
+		n, err := s.auth.RemoveUser(name)
+		if err != nil {
 			return nil, err
 		}
-		s.auth.EndUser(name)
+		s.log.Info("user removed", "user", name, "by", sess.User, "sessions_ended", n)
 		return nil, nil
 	})
 	handle("GET /api/v1/sessions", auth.ManageAccess, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
@@ -632,15 +633,28 @@ func (s *Server) updateUser(ctx context.Context, sess auth.Session, r *http.Requ
 		if err != nil {
 			return nil, err
 		}
-		if err := s.users.SetRole(name, role); err != nil {
+		n, err := s.auth.SetRole(name, role)
+		if err != nil {
 			return nil, err
 		}
-		s.auth.EndUser(name)
+		s.log.Info("role changed", "user", name, "role", string(role), "by", sess.User, "sessions_ended", n)
 	}
 	if req.Password != "" {
-		if err := s.users.SetPassword(name, req.Password); err != nil {
+		// A user changing their own password keeps this session; an
+		// admin resetting another's ends all of theirs (as does a role
+		// change just made, this session included). Either way the other
+		// sessions end, with their tickets and NBD connections.
+		var n int
+		var err error
+		if name == sess.User && req.Role == "" {
+			n, err = s.auth.ChangePassword(sess, req.Password)
+		} else {
+			n, err = s.auth.ResetPassword(name, req.Password)
+		}
+		if err != nil {
 			return nil, err
 		}
+		s.log.Info("password changed", "user", name, "by", sess.User, "sessions_ended", n)
 	}
 	return nil, nil
 }

@@ -46,8 +46,23 @@
 // only frees memory and fires Options.OnEnd, through which the host closes
 // the session's connections and releases its [Limiter] reservations.
 // Ending a session revokes all its tickets. Sessions live in memory only
-// and do not survive a restart. A role change applies to new sessions; call
-// [Manager.EndUser] to apply it at once.
+// and do not survive a restart.
+//
+// A password change ends the user's other sessions: [Manager.ChangePassword]
+// (a user changing their own) keeps the calling session,
+// [Manager.ResetPassword] (an admin) ends them all. [Manager.SetRole] and
+// [Manager.RemoveUser] end all the user's sessions too, so a new role
+// applies at once. Each ended session revokes its tickets and fires
+// Options.OnEnd. A login that checked the old password while the change
+// was made fails rather than outliving it.
+//
+// Session limits: Options.MaxSessions on the host, Options.MaxUserSessions
+// per user, and Options.AdminSessions of the host's sessions kept for users
+// with the Admin privilege, so that no other user, however many sessions
+// they open, keeps an admin from logging in. A login over a limit is
+// refused with [disk.ErrBusy] (after the password check, so the refusal
+// reveals nothing to who does not know the password); existing sessions
+// are never ended to make room, since that would cut a running backup off.
 //
 // # Tickets
 //

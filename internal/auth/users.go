@@ -282,8 +282,8 @@ func (s *Store) Add(name string, role Role, password string) error {
 }
 
 // Remove deletes a user; unknown is disk.ErrNotFound. Removing the last admin
-// is disk.ErrInvalid. The caller ends the user's sessions
-// ([Manager.EndUser]).
+// is disk.ErrInvalid. It does not touch sessions: [Manager.RemoveUser]
+// removes the user and ends their sessions.
 func (s *Store) Remove(name string) error {
 	return s.update(func(users map[string]userRecord) error {
 		u, ok := users[name]
@@ -308,8 +308,9 @@ func hasAdmin(users map[string]userRecord) bool {
 }
 
 // SetRole changes a user's role; unknown user is disk.ErrNotFound, demoting
-// the last admin disk.ErrInvalid. Existing sessions keep their privileges
-// until they end; the caller ends them ([Manager.EndUser]) to apply it at once.
+// the last admin disk.ErrInvalid. It does not touch sessions, which keep
+// their privileges until they end: [Manager.SetRole] changes the role and
+// ends them.
 func (s *Store) SetRole(name string, role Role) error {
 	if !role.Valid() {
 		return disk.Errorf(disk.ErrInvalid, "auth: unknown role %q", role)
@@ -328,7 +329,10 @@ func (s *Store) SetRole(name string, role Role) error {
 	})
 }
 
-// SetPassword replaces a user's password; unknown user is disk.ErrNotFound.
+// SetPassword replaces a user's password; unknown user is disk.ErrNotFound,
+// a password outside the policy disk.ErrInvalid. It does not touch
+// sessions: [Manager.ChangePassword] and [Manager.ResetPassword] also end
+// the user's other sessions.
 func (s *Store) SetPassword(name, password string) error {
 	if err := checkPassword(password); err != nil {
 		return err
