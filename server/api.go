@@ -568,10 +568,28 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	tok, sess, err := s.auth.Login(req.User, req.Password)
+	// The peer's address, never X-Forwarded-For: a client sets that
+	// header as it likes, and would then choose its own throttle key.
+	client, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		client = r.RemoteAddr
+	}
+	tok, sess, err := s.auth.Login(req.User, req.Password, client)
 	if err != nil {
 		s.metrics.loginFails.Add(1)
-		s.log.Warn("login refused", "user", req.User, "remote", r.RemoteAddr, "err", err)
+		user := req.User
+		if len(user) > 64 {
+			user = user[:64] + "…"
+		}
+		s.log.Warn("login refused", "user", user, "remote", r.RemoteAddr, "err", err)
+		var te *auth.ThrottledError
+		if errors.As(err, &te) {
+			// 429 rather than the table's 409 for busy: the client
+			// must wait, and Retry-After says how long.
+			w.Header().Set("Retry-After", strconv.Itoa(te.Seconds()))
+			writeJSON(w, http.StatusTooManyRequests, map[string]APIError{"error": {Code: codeName(err), Vix: disk.ErrBusy.VixError(), Message: err.Error()}})
+			return
+		}
 		s.writeErr(w, err)
 		return
 	}

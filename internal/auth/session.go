@@ -51,6 +51,8 @@ type Options struct {
 	AdminSessions int
 	// MaxTickets caps live tickets per session; Issue beyond it is disk.ErrBusy.
 	MaxTickets int
+	// Throttle slows failed logins; see [ThrottleOptions].
+	Throttle ThrottleOptions
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// OnEnd, if set, is called (without locks held) for each session that
@@ -87,8 +89,9 @@ type sessionState struct {
 // Manager holds sessions and access tickets in memory. It is safe for
 // concurrent use. Sessions and tickets do not survive a restart.
 type Manager struct {
-	store *Store
-	opts  Options
+	store    *Store
+	opts     Options
+	throttle *throttle
 
 	mu       sync.Mutex
 	sessions map[[32]byte]*sessionState // by token hash
@@ -140,6 +143,8 @@ func NewManager(store *Store, opts *Options) *Manager {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	m.throttle = newThrottle(o.Throttle, o.Now)
+	o.Throttle = m.throttle.o
 	return m
 }
 
@@ -178,15 +183,31 @@ func (s *sessionState) expires(o *Options) time.Time {
 }
 
 // Login verifies the password (deliberately slow) and starts a session. It
-// returns the bearer token, shown to the client once. A bad user name or
-// password is disk.ErrPermission. A session limit reached (host, per user,
-// or the host's room for non-admins, see [Options]) is disk.ErrBusy and
-// changes nothing: the user's existing sessions go on.
-func (m *Manager) Login(user, password string) (string, Session, error) {
+// returns the bearer token, shown to the client once. client is the
+// client's address (an IP, as net.SplitHostPort gives it from the peer
+// address, never a header the client sets) or empty when unknown.
+//
+// A bad user name or password is disk.ErrPermission, the same for a user
+// that does not exist. A name or password longer than any that can be set
+// is disk.ErrInvalid, before any hashing. An attempt too soon after failed
+// ones for the same user name or address is a *[ThrottledError]
+// (disk.ErrBusy) saying when to retry; see [ThrottleOptions]. A session
+// limit reached (host, per user, or the host's room for non-admins, see
+// [Options]) is disk.ErrBusy and changes nothing: the user's existing
+// sessions go on.
+func (m *Manager) Login(user, password, client string) (string, Session, error) {
+	if len(user) > maxName || len(password) > maxPassword {
+		return "", Session{}, disk.Errorf(disk.ErrInvalid, "auth: user name longer than %d bytes or password longer than %d", maxName, maxPassword)
+	}
+	done, err := m.throttle.begin(user, client)
+	if err != nil {
+		return "", Session{}, err
+	}
 	m.mu.Lock()
 	gen := m.gen[user]
 	m.mu.Unlock()
 	u, err := m.store.Verify(user, password)
+	done(err == nil)
 	if err != nil {
 		return "", Session{}, err
 	}

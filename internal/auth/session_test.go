@@ -11,6 +11,8 @@ import (
 	"github.com/vdisk-project/vdisk/disk"
 )
 
+var noThrottle = ThrottleOptions{UserFailures: -1, AddrFailures: -1}
+
 // loginAll logs user in n times at once and returns the sessions made and
 // the errors of the refusals.
 func loginAll(m *Manager, user string, n int) ([]Session, []error) {
@@ -22,7 +24,7 @@ func loginAll(m *Manager, user string, n int) ([]Session, []error) {
 	)
 	for range n {
 		wg.Go(func() {
-			_, s, err := m.Login(user, "password-"+user)
+			_, s, err := m.Login(user, "password-"+user, "")
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -40,7 +42,9 @@ func loginAll(m *Manager, user string, n int) ([]Session, []error) {
 // at once gets exactly MaxUserSessions sessions, the rest are refused
 // with ErrBusy, and an admin still logs in.
 func TestUserSessionLimit(t *testing.T) {
-	m, _, _ := setup(t, &Options{MaxSessions: 100, MaxUserSessions: 8})
+	// Without the login throttle, which lets only a few logins of one
+	// user be checked at once (TestThrottleConcurrent).
+	m, _, _ := setup(t, &Options{MaxSessions: 100, MaxUserSessions: 8, Throttle: noThrottle})
 	got, errs := loginAll(m, "read-only", 50)
 	if len(got) != 8 || len(errs) != 42 {
 		t.Fatalf("50 logins with a limit of 8: got %d sessions and %d refusals, want 8 and 42", len(got), len(errs))
@@ -62,7 +66,7 @@ func TestUserSessionLimit(t *testing.T) {
 // while admins log in at the same time, never take the room kept for
 // admins.
 func TestAdminSessionsReserved(t *testing.T) {
-	m, s, _ := setup(t, &Options{MaxSessions: 20, MaxUserSessions: 8, AdminSessions: 4})
+	m, s, _ := setup(t, &Options{MaxSessions: 20, MaxUserSessions: 8, AdminSessions: 4, Throttle: noThrottle})
 	var users []string
 	for i := range 5 {
 		name := fmt.Sprintf("ro%d", i)
@@ -110,7 +114,7 @@ func TestAdminSessionsReserved(t *testing.T) {
 		t.Fatalf("got %d non-admin sessions (%d refused) and %d admin ones, want 16 (24) and 4", others, nonAdminBusyErrs, adminSessions)
 	}
 	// The host is full now: even an admin is refused, with ErrBusy.
-	_, _, err := m.Login("root", "password-root")
+	_, _, err := m.Login("root", "password-root", "")
 	wantCode(t, err, disk.ErrBusy, "session limit of 20")
 }
 
@@ -123,7 +127,7 @@ func TestSessionLimitExpired(t *testing.T) {
 	m.opts.OnEnd = func(s Session) { mu.Lock(); ended = append(ended, s.ID); mu.Unlock() }
 	_, a := login(t, m, "backup")
 	_, b := login(t, m, "backup")
-	if _, _, err := m.Login("backup", "password-backup"); !errors.Is(err, disk.ErrBusy) {
+	if _, _, err := m.Login("backup", "password-backup", ""); !errors.Is(err, disk.ErrBusy) {
 		t.Fatalf("third session over a limit of 2: %v, want ErrBusy", err)
 	}
 	c.Advance(2 * time.Minute)
@@ -238,10 +242,10 @@ func TestCredentialChangeEndsSessions(t *testing.T) {
 				t.Errorf("%s of backup ended restore's session", tt.name)
 			}
 			if tt.newPw {
-				if _, _, err := m.Login("backup", "password-backup"); !errors.Is(err, disk.ErrPermission) {
+				if _, _, err := m.Login("backup", "password-backup", ""); !errors.Is(err, disk.ErrPermission) {
 					t.Errorf("old password after %s: %v, want ErrPermission", tt.name, err)
 				}
-				if _, _, err := m.Login("backup", "password-new-one"); err != nil {
+				if _, _, err := m.Login("backup", "password-new-one", ""); err != nil {
 					t.Errorf("new password after %s: %v", tt.name, err)
 				}
 			}
@@ -259,7 +263,7 @@ func TestLoginDuringPasswordReset(t *testing.T) {
 	m.testHookVerified = func() { close(verified); <-resume }
 	errc := make(chan error, 1)
 	go func() {
-		_, _, err := m.Login("backup", "password-backup")
+		_, _, err := m.Login("backup", "password-backup", "")
 		errc <- err
 	}()
 	<-verified
