@@ -106,8 +106,9 @@ type Manager struct {
 	// there is at most one per user name ever changed.
 	gen map[string]uint64
 
-	// testHookVerified, if set, runs in Login after the password check.
-	testHookVerified func()
+	// testHookAdmitted and testHookVerified, if set, run in Login after
+	// the throttle admitted the attempt and after the password check.
+	testHookAdmitted, testHookVerified func()
 }
 
 // NewManager returns a Manager authenticating users of store.
@@ -202,6 +203,9 @@ func (m *Manager) Login(user, password, client string) (string, Session, error) 
 	done, err := m.throttle.begin(user, client)
 	if err != nil {
 		return "", Session{}, err
+	}
+	if m.testHookAdmitted != nil {
+		m.testHookAdmitted()
 	}
 	m.mu.Lock()
 	gen := m.gen[user]

@@ -156,14 +156,27 @@ func TestThrottleAddress(t *testing.T) {
 }
 
 // TestThrottleConcurrent: many wrong attempts at once get no more checks
-// than the free failures, however they interleave.
+// than the free failures: all are started before any is checked.
 func TestThrottleConcurrent(t *testing.T) {
 	m, _, _ := setup(t, throttleOpts(ThrottleOptions{UserFailures: 5, AddrFailures: -1}))
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var checked, waited int
+	const n = 100
+	var (
+		wg              sync.WaitGroup
+		mu              sync.Mutex
+		checked, waited int
+		admitted        int
+		settled         = make(chan struct{}, n) // admitted or refused
+		release         = make(chan struct{})
+	)
+	m.testHookAdmitted = func() {
+		mu.Lock()
+		admitted++
+		mu.Unlock()
+		settled <- struct{}{}
+		<-release
+	}
 	before := m.store.hashes.Load()
-	for range 100 {
+	for range n {
 		wg.Go(func() {
 			a := try(m, "admin", "wrong-password", "")
 			mu.Lock()
@@ -171,6 +184,7 @@ func TestThrottleConcurrent(t *testing.T) {
 			switch {
 			case a.wait > 0:
 				waited++
+				settled <- struct{}{}
 			case strings.Contains(a.err, "invalid user name or password"):
 				checked++
 			default:
@@ -178,9 +192,13 @@ func TestThrottleConcurrent(t *testing.T) {
 			}
 		})
 	}
+	for range n {
+		<-settled
+	}
+	close(release)
 	wg.Wait()
-	if n := m.store.hashes.Load() - before; checked != 5 || waited != 95 || n != 5 {
-		t.Errorf("100 concurrent guesses: %d checked (%d hashes), %d told to wait; want 5 (5) and 95", checked, n, waited)
+	if h := m.store.hashes.Load() - before; admitted != 5 || checked != 5 || waited != n-5 || h != 5 {
+		t.Errorf("%d concurrent guesses: %d admitted, %d checked (%d hashes), %d told to wait; want 5, 5 (5) and %d", n, admitted, checked, h, waited, n-5)
 	}
 }
 
