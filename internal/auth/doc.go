@@ -104,6 +104,21 @@
 //     is constant-time. An unknown user is checked against a dummy hash of
 //     the same cost and gets the same error as a wrong password, so neither
 //     the answer nor its timing reveals which names exist.
+//   - Failed logins are slowed per user name and per client address (see
+//     [ThrottleOptions]): past a few free failures each attempt waits,
+//     the wait doubling up to a bound, so a lockout always ends. A waiting
+//     attempt is refused with a *[ThrottledError] ([disk.ErrBusy], with
+//     the time to wait) before any hashing, whether or not the user exists
+//     and whether or not the password is right; names that do not exist
+//     are tracked like those that do. Attempts in flight count, so
+//     parallel guesses gain nothing. The tables are bounded
+//     (ThrottleOptions.MaxTracked, least recently failed forgotten
+//     first). An address a user logged in from recently is exempt from
+//     that user's wait (not from its own), so guesses at the admin's
+//     password from elsewhere do not lock the admin out.
+//   - Names longer than 64 bytes and passwords longer than 1024 are
+//     refused before any hashing, at login and wherever a password is
+//     set.
 //   - Tokens and tickets come from crypto/rand and are kept only as
 //     SHA-256 hashes; a lookup by hash does not leak the secret by timing.
 //   - The user file is written with mode 0600 through a temporary file,
