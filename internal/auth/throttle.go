@@ -257,7 +257,7 @@ func (t *throttle) begin(user, client string) (done func(ok bool), err error) {
 	if useAddr {
 		if ae = t.addrs.add(addr); ae == nil {
 			if ue != nil {
-				t.end(&t.users, ue, true, now)
+				t.cancel(&t.users, ue)
 			}
 			return nil, &ThrottledError{RetryAfter: t.o.BaseDelay}
 		}
@@ -277,10 +277,7 @@ func (t *throttle) begin(user, client string) (done func(ok bool), err error) {
 				// attacker with one account could otherwise guess
 				// others' passwords unslowed between its own logins.
 				if ok {
-					ae.inflight--
-					if ae.failures == 0 && ae.inflight == 0 {
-						t.addrs.remove(ae)
-					}
+					t.cancel(&t.addrs, ae)
 				} else {
 					t.end(&t.addrs, ae, false, now)
 				}
@@ -293,6 +290,14 @@ func (t *throttle) begin(user, client string) (done func(ok bool), err error) {
 			}
 		})
 	}, nil
+}
+
+// cancel ends an attempt on e that neither failed nor clears failures.
+func (t *throttle) cancel(tb *table, e *failEntry) {
+	e.inflight--
+	if e.failures == 0 && e.inflight == 0 {
+		tb.remove(e)
+	}
 }
 
 // end finishes an attempt on e: a success clears its failures, a failure

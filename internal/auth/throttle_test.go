@@ -301,3 +301,26 @@ func TestLoginLengthBounds(t *testing.T) {
 		t.Errorf("over-long inputs cost %d password hashes, want 0", n)
 	}
 }
+
+// TestThrottleFullInFlight: when a table is full of attempts in flight a
+// new key is refused, and that refusal neither counts nor clears the
+// failures already counted.
+func TestThrottleFullInFlight(t *testing.T) {
+	m, _, _ := setup(t, throttleOpts(ThrottleOptions{UserFailures: 3, AddrFailures: 100, MaxTracked: 1}))
+	try(m, "victim", "wrong-password", "192.0.2.1") // failure 1
+	admitted, release := make(chan struct{}), make(chan struct{})
+	m.testHookAdmitted = func() { admitted <- struct{}{}; <-release }
+	done := make(chan attempt)
+	go func() { done <- try(m, "victim", "wrong-password", "192.0.2.1") }() // failure 2, held
+	<-admitted
+	m.testHookAdmitted = nil
+	if a := try(m, "victim", "wrong-password", "192.0.2.2"); a.wait == 0 || a.hashed != 0 {
+		t.Fatalf("a new address while the table is full of attempts in flight: %+v, want a wait", a)
+	}
+	close(release)
+	<-done
+	try(m, "victim", "wrong-password", "192.0.2.1") // failure 3
+	if a := try(m, "victim", "wrong-password", "192.0.2.1"); a.wait == 0 {
+		t.Errorf("after 3 failures with 3 free: %+v, want a wait", a)
+	}
+}
