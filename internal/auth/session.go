@@ -465,8 +465,8 @@ func (m *Manager) Sessions() []Session {
 	return out
 }
 
-// Cleanup ends expired sessions (revoking their tickets and calling OnEnd)
-// and drops expired tickets. The host calls it periodically; correctness
+// Cleanup ends expired sessions (revoking their tickets and calling OnEnd),
+// drops expired tickets and forgets failed logins past their window. The host calls it periodically; correctness
 // does not depend on it, since expiry is checked on every use. It returns
 // the sessions it ended.
 func (m *Manager) Cleanup() []Session {
@@ -479,6 +479,7 @@ func (m *Manager) Cleanup() []Session {
 		}
 	}
 	m.mu.Unlock()
+	m.throttle.prune(now)
 	m.notify(ended)
 	return ended
 }

@@ -323,6 +323,26 @@ func (t *throttle) end(tb *table, e *failEntry, ok bool, now time.Time) {
 	tb.touch(e)
 }
 
+// prune forgets entries whose failures (or trust) have lapsed.
+func (t *throttle) prune(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, tb := range []*table{&t.users, &t.addrs} {
+		for _, el := range tb.m {
+			e := el.Value.(*failEntry)
+			t.forget(e, now)
+			if e.failures == 0 && e.inflight == 0 {
+				tb.remove(e)
+			}
+		}
+	}
+	for _, el := range t.trusted.m {
+		if e := el.Value.(*failEntry); now.Sub(e.last) >= t.o.TrustFor {
+			t.trusted.remove(e)
+		}
+	}
+}
+
 // tracked reports the entries held, for tests.
 func (t *throttle) tracked() (users, addrs, trusted int) {
 	t.mu.Lock()

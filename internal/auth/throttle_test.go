@@ -324,3 +324,22 @@ func TestThrottleFullInFlight(t *testing.T) {
 		t.Errorf("after 3 failures with 3 free: %+v, want a wait", a)
 	}
 }
+
+// TestThrottlePrune: Cleanup forgets failures past their window and
+// lapsed trust, and keeps the rest.
+func TestThrottlePrune(t *testing.T) {
+	m, _, c := setup(t, throttleOpts(ThrottleOptions{UserFailures: 1, AddrFailures: 1, TrustFor: time.Hour}))
+	try(m, "backup", "password-backup", "192.0.2.1")
+	try(m, "old", "wrong-password", "192.0.2.2")
+	c.Advance(DefaultFailWindow)
+	try(m, "new", "wrong-password", "192.0.2.3")
+	m.Cleanup()
+	if u, a, tr := m.throttle.tracked(); u != 1 || a != 1 || tr != 1 {
+		t.Errorf("after the window of one failure: %d names, %d addresses, %d trusted; want 1, 1, 1", u, a, tr)
+	}
+	c.Advance(time.Hour)
+	m.Cleanup()
+	if u, a, tr := m.throttle.tracked(); u != 0 || a != 0 || tr != 0 {
+		t.Errorf("after all lapsed: %d names, %d addresses, %d trusted; want none", u, a, tr)
+	}
+}
