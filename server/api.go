@@ -206,10 +206,11 @@ func (s *Server) routes() http.Handler {
 	handle("PUT /api/v1/users/{name}", anyone, s.updateUser)
 	handle("DELETE /api/v1/users/{name}", auth.Admin, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
 		name := r.PathValue("name")
-		if err := s.users.Remove(name); err != nil {
+		n, err := s.auth.RemoveUser(name)
+		if err != nil {
 			return nil, err
 		}
-		s.auth.EndUser(name)
+		s.log.Info("user removed", "user", name, "by", sess.User, "sessions_ended", n)
 		return nil, nil
 	})
 	handle("GET /api/v1/sessions", auth.ManageAccess, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
@@ -567,10 +568,28 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.writeErr(w, err)
 		return
 	}
-	tok, sess, err := s.auth.Login(req.User, req.Password)
+	// The peer's address, never X-Forwarded-For: a client sets that
+	// header as it likes, and would then choose its own throttle key.
+	client, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		client = r.RemoteAddr
+	}
+	tok, sess, err := s.auth.Login(req.User, req.Password, client)
 	if err != nil {
 		s.metrics.loginFails.Add(1)
-		s.log.Warn("login refused", "user", req.User, "remote", r.RemoteAddr, "err", err)
+		user := req.User
+		if len(user) > 64 {
+			user = user[:64] + "…"
+		}
+		s.log.Warn("login refused", "user", user, "remote", r.RemoteAddr, "err", err)
+		var te *auth.ThrottledError
+		if errors.As(err, &te) {
+			// 429 rather than the table's 409 for busy: the client
+			// must wait, and Retry-After says how long.
+			w.Header().Set("Retry-After", strconv.Itoa(te.Seconds()))
+			writeJSON(w, http.StatusTooManyRequests, map[string]APIError{"error": {Code: codeName(err), Vix: disk.ErrBusy.VixError(), Message: err.Error()}})
+			return
+		}
 		s.writeErr(w, err)
 		return
 	}
@@ -632,15 +651,28 @@ func (s *Server) updateUser(ctx context.Context, sess auth.Session, r *http.Requ
 		if err != nil {
 			return nil, err
 		}
-		if err := s.users.SetRole(name, role); err != nil {
+		n, err := s.auth.SetRole(name, role)
+		if err != nil {
 			return nil, err
 		}
-		s.auth.EndUser(name)
+		s.log.Info("role changed", "user", name, "role", string(role), "by", sess.User, "sessions_ended", n)
 	}
 	if req.Password != "" {
-		if err := s.users.SetPassword(name, req.Password); err != nil {
+		// A user changing their own password keeps this session; an
+		// admin resetting another's ends all of theirs (as does a role
+		// change just made, this session included). Either way the other
+		// sessions end, with their tickets and NBD connections.
+		var n int
+		var err error
+		if name == sess.User && req.Role == "" {
+			n, err = s.auth.ChangePassword(sess, req.Password)
+		} else {
+			n, err = s.auth.ResetPassword(name, req.Password)
+		}
+		if err != nil {
 			return nil, err
 		}
+		s.log.Info("password changed", "user", name, "by", sess.User, "sessions_ended", n)
 	}
 	return nil, nil
 }

@@ -88,7 +88,11 @@ type Config struct {
 	// ConnMemory is what each NBD connection reserves from Limits.Memory;
 	// default 4 MiB.
 	ConnMemory int64
-	// Sessions configures logins and tickets (auth.Options).
+	// Sessions configures logins and tickets (auth.Options): among them
+	// the session limits (MaxSessions, MaxUserSessions per user, and
+	// AdminSessions kept for admins) and the failed-login throttle
+	// (Throttle), keyed on the peer address of the API connection, never
+	// on a forwarding header. OnEnd is the server's own.
 	Sessions auth.Options
 	// PasswordIterations is the PBKDF2 cost for new passwords; 0 is the
 	// default. Tests lower it.

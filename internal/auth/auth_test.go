@@ -57,7 +57,7 @@ func setup(t testing.TB, opts *Options) (*Manager, *Store, *clock) {
 
 func login(t testing.TB, m *Manager, user string) (string, Session) {
 	t.Helper()
-	tok, s, err := m.Login(user, "password-"+user)
+	tok, s, err := m.Login(user, "password-"+user, "")
 	if err != nil {
 		t.Fatalf("login %s: %v", user, err)
 	}
@@ -97,8 +97,8 @@ func TestRolePrivileges(t *testing.T) {
 
 func TestLogin(t *testing.T) {
 	m, _, _ := setup(t, nil)
-	_, _, errWrong := m.Login("backup", "password-wrong")
-	_, _, errUnknown := m.Login("nobody", "password-nobody")
+	_, _, errWrong := m.Login("backup", "password-wrong", "")
+	_, _, errUnknown := m.Login("nobody", "password-nobody", "")
 	wantCode(t, errWrong, disk.ErrPermission, "")
 	wantCode(t, errUnknown, disk.ErrPermission, "")
 	if errWrong.Error() != errUnknown.Error() {
@@ -280,7 +280,7 @@ func TestTickets(t *testing.T) {
 }
 
 func TestTicketLimit(t *testing.T) {
-	m, _, _ := setup(t, &Options{MaxTickets: 2, MaxSessions: 1})
+	m, _, _ := setup(t, &Options{MaxTickets: 2, MaxSessions: 2}) // one kept for admins
 	_, s := login(t, m, "backup")
 	for i := 0; i < 2; i++ {
 		if _, _, err := m.Issue(s, "disk/a", ReadOnly, 0, nil); err != nil {
@@ -289,7 +289,7 @@ func TestTicketLimit(t *testing.T) {
 	}
 	_, _, err := m.Issue(s, "disk/a", ReadOnly, 0, nil)
 	wantCode(t, err, disk.ErrBusy, "ticket limit")
-	_, _, err = m.Login("admin", "password-admin")
+	_, _, err = m.Login("restore", "password-restore", "")
 	wantCode(t, err, disk.ErrBusy, "session limit")
 	// The session is still usable after the refusals.
 	if _, err := m.RevokeSession(s.ID); err != nil {

@@ -46,8 +46,23 @@
 // only frees memory and fires Options.OnEnd, through which the host closes
 // the session's connections and releases its [Limiter] reservations.
 // Ending a session revokes all its tickets. Sessions live in memory only
-// and do not survive a restart. A role change applies to new sessions; call
-// [Manager.EndUser] to apply it at once.
+// and do not survive a restart.
+//
+// A password change ends the user's other sessions: [Manager.ChangePassword]
+// (a user changing their own) keeps the calling session,
+// [Manager.ResetPassword] (an admin) ends them all. [Manager.SetRole] and
+// [Manager.RemoveUser] end all the user's sessions too, so a new role
+// applies at once. Each ended session revokes its tickets and fires
+// Options.OnEnd. A login that checked the old password while the change
+// was made fails rather than outliving it.
+//
+// Session limits: Options.MaxSessions on the host, Options.MaxUserSessions
+// per user, and Options.AdminSessions of the host's sessions kept for users
+// with the Admin privilege, so that no other user, however many sessions
+// they open, keeps an admin from logging in. A login over a limit is
+// refused with [disk.ErrBusy] (after the password check, so the refusal
+// reveals nothing to who does not know the password); existing sessions
+// are never ended to make room, since that would cut a running backup off.
 //
 // # Tickets
 //
@@ -89,6 +104,21 @@
 //     is constant-time. An unknown user is checked against a dummy hash of
 //     the same cost and gets the same error as a wrong password, so neither
 //     the answer nor its timing reveals which names exist.
+//   - Failed logins are slowed per user name and per client address (see
+//     [ThrottleOptions]): past a few free failures each attempt waits,
+//     the wait doubling up to a bound, so a lockout always ends. A waiting
+//     attempt is refused with a *[ThrottledError] ([disk.ErrBusy], with
+//     the time to wait) before any hashing, whether or not the user exists
+//     and whether or not the password is right; names that do not exist
+//     are tracked like those that do. Attempts in flight count, so
+//     parallel guesses gain nothing. The tables are bounded
+//     (ThrottleOptions.MaxTracked, least recently failed forgotten
+//     first). An address a user logged in from recently is exempt from
+//     that user's wait (not from its own), so guesses at the admin's
+//     password from elsewhere do not lock the admin out.
+//   - Names longer than 64 bytes and passwords longer than 1024 are
+//     refused before any hashing, at login and wherever a password is
+//     set.
 //   - Tokens and tickets come from crypto/rand and are kept only as
 //     SHA-256 hashes; a lookup by hash does not leak the secret by timing.
 //   - The user file is written with mode 0600 through a temporary file,

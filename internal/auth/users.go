@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vdisk-project/vdisk/disk"
 )
@@ -18,6 +19,9 @@ import (
 const maxUserFile = 16 << 20
 
 const maxUsers = 10000
+
+// maxName bounds a user name in bytes.
+const maxName = 64
 
 // User is a user as listed by [Store.List]; it never carries the password hash.
 type User struct {
@@ -53,6 +57,8 @@ type Store struct {
 
 	mu    sync.Mutex
 	users map[string]userRecord
+
+	hashes atomic.Int64 // key derivations done, for tests
 }
 
 // OpenStore opens the user file at path, or an empty store when the file does
@@ -128,9 +134,12 @@ func parseUsers(data []byte) (map[string]userRecord, error) {
 	return users, nil
 }
 
-// checkName accepts 1..64 bytes of [A-Za-z0-9._@-], not starting with '.' or '-'.
+// checkName accepts 1..maxName bytes of [A-Za-z0-9._@-], not starting with '.' or '-'.
 func checkName(name string) error {
-	if len(name) == 0 || len(name) > 64 || name[0] == '.' || name[0] == '-' {
+	if len(name) > maxName {
+		return disk.Errorf(disk.ErrInvalid, "auth: user name longer than %d bytes", maxName)
+	}
+	if len(name) == 0 || name[0] == '.' || name[0] == '-' {
 		return disk.Errorf(disk.ErrInvalid, "auth: invalid user name %q", name)
 	}
 	for i := 0; i < len(name); i++ {
@@ -141,6 +150,12 @@ func checkName(name string) error {
 		}
 	}
 	return nil
+}
+
+// hash hashes a new password; the caller has checked it.
+func (s *Store) hash(password string) (string, error) {
+	s.hashes.Add(1)
+	return hashPassword(password, s.iter)
 }
 
 // save writes the store atomically; s.mu must be held.
@@ -239,7 +254,7 @@ func (s *Store) Bootstrap(name, password string) (string, error) {
 	if err := checkPassword(password); err != nil {
 		return "", err
 	}
-	h, err := hashPassword(password, s.iter)
+	h, err := s.hash(password)
 	if err != nil {
 		return "", err
 	}
@@ -268,7 +283,7 @@ func (s *Store) Add(name string, role Role, password string) error {
 	if err := checkPassword(password); err != nil {
 		return err
 	}
-	h, err := hashPassword(password, s.iter)
+	h, err := s.hash(password)
 	if err != nil {
 		return err
 	}
@@ -282,8 +297,8 @@ func (s *Store) Add(name string, role Role, password string) error {
 }
 
 // Remove deletes a user; unknown is disk.ErrNotFound. Removing the last admin
-// is disk.ErrInvalid. The caller ends the user's sessions
-// ([Manager.EndUser]).
+// is disk.ErrInvalid. It does not touch sessions: [Manager.RemoveUser]
+// removes the user and ends their sessions.
 func (s *Store) Remove(name string) error {
 	return s.update(func(users map[string]userRecord) error {
 		u, ok := users[name]
@@ -308,8 +323,9 @@ func hasAdmin(users map[string]userRecord) bool {
 }
 
 // SetRole changes a user's role; unknown user is disk.ErrNotFound, demoting
-// the last admin disk.ErrInvalid. Existing sessions keep their privileges
-// until they end; the caller ends them ([Manager.EndUser]) to apply it at once.
+// the last admin disk.ErrInvalid. It does not touch sessions, which keep
+// their privileges until they end: [Manager.SetRole] changes the role and
+// ends them.
 func (s *Store) SetRole(name string, role Role) error {
 	if !role.Valid() {
 		return disk.Errorf(disk.ErrInvalid, "auth: unknown role %q", role)
@@ -328,12 +344,15 @@ func (s *Store) SetRole(name string, role Role) error {
 	})
 }
 
-// SetPassword replaces a user's password; unknown user is disk.ErrNotFound.
+// SetPassword replaces a user's password; unknown user is disk.ErrNotFound,
+// a password outside the policy disk.ErrInvalid. It does not touch
+// sessions: [Manager.ChangePassword] and [Manager.ResetPassword] also end
+// the user's other sessions.
 func (s *Store) SetPassword(name, password string) error {
 	if err := checkPassword(password); err != nil {
 		return err
 	}
-	h, err := hashPassword(password, s.iter)
+	h, err := s.hash(password)
 	if err != nil {
 		return err
 	}
@@ -383,7 +402,11 @@ func (s *Store) Verify(name, password string) (User, error) {
 			h, ok = s.dummy, false
 		}
 	}
-	good := len(password) <= maxPassword && h.verify(password)
+	good := false
+	if len(password) <= maxPassword {
+		s.hashes.Add(1)
+		good = h.verify(password)
+	}
 	if !ok || !good {
 		return User{}, disk.Errorf(disk.ErrPermission, "auth: invalid user name or password")
 	}

@@ -35,6 +35,13 @@ type serveOptions struct {
 	lifetime      time.Duration
 	maxTicketTTL  time.Duration
 	maxTickets    int
+	maxSessions   int
+	maxUserSess   int
+	adminSessions int
+	userFailures  int
+	addrFailures  int
+	loginMaxWait  time.Duration
+	failWindow    time.Duration
 	callTimeout   time.Duration
 	workers       int
 	logLevel      string
@@ -63,6 +70,13 @@ func serveFlags(o *serveOptions) *flag.FlagSet {
 	fs.DurationVar(&o.lifetime, "session-lifetime", auth.DefaultSessionLifetime, "log a session out this long after login")
 	fs.DurationVar(&o.maxTicketTTL, "max-ticket-ttl", auth.DefaultMaxTicketTTL, "longest validity of an access ticket")
 	fs.IntVar(&o.maxTickets, "max-session-tickets", auth.DefaultMaxTickets, "live access tickets one login session may hold")
+	fs.IntVar(&o.maxSessions, "max-sessions", auth.DefaultMaxSessions, "login sessions live on the host at once")
+	fs.IntVar(&o.maxUserSess, "max-user-sessions", auth.DefaultMaxUserSessions, "login sessions one user may hold at once; a login past it is refused (busy)")
+	fs.IntVar(&o.adminSessions, "admin-sessions", 0, "of --max-sessions, how many only admins may use, so that other users never keep an admin out (0: 16, or a quarter of --max-sessions if less)")
+	fs.IntVar(&o.userFailures, "login-user-failures", auth.DefaultUserFailures, "failed logins of one user name before each attempt must wait, the wait doubling per failure (-1: no per-user limit)")
+	fs.IntVar(&o.addrFailures, "login-address-failures", auth.DefaultAddrFailures, "failed logins from one client address (IPv6: one /64) before each attempt must wait (-1: no per-address limit)")
+	fs.DurationVar(&o.loginMaxWait, "login-max-wait", auth.DefaultMaxDelay, "longest wait imposed after failed logins")
+	fs.DurationVar(&o.failWindow, "login-fail-window", auth.DefaultFailWindow, "failed logins are forgotten this long after the last one")
 	fs.DurationVar(&o.callTimeout, "call-timeout", server.DefaultCallTimeout, "bound on every API call, snapshot consolidation included")
 	fs.IntVar(&o.workers, "nbd-workers", 16, "requests served at once per NBD connection")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -101,8 +115,10 @@ func (o *serveOptions) config(stderr io.Writer) (server.Config, error) {
 	cfg := server.Config{
 		DataDir: o.dataDir, Listen: o.listen, NBDListen: o.nbdListen, PlainNBDListen: o.plainListen,
 		CertFile: o.tlsCert, KeyFile: o.tlsKey, AdminUser: o.adminUser,
-		Limits:      auth.Limits{HostConns: o.maxConns, DiskConns: o.maxDiskConns, SessionConns: o.maxSessConns},
-		Sessions:    auth.Options{IdleTimeout: o.idle, Lifetime: o.lifetime, MaxTicketTTL: o.maxTicketTTL, MaxTickets: o.maxTickets},
+		Limits: auth.Limits{HostConns: o.maxConns, DiskConns: o.maxDiskConns, SessionConns: o.maxSessConns},
+		Sessions: auth.Options{IdleTimeout: o.idle, Lifetime: o.lifetime, MaxTicketTTL: o.maxTicketTTL, MaxTickets: o.maxTickets,
+			MaxSessions: o.maxSessions, MaxUserSessions: o.maxUserSess, AdminSessions: o.adminSessions,
+			Throttle: auth.ThrottleOptions{UserFailures: o.userFailures, AddrFailures: o.addrFailures, MaxDelay: o.loginMaxWait, FailWindow: o.failWindow}},
 		CallTimeout: o.callTimeout, NBDWorkers: o.workers, Datastores: map[string]string{},
 	}
 	var err error
