@@ -265,18 +265,12 @@ func (h *Handle) Flush() error {
 type Future struct {
 	done chan struct{}
 	err  error
-	wait func(ctx context.Context) error // remote requests
-	once sync.Once
 }
 
-// Wait waits for the request, or for ctx, and returns its error.
+// Wait waits for the request, or for ctx, and returns its error. When
+// ctx ends first the request goes on: its buffer stays the kit's until a
+// later Wait returns the request's own result (or Handle.Wait returns).
 func (f *Future) Wait(ctx context.Context) error {
-	if f.wait != nil {
-		f.once.Do(func() {
-			f.err = f.wait(ctx)
-			close(f.done)
-		})
-	}
 	select {
 	case <-f.done:
 		return f.err
@@ -308,12 +302,14 @@ func (h *Handle) async(p []byte, off int64, write bool) *Future {
 	h.pending.Add(1)
 	if h.remote != nil {
 		w := h.remote.async(p, off, write)
-		f.wait = func(ctx context.Context) error {
+		// Complete in the background, bounded by the request timeout;
+		// a caller's Wait only watches (its context must not end the
+		// request while a reply can still write into p).
+		go func() {
 			defer h.pending.Done()
-			return w(ctx)
-		}
-		// Complete in the background so that Handle.Wait sees it end.
-		go f.Wait(context.Background())
+			f.err = w(context.Background())
+			close(f.done)
+		}()
 		return f
 	}
 	h.sem <- struct{}{}

@@ -196,6 +196,12 @@ func (r *remoteDisk) async(p []byte, off int64, write bool) func(ctx context.Con
 		ctx, cancel := context.WithTimeout(ctx, r.timeout)
 		defer cancel()
 		err := f.Wait(ctx)
+		if ctx.Err() != nil && err == ctx.Err() {
+			// Given up while the request is in flight: fence the
+			// connection first, so that its late reply cannot write into
+			// p once the caller has it back.
+			f.Abort(disk.Errorf(disk.ErrAccess, "vdisk: request timed out after %v", r.timeout))
+		}
 		if err != nil && (cl.Broken() || errors.Is(err, context.DeadlineExceeded)) {
 			// Retry on a fresh connection, synchronously.
 			if write {

@@ -82,6 +82,7 @@ type clientConn struct {
 
 // call is one request in flight; Future wraps it.
 type call struct {
+	cc   *clientConn // the connection it was sent on
 	typ  uint16
 	off  int64
 	buf  []byte
@@ -92,11 +93,27 @@ type call struct {
 	done chan struct{}
 }
 
-// Future is the result of an asynchronous request.
+// Future is the result of an asynchronous request. Its buffer belongs to
+// the client until Wait returns without a context error, or Abort returns.
 type Future struct{ calls []*call }
 
+// Abort ends the connections carrying the request with err (failing every
+// request in flight on them) and returns once the request has completed:
+// from then on no reply can touch its buffer. Use it when a Wait gave up.
+func (f *Future) Abort(err error) {
+	for _, c := range f.calls {
+		if c.cc != nil {
+			c.cc.fail(err)
+		}
+	}
+	for _, c := range f.calls {
+		<-c.done // the read loop ends once its socket is closed
+	}
+}
+
 // Wait waits for the request to complete, or ctx to end, and returns its
-// error.
+// error. When ctx ends first the request is still in flight: its buffer
+// must stay untouched until a later Wait returns or Abort does.
 func (f *Future) Wait(ctx context.Context) error {
 	var first error
 	for _, c := range f.calls {
@@ -707,6 +724,7 @@ func (cc *clientConn) chunk(c *call, typ uint16, n uint64) error {
 // send issues one request on a connection.
 func (cc *clientConn) send(c *call, flags uint16, payload []byte) {
 	c.done = make(chan struct{})
+	c.cc = cc
 	select {
 	case cc.slots <- struct{}{}:
 	case <-cc.done:
@@ -806,11 +824,14 @@ func (c *Client) wait(f *Future) error {
 	err := f.Wait(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		// Nothing may hang: a request past its deadline ends the
-		// connections, which fails every request in flight.
+		// connections, which fails every request in flight, and it
+		// returns only once no late reply can write into its buffer.
+		terr := disk.Errorf(disk.ErrAccess, "nbd: request timed out after %v", c.o.Timeout)
 		for _, cc := range c.conns {
-			cc.fail(disk.Errorf(disk.ErrAccess, "nbd: request timed out after %v", c.o.Timeout))
+			cc.fail(terr)
 		}
-		return disk.Errorf(disk.ErrAccess, "nbd: request timed out after %v", c.o.Timeout)
+		f.Abort(terr)
+		return terr
 	}
 	return err
 }
