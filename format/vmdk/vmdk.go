@@ -31,14 +31,14 @@ type link struct {
 	// container is the header of a capacity-0 KDMV file that holds only
 	// the descriptor (§2.7), which is rewritten in place there; nil for
 	// other links.
-	container *sparseHeader
-	extents       []extent
-	starts        []int64 // virtual byte offset of each extent
-	size          int64
-	cid           uint32
-	parentCID     uint32
-	createType    string
-	unclean       bool
+	container  *sparseHeader
+	extents    []extent
+	starts     []int64 // virtual byte offset of each extent
+	size       int64
+	cid        uint32
+	parentCID  uint32
+	createType string
+	unclean    bool
 }
 
 // Disk is an open VMDK disk: a chain of links, the first of which (the
