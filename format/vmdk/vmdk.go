@@ -266,8 +266,16 @@ func (d *Disk) openLink(path string, ro bool) (l *link, err error) {
 				if h.compressed() {
 					ct = string(StreamOptimized)
 				}
-				desc, _ = parseDescriptor(newDescriptorText(newCID(), 0xffffffff, ct, "",
-					[]extentLine{{Access: "RW", Sectors: int64(h.Capacity), Type: "SPARSE", File: filepath.Base(path)}}, nil))
+				if h.Capacity == 0 {
+					// Neither a disk nor a descriptor container.
+					ext.close()
+					return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: sparse extent of capacity 0 without a descriptor", path)
+				}
+				if desc, err = parseDescriptor(newDescriptorText(newCID(), 0xffffffff, ct, "",
+					[]extentLine{{Access: "RW", Sectors: int64(h.Capacity), Type: "SPARSE", File: filepath.Base(path)}}, nil)); err != nil {
+					ext.close()
+					return nil, disk.Wrap(err, "", path, -1)
+				}
 			}
 			l.desc = desc
 			l.selfContained = true
