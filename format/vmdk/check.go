@@ -18,6 +18,14 @@ import (
 // directories, both grain table copies, grain references, overlaps, leaks,
 // the unclean-shutdown mark) and the CID chain. It returns an error only
 // when the image cannot be examined at all; findings are in the report.
+//
+// No repair removes or overwrites bytes that an extent of the descriptor
+// references: FLAT extents placed inside a file that also holds a sparse
+// header, metadata or grains (Haiku's vmdkimage writes a capacity-0 KDMV
+// header whose descriptor names a FLAT extent in the same file), the footer
+// of a header that says GD_AT_END, and the grains the grain tables name.
+// Where the extents and the checker's idea of the file disagree, the
+// problem is reported and left alone.
 func Check(ctx context.Context, path string, o *CheckOptions) (*CheckReport, error) {
 	var opts CheckOptions
 	if o != nil {
