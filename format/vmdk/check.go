@@ -616,21 +616,15 @@ func (c *checker) checkSparse(ctx context.Context, f disk.File, path string, h *
 		p := c.problem(path, "warning", "the extent was not closed cleanly (uncleanShutdown is set)")
 		if repair && c.r.Unrepaired == 0 {
 			// Both copies of the header, when there is a footer.
-			copies := []struct {
-				h   *sparseHeader
-				off int64
-			}{{head, 0}}
+			copies, offs := []*sparseHeader{head}, []int64{0}
 			if footer != nil {
-				copies = append(copies, struct {
-					h   *sparseHeader
-					off int64
-				}{h, fileSize - 2*disk.SectorSize})
+				copies, offs = append(copies, h), append(offs, fileSize-2*disk.SectorSize)
 			}
 			done := true
-			for _, x := range copies {
-				nh := *x.h
+			for i, x := range copies {
+				nh := *x
 				nh.UncleanShutdown = false
-				ok, err := c.writeMeta(f, path, nh.marshal(), x.off)
+				ok, err := c.writeMeta(f, path, nh.marshal(), offs[i])
 				if err != nil {
 					return err
 				}
