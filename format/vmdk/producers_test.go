@@ -81,8 +81,8 @@ func haikuImage(name string, headerBytes, n, heads, cyl int64, seed uint64) (fil
 // the grain directory, a footer marker (numSectors 1, size 0, type 3), the
 // footer (the header with the real gdOffset) and an all-zero end-of-stream
 // marker. grains maps a grain index to its data. With leak, an unreferenced
-// grain follows the first data grain; with unclean, the head header has
-// uncleanShutdown set.
+// grain follows the first data grain; with unclean, both copies of the
+// header have uncleanShutdown set.
 func gdAtEndImage(name string, capacity int64, grainSectors uint64, grains map[int64][]byte, leak, unclean bool) []byte {
 	const gtes = 512
 	secs := uint64(capacity / 512)
@@ -134,6 +134,7 @@ func gdAtEndImage(name string, capacity int64, grainSectors uint64, grains map[i
 	body.Write(marker)
 	ft := h
 	ft.GDOffset = gdPos
+	ft.UncleanShutdown = unclean
 	body.Write(ft.marshal())
 	body.Write(make([]byte, 512)) // end of stream
 	head := h
@@ -341,10 +342,11 @@ func TestGDAtEndUncompressed(t *testing.T) {
 				}
 				want := img
 				if v.unclean && m.mode != RepairNone {
-					// Only the mark goes, in the header; the footer
-					// copy had it clear, and gdOffset stays GD_AT_END.
+					// Only the mark goes, in both copies; the head
+					// keeps gdOffset GD_AT_END.
 					want = append([]byte(nil), img...)
 					want[72] = 0
+					want[len(want)-1024+72] = 0
 					if r.Repaired != 1 {
 						t.Errorf("Check: %d repaired, want the unclean mark: %+v", r.Repaired, r.Problems)
 					}
