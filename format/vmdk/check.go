@@ -249,6 +249,11 @@ func (c *checker) checkExtentFiles(ctx context.Context, path string, desc *descr
 				c.problem(name, "error", "extent capacity %d sectors differs from the descriptor's %d", h.Capacity, el.Sectors)
 			}
 			fst, _ := f.Stat()
+			if h.Capacity == 0 && h.DescriptorOffset != 0 {
+				// A descriptor container named as a sparse extent: its
+				// own descriptor may place data anywhere in the file.
+				c.refs.add(name, byteRange{0, fst.Size()})
+			}
 			if h.compressed() {
 				err = c.checkStream(ctx, f, name, h, fst.Size(), repair)
 			} else {

@@ -610,3 +610,28 @@ func TestFlatInsideSparseFile(t *testing.T) {
 		}
 	}
 }
+
+// TestContainerNamedAsSparse: a text descriptor that names a Haiku-style
+// container as a SPARSE extent is wrong (the container holds no grains),
+// but Check must not take the container's data for leaked grains.
+func TestContainerNamedAsSparse(t *testing.T) {
+	dir := t.TempDir()
+	n, heads, cyl := vmdkimageGeometry(1 << 20)
+	img, _ := haikuImage("h.vmdk", 4<<10, n, heads, cyl, 21)
+	writeFile(t, filepath.Join(dir, "h.vmdk"), img)
+	path := filepath.Join(dir, "d.vmdk")
+	writeFile(t, path, newDescriptorText(0x99, 0xffffffff, string(TwoGbMaxExtentSparse), "",
+		[]extentLine{{Access: "RW", Sectors: n / 512, Type: "SPARSE", File: "h.vmdk"}}, nil))
+	for _, m := range repairModes {
+		r, err := Check(ctx, path, &CheckOptions{Repair: m.mode})
+		if err != nil {
+			t.Fatalf("Check -r %s: %v", m.name, err)
+		}
+		if r.Leaks != 0 || r.Errors == 0 {
+			t.Errorf("Check -r %s: %d leaks, %d errors; want the capacity mismatch and no leaks: %+v", m.name, r.Leaks, r.Errors, r.Problems)
+		}
+		if !bytes.Equal(readFile(t, filepath.Join(dir, "h.vmdk")), img) {
+			t.Fatalf("Check -r %s changed the container", m.name)
+		}
+	}
+}
