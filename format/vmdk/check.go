@@ -18,6 +18,14 @@ import (
 // directories, both grain table copies, grain references, overlaps, leaks,
 // the unclean-shutdown mark) and the CID chain. It returns an error only
 // when the image cannot be examined at all; findings are in the report.
+//
+// No repair removes or overwrites bytes that an extent of the descriptor
+// references: FLAT extents placed inside a file that also holds a sparse
+// header, metadata or grains (Haiku's vmdkimage writes a capacity-0 KDMV
+// header whose descriptor names a FLAT extent in the same file), the footer
+// of a header that says GD_AT_END, and the grains the grain tables name.
+// Where the extents and the checker's idea of the file disagree, the
+// problem is reported and left alone.
 func Check(ctx context.Context, path string, o *CheckOptions) (*CheckReport, error) {
 	var opts CheckOptions
 	if o != nil {
@@ -44,6 +52,36 @@ type checker struct {
 	o    CheckOptions
 	fsys disk.FS
 	r    *CheckReport
+	// refs holds, for the link being checked, the bytes of each file that
+	// the descriptor's FLAT and VMFS extents (and a descriptor container's
+	// header) reference. Repairs never truncate or write inside them: when
+	// the check and the extents disagree, the check is wrong.
+	refs fileRefs
+}
+
+// truncate cuts the file at path to size bytes unless that would remove a
+// byte some extent references; it reports whether it did.
+func (c *checker) truncate(f disk.File, path string, size int64, own ...byteRange) (bool, error) {
+	if size < refEnd(c.refs.of(path)) || size < refEnd(own) {
+		return false, nil
+	}
+	if err := f.Truncate(size); err != nil {
+		return false, disk.Wrap(err, "vmdk: repair", path, -1)
+	}
+	return true, nil
+}
+
+// writeMeta writes repaired metadata b at off of the file at path, unless
+// the bytes belong to another extent; it reports whether it wrote.
+func (c *checker) writeMeta(f disk.File, path string, b []byte, off int64) (bool, error) {
+	if overlaps(c.refs.of(path), off, off+int64(len(b))) {
+		c.problem(path, "error", "metadata at byte %d lies inside data an extent references; it was not rewritten", off)
+		return false, nil
+	}
+	if _, err := f.WriteAt(b, off); err != nil {
+		return false, disk.Wrap(err, "vmdk: repair", path, off)
+	}
+	return true, nil
 }
 
 func (c *checker) problem(path, severity, format string, args ...any) *Problem {
@@ -90,6 +128,24 @@ func (c *checker) checkLink(ctx context.Context, path string, leaf bool) (string
 		if desc, err = readEmbeddedDescriptor(f, h, st.Size()); err != nil {
 			c.problem(path, "error", "embedded descriptor: %v", err)
 		}
+		c.refs = flatRefs(filepath.Dir(path), desc)
+		if h.Capacity == 0 && h.DescriptorOffset != 0 && desc == nil {
+			// The descriptor of a container is unreadable: which bytes
+			// its extents use is unknown, so none may be cut.
+			c.refs.add(path, byteRange{0, st.Size()})
+		}
+		if h.Capacity == 0 && desc != nil {
+			// A descriptor container (§2.7), as Haiku's vmdkimage
+			// writes: the header holds no grains, so nothing in the file
+			// is a leak; the extents its descriptor names are checked
+			// instead, and its header and descriptor are kept.
+			c.refs.add(path, byteRange{0, int64(h.DescriptorOffset+h.DescriptorSize) * disk.SectorSize})
+			if len(desc.extents) == 0 {
+				c.problem(path, "error", "descriptor lists no extents")
+			}
+			c.checkExtentFiles(ctx, path, desc, repair)
+			return c.checkParent(path, desc)
+		}
 		if h.compressed() {
 			err = c.checkStream(ctx, f, path, h, st.Size(), repair)
 		} else {
@@ -113,6 +169,7 @@ func (c *checker) checkLink(ctx context.Context, path string, leaf bool) (string
 			c.problem(path, "error", "descriptor: %v", err)
 			return "", nil
 		}
+		c.refs = flatRefs(filepath.Dir(path), desc)
 		c.checkExtentFiles(ctx, path, desc, repair)
 	}
 	return c.checkParent(path, desc)
@@ -192,6 +249,11 @@ func (c *checker) checkExtentFiles(ctx context.Context, path string, desc *descr
 				c.problem(name, "error", "extent capacity %d sectors differs from the descriptor's %d", h.Capacity, el.Sectors)
 			}
 			fst, _ := f.Stat()
+			if h.Capacity == 0 && h.DescriptorOffset != 0 {
+				// A descriptor container named as a sparse extent: its
+				// own descriptor may place data anywhere in the file.
+				c.refs.add(name, byteRange{0, fst.Size()})
+			}
 			if h.compressed() {
 				err = c.checkStream(ctx, f, name, h, fst.Size(), repair)
 			} else {
@@ -268,11 +330,32 @@ func peekDescriptor(fsys disk.FS, name string) *descriptor {
 // the valid grain table copy over a bad one, out-of-range entries dropped
 // (their data is lost and counted), leaked grains at the end truncated, and
 // the unclean-shutdown mark cleared once the extent is consistent.
+//
+// A header whose gdOffset is GD_AT_END is replaced by its footer, whose
+// three sectors at the end of the file count as metadata. Bytes that other
+// extents reference in the same file (c.refs) are never leaks, and no
+// repair writes or truncates inside them.
 func (c *checker) checkSparse(ctx context.Context, f disk.File, path string, h *sparseHeader, fileSize int64, repair bool) error {
+	head := h
+	var footer []byteRange // the footer's sectors, when there is one
+	if h.GDOffset == gdAtEnd {
+		ft, err := resolveFooter(f, h, fileSize)
+		if err != nil {
+			c.problem(path, "error", "%v", err)
+			return nil
+		}
+		if ft.compressed() {
+			c.problem(path, "error", "the footer says compressed, the header does not")
+			return nil
+		}
+		h = ft
+		footer = []byteRange{{fileSize - footerSectors*disk.SectorSize, fileSize}}
+	}
 	if err := h.validate(fileSize); err != nil {
 		c.problem(path, "error", "%v", err)
 		return nil
 	}
+	refs := c.refs.of(path)
 	grain := uint64(h.GrainSize)
 	fileSectors := uint64(fileSize) / disk.SectorSize
 	gdN := int(h.numGDEntries())
@@ -321,6 +404,14 @@ func (c *checker) checkSparse(ctx context.Context, f disk.File, path string, h *
 		}
 	}
 	markMeta(h.GDOffset, gdSectors)
+	grainBytes := int64(grain) * disk.SectorSize
+	// Bytes other extents reference, and the footer, fill grain slots too.
+	for _, r := range append(append([]byteRange(nil), refs...), footer...) {
+		lo := max(uint64(r.off/grainBytes), divRoundUp(overHead, grain))
+		for s := lo; s < slots && int64(s)*grainBytes < r.end; s++ {
+			used[s/64] |= 1 << (s % 64)
+		}
+	}
 	if rgd != nil {
 		markMeta(h.RGDOffset, gdSectors)
 	}
@@ -427,6 +518,12 @@ func (c *checker) checkSparse(ctx context.Context, f disk.File, path string, h *
 				}
 				continue
 			}
+			if v > 1 && overlaps(refs, int64(v)*disk.SectorSize, int64(v)*disk.SectorSize+grainBytes) {
+				// Two extents claim the same bytes; which one is right
+				// cannot be known, so nothing is changed.
+				c.problem(path, "error", "grain table %d entry %d: grain at sector %d lies inside data another extent references", i, j, v)
+				continue
+			}
 			if v > 1 {
 				slot := uint64(v) / grain
 				if used[slot/64]&(1<<(slot%64)) != 0 {
@@ -456,8 +553,8 @@ func (c *checker) checkSparse(ctx context.Context, f disk.File, path string, h *
 			nb := encode(t)
 			for _, dir := range [][]uint32{gd, rgd} {
 				if dir != nil && validGT(dir[i]) {
-					if _, err := f.WriteAt(nb, int64(dir[i])*disk.SectorSize); err != nil {
-						return disk.Wrap(err, "vmdk: repair", path, int64(dir[i])*disk.SectorSize)
+					if _, err := c.writeMeta(f, path, nb, int64(dir[i])*disk.SectorSize); err != nil {
+						return err
 					}
 				}
 			}
@@ -472,8 +569,8 @@ func (c *checker) checkSparse(ctx context.Context, f disk.File, path string, h *
 			if x.dir == nil {
 				continue
 			}
-			if _, err := f.WriteAt(encode(x.dir), int64(x.off)*disk.SectorSize); err != nil {
-				return disk.Wrap(err, "vmdk: repair", path, -1)
+			if _, err := c.writeMeta(f, path, encode(x.dir), int64(x.off)*disk.SectorSize); err != nil {
+				return err
 			}
 		}
 	}
@@ -497,8 +594,9 @@ func (c *checker) checkSparse(ctx context.Context, f disk.File, path string, h *
 			// others need compact.
 			end := int64(max(lastUsed*grain, overHead)) * disk.SectorSize
 			if end < fileSize {
-				if err := f.Truncate(end); err != nil {
-					return disk.Wrap(err, "vmdk: repair", path, -1)
+				cut, err := c.truncate(f, path, end, footer...)
+				if err != nil {
+					return err
 				}
 				trailing := 0
 				for _, s := range leaks {
@@ -506,24 +604,40 @@ func (c *checker) checkSparse(ctx context.Context, f disk.File, path string, h *
 						trailing++
 					}
 				}
-				if trailing == len(leaks) {
+				switch {
+				case !cut:
+					p.Message += "; not truncated: extents reference bytes after them"
+				case trailing == len(leaks):
 					c.repaired(p)
-				} else {
+				default:
 					p.Message += fmt.Sprintf("; %d at the end were truncated, run 'vdisk compact' for the rest", trailing)
 				}
 			}
 		}
-	} else if tail := fileSize % (int64(grain) * disk.SectorSize); tail != 0 && uint64(fileSize) > overHead*disk.SectorSize {
+	} else if tail := fileSize % grainBytes; tail != 0 && uint64(fileSize) > overHead*disk.SectorSize && footer == nil && refEnd(refs) < fileSize {
 		c.problem(path, "warning", "file ends with %d bytes of a partial grain", tail)
 	}
-	if h.UncleanShutdown {
+	if head.UncleanShutdown || h.UncleanShutdown {
 		p := c.problem(path, "warning", "the extent was not closed cleanly (uncleanShutdown is set)")
 		if repair && c.r.Unrepaired == 0 {
-			h.UncleanShutdown = false
-			if _, err := f.WriteAt(h.marshal(), 0); err != nil {
-				return disk.Wrap(err, "vmdk: repair", path, 0)
+			// Both copies of the header, when there is a footer.
+			copies, offs := []*sparseHeader{head}, []int64{0}
+			if footer != nil {
+				copies, offs = append(copies, h), append(offs, fileSize-2*disk.SectorSize)
 			}
-			c.repaired(p)
+			done := true
+			for i, x := range copies {
+				nh := *x
+				nh.UncleanShutdown = false
+				ok, err := c.writeMeta(f, path, nh.marshal(), offs[i])
+				if err != nil {
+					return err
+				}
+				done = done && ok
+			}
+			if done {
+				c.repaired(p)
+			}
 		}
 	}
 	if repair {
@@ -550,9 +664,13 @@ func (c *checker) checkStream(ctx context.Context, f disk.File, path string, h *
 	if err != nil {
 		p := c.problem(path, "error", "%v", err)
 		if repair && c.o.Repair == RepairAll {
-			lost, rerr := rebuildStream(f, path, h, size)
+			lost, done, rerr := rebuildStream(f, path, h, size, refEnd(c.refs.of(path)))
 			if rerr != nil {
 				return rerr
+			}
+			if !done {
+				p.Message += "; not rebuilt: extents reference bytes the rebuild would cut"
+				return nil
 			}
 			c.r.LostBytes += lost
 			c.repaired(p)
@@ -599,9 +717,13 @@ func (c *checker) checkStream(ctx context.Context, f disk.File, path string, h *
 		}
 	}
 	if bad > 0 && repair && c.o.Repair == RepairAll && s.markers {
-		lost, err := rebuildStream(f, path, h, size)
+		lost, done, err := rebuildStream(f, path, h, size, refEnd(c.refs.of(path)))
 		if err != nil {
 			return err
+		}
+		if !done {
+			c.problem(path, "error", "the stream was not rebuilt: extents reference bytes the rebuild would cut")
+			return nil
 		}
 		c.r.LostBytes += lost
 		for i := len(c.r.Problems) - bad; i < len(c.r.Problems); i++ {
@@ -612,10 +734,12 @@ func (c *checker) checkStream(ctx context.Context, f disk.File, path string, h *
 }
 
 // rebuildStream rewrites the metadata of a stream from a marker scan and
-// returns the bytes of disk content lost (grains that were torn).
-func rebuildStream(f disk.File, path string, h *sparseHeader, size int64) (int64, error) {
+// returns the bytes of disk content lost (grains that were torn). It does
+// nothing and reports false when it would cut the file below keep bytes
+// (data other extents reference).
+func rebuildStream(f disk.File, path string, h *sparseHeader, size, keep int64) (int64, bool, error) {
 	if !h.markers() {
-		return 0, disk.Errorf(disk.ErrNotSupported, "vmdk: %s: a stream without markers cannot be rebuilt", path)
+		return 0, false, disk.Errorf(disk.ErrNotSupported, "vmdk: %s: a stream without markers cannot be rebuilt", path)
 	}
 	var end uint64
 	grains, err := scanMarkers(f, h, size, func(sector, lba uint64, n uint32, typ uint32) error {
@@ -625,7 +749,7 @@ func rebuildStream(f disk.File, path string, h *sparseHeader, size int64) (int64
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	// Keep only grains that inflate; the last one may be torn.
 	probe := &streamExtent{markers: true, cache: map[int64][]byte{}}
@@ -644,20 +768,23 @@ func rebuildStream(f disk.File, path string, h *sparseHeader, size int64) (int64
 		end = max(h.OverHead, 1+h.DescriptorSize)
 	}
 	pos := int64(end) * disk.SectorSize
+	if pos < keep {
+		return 0, false, nil
+	}
 	if err := f.Truncate(pos); err != nil {
-		return 0, disk.Wrap(err, "vmdk: repair", path, -1)
+		return 0, false, disk.Wrap(err, "vmdk: repair", path, -1)
 	}
 	nh := *h
 	nh.GDOffset = gdAtEnd
 	nh.Flags &^= flagRedundantGD
 	nh.RGDOffset = 0
 	if err := writeStreamTail(f, path, nh, gt, pos); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if _, err := f.WriteAt(nh.marshal(), 0); err != nil {
-		return 0, disk.Wrap(err, "vmdk: repair", path, 0)
+		return 0, false, disk.Wrap(err, "vmdk: repair", path, 0)
 	}
-	return lost, f.Sync()
+	return lost, true, f.Sync()
 }
 
 // walkDelta reads every grain table of a delta extent, so that entries

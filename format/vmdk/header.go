@@ -45,8 +45,14 @@ const (
 	maxGrainSectors = 1 << 21 // 1 GiB grains (qemu's "invalid granularity" bound)
 	maxGTEsPerGT    = 512     // VMware disklib supports only 512
 	// maxExtentSectors is the largest sector number a 32-bit GDE or GTE can
-	// hold: a hosted sparse extent file cannot exceed 2 TiB (§3.7).
+	// hold: a hosted sparse extent file cannot exceed 2 TiB (§3.7). The
+	// limit is on file offsets, not on capacity: a thinly written extent of
+	// a larger capacity is valid (qemu creates them), and only placing a
+	// grain or a table past this sector fails.
 	maxExtentSectors = 1 << 32
+	// maxCapacitySectors bounds the capacity of a sparse extent so that byte
+	// offsets (capacity × 512 plus one grain table's coverage) fit an int64.
+	maxCapacitySectors = 1 << 53
 	// maxDescriptorSectors bounds an embedded descriptor (VBox refuses more
 	// than 128 KiB of descriptor text).
 	maxDescriptorSectors = 256
@@ -181,9 +187,8 @@ func (h *sparseHeader) validate(fileSize int64) error {
 	if h.DescriptorOffset != 0 && (h.DescriptorSize == 0 || h.DescriptorSize > maxDescriptorSectors) {
 		return bad("invalid embedded descriptor size of %d sectors", h.DescriptorSize)
 	}
-	if !h.compressed() && h.Capacity >= maxExtentSectors {
-		return disk.Errorf(disk.ErrNotSupported,
-			"vmdk: sparse extent of %d sectors is 2 TiB or more; use twoGbMaxExtentSparse, a flat format or seSparse", h.Capacity)
+	if h.Capacity > maxCapacitySectors {
+		return bad("capacity of %d sectors is too large", h.Capacity)
 	}
 	fileSectors := uint64(fileSize) / disk.SectorSize
 	if h.DescriptorOffset != 0 && h.DescriptorOffset+h.DescriptorSize > fileSectors {
@@ -195,7 +200,9 @@ func (h *sparseHeader) validate(fileSize int64) error {
 	}
 	if !h.compressed() {
 		if h.GDOffset == gdAtEnd {
-			return bad("grain directory at end of file in an uncompressed extent")
+			// The caller must have replaced the header by its footer
+			// (resolveFooter).
+			return bad("grain directory at end of file, but no footer was read")
 		}
 		if h.OverHead > fileSectors {
 			return bad("file truncated, expecting at least %d bytes", h.OverHead*disk.SectorSize)
@@ -208,6 +215,35 @@ func (h *sparseHeader) validate(fileSize int64) error {
 		return bad("redundant grain directory offset %d past end of file", h.RGDOffset)
 	}
 	return nil
+}
+
+// footerSectors is the tail of a file whose header says GD_AT_END: a footer
+// marker, the footer (a copy of the header with the real gdOffset) and an
+// end-of-stream marker, one sector each (§4.1).
+const footerSectors = 3
+
+// resolveFooter returns the header that describes the extent: h itself, or,
+// when h's gdOffset is GD_AT_END, the footer near the end of the file, which
+// takes precedence over the header (§4.1). Streams and uncompressed extents
+// use the same convention; for the latter the footer must be complete, as
+// qemu requires: a footer marker (size 0, type 3) at EOF-1536, a KDMV
+// header at EOF-1024 and an end-of-stream marker (all zero) at EOF-512.
+func resolveFooter(f disk.File, h *sparseHeader, fileSize int64) (*sparseHeader, error) {
+	if h.GDOffset != gdAtEnd {
+		return h, nil
+	}
+	ft, err := readFooter(f, fileSize)
+	if err != nil {
+		return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: grain directory at end of file, but %v", err)
+	}
+	eos := make([]byte, disk.SectorSize)
+	if _, err := f.ReadAt(eos, fileSize-disk.SectorSize); err != nil {
+		return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: read end-of-stream marker: %v", err)
+	}
+	if le := binary.LittleEndian; le.Uint64(eos) != 0 || le.Uint32(eos[8:]) != 0 || le.Uint32(eos[12:]) != markerEOS {
+		return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: grain directory at end of file, but no end-of-stream marker follows the footer")
+	}
+	return ft, nil
 }
 
 // sparseLayout is the metadata placement of a new hosted sparse extent

@@ -65,7 +65,25 @@ type sparseExtent struct {
 }
 
 // openSparseExtent opens a KDMV extent whose header is h.
+//
+// A header whose gdOffset is GD_AT_END is replaced by its footer (§4.1), as
+// qemu does for uncompressed extents too. Such an extent opens read-only:
+// new grains go at the end of the file, after the footer, where no reader
+// would find the footer again.
 func openSparseExtent(f disk.File, name string, h *sparseHeader, fileSize int64, ro bool) (*sparseExtent, error) {
+	if h.GDOffset == gdAtEnd && !h.compressed() {
+		ft, err := resolveFooter(f, h, fileSize)
+		if err != nil {
+			return nil, err
+		}
+		if ft.compressed() {
+			return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: the footer says compressed, the header does not", name)
+		}
+		if !ro {
+			return nil, disk.Errorf(disk.ErrPermission, "vmdk: %s: sparse extents with the grain directory at the end of the file can only be opened read-only", name)
+		}
+		h = ft
+	}
 	if err := h.validate(fileSize); err != nil {
 		return nil, err
 	}
@@ -705,6 +723,7 @@ func (e *sparseExtent) grow(capacity uint64) error {
 		return disk.Errorf(disk.ErrPermission, "vmdk: %s: opened read-only", e.name)
 	}
 	if capacity >= maxExtentSectors {
+		// Like Create: VMware opens no sparse extent of 2 TiB or more.
 		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: a sparse extent must stay below 2 TiB; convert to twoGbMaxExtentSparse or a flat format", e.name)
 	}
 	e.flushMu.Lock() // no write-back while the directory moves
@@ -737,6 +756,10 @@ func (e *sparseExtent) grow(capacity uint64) error {
 				pos += gtSectors
 			}
 			newDirs = append(newDirs, d)
+		}
+		if pos > maxExtentSectors {
+			// Directory entries are 32-bit sector numbers (§3.7).
+			return disk.Errorf(disk.ErrNoSpace, "vmdk: %s: the grain tables for the new size would lie past the 2 TiB offset limit of the extent file", e.name)
 		}
 		end := int64(roundUp(pos, uint64(h.GrainSize))) * disk.SectorSize
 		if err := e.f.Truncate(end); err != nil { // new tables are zeros

@@ -28,13 +28,17 @@ type link struct {
 	desc          *descriptor
 	embedded      *sparseExtent // the writable extent holding the descriptor, when embedded
 	selfContained bool          // the descriptor lives inside the extent file
-	extents       []extent
-	starts        []int64 // virtual byte offset of each extent
-	size          int64
-	cid           uint32
-	parentCID     uint32
-	createType    string
-	unclean       bool
+	// container is the header of a capacity-0 KDMV file that holds only
+	// the descriptor (§2.7), which is rewritten in place there; nil for
+	// other links.
+	container  *sparseHeader
+	extents    []extent
+	starts     []int64 // virtual byte offset of each extent
+	size       int64
+	cid        uint32
+	parentCID  uint32
+	createType string
+	unclean    bool
 }
 
 // Disk is an open VMDK disk: a chain of links, the first of which (the
@@ -262,8 +266,16 @@ func (d *Disk) openLink(path string, ro bool) (l *link, err error) {
 				if h.compressed() {
 					ct = string(StreamOptimized)
 				}
-				desc, _ = parseDescriptor(newDescriptorText(newCID(), 0xffffffff, ct, "",
-					[]extentLine{{Access: "RW", Sectors: int64(h.Capacity), Type: "SPARSE", File: filepath.Base(path)}}, nil))
+				if h.Capacity == 0 {
+					// Neither a disk nor a descriptor container.
+					ext.close()
+					return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: sparse extent of capacity 0 without a descriptor", path)
+				}
+				if desc, err = parseDescriptor(newDescriptorText(newCID(), 0xffffffff, ct, "",
+					[]extentLine{{Access: "RW", Sectors: int64(h.Capacity), Type: "SPARSE", File: filepath.Base(path)}}, nil)); err != nil {
+					ext.close()
+					return nil, disk.Wrap(err, "", path, -1)
+				}
 			}
 			l.desc = desc
 			l.selfContained = true
@@ -279,6 +291,7 @@ func (d *Disk) openLink(path string, ro bool) (l *link, err error) {
 		}
 		// A capacity-0 KDMV file is only a descriptor container (§2.7).
 		l.desc = desc
+		l.container = h
 	case cowdMagic:
 		return nil, disk.Errorf(disk.ErrNotSupported, "vmdk: %s: vmfsSparse (COWD) extents must be opened through their descriptor", path)
 	default:
@@ -640,6 +653,9 @@ func (d *Disk) writeDescriptor(l *link) error {
 	if l.selfContained && l.embedded == nil {
 		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: the descriptor of this image cannot be rewritten", l.path)
 	}
+	if l.container != nil {
+		return d.writeContainerDescriptor(l, b)
+	}
 	if se := l.embedded; se != nil {
 		room := int64(se.h.DescriptorSize) * disk.SectorSize
 		if int64(len(b)) > room {
@@ -654,6 +670,37 @@ func (d *Disk) writeDescriptor(l *link) error {
 		return se.f.Sync()
 	}
 	return disk.Wrap(disk.WriteFileAtomic(d.fsys, l.path, b), "vmdk: write descriptor", l.path, -1)
+}
+
+// writeContainerDescriptor stores the descriptor of a capacity-0 KDMV file
+// in the area its header reserves. The file holds extent data too (Haiku's
+// vmdkimage puts a FLAT extent after the header), so it is never replaced,
+// and the area must not overlap bytes an extent references.
+func (d *Disk) writeContainerDescriptor(l *link, b []byte) error {
+	h := l.container
+	room := int64(h.DescriptorSize) * disk.SectorSize
+	pos := int64(h.DescriptorOffset) * disk.SectorSize
+	if int64(len(b)) > room {
+		return disk.Errorf(disk.ErrNoSpace, "vmdk: %s: descriptor of %d bytes does not fit the %d bytes reserved for it", l.path, len(b), room)
+	}
+	if overlaps(flatRefs(filepath.Dir(l.path), l.desc).of(l.path), pos, pos+room) {
+		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: the descriptor area overlaps extent data; it cannot be rewritten", l.path)
+	}
+	f, err := d.fsys.OpenFile(l.path, os.O_RDWR, 0)
+	if err != nil {
+		return disk.Wrap(err, "vmdk: write descriptor", l.path, -1)
+	}
+	buf := make([]byte, room)
+	copy(buf, b)
+	if _, err := f.WriteAt(buf, pos); err != nil {
+		f.Close()
+		return disk.Wrap(err, "vmdk: write descriptor", l.path, pos)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return disk.Wrap(err, "vmdk: write descriptor", l.path, -1)
+	}
+	return disk.Wrap(f.Close(), "vmdk: write descriptor", l.path, -1)
 }
 
 // WriteAt writes to the leaf. Partial writes into grains the leaf does not
