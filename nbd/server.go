@@ -610,16 +610,17 @@ func (c *conn) enter(e *Export) error {
 }
 
 // limits sets what one request may hold, from the connection's budget:
-// the advertised maximum payload (a power of two with its bookkeeping
-// within the budget, at most MaxPayload) and the extents of one
+// the advertised maximum payload (a power of two, at most MaxPayload, such
+// that two requests of it fit the budget with their bookkeeping, so that
+// one is read while the other is answered) and the extents of one
 // BLOCK_STATUS reply per context (a quarter of the budget for them all).
 func (c *conn) limits(contexts int) {
-	avail := c.s.o.ConnMemory - ioMem - reqMem
+	avail := c.s.o.ConnMemory - ioMem
 	if c.s.o.TLSConfig != nil {
 		avail -= tlsMem
 	}
 	p := int64(MaxPayload)
-	for p > 4096 && p > avail {
+	for p > 4096 && 2*(p+reqMem) > avail {
 		p /= 2
 	}
 	c.maxPayload = uint32(p)
