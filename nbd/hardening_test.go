@@ -548,3 +548,41 @@ func TestRequestTooBig(t *testing.T) {
 		t.Errorf("errno by cookie %v, want %v (2 MiB READ, 2 MiB WRITE, 4 KiB READ)", got, want)
 	}
 }
+
+// TestShutdownStuckClient: a client that sends requests and never reads a
+// reply leaves a worker blocked writing, holding the reply lock. Shutdown
+// must still end when its context does.
+func TestShutdownStuckClient(t *testing.T) {
+	d := &flatDisk{b: make([]byte, 64<<20)}
+	exp := &Export{Disk: d}
+	s := NewServer(ServerOptions{Lookup: func(context.Context, string) (*Export, error) { return exp, nil }})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(context.Background(), l)
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	m := negotiate(t, c)
+	var reqs []byte
+	for i := range 64 {
+		reqs = append(reqs, readReq(uint64(i), 0, m)...)
+	}
+	c.Write(reqs)
+	waitFor(t, "the server to hold replies", func() bool { return s.Stats().Memory > 2*int64(m) })
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown = %v, want DeadlineExceeded (the client never read)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown hangs on a client that does not read")
+	}
+}
