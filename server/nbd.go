@@ -2,6 +2,10 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
 	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -23,6 +27,34 @@ type nbdConn struct {
 	session string
 }
 
+// newNBD returns the NBD server for the TLS listeners (tc set) or the
+// plain ones. Each connection's buffers are bounded by cfg.ConnMemory,
+// which lookup reserves from the session's budget; connections still
+// negotiating have no session yet, so the host budget holds their worst
+// case (NBDMaxNegotiating of them) for the server's life.
+func (s *Server) newNBD(tc *tls.Config) (*nbd.Server, error) {
+	srv := nbd.NewServer(nbd.ServerOptions{
+		Lookup:           s.lookup,
+		TLSConfig:        tc,
+		Workers:          s.cfg.NBDWorkers,
+		HandshakeTimeout: s.cfg.NBDHandshakeTimeout,
+		MaxNegotiating:   s.cfg.NBDMaxNegotiating,
+		ConnMemory:       s.cfg.ConnMemory,
+		Logger:           s.log,
+	})
+	if _, err := s.limiter.ReserveHostMemory(srv.NegotiationMemory()); err != nil {
+		return nil, fmt.Errorf("server: buffers of NBD connections negotiating (%d at most): %w", s.cfg.NBDMaxNegotiating, err)
+	}
+	return srv, nil
+}
+
+// ticketID names a ticket in logs without revealing it: a prefix of its
+// SHA-256. Tickets are bearer secrets and never logged.
+func ticketID(ticket string) string {
+	sum := sha256.Sum256([]byte(ticket))
+	return hex.EncodeToString(sum[:6])
+}
+
 // lookup turns a ticket (the export name) into an export: it redeems the
 // ticket, takes connection and memory slots, and opens the disk or
 // snapshot. Everything is released by the export's Close.
@@ -30,7 +62,7 @@ func (s *Server) lookup(ctx context.Context, name string) (*nbd.Export, error) {
 	g, relTicket, err := s.auth.Redeem(name, "")
 	if err != nil {
 		s.metrics.nbdRefused.Add(1)
-		s.log.Info("NBD ticket refused", "err", err)
+		s.log.Info("NBD ticket refused", "ticket_sha256", ticketID(name), "err", err)
 		return nil, err
 	}
 	var undo []func()
@@ -39,7 +71,7 @@ func (s *Server) lookup(ctx context.Context, name string) (*nbd.Export, error) {
 			undo[i]()
 		}
 		s.metrics.nbdRefused.Add(1)
-		s.log.Info("NBD connection refused", "user", g.User, "target", g.Target, "err", err)
+		s.log.Info("NBD connection refused", "ticket_sha256", ticketID(name), "user", g.User, "target", g.Target, "err", err)
 		return nil, err
 	}
 	undo = append(undo, relTicket)
