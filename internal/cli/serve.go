@@ -12,6 +12,7 @@ import (
 
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/internal/auth"
+	"github.com/vdisk-project/vdisk/nbd"
 	"github.com/vdisk-project/vdisk/server"
 )
 
@@ -37,6 +38,8 @@ type serveOptions struct {
 	maxTickets    int
 	callTimeout   time.Duration
 	workers       int
+	nbdHandshake  time.Duration
+	nbdMaxNeg     int
 	logLevel      string
 	logFormat     string
 }
@@ -65,6 +68,8 @@ func serveFlags(o *serveOptions) *flag.FlagSet {
 	fs.IntVar(&o.maxTickets, "max-session-tickets", auth.DefaultMaxTickets, "live access tickets one login session may hold")
 	fs.DurationVar(&o.callTimeout, "call-timeout", server.DefaultCallTimeout, "bound on every API call, snapshot consolidation included")
 	fs.IntVar(&o.workers, "nbd-workers", 16, "requests served at once per NBD connection")
+	fs.DurationVar(&o.nbdHandshake, "nbd-handshake-timeout", nbd.DefaultHandshakeTimeout, "time an NBD connection has to negotiate (TLS handshake, options, ticket) before it is closed")
+	fs.IntVar(&o.nbdMaxNeg, "nbd-max-negotiating", nbd.DefaultMaxNegotiating, "NBD connections negotiating at once per listener kind; beyond it new ones are closed or replace the oldest (-1: no limit)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "", "text or json (default: text on a terminal, json otherwise)")
 	return fs
@@ -104,6 +109,7 @@ func (o *serveOptions) config(stderr io.Writer) (server.Config, error) {
 		Limits:      auth.Limits{HostConns: o.maxConns, DiskConns: o.maxDiskConns, SessionConns: o.maxSessConns},
 		Sessions:    auth.Options{IdleTimeout: o.idle, Lifetime: o.lifetime, MaxTicketTTL: o.maxTicketTTL, MaxTickets: o.maxTickets},
 		CallTimeout: o.callTimeout, NBDWorkers: o.workers, Datastores: map[string]string{},
+		NBDHandshakeTimeout: o.nbdHandshake, NBDMaxNegotiating: o.nbdMaxNeg,
 	}
 	var err error
 	if cfg.Limits.Memory, err = parseSize(o.memory); err != nil {
