@@ -2,10 +2,10 @@ package nbd
 
 import (
 	"bufio"
+	"container/list"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"container/list"
 	"errors"
 	"fmt"
 	"io"
