@@ -147,50 +147,46 @@ type dirtyContext struct {
 func (c dirtyContext) Name() string { return DirtyBitmapPrefix + c.since }
 
 // Extents reports consecutive extents from off: status 1 for changed
-// blocks, 0 for the others.
+// blocks, 0 for the others. It streams: adjacent changes merge into one
+// pending extent, and nothing else is held, so a reply's memory stays
+// within what the NBD server reserved for it.
 func (c dirtyContext) Extents(ctx context.Context, off, n int64, fn func(disk.Extent) error) error {
-	var ch []disk.Extent
-	err := c.d.ChangedRanges(ctx, c.snapshot, c.since, off, n, func(e disk.Extent) error {
-		e.Flags = 0 // the bitmap says changed or not, whatever the data
-		if k := len(ch); k > 0 && ch[k-1].End() == e.Off {
-			ch[k-1].Len += e.Len
+	pos, end := off, off+n
+	var cur disk.Extent // changed, not yet reported
+	emit := func() error {
+		if cur.Len == 0 {
 			return nil
 		}
-		ch = append(ch, e)
-		if len(ch) >= 1<<16 {
-			return errEnough
-		}
-		return nil
-	})
-	if err != nil && err != errEnough {
-		return err
-	}
-	pos, end := off, off+n
-	if err == errEnough {
-		end = ch[len(ch)-1].End()
-	}
-	for _, e := range ch {
-		if e.Off > pos {
-			if err := fn(disk.Extent{Off: pos, Len: e.Off - pos}); err != nil {
+		if cur.Off > pos {
+			if err := fn(disk.Extent{Off: pos, Len: cur.Off - pos}); err != nil {
 				return err
 			}
 		}
-		if err := fn(disk.Extent{Off: e.Off, Len: e.Len, Flags: 1}); err != nil {
+		pos = cur.End()
+		return fn(disk.Extent{Off: cur.Off, Len: cur.Len, Flags: 1})
+	}
+	err := c.d.ChangedRanges(ctx, c.snapshot, c.since, off, n, func(e disk.Extent) error {
+		if cur.Len > 0 && cur.End() == e.Off {
+			cur.Len += e.Len
+			return nil
+		}
+		if err := emit(); err != nil {
 			return err
 		}
-		pos = e.End()
+		cur = disk.Extent{Off: e.Off, Len: e.Len} // the bitmap says changed or not, whatever the data
+		return nil
+	})
+	if err == nil {
+		err = emit()
+	}
+	if err != nil {
+		return err
 	}
 	if pos < end {
 		return fn(disk.Extent{Off: pos, Len: end - pos})
 	}
 	return nil
 }
-
-type stopError struct{}
-
-func (stopError) Error() string { return "enough" }
-
-var errEnough error = stopError{}
 
 // meteredDisk counts bytes and latencies of NBD I/O. It passes every
 // optional power of the handle through and allocates nothing.
