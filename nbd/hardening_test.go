@@ -3,6 +3,7 @@ package nbd
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -375,6 +376,14 @@ func negotiate(t *testing.T, c net.Conn) uint32 {
 		t.Fatal(err)
 	}
 	c.Write([]byte{0, 0, 0, 3})
+	return goDefault(t, c)
+}
+
+// goDefault sends GO for the default export, asking for the block sizes,
+// and returns the advertised maximum payload.
+func goDefault(t *testing.T, c net.Conn) uint32 {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
 	c.Write(option(optGo, []byte{0, 0, 0, 0, 0, 1, 0, infoBlockSize}))
 	var maxPayload uint32
 	for {
@@ -584,5 +593,58 @@ func TestShutdownStuckClient(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Shutdown hangs on a client that does not read")
+	}
+}
+
+// TestTLSMemory measures what a TLS connection costs once it has moved
+// full-size records both ways, to check the tlsMem estimate the budget
+// counts. Client and server share the process, so the figure is per pair:
+// the server's side (ioMem+tlsMem) plus a client's TLS state, no larger
+// than the server's.
+func TestTLSMemory(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes allocation sizes")
+	}
+	cfg := writeCerts(t, t.TempDir())
+	d := &flatDisk{b: make([]byte, 4<<20)}
+	addr, s := serveTCP(t, d, ServerOptions{TLSConfig: cfg})
+	const n = 40
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var conns []net.Conn
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.ReadFull(c, make([]byte, 18))
+		c.Write(append([]byte{0, 0, 0, 3}, option(optStartTLS, nil)...))
+		if _, typ, _, err := readReply(c); err != nil || typ != repAck {
+			t.Fatalf("STARTTLS: %#x %v", typ, err)
+		}
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+		m := goDefault(t, tc)
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		m = min(m, 1<<20)
+		tc.Write(readReq(1, 0, m))
+		if _, err := io.ReadFull(tc, make([]byte, 16+int(m))); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, tc)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := (int64(after.HeapInuse) - int64(before.HeapInuse)) / n
+	st := s.Stats()
+	t.Logf("a TLS connection pair holds %d KiB of heap after a full-size read; the server counts %d KiB per connection",
+		per>>10, st.Memory/n>>10)
+	if want := int64(ioMem + 2*tlsMem); per > want {
+		t.Errorf("a TLS connection pair holds %d bytes, over the %d the estimate allows", per, want)
+	}
+	if st.Memory != n*(ioMem+tlsMem) {
+		t.Errorf("the server counts %d bytes for %d idle TLS connections, want %d", st.Memory, n, n*(ioMem+tlsMem))
 	}
 }
