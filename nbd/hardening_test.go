@@ -637,6 +637,7 @@ func TestTLSMemory(t *testing.T) {
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(conns)
 	per := (int64(after.HeapInuse) - int64(before.HeapInuse)) / n
 	st := s.Stats()
 	t.Logf("a TLS connection pair holds %d KiB of heap after a full-size read; the server counts %d KiB per connection",
