@@ -142,6 +142,9 @@ func TestStalledHandshakes(t *testing.T) {
 	if st.Negotiating != limit {
 		t.Errorf("%d connections negotiating, want the cap of %d", st.Negotiating, limit)
 	}
+	if st.Memory > s.NegotiationMemory() || st.Memory == 0 {
+		t.Errorf("negotiating connections hold %d bytes, want some and at most NegotiationMemory %d", st.Memory, s.NegotiationMemory())
+	}
 	t.Logf("%d stalled connections: %d negotiating, %d closed at once; fds %d -> %d (both ends); %s",
 		n, st.Negotiating, st.Refused, fdsBefore, openFDs(), rss())
 

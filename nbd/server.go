@@ -185,13 +185,18 @@ func (s *Server) Stats() ServerStats {
 }
 
 // NegotiationMemory is the most the connections still negotiating hold in
-// buffers together: MaxNegotiating times the package's NegotiationMemory
-// (0 when MaxNegotiating is unlimited).
+// buffers together: MaxNegotiating times the package's NegotiationMemory,
+// less the TLS buffers without TLSConfig (0 when MaxNegotiating is
+// unlimited).
 func (s *Server) NegotiationMemory() int64 {
 	if s.o.MaxNegotiating < 0 {
 		return 0
 	}
-	return int64(s.o.MaxNegotiating) * NegotiationMemory
+	per := int64(NegotiationMemory)
+	if s.o.TLSConfig == nil {
+		per -= tlsMem
+	}
+	return int64(s.o.MaxNegotiating) * per
 }
 
 // Serve accepts connections on l until Shutdown or a listener error.
