@@ -654,10 +654,12 @@ func (c *conn) option(ctx context.Context, opt uint32, data []byte, noZeros bool
 		if len(data) > maxNameLen {
 			return false, errors.New("export name too long")
 		}
-		// The name may be a secret (a ticket): it goes in no error.
-		e, code, msg := c.lookup(ctx, string(data))
+		// The name may be a secret (a ticket): neither it nor the
+		// reason, which Lookup may have written with it, goes in the
+		// error that is logged.
+		e, code, _ := c.lookup(ctx, string(data))
 		if code != 0 {
-			return false, fmt.Errorf("EXPORT_NAME refused (%#x): %s", code, msg)
+			return false, fmt.Errorf("EXPORT_NAME refused (%#x)", code)
 		}
 		if err := c.enter(e); err != nil {
 			release(e)
