@@ -153,7 +153,7 @@ func startHostWrapped(t *testing.T, wrap func(int, net.Listener) net.Listener) *
 // leaves the host as it was.
 func TestNBDStalledConnections(t *testing.T) {
 	const stalledN, limit = 500, 50
-	const timeout = 3 * time.Second
+	const timeout = 10 * time.Second
 	h := startHost(t, func(c *Config) { c.NBDMaxNegotiating = limit; c.NBDHandshakeTimeout = timeout })
 	h.must("POST", "/api/v1/disks", map[string]any{"name": "d", "capacity": 1 << 20}, nil)
 	_, nbdAddrs, _ := h.s.Addrs()
@@ -188,8 +188,8 @@ func TestNBDStalledConnections(t *testing.T) {
 		t.Errorf("health with %d stalled NBD connections: %d", stalledN, st)
 	}
 	// The stalled connections are older than a tenth of the handshake
-	// timeout after 300 ms; a client then takes the oldest one's place,
-	// well before the timeout would have closed them.
+	// timeout after 1 s; a client then takes the oldest one's place, well
+	// before the timeout would have closed them.
 	tk := h.ticket(TicketRequest{Disk: "d"})
 	var c *nbd.Client
 	var err error
