@@ -119,7 +119,8 @@ func TestStalledHandshakes(t *testing.T) {
 	d := disktest.NewMemDisk(8 << 20)
 	d.WriteAt(bytes.Repeat([]byte{7}, 1<<20), 0)
 	clock := &testClock{now: time.Now()}
-	addr, s := serveTCP(t, d, ServerOptions{MaxNegotiating: limit, MaxConnections: 1, Now: clock.Now, HandshakeTimeout: time.Minute})
+	logs := &countHandler{msgs: map[string]int{}}
+	addr, s := serveTCP(t, d, ServerOptions{MaxNegotiating: limit, MaxConnections: 1, Now: clock.Now, HandshakeTimeout: time.Minute, Logger: slog.New(logs)})
 	fdsBefore := openFDs()
 	var stalled []net.Conn
 	defer func() {
@@ -147,6 +148,9 @@ func TestStalledHandshakes(t *testing.T) {
 	}
 	t.Logf("%d stalled connections: %d negotiating, %d closed at once; fds %d -> %d (both ends); %s",
 		n, st.Negotiating, st.Refused, fdsBefore, openFDs(), rss())
+	if got := logs.count("connections negotiating at the cap; refusing or evicting"); got != 1 {
+		t.Errorf("the cap was logged %d times, want once", got)
+	}
 
 	// The stalled connections are older than a tenth of the handshake
 	// timeout: a newcomer takes the place of the oldest.

@@ -140,6 +140,7 @@ type Server struct {
 	conns       map[*conn]bool
 	negotiating list.List // of *conn, oldest first
 	established int
+	atCap       bool // the negotiation cap was reached and logged (s.mu)
 	closing     bool
 	closed      chan struct{} // closed by Shutdown
 	wg          sync.WaitGroup
@@ -265,6 +266,11 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	}
 	now := s.o.Now()
 	if s.o.MaxNegotiating > 0 && s.negotiating.Len() >= s.o.MaxNegotiating {
+		if !s.atCap {
+			// Logged once until the cap is half free again.
+			s.atCap = true
+			s.o.Logger.Warn("connections negotiating at the cap; refusing or evicting", "max_negotiating", s.o.MaxNegotiating)
+		}
 		oldest := s.negotiating.Front().Value.(*conn)
 		if now.Sub(oldest.start) < s.o.HandshakeTimeout/10 {
 			s.mu.Unlock()
@@ -295,6 +301,10 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 		}
 		if c.admitted {
 			s.established--
+		}
+		if s.atCap && s.negotiating.Len() <= s.o.MaxNegotiating/2 {
+			s.atCap = false
+			s.o.Logger.Info("connections negotiating below the cap again", "negotiating", s.negotiating.Len())
 		}
 		s.mu.Unlock()
 	}()
