@@ -352,8 +352,10 @@ func optErr(opt, typ uint32, msg []byte) error {
 		code = disk.ErrNotFound
 	case repErrPolicy, repErrTLSReqd:
 		code = disk.ErrPermission
-	case repErrShutdown:
+	case repErrShutdown: // also a server at its connection limit
 		code = disk.ErrBusy
+	case repErrTooBig: // also a server out of its memory budget
+		code = disk.ErrOutOfMemory
 	case repErrInvalid:
 		code = disk.ErrInvalid
 	}

@@ -32,7 +32,10 @@
 // Disk error codes map to NBD errors from one table: ErrPermission to
 // EPERM, ErrOutOfMemory to ENOMEM, ErrNotSupported to ENOTSUP, ErrNoSpace
 // to ENOSPC, ErrInvalid to EINVAL, everything else to EIO. An unknown export
-// gets NBD_REP_ERR_UNKNOWN, a refused one NBD_REP_ERR_POLICY.
+// gets NBD_REP_ERR_UNKNOWN, a refused one NBD_REP_ERR_POLICY; the protocol
+// has no "busy" error, so a connection limit travels as
+// NBD_REP_ERR_SHUTDOWN and a memory budget refused as NBD_REP_ERR_TOO_BIG,
+// which the Client maps back to ErrBusy and ErrOutOfMemory.
 //
 // # Security
 //
@@ -43,6 +46,25 @@
 // acted on, and whatever was negotiated in clear is forgotten. Lengths from
 // the peer are bounded before anything is allocated: option data to 64 KiB,
 // names to 4096 bytes, payloads to MaxPayload (32 MiB).
+//
+// Connections that have not entered transmission are bounded apart from
+// the others: ServerOptions.HandshakeTimeout (10 s) closes a connection
+// that has not finished negotiating, TLS handshake included, and at most
+// ServerOptions.MaxNegotiating (256) negotiate at once; beyond it a new
+// connection is closed at once, or takes the place of the oldest one when
+// that has been negotiating for a tenth of the timeout. They do not count
+// against ServerOptions.MaxConnections. Serve survives running out of file
+// descriptors: it retries Accept with a delay growing to 1 s.
+//
+// # Memory
+//
+// Every buffer a connection holds (its reader and writer, TLS buffers,
+// option data, READ and WRITE payloads, BLOCK_STATUS replies) is reserved
+// from its ServerOptions.ConnMemory before it is allocated and released
+// after. A request waits for its reservation, and the connection reads no
+// further request meanwhile; one that can never fit is refused with ENOMEM.
+// The maximum payload advertised in NBD_INFO_BLOCK_SIZE is lowered so that
+// two requests of it fit. Server.Stats reports the bytes held.
 //
 // # Client
 //

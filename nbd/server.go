@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bufio"
+	"container/list"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -56,25 +58,76 @@ type MetaContext interface {
 // the defaults below.
 type ServerOptions struct {
 	// Lookup resolves an export name. Return disk.ErrNotFound for an
-	// unknown name and disk.ErrPermission to refuse one.
+	// unknown name and disk.ErrPermission to refuse one; disk.ErrBusy
+	// (a connection limit) reaches the client as NBD_REP_ERR_SHUTDOWN and
+	// disk.ErrOutOfMemory as NBD_REP_ERR_TOO_BIG, which the Client maps
+	// back. Export names may be secrets (access tickets): the server never
+	// logs them.
 	Lookup func(ctx context.Context, name string) (*Export, error)
 	// List returns the exports NBD_OPT_LIST shows; nil lists none.
 	List func(ctx context.Context) []*Export
 	// TLSConfig enables STARTTLS; with it, TLS is required: every option
 	// but STARTTLS and ABORT is refused until TLS is up.
 	TLSConfig *tls.Config
-	// MaxConnections bounds concurrent connections (0: unlimited).
+	// MaxConnections bounds connections in transmission (0: unlimited).
+	// Connections still negotiating do not count (MaxNegotiating bounds
+	// them); a GO beyond the limit is refused as busy, an EXPORT_NAME
+	// disconnected.
 	MaxConnections int
+	// MaxNegotiating bounds connections that have not entered
+	// transmission yet (TLS handshake, option haggling). Default
+	// DefaultMaxNegotiating; negative: unlimited. A connection beyond it
+	// is closed at once, unless the oldest negotiating connection has
+	// been at it for a tenth of HandshakeTimeout or longer: that one is
+	// closed instead, so that stalled sockets cannot keep clients out.
+	MaxNegotiating int
+	// HandshakeTimeout bounds negotiation, from accept to the start of
+	// transmission, TLS handshake included. Default
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
 	// Workers is the number of requests served concurrently on one
 	// connection. Default 16.
 	Workers int
+	// ConnMemory bounds the bytes of buffers one connection holds at
+	// once: its reader and writer, TLS buffers, option data, and the
+	// payloads of the requests in flight (READ data, WRITE data,
+	// BLOCK_STATUS replies). A request reserves its buffers before they
+	// are allocated and waits (without reading further requests) until
+	// they fit; one that can never fit is refused with ENOMEM. The
+	// maximum payload advertised in NBD_INFO_BLOCK_SIZE is lowered to fit.
+	// Default DefaultConnMemory; at least MinConnMemory.
+	ConnMemory int64
 	// NoExtendedHeaders refuses NBD_OPT_EXTENDED_HEADERS (64-bit lengths,
 	// 32-byte headers), which is offered by default.
 	NoExtendedHeaders bool
-	// HandshakeTimeout bounds option negotiation. Default 30 s.
-	HandshakeTimeout time.Duration
+	// Now is the clock negotiation ages are measured with (for
+	// MaxNegotiating); default time.Now. Socket deadlines use the system
+	// clock.
+	Now func() time.Time
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
+}
+
+// Defaults and bounds of ServerOptions.
+const (
+	DefaultMaxNegotiating   = 256
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultConnMemory       = 2*MaxPayload + 1<<20
+	MinConnMemory           = 1 << 20
+)
+
+// ServerStats is a snapshot of a Server's connections and memory.
+type ServerStats struct {
+	// Negotiating and Connections count connections before and in
+	// transmission.
+	Negotiating, Connections int
+	// Refused counts connections closed at once or evicted by the
+	// MaxNegotiating cap, and GO or EXPORT_NAME refused by
+	// MaxConnections.
+	Refused int64
+	// Memory is the bytes of buffers connections hold now (reserved
+	// before allocation); MemoryPeak is the most held at once.
+	Memory, MemoryPeak int64
 }
 
 // Server serves exports over NBD (fixed newstyle handshake, structured
@@ -82,11 +135,19 @@ type ServerOptions struct {
 type Server struct {
 	o ServerOptions
 
-	mu        sync.Mutex
-	listeners map[net.Listener]bool
-	conns     map[*conn]bool
-	closing   bool
-	wg        sync.WaitGroup
+	mu          sync.Mutex
+	listeners   map[net.Listener]bool
+	conns       map[*conn]bool
+	negotiating list.List // of *conn, oldest first
+	established int
+	atCap       bool // the negotiation cap was reached and logged (s.mu)
+	closing     bool
+	closed      chan struct{} // closed by Shutdown
+	wg          sync.WaitGroup
+
+	refused       atomic.Int64
+	mem, memPeak  atomic.Int64
+	acceptRetries atomic.Int64
 }
 
 // NewServer returns a server with options o.
@@ -95,18 +156,54 @@ func NewServer(o ServerOptions) *Server {
 		o.Workers = 16
 	}
 	if o.HandshakeTimeout <= 0 {
-		o.HandshakeTimeout = 30 * time.Second
+		o.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if o.MaxNegotiating == 0 {
+		o.MaxNegotiating = DefaultMaxNegotiating
+	}
+	if o.ConnMemory <= 0 {
+		o.ConnMemory = DefaultConnMemory
+	}
+	o.ConnMemory = max(o.ConnMemory, MinConnMemory)
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{o: o, listeners: map[net.Listener]bool{}, conns: map[*conn]bool{}}
+	return &Server{o: o, listeners: map[net.Listener]bool{}, conns: map[*conn]bool{}, closed: make(chan struct{})}
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("nbd: server closed")
 
+// Stats reports the server's connections and memory.
+func (s *Server) Stats() ServerStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return ServerStats{Negotiating: s.negotiating.Len(), Connections: s.established, Refused: s.refused.Load(),
+		Memory: s.mem.Load(), MemoryPeak: s.memPeak.Load()}
+}
+
+// NegotiationMemory is the most the connections still negotiating hold in
+// buffers together: MaxNegotiating times the package's NegotiationMemory,
+// less the TLS buffers without TLSConfig (0 when MaxNegotiating is
+// unlimited).
+func (s *Server) NegotiationMemory() int64 {
+	if s.o.MaxNegotiating < 0 {
+		return 0
+	}
+	per := int64(NegotiationMemory)
+	if s.o.TLSConfig == nil {
+		per -= tlsMem
+	}
+	return int64(s.o.MaxNegotiating) * per
+}
+
 // Serve accepts connections on l until Shutdown or a listener error.
+// Errors that pass (out of file descriptors, EMFILE and ENFILE, or of
+// buffers) do not end it: it logs the first, retries after a delay growing
+// from 5 ms to 1 s, and logs when accepting works again.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.mu.Lock()
 	if s.closing {
@@ -120,6 +217,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		delete(s.listeners, l)
 		s.mu.Unlock()
 	}()
+	var delay time.Duration
+	failures := 0
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -129,26 +228,65 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			if closing {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if !retryAccept(err) {
+				return err
 			}
-			return err
+			failures++
+			s.acceptRetries.Add(1)
+			if delay == 0 {
+				delay = acceptDelayMin
+				s.o.Logger.Warn("accept failed; retrying", "addr", l.Addr().String(), "err", err)
+			} else {
+				delay = min(2*delay, acceptDelayMax)
+			}
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-s.closed:
+				t.Stop()
+			}
+			continue
+		}
+		if delay != 0 {
+			s.o.Logger.Info("accepting again", "addr", l.Addr().String(), "failures", failures)
+			delay, failures = 0, 0
 		}
 		s.ServeConn(ctx, c)
 	}
 }
 
-// ServeConn serves one connection in a new goroutine.
+// ServeConn serves one connection in a new goroutine. The connection
+// counts against MaxNegotiating until it enters transmission.
 func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	s.mu.Lock()
-	if s.closing || (s.o.MaxConnections > 0 && len(s.conns) >= s.o.MaxConnections) {
+	if s.closing {
 		s.mu.Unlock()
-		s.o.Logger.Info("connection refused", "remote", nc.RemoteAddr().String(), "reason", "limit")
 		nc.Close()
 		return
 	}
-	c := &conn{s: s, nc: nc}
+	now := s.o.Now()
+	if s.o.MaxNegotiating > 0 && s.negotiating.Len() >= s.o.MaxNegotiating {
+		if !s.atCap {
+			// Logged once until the cap is half free again.
+			s.atCap = true
+			s.o.Logger.Warn("connections negotiating at the cap; refusing or evicting", "max_negotiating", s.o.MaxNegotiating)
+		}
+		oldest := s.negotiating.Front().Value.(*conn)
+		if now.Sub(oldest.start) < s.o.HandshakeTimeout/10 {
+			s.mu.Unlock()
+			s.refused.Add(1)
+			s.o.Logger.Debug("connection refused", "remote", nc.RemoteAddr().String(), "reason", "negotiation limit")
+			nc.Close()
+			return
+		}
+		s.negotiating.Remove(oldest.elem)
+		oldest.elem = nil
+		oldest.raw.Close()
+		s.refused.Add(1)
+		s.o.Logger.Debug("connection evicted", "remote", oldest.raw.RemoteAddr().String(), "reason", "negotiation limit")
+	}
+	c := &conn{s: s, nc: nc, raw: nc, start: now, mem: newBudget(s.o.ConnMemory, &s.mem, &s.memPeak)}
+	c.elem = s.negotiating.PushBack(c)
 	s.conns[c] = true
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -157,15 +295,53 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 		c.serve(ctx)
 		s.mu.Lock()
 		delete(s.conns, c)
+		if c.elem != nil {
+			s.negotiating.Remove(c.elem)
+			c.elem = nil
+		}
+		if c.admitted {
+			s.established--
+		}
+		if s.atCap && s.negotiating.Len() <= s.o.MaxNegotiating/2 {
+			s.atCap = false
+			s.o.Logger.Info("connections negotiating below the cap again", "negotiating", s.negotiating.Len())
+		}
 		s.mu.Unlock()
 	}()
 }
+
+// admit moves c from negotiation to transmission, within MaxConnections.
+// A refusal is disk.ErrBusy.
+func (s *Server) admit(c *conn) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closing:
+		return errShuttingDown
+	case c.elem == nil: // evicted
+		return disk.Errorf(disk.ErrBusy, "nbd: negotiation limit reached")
+	case s.o.MaxConnections > 0 && s.established >= s.o.MaxConnections:
+		s.refused.Add(1)
+		return disk.Errorf(disk.ErrBusy, "nbd: connection limit of %d reached", s.o.MaxConnections)
+	}
+	s.negotiating.Remove(c.elem)
+	c.elem = nil
+	c.admitted = true
+	s.established++
+	return nil
+}
+
+// errShuttingDown refuses an export while the server shuts down.
+var errShuttingDown = errors.New("nbd: server shutting down")
 
 // Shutdown stops accepting, lets in-flight requests finish (each connection
 // flushes its disk), and waits for connections to end until ctx is done,
 // when it closes them.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closing {
+		close(s.closed)
+	}
 	s.closing = true
 	for l := range s.listeners {
 		l.Close()
@@ -182,7 +358,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			c.nc.Close()
+			c.raw.Close()
 		}
 		s.mu.Unlock()
 		<-done
@@ -192,13 +368,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // conn is one client connection.
 type conn struct {
-	s  *Server
-	nc net.Conn
-	br *bufio.Reader
-	bw *bufio.Writer
+	s     *Server
+	nc    net.Conn // the socket, or TLS over it
+	raw   net.Conn // the socket
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	start time.Time     // accepted, by ServerOptions.Now
+	elem  *list.Element // in s.negotiating; nil once out (s.mu)
+	// admitted: counted in s.established (s.mu)
+	admitted bool
+	mem      *budget
+	done     context.CancelFunc // ends waits for memory
 
-	mu       sync.Mutex // serializes replies
-	stopping bool
+	mu      sync.Mutex // serializes replies
+	scratch [32]byte   // reply headers, written under mu
+
+	dmu      sync.Mutex // orders stop against clearing the deadline
+	stopping atomic.Bool
 	inFlight sync.WaitGroup
 
 	structured bool
@@ -206,8 +392,9 @@ type conn struct {
 	metaIDs    map[uint32]MetaContext // selected contexts; id 1 is base:allocation
 	exp        *Export
 	tls        bool
-	raw        *flushConn // under TLS: buffers records; flushed after each reply
-	scratch    [32]byte   // reply headers, written under mu
+	fc         *flushConn // under TLS: buffers records; flushed after each reply
+	maxPayload uint32     // advertised in NBD_INFO_BLOCK_SIZE
+	maxExtents int        // per BLOCK_STATUS reply and context
 }
 
 // flushConn buffers writes to a connection until Flush, or until the next
@@ -244,39 +431,59 @@ func (a allocContext) Extents(ctx context.Context, off, n int64, fn func(disk.Ex
 	return disk.Extents(ctx, a.d, off, n, fn)
 }
 
+// stop ends the connection after the requests in flight: it wakes a
+// reader blocked on the next request or on memory. It never waits (a
+// reply stuck on a client that does not read holds c.mu).
 func (c *conn) stop() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.stopping = true
-	// Wake a reader blocked on the next request; requests in flight finish.
-	c.nc.SetReadDeadline(time.Now())
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.stopping.Store(true)
+	c.raw.SetReadDeadline(time.Now())
+	if c.done != nil {
+		c.done()
+	}
 }
 
 func (c *conn) log() *slog.Logger {
-	return c.s.o.Logger.With("remote", c.nc.RemoteAddr().String())
+	return c.s.o.Logger.With("remote", c.raw.RemoteAddr().String())
 }
 
 func (c *conn) serve(ctx context.Context) {
-	defer c.nc.Close()
+	defer c.raw.Close()
+	defer c.mem.releaseAll()
 	defer func() { release(c.exp) }()
+	// waits (for memory) end when the connection stops; requests in
+	// flight go on with ctx.
+	c.dmu.Lock()
+	waits, cancel := context.WithCancel(ctx)
+	c.done = cancel
+	stopping := c.stopping.Load()
+	c.dmu.Unlock()
+	defer cancel()
+	if stopping {
+		return
+	}
+	if err := c.mem.hold(ioMem); err != nil {
+		return
+	}
 	c.br = bufio.NewReaderSize(c.nc, 16<<10)
 	c.bw = bufio.NewWriterSize(c.nc, 16<<10)
-	c.nc.SetDeadline(time.Now().Add(c.s.o.HandshakeTimeout))
+	c.raw.SetDeadline(time.Now().Add(c.s.o.HandshakeTimeout))
 	if err := c.handshake(ctx); err != nil {
 		if !errors.Is(err, errDone) {
 			c.log().Info("handshake ended", "err", err)
 		}
 		return
 	}
-	c.mu.Lock()
-	if c.stopping {
-		c.mu.Unlock()
+	c.dmu.Lock()
+	if c.stopping.Load() {
+		c.dmu.Unlock()
 		return
 	}
-	c.nc.SetDeadline(time.Time{})
-	c.mu.Unlock()
+	c.raw.SetDeadline(time.Time{})
+	c.dmu.Unlock()
 	c.log().Info("transmission", "export", c.exp.Name, "tls", c.tls)
-	err := c.transmit(ctx)
+	err := c.transmit(ctx, waits)
 	c.inFlight.Wait()
 	if c.exp != nil && !c.exp.ReadOnly {
 		c.exp.Disk.Flush()
@@ -319,24 +526,32 @@ func (c *conn) handshake(ctx context.Context) error {
 		if n > maxOptionLen {
 			return fmt.Errorf("option %d with %d bytes of data", opt, n)
 		}
-		data := make([]byte, n)
-		if _, err := io.ReadFull(c.br, data); err != nil {
+		// Option data is counted while the option is handled; it is small
+		// enough (maxOptionLen) to always fit.
+		if err := c.mem.acquire(ctx, int64(n)); err != nil {
 			return err
 		}
-		if c.s.o.TLSConfig != nil && !c.tls && opt != optStartTLS && opt != optAbort {
-			if opt == optExportName {
-				return errors.New("EXPORT_NAME without TLS")
-			}
-			if err := c.optReply(opt, repErrTLSReqd, []byte("TLS is required")); err != nil {
-				return err
-			}
-			continue
-		}
-		done, err := c.option(ctx, opt, data, noZeros)
+		done, err := c.optionData(ctx, opt, n, noZeros)
+		c.mem.release(int64(n))
 		if err != nil || done {
 			return err
 		}
 	}
+}
+
+// optionData reads the n bytes of an option's data and handles it.
+func (c *conn) optionData(ctx context.Context, opt, n uint32, noZeros bool) (bool, error) {
+	data := make([]byte, n)
+	if _, err := io.ReadFull(c.br, data); err != nil {
+		return false, err
+	}
+	if c.s.o.TLSConfig != nil && !c.tls && opt != optStartTLS && opt != optAbort {
+		if opt == optExportName {
+			return false, errors.New("EXPORT_NAME without TLS")
+		}
+		return false, c.optReply(opt, repErrTLSReqd, []byte("TLS is required"))
+	}
+	return c.option(ctx, opt, data, noZeros)
 }
 
 func (c *conn) optReply(opt, typ uint32, data []byte) error {
@@ -353,8 +568,8 @@ func (c *conn) optReply(opt, typ uint32, data []byte) error {
 // flush sends what the writer holds, through TLS's buffer too.
 func (c *conn) flush() error {
 	err := c.bw.Flush()
-	if c.raw != nil && err == nil {
-		err = c.raw.Flush()
+	if c.fc != nil && err == nil {
+		err = c.fc.Flush()
 	}
 	return err
 }
@@ -376,11 +591,55 @@ func (c *conn) lookup(ctx context.Context, name string) (*Export, uint32, []byte
 			msg = msg[:1024]
 		}
 	}
-	switch disk.CodeOf(err) {
-	case disk.ErrPermission, disk.ErrBusy, disk.ErrOutOfMemory:
-		return nil, repErrPolicy, []byte(msg)
+	return nil, repErrOf(err), []byte(msg)
+}
+
+// repErrOf maps a refusal of an export to the option error the client
+// gets: the one table of this boundary. The base protocol has no "busy"
+// error: a limit reached travels as ERR_SHUTDOWN (the server is unwilling
+// to go on now; the client disconnects and may retry later) and a memory
+// budget refused as ERR_TOO_BIG. Client maps both back (see optErr).
+func repErrOf(err error) uint32 {
+	if errors.Is(err, errShuttingDown) {
+		return repErrShutdown
 	}
-	return nil, repErrUnknown, []byte(msg)
+	switch disk.CodeOf(err) {
+	case disk.ErrPermission:
+		return repErrPolicy
+	case disk.ErrBusy:
+		return repErrShutdown
+	case disk.ErrOutOfMemory:
+		return repErrTooBig
+	}
+	return repErrUnknown
+}
+
+// enter admits the connection to transmission with export e: within
+// MaxConnections, and with the buffer limits its memory budget allows.
+func (c *conn) enter(e *Export) error {
+	if err := c.s.admit(c); err != nil {
+		return err
+	}
+	c.exp = e
+	return nil
+}
+
+// limits sets what one request may hold, from the connection's budget:
+// the advertised maximum payload (a power of two, at most MaxPayload, such
+// that two requests of it fit the budget with their bookkeeping, so that
+// one is read while the other is answered) and the extents of one
+// BLOCK_STATUS reply per context (a quarter of the budget for them all).
+func (c *conn) limits(contexts int) {
+	avail := c.s.o.ConnMemory - ioMem
+	if c.s.o.TLSConfig != nil {
+		avail -= tlsMem
+	}
+	p := int64(MaxPayload)
+	for p > 4096 && 2*(p+reqMem) > avail {
+		p /= 2
+	}
+	c.maxPayload = uint32(p)
+	c.maxExtents = int(min(maxExtentsPerReply, max(64, avail/4/int64(max(1, contexts))/extentMem)))
 }
 
 func (c *conn) transmissionFlags(e *Export) uint16 {
@@ -405,11 +664,18 @@ func (c *conn) option(ctx context.Context, opt uint32, data []byte, noZeros bool
 		if len(data) > maxNameLen {
 			return false, errors.New("export name too long")
 		}
-		e, code, msg := c.lookup(ctx, string(data))
+		// The name may be a secret (a ticket): neither it nor the
+		// reason, which Lookup may have written with it, goes in the
+		// error that is logged.
+		e, code, _ := c.lookup(ctx, string(data))
 		if code != 0 {
-			return false, fmt.Errorf("export %q: %s", data, msg)
+			return false, fmt.Errorf("EXPORT_NAME refused (%#x)", code)
 		}
-		c.exp = e
+		if err := c.enter(e); err != nil {
+			release(e)
+			return false, fmt.Errorf("EXPORT_NAME refused: %w", err)
+		}
+		c.limits(len(c.metaIDs))
 		b := make([]byte, 10, 134)
 		binary.BigEndian.PutUint64(b, uint64(e.Disk.Size()))
 		binary.BigEndian.PutUint16(b[8:], c.transmissionFlags(e))
@@ -448,6 +714,9 @@ func (c *conn) option(ctx context.Context, opt uint32, data []byte, noZeros bool
 		if c.br.Buffered() > 0 {
 			return false, errors.New("data after STARTTLS before the TLS handshake")
 		}
+		if err := c.mem.hold(tlsMem); err != nil {
+			return false, c.optReply(opt, repErrTooBig, []byte(err.Error()))
+		}
 		if err := c.optReply(opt, repAck, nil); err != nil {
 			return false, err
 		}
@@ -455,14 +724,12 @@ func (c *conn) option(ctx context.Context, opt uint32, data []byte, noZeros bool
 		// under it turns a large reply into few system calls.
 		fc := &flushConn{Conn: c.nc}
 		fc.w = bufio.NewWriterSize(c.nc, 64<<10)
-		c.raw = fc
+		c.fc = fc
 		tc := tls.Server(fc, c.s.o.TLSConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return false, fmt.Errorf("TLS handshake: %w", err)
 		}
-		c.mu.Lock()
 		c.nc = tc
-		c.mu.Unlock()
 		c.br = bufio.NewReaderSize(tc, 16<<10)
 		c.bw = bufio.NewWriterSize(tc, 16<<10)
 		c.tls = true
@@ -517,6 +784,16 @@ func (c *conn) infoGo(ctx context.Context, opt uint32, data []byte) (bool, error
 			release(e)
 		}
 	}()
+	if opt == optGo {
+		// Admission comes before any reply, so that a refusal replaces
+		// them.
+		if err := c.enter(e); err != nil {
+			return false, c.optReply(opt, repErrOf(err), []byte(err.Error()))
+		}
+		keep = true
+		c.rebindContexts()
+	}
+	c.limits(len(c.metaIDs))
 	info := func(typ uint16, payload []byte) error {
 		b := make([]byte, 2+len(payload))
 		binary.BigEndian.PutUint16(b, typ)
@@ -532,7 +809,7 @@ func (c *conn) infoGo(ctx context.Context, opt uint32, data []byte) (bool, error
 	var bs [12]byte
 	binary.BigEndian.PutUint32(bs[0:], 1)
 	binary.BigEndian.PutUint32(bs[4:], 4096)
-	binary.BigEndian.PutUint32(bs[8:], MaxPayload)
+	binary.BigEndian.PutUint32(bs[8:], c.maxPayload)
 	if err := info(infoBlockSize, bs[:]); err != nil {
 		return false, err
 	}
@@ -551,13 +828,7 @@ func (c *conn) infoGo(ctx context.Context, opt uint32, data []byte) (bool, error
 	if err := c.optReply(opt, repAck, nil); err != nil {
 		return false, err
 	}
-	if opt == optGo {
-		keep = true
-		c.exp = e
-		c.rebindContexts()
-		return true, nil
-	}
-	return false, nil
+	return opt == optGo, nil
 }
 
 // rebindContexts points the selected meta contexts at the export chosen by

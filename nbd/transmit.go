@@ -22,6 +22,7 @@ type request struct {
 	off    uint64
 	n      uint64  // length: payload (WRITE) or effect length
 	buf    *[]byte // payload (WRITE) or data (READ), pooled
+	mem    int64   // bytes reserved from the connection's budget
 
 	pieces  []piece                 // READ: data and hole runs
 	collect func(disk.Extent) error // appends to pieces; bound once
@@ -41,8 +42,11 @@ var requestPool = sync.Pool{New: func() any {
 
 func (r *request) collectExtent(e disk.Extent) error {
 	data := e.Flags.Data()
-	if k := len(r.pieces); k > 0 && r.pieces[k-1].data == data {
+	if k := len(r.pieces); k > 0 && (r.pieces[k-1].data == data || k >= maxPieces) {
+		// Past maxPieces runs merge, as data when any is (a hole read
+		// from the disk is zeros), so that pieces stay bounded.
 		r.pieces[k-1].n += e.Len
+		r.pieces[k-1].data = r.pieces[k-1].data || data
 		return nil
 	}
 	r.pieces = append(r.pieces, piece{e.Off, e.Len, data})
@@ -55,6 +59,7 @@ func (r *request) release() {
 		r.buf = nil
 	}
 	r.pieces = r.pieces[:0]
+	r.mem = 0
 	requestPool.Put(r)
 }
 
@@ -139,7 +144,29 @@ func (c *conn) writable(r *request, known uint16, inRange bool) bool {
 	return false
 }
 
-func (c *conn) transmit(ctx context.Context) error {
+// need is what request r holds in buffers while it is served: its
+// payload or reply buffer (by size class) and its bookkeeping.
+func (c *conn) need(r *request) int64 {
+	switch r.typ {
+	case cmdRead, cmdWrite:
+		if r.n > 0 && r.n <= MaxPayload {
+			return bufSize(r.n) + reqMem
+		}
+	case cmdBlockStatus:
+		return int64(len(c.metaIDs))*int64(c.maxExtents)*extentMem + reqMem
+	}
+	return reqMem
+}
+
+// cmdNoMem marks a request refused for memory (answered with ENOMEM).
+const cmdNoMem = 0xfffe
+
+// transmit reads requests and hands them to workers. Each request
+// reserves its buffers from the connection's budget before they are
+// allocated (WRITE payloads before they are read); while it waits, no
+// further request is read. waits ends such a wait when the connection
+// stops.
+func (c *conn) transmit(ctx, waits context.Context) error {
 	// Requests go to worker goroutines, started as the load needs them (up
 	// to Workers), so that an idle connection holds one goroutine and a
 	// busy one allocates nothing per request.
@@ -150,7 +177,9 @@ func (c *conn) transmit(ctx context.Context) error {
 	worker := func() {
 		for r := range queue {
 			c.handle(ctx, r)
+			n := r.mem
 			r.release()
+			c.mem.release(n)
 			c.inFlight.Done()
 			mu.Lock()
 			idle++
@@ -164,10 +193,7 @@ func (c *conn) transmit(ctx context.Context) error {
 			hl = 32
 		}
 		if _, err := io.ReadFull(c.br, h[:hl]); err != nil {
-			c.mu.Lock()
-			stopping := c.stopping
-			c.mu.Unlock()
-			if stopping || errors.Is(err, io.EOF) {
+			if c.stopping.Load() || errors.Is(err, io.EOF) {
 				return errDone
 			}
 			return err
@@ -220,12 +246,33 @@ func (c *conn) transmit(ctx context.Context) error {
 				r.release()
 				return fmt.Errorf("write of %d bytes exceeds the maximum payload", r.n)
 			}
-			if r.n > 0 {
-				r.buf = getBuf(int(r.n))
-				if _, err := io.ReadFull(c.br, *r.buf); err != nil {
+		}
+		need := c.need(r)
+		if !c.mem.fits(need) {
+			// It can never fit: refused with ENOMEM, a WRITE's payload
+			// skipped (read through a small buffer) to stay in sync.
+			if r.typ == cmdWrite {
+				if _, err := io.CopyN(io.Discard, c.br, int64(r.n)); err != nil {
 					r.release()
 					return err
 				}
+			}
+			r.typ, need = cmdNoMem, reqMem
+		}
+		if err := c.mem.acquire(waits, need); err != nil {
+			r.release()
+			if waits.Err() != nil {
+				return errDone
+			}
+			return err
+		}
+		r.mem = need
+		if r.typ == cmdWrite && r.n > 0 {
+			r.buf = getBuf(int(r.n))
+			if _, err := io.ReadFull(c.br, *r.buf); err != nil {
+				c.mem.release(r.mem)
+				r.release()
+				return err
 			}
 		}
 		c.inFlight.Add(1)
@@ -304,6 +351,9 @@ func (c *conn) handle(ctx context.Context, r *request) {
 			return
 		}
 		c.blockStatus(ctx, r)
+		return
+	case cmdNoMem:
+		c.replyErr(r, errNoMem, "request exceeds the connection's memory budget")
 		return
 	default:
 		c.replyErr(r, errInval, "unknown command")
@@ -480,7 +530,7 @@ func (c *conn) blockStatus(ctx context.Context, r *request) {
 				if k := len(exts); k > 0 && exts[k-1].flags == uint64(e.Flags) && exts[k-1].n+n <= maxLen {
 					exts[k-1].n += n
 				} else {
-					if len(exts) >= maxExtentsPerReply || (r.flags&cmdFlagReqOne != 0 && len(exts) == 1) {
+					if len(exts) >= c.maxExtents || (r.flags&cmdFlagReqOne != 0 && len(exts) == 1) {
 						return errFull
 					}
 					exts = append(exts, ext{n, uint64(e.Flags)})

@@ -2,6 +2,10 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
 	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -23,6 +27,34 @@ type nbdConn struct {
 	session string
 }
 
+// newNBD returns the NBD server for the TLS listeners (tc set) or the
+// plain ones. Each connection's buffers are bounded by cfg.ConnMemory,
+// which lookup reserves from the session's budget; connections still
+// negotiating have no session yet, so the host budget holds their worst
+// case (NBDMaxNegotiating of them) for the server's life.
+func (s *Server) newNBD(tc *tls.Config) (*nbd.Server, error) {
+	srv := nbd.NewServer(nbd.ServerOptions{
+		Lookup:           s.lookup,
+		TLSConfig:        tc,
+		Workers:          s.cfg.NBDWorkers,
+		HandshakeTimeout: s.cfg.NBDHandshakeTimeout,
+		MaxNegotiating:   s.cfg.NBDMaxNegotiating,
+		ConnMemory:       s.cfg.ConnMemory,
+		Logger:           s.log,
+	})
+	if _, err := s.limiter.ReserveHostMemory(srv.NegotiationMemory()); err != nil {
+		return nil, fmt.Errorf("server: buffers of NBD connections negotiating (%d at most): %w", s.cfg.NBDMaxNegotiating, err)
+	}
+	return srv, nil
+}
+
+// ticketID names a ticket in logs without revealing it: a prefix of its
+// SHA-256. Tickets are bearer secrets and never logged.
+func ticketID(ticket string) string {
+	sum := sha256.Sum256([]byte(ticket))
+	return hex.EncodeToString(sum[:6])
+}
+
 // lookup turns a ticket (the export name) into an export: it redeems the
 // ticket, takes connection and memory slots, and opens the disk or
 // snapshot. Everything is released by the export's Close.
@@ -30,7 +62,7 @@ func (s *Server) lookup(ctx context.Context, name string) (*nbd.Export, error) {
 	g, relTicket, err := s.auth.Redeem(name, "")
 	if err != nil {
 		s.metrics.nbdRefused.Add(1)
-		s.log.Info("NBD ticket refused", "err", err)
+		s.log.Info("NBD ticket refused", "ticket_sha256", ticketID(name), "err", err)
 		return nil, err
 	}
 	var undo []func()
@@ -39,7 +71,7 @@ func (s *Server) lookup(ctx context.Context, name string) (*nbd.Export, error) {
 			undo[i]()
 		}
 		s.metrics.nbdRefused.Add(1)
-		s.log.Info("NBD connection refused", "user", g.User, "target", g.Target, "err", err)
+		s.log.Info("NBD connection refused", "ticket_sha256", ticketID(name), "user", g.User, "target", g.Target, "err", err)
 		return nil, err
 	}
 	undo = append(undo, relTicket)
@@ -115,50 +147,46 @@ type dirtyContext struct {
 func (c dirtyContext) Name() string { return DirtyBitmapPrefix + c.since }
 
 // Extents reports consecutive extents from off: status 1 for changed
-// blocks, 0 for the others.
+// blocks, 0 for the others. It streams: adjacent changes merge into one
+// pending extent, and nothing else is held, so a reply's memory stays
+// within what the NBD server reserved for it.
 func (c dirtyContext) Extents(ctx context.Context, off, n int64, fn func(disk.Extent) error) error {
-	var ch []disk.Extent
-	err := c.d.ChangedRanges(ctx, c.snapshot, c.since, off, n, func(e disk.Extent) error {
-		e.Flags = 0 // the bitmap says changed or not, whatever the data
-		if k := len(ch); k > 0 && ch[k-1].End() == e.Off {
-			ch[k-1].Len += e.Len
+	pos, end := off, off+n
+	var cur disk.Extent // changed, not yet reported
+	emit := func() error {
+		if cur.Len == 0 {
 			return nil
 		}
-		ch = append(ch, e)
-		if len(ch) >= 1<<16 {
-			return errEnough
-		}
-		return nil
-	})
-	if err != nil && err != errEnough {
-		return err
-	}
-	pos, end := off, off+n
-	if err == errEnough {
-		end = ch[len(ch)-1].End()
-	}
-	for _, e := range ch {
-		if e.Off > pos {
-			if err := fn(disk.Extent{Off: pos, Len: e.Off - pos}); err != nil {
+		if cur.Off > pos {
+			if err := fn(disk.Extent{Off: pos, Len: cur.Off - pos}); err != nil {
 				return err
 			}
 		}
-		if err := fn(disk.Extent{Off: e.Off, Len: e.Len, Flags: 1}); err != nil {
+		pos = cur.End()
+		return fn(disk.Extent{Off: cur.Off, Len: cur.Len, Flags: 1})
+	}
+	err := c.d.ChangedRanges(ctx, c.snapshot, c.since, off, n, func(e disk.Extent) error {
+		if cur.Len > 0 && cur.End() == e.Off {
+			cur.Len += e.Len
+			return nil
+		}
+		if err := emit(); err != nil {
 			return err
 		}
-		pos = e.End()
+		cur = disk.Extent{Off: e.Off, Len: e.Len} // the bitmap says changed or not, whatever the data
+		return nil
+	})
+	if err == nil {
+		err = emit()
+	}
+	if err != nil {
+		return err
 	}
 	if pos < end {
 		return fn(disk.Extent{Off: pos, Len: end - pos})
 	}
 	return nil
 }
-
-type stopError struct{}
-
-func (stopError) Error() string { return "enough" }
-
-var errEnough error = stopError{}
 
 // meteredDisk counts bytes and latencies of NBD I/O. It passes every
 // optional power of the handle through and allocates nothing.

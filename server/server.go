@@ -85,8 +85,9 @@ type Config struct {
 	// Limits bound connections and memory (auth.Limits); a zero field is
 	// no limit, except Memory, which defaults to 1 GiB.
 	Limits auth.Limits
-	// ConnMemory is what each NBD connection reserves from Limits.Memory;
-	// default 4 MiB.
+	// ConnMemory is what each NBD connection reserves from Limits.Memory,
+	// and the most its buffers hold (nbd.ServerOptions.ConnMemory); default
+	// 4 MiB, at least nbd.MinConnMemory.
 	ConnMemory int64
 	// Sessions configures logins and tickets (auth.Options): among them
 	// the session limits (MaxSessions, MaxUserSessions per user, and
@@ -102,6 +103,13 @@ type Config struct {
 	CallTimeout time.Duration
 	// NBDWorkers is the requests served at once per NBD connection.
 	NBDWorkers int
+	// NBDHandshakeTimeout bounds an NBD connection's negotiation (TLS
+	// handshake and options); default nbd.DefaultHandshakeTimeout.
+	NBDHandshakeTimeout time.Duration
+	// NBDMaxNegotiating caps NBD connections still negotiating, per
+	// listener kind (TLS, plain); default nbd.DefaultMaxNegotiating. Their
+	// buffers are reserved from Limits.Memory at start.
+	NBDMaxNegotiating int
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -160,6 +168,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.ConnMemory <= 0 {
 		cfg.ConnMemory = DefaultConnMemory
 	}
+	cfg.ConnMemory = max(cfg.ConnMemory, nbd.MinConnMemory)
+	if cfg.NBDHandshakeTimeout <= 0 {
+		cfg.NBDHandshakeTimeout = nbd.DefaultHandshakeTimeout
+	}
+	if cfg.NBDMaxNegotiating == 0 {
+		cfg.NBDMaxNegotiating = nbd.DefaultMaxNegotiating
+	}
 	if cfg.Limits.Memory <= 0 {
 		cfg.Limits.Memory = 1 << 30
 	}
@@ -197,15 +212,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	sopts.OnEnd = s.sessionEnded
 	s.auth = auth.NewManager(users, &sopts)
 	s.limiter = auth.NewLimiter(cfg.Limits)
+	if s.nbd, err = s.newNBD(s.tlsCfg); err != nil {
+		return nil, err
+	}
+	if len(cfg.PlainNBDListen) > 0 {
+		if s.plain, err = s.newNBD(nil); err != nil {
+			return nil, err
+		}
+	}
 	store, err := datastore.Open(ctx, cfg.DataDir, &datastore.Options{Logger: log, Targets: cfg.Datastores})
 	if err != nil {
 		return nil, err
 	}
 	s.store = store
-	s.nbd = nbd.NewServer(nbd.ServerOptions{Lookup: s.lookup, TLSConfig: s.tlsCfg, Workers: cfg.NBDWorkers, Logger: log})
-	if len(cfg.PlainNBDListen) > 0 {
-		s.plain = nbd.NewServer(nbd.ServerOptions{Lookup: s.lookup, Workers: cfg.NBDWorkers, Logger: log})
-	}
 	s.http = &http.Server{
 		Handler:           s.routes(),
 		TLSConfig:         s.tlsCfg.Clone(),
@@ -360,7 +379,10 @@ func (s *Server) Serve(ctx context.Context) error {
 			errc <- err
 		}()
 	}
-	// Expired sessions and their tickets are swept once a minute.
+	// Expired sessions and their tickets are swept once a minute, until
+	// Serve ends (not only its context: a failed listener ends it too).
+	sweep, stopSweep := context.WithCancel(ctx)
+	defer stopSweep()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -368,7 +390,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		defer t.Stop()
 		for {
 			select {
-			case <-ctx.Done():
+			case <-sweep.Done():
 				return
 			case <-t.C:
 				s.auth.Cleanup()
@@ -384,6 +406,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	serr := s.Shutdown(sctx)
+	stopSweep()
 	wg.Wait()
 	return errors.Join(err, serr)
 }

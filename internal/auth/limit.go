@@ -106,6 +106,30 @@ func (l *Limiter) ReserveMemory(session string, n int64) (func(), error) {
 	}, nil
 }
 
+// ReserveHostMemory reserves n bytes on the host budget alone, for memory
+// no session owns (such as the buffers of connections that have not
+// presented a ticket yet). It returns a release func (later calls are
+// no-ops). A budget exceeded is disk.ErrOutOfMemory.
+func (l *Limiter) ReserveHostMemory(n int64) (func(), error) {
+	if n < 0 {
+		return nil, disk.Errorf(disk.ErrInvalid, "auth: negative memory reservation %d", n)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lim.Memory > 0 && n > l.lim.Memory-l.mem {
+		return nil, disk.Errorf(disk.ErrOutOfMemory, "auth: host memory budget of %d bytes exceeded (%d in use, %d asked)", l.lim.Memory, l.mem, n)
+	}
+	l.mem += n
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			l.mem -= n
+			l.mu.Unlock()
+		})
+	}, nil
+}
+
 // Usage reports the connections open and bytes reserved on the host.
 func (l *Limiter) Usage() (conns int, mem int64) {
 	l.mu.Lock()

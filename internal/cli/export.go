@@ -25,6 +25,12 @@ type exportOptions struct {
 	shared   int
 	name     string
 	format   string
+	// handshakeTimeout, maxNegotiating and connMemory are the server's
+	// negotiation deadline, cap on connections negotiating, and buffer
+	// bytes per connection; zero takes the nbd defaults.
+	handshakeTimeout time.Duration
+	maxNegotiating   int
+	connMemory       string
 }
 
 func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -35,7 +41,10 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.socket, "socket", "", "Unix socket to listen on instead of TCP")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM); with it TLS is required")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "server private key (PEM)")
-	fs.IntVar(&o.shared, "shared", 16, "maximum concurrent connections")
+	fs.IntVar(&o.shared, "shared", 16, "maximum connections in transmission at once (connections still negotiating are not counted)")
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", nbd.DefaultHandshakeTimeout, "time a connection has to negotiate (TLS handshake and options) before it is closed")
+	fs.IntVar(&o.maxNegotiating, "max-negotiating", nbd.DefaultMaxNegotiating, "connections negotiating at once; beyond it new ones are closed, or take the place of one negotiating for a tenth of --handshake-timeout (-1: no limit)")
+	fs.StringVar(&o.connMemory, "conn-memory", fmt.Sprintf("%dM", nbd.DefaultConnMemory>>20), "buffer memory per connection (requests in flight wait within it; the advertised maximum request shrinks to fit)")
 	fs.StringVar(&o.name, "name", "", "export name (default: the empty name)")
 	fs.StringVar(&o.format, "f", "", "image format (default: probe)")
 	pos, err := parse(fs, args)
@@ -54,6 +63,19 @@ func runExport(ctx context.Context, o exportOptions, name string, stderr io.Writ
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return usagef("--tls-cert and --tls-key go together")
 	}
+	var connMem int64
+	if o.connMemory != "" {
+		var err error
+		if connMem, err = parseSize(o.connMemory); err != nil {
+			return usagef("--conn-memory: %v", err)
+		}
+		if connMem < nbd.MinConnMemory {
+			return usagef("--conn-memory %s: at least %d bytes (1M)", o.connMemory, nbd.MinConnMemory)
+		}
+	}
+	if o.handshakeTimeout < 0 {
+		return usagef("--handshake-timeout must not be negative")
+	}
 	d, _, err := openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: o.readOnly})
 	if err != nil {
 		return err
@@ -66,8 +88,11 @@ func runExport(ctx context.Context, o exportOptions, name string, stderr io.Writ
 			}
 			return exp, nil
 		},
-		List:           func(context.Context) []*nbd.Export { return []*nbd.Export{exp} },
-		MaxConnections: o.shared,
+		List:             func(context.Context) []*nbd.Export { return []*nbd.Export{exp} },
+		MaxConnections:   o.shared,
+		MaxNegotiating:   o.maxNegotiating,
+		HandshakeTimeout: o.handshakeTimeout,
+		ConnMemory:       connMem,
 	}
 	if o.tlsCert != "" {
 		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)

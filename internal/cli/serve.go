@@ -12,6 +12,7 @@ import (
 
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/internal/auth"
+	"github.com/vdisk-project/vdisk/nbd"
 	"github.com/vdisk-project/vdisk/server"
 )
 
@@ -44,6 +45,8 @@ type serveOptions struct {
 	failWindow    time.Duration
 	callTimeout   time.Duration
 	workers       int
+	nbdHandshake  time.Duration
+	nbdMaxNeg     int
 	logLevel      string
 	logFormat     string
 }
@@ -79,6 +82,8 @@ func serveFlags(o *serveOptions) *flag.FlagSet {
 	fs.DurationVar(&o.failWindow, "login-fail-window", auth.DefaultFailWindow, "failed logins are forgotten this long after the last one")
 	fs.DurationVar(&o.callTimeout, "call-timeout", server.DefaultCallTimeout, "bound on every API call, snapshot consolidation included")
 	fs.IntVar(&o.workers, "nbd-workers", 16, "requests served at once per NBD connection")
+	fs.DurationVar(&o.nbdHandshake, "nbd-handshake-timeout", nbd.DefaultHandshakeTimeout, "time an NBD connection has to negotiate (TLS handshake, options, ticket) before it is closed")
+	fs.IntVar(&o.nbdMaxNeg, "nbd-max-negotiating", nbd.DefaultMaxNegotiating, "NBD connections negotiating at once per listener kind; beyond it new ones are closed or replace the oldest (-1: no limit)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "", "text or json (default: text on a terminal, json otherwise)")
 	return fs
@@ -120,6 +125,7 @@ func (o *serveOptions) config(stderr io.Writer) (server.Config, error) {
 			MaxSessions: o.maxSessions, MaxUserSessions: o.maxUserSess, AdminSessions: o.adminSessions,
 			Throttle: auth.ThrottleOptions{UserFailures: o.userFailures, AddrFailures: o.addrFailures, MaxDelay: o.loginMaxWait, FailWindow: o.failWindow}},
 		CallTimeout: o.callTimeout, NBDWorkers: o.workers, Datastores: map[string]string{},
+		NBDHandshakeTimeout: o.nbdHandshake, NBDMaxNegotiating: o.nbdMaxNeg,
 	}
 	var err error
 	if cfg.Limits.Memory, err = parseSize(o.memory); err != nil {
