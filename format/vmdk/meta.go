@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/vdisk-project/vdisk/disk"
 )
@@ -138,11 +139,11 @@ func (d *Disk) SetMetadata(key, value string) error {
 		return disk.Errorf(disk.ErrPermission, "vmdk: %s: opened read-only", d.links[0].path)
 	}
 	key = ddbKey(key)
-	if strings.ContainsAny(key, "\"\n\r= \t") || len(key) > 200 || key == "ddb." {
+	if strings.IndexFunc(key, func(r rune) bool { return r == '"' || r == '=' || r <= ' ' || r >= 0x7f }) >= 0 || len(key) > 200 || key == "ddb." {
 		return disk.Errorf(disk.ErrInvalid, "vmdk: invalid metadata key %q", key)
 	}
-	if strings.ContainsAny(value, "\"\n\r") || len(value) > 4096 {
-		return disk.Errorf(disk.ErrInvalid, "vmdk: invalid metadata value for %q", key)
+	if i := strings.IndexFunc(value, func(r rune) bool { return r == '"' || r < 0x20 || r == 0x7f }); i >= 0 || len(value) > 4096 || !utf8.ValidString(value) {
+		return disk.Errorf(disk.ErrInvalid, "vmdk: invalid metadata value for %q: at most 4096 bytes of UTF-8 without quotes or control characters", key)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -426,7 +426,10 @@ type DiskInfo struct {
 	// CBTBlockSize is the change tracking granularity (0: the default).
 	CBTBlockSize int64 `json:"cbtBlockSize,omitempty"`
 	// ChangeID is the current change ID when CBT is on.
-	ChangeID  string         `json:"changeId,omitempty"`
+	ChangeID string `json:"changeId,omitempty"`
+	// Failed, when set, says why the disk could not be opened when the
+	// host started; the disk is not served and the other fields are empty.
+	Failed    string         `json:"failed,omitempty"`
 	Layers    int            `json:"layers"`
 	Links     int            `json:"links"` // links in the live chain
 	FileBytes int64          `json:"fileBytes"`

@@ -72,6 +72,9 @@ func (d *Disk) Snapshot(ctx context.Context, spec SnapshotSpec) (SnapshotInfo, e
 	if d.owner() != "" {
 		return SnapshotInfo{}, disk.Errorf(disk.ErrInvalid, "datastore: disk %s belongs to VM %s; snapshot the VM", d.name, d.owner())
 	}
+	if err := spec.validate(); err != nil {
+		return SnapshotInfo{}, err
+	}
 	// The ID is spent before the snapshot is made, so a crash in between
 	// cannot hand it out twice.
 	// (A state an older version left after such a crash names the next
@@ -112,6 +115,9 @@ func snapshotDisks(ctx context.Context, ds []*Disk, id string, spec SnapshotSpec
 		}
 		if rec, _ := d.st.snapshot(id); rec != nil {
 			return nil, disk.Errorf(disk.ErrBusy, "datastore: disk %s already has a snapshot %s", d.name, id)
+		}
+		if len(d.st.Snapshots) >= MaxSnapshots {
+			return nil, disk.Errorf(disk.ErrNoSpace, "datastore: disk %s has %d snapshots, the most it keeps; remove some first", d.name, MaxSnapshots)
 		}
 		err := d.live.Flush()
 		if err == nil {
@@ -588,6 +594,9 @@ func (d *Disk) Grow(ctx context.Context, size int64) error {
 	}
 	if size == d.live.Size() {
 		return nil
+	}
+	if err := checkCapacity(size); err != nil {
+		return err
 	}
 	if len(d.st.Layers) > 1 {
 		return disk.Errorf(disk.ErrNotSupported, "datastore: disk %s has snapshots; remove them before growing it", d.name)

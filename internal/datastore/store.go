@@ -54,6 +54,7 @@ type Store struct {
 	mu     sync.Mutex
 	vms    map[string]*vmState
 	disks  map[string]*Disk
+	failed map[string]error // disks that could not be opened at Open
 	closed bool
 
 	// bg runs the consolidations Open resumes; Close stops and waits.
@@ -149,7 +150,7 @@ func Open(ctx context.Context, root string, o *Options) (*Store, error) {
 	} else {
 		return nil, err
 	}
-	s := &Store{root: abs, o: opts, log: log, vms: map[string]*vmState{}, disks: map[string]*Disk{}}
+	s := &Store{root: abs, o: opts, log: log, vms: map[string]*vmState{}, disks: map[string]*Disk{}, failed: map[string]error{}}
 	bgCtx, stop := context.WithCancel(context.Background())
 	s.bgStop = stop
 	if err := s.load(ctx); err != nil {
@@ -192,7 +193,12 @@ func (s *Store) load(ctx context.Context) error {
 			continue // a creation that never committed; removed by Cleanup
 		}
 		if err != nil {
-			return fmt.Errorf("datastore: disk %s: %w", e.Name(), err)
+			// One bad disk (a corrupt or oversized record, a full
+			// filesystem) must not keep the others from being served:
+			// it is set aside, reported by Disks and refused by name.
+			s.log.Error("a disk could not be opened; it is left out until the host restarts", "disk", e.Name(), "err", err)
+			s.failed[e.Name()] = err
+			continue
 		}
 		s.disks[d.name] = d
 	}
@@ -207,7 +213,9 @@ func (s *Store) load(ctx context.Context) error {
 		}
 		v, err := s.loadVM(name)
 		if err != nil {
-			return fmt.Errorf("datastore: VM %s: %w", name, err)
+			s.log.Error("a VM could not be opened; it is left out until the host restarts", "vm", name, "err", err)
+			s.failed["vm:"+name] = err
+			continue
 		}
 		s.vms[name] = v
 	}
@@ -336,8 +344,8 @@ func (s *Store) CreateDisk(ctx context.Context, spec DiskSpec) (DiskInfo, error)
 	if err := CheckName("disk", spec.Name); err != nil {
 		return DiskInfo{}, err
 	}
-	if spec.Capacity <= 0 {
-		return DiskInfo{}, disk.Errorf(disk.ErrInvalid, "datastore: capacity must be positive")
+	if err := checkCapacity(spec.Capacity); err != nil {
+		return DiskInfo{}, err
 	}
 	switch spec.Type {
 	case "":
@@ -388,9 +396,21 @@ func (s *Store) disk(name string) (*Disk, error) {
 	defer s.mu.Unlock()
 	d := s.disks[name]
 	if d == nil {
+		if err := s.failed[name]; err != nil {
+			return nil, s.failedErr(name, err)
+		}
 		return nil, disk.Errorf(disk.ErrNotFound, "datastore: no disk %s", name)
 	}
 	return d, nil
+}
+
+// failedErr is the error for a disk that could not be opened.
+func (s *Store) failedErr(name string, err error) error {
+	code := disk.CodeOf(err)
+	if code == disk.ErrNotFound || code == disk.ErrInvalid {
+		code = disk.ErrCorrupt
+	}
+	return &disk.Error{Op: "datastore: disk " + name + " failed to open at startup", Off: -1, Code: code, Err: err}
 }
 
 // Disk returns the named disk.
@@ -405,12 +425,17 @@ func (s *Store) Disks() []DiskInfo {
 			ds = append(ds, d)
 		}
 	}
-	s.mu.Unlock()
-	slices.SortFunc(ds, func(a, b *Disk) int { return strings.Compare(a.name, b.name) })
-	out := make([]DiskInfo, len(ds))
-	for i, d := range ds {
-		out[i] = d.Info()
+	out := make([]DiskInfo, 0, len(ds)+len(s.failed))
+	for name, err := range s.failed {
+		if !strings.HasPrefix(name, "vm:") {
+			out = append(out, DiskInfo{Name: name, Failed: err.Error(), Snapshots: []SnapshotInfo{}})
+		}
 	}
+	s.mu.Unlock()
+	for _, d := range ds {
+		out = append(out, d.Info())
+	}
+	slices.SortFunc(out, func(a, b DiskInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 

@@ -137,6 +137,9 @@ func (s *Store) vm(name string) (*vmState, error) {
 	}
 	v := s.vms[name]
 	if v == nil {
+		if err := s.failed["vm:"+name]; err != nil {
+			return nil, &disk.Error{Op: "datastore: VM " + name + " failed to open at startup", Off: -1, Code: disk.ErrCorrupt, Err: err}
+		}
 		return nil, disk.Errorf(disk.ErrNotFound, "datastore: no VM %s", name)
 	}
 	return v, nil
@@ -351,6 +354,12 @@ func (s *Store) vmOps(vm string) (*vmState, []*Disk, func(), error) {
 		s.mu.Unlock()
 		return nil, nil, nil, err
 	}
+	for _, dn := range v.Disks {
+		if err := s.failed[dn]; err != nil {
+			s.mu.Unlock()
+			return nil, nil, nil, s.failedErr(dn, err)
+		}
+	}
 	ds := s.vmDisksLocked(v)
 	s.mu.Unlock()
 	for _, d := range ds {
@@ -365,6 +374,9 @@ func (s *Store) vmOps(vm string) (*vmState, []*Disk, func(), error) {
 
 // SnapshotVM snapshots every disk of a VM at one instant.
 func (s *Store) SnapshotVM(ctx context.Context, vm string, spec SnapshotSpec) (SnapshotInfo, error) {
+	if err := spec.validate(); err != nil {
+		return SnapshotInfo{}, err
+	}
 	v, ds, unlock, err := s.vmOps(vm)
 	if err != nil {
 		return SnapshotInfo{}, err
@@ -462,6 +474,9 @@ func newID(prefix string) string {
 // for a backup or restore session: while it is held, relocating or
 // deleting them is refused. It fails with ErrBusy while a relocation runs.
 func (s *Store) PrepareForAccess(ds []*Disk, holder, user, reason string) (Lease, error) {
+	if err := checkText("access reason", reason, MaxReasonLen, false); err != nil {
+		return Lease{}, err
+	}
 	l := Lease{ID: newID("lease-"), Holder: holder, User: user, Reason: reason, Created: s.o.Now().UTC()}
 	for _, d := range ds {
 		d.mu.Lock()
@@ -488,6 +503,9 @@ func (d *Disk) addLease(l Lease) error {
 	defer d.mu.Unlock()
 	if d.moving {
 		return disk.Errorf(disk.ErrBusy, "datastore: disk %s is being relocated; retry when it is done", d.name)
+	}
+	if len(d.st.Leases) >= MaxLeases {
+		return disk.Errorf(disk.ErrBusy, "datastore: disk %s holds %d access leases, the most it takes; end some first", d.name, MaxLeases)
 	}
 	d.st.Leases = append(d.st.Leases, l)
 	if err := d.commit(); err != nil {
