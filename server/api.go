@@ -298,7 +298,7 @@ func (s *Server) routes() http.Handler {
 		s.metrics.snapReverted.Add(1)
 		return s.store.VM(r.PathValue("vm"))
 	})
-	handle("POST /api/v1/vms/{vm}/access", auth.Read, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
+	handle("POST /api/v1/vms/{vm}/access", auth.Snapshot, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
 		var req struct{ Reason string }
 		if err := readJSON(r, &req); err != nil {
 			return nil, err
@@ -415,7 +415,7 @@ func (s *Server) routes() http.Handler {
 		areas, err := d.Allocated(ctx, q.Get("snapshot"), start, length, chunk)
 		return map[string]any{"start": start, "length": length, "chunk": chunk, "areas": areas}, err
 	}))
-	handle("POST /api/v1/disks/{disk}/access", auth.Read, s.onDisk(func(ctx context.Context, d *datastore.Disk, sess auth.Session, r *http.Request) (any, error) {
+	handle("POST /api/v1/disks/{disk}/access", auth.Snapshot, s.onDisk(func(ctx context.Context, d *datastore.Disk, sess auth.Session, r *http.Request) (any, error) {
 		var req struct{ Reason string }
 		if err := readJSON(r, &req); err != nil {
 			return nil, err
@@ -442,7 +442,7 @@ func (s *Server) routes() http.Handler {
 		}
 		return nil, d.SetMetadata(r.PathValue("key"), req.Value)
 	}))
-	handle("POST /api/v1/disks/{disk}/direct", auth.Read, s.onDisk(func(ctx context.Context, d *datastore.Disk, sess auth.Session, r *http.Request) (any, error) {
+	handle("POST /api/v1/disks/{disk}/direct", auth.Snapshot, s.onDisk(func(ctx context.Context, d *datastore.Disk, sess auth.Session, r *http.Request) (any, error) {
 		var req struct{ Snapshot, Mode string }
 		if err := readJSON(r, &req); err != nil {
 			return nil, err

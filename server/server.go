@@ -225,6 +225,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.store = store
+	// No session outlives the host: the leases sessions held before it
+	// stopped have no holder any more.
+	if ids, err := store.EndLeases(ctx, func(string) bool { return false }); len(ids) > 0 || err != nil {
+		log.Info("ended the leases of sessions from before the restart", "leases", len(ids), "err", err)
+	}
 	s.http = &http.Server{
 		Handler:           s.routes(),
 		TLSConfig:         s.tlsCfg.Clone(),
@@ -443,7 +448,10 @@ func (s *Server) sessionEnded(sess auth.Session) {
 	for c := range conns {
 		c.h.Close()
 	}
-	s.log.Info("session ended", "session", sess.ID, "user", sess.User, "nbd_connections", len(conns))
+	// Its leases end with it: a lease held by nobody would keep the
+	// disk from consolidating, relocating or being deleted for ever.
+	leases, err := s.store.EndLeases(context.Background(), func(holder string) bool { return holder != sess.ID })
+	s.log.Info("session ended", "session", sess.ID, "user", sess.User, "nbd_connections", len(conns), "leases", len(leases), "err", err)
 }
 
 // target names what a ticket grants: "disk/NAME" or "disk/NAME@SNAPSHOT".

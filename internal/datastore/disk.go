@@ -481,7 +481,12 @@ func (d *Disk) Info() DiskInfo {
 		in.Snapshots = append(in.Snapshots, s.info())
 	}
 	in.Leases = slices.Clone(d.st.Leases)
-	in.Direct = slices.Clone(d.st.Direct)
+	for _, l := range d.st.Direct {
+		// Where the files are, and the proof, are for the holder only
+		// (OpenDirect's answer).
+		l.Path, l.Proof, l.Nonce = "", "", ""
+		in.Direct = append(in.Direct, l)
+	}
 	if d.live != nil {
 		vi := d.live.Info()
 		in.Geometry, in.UUID, in.ParentHint = vi.Geometry, vi.UUID, vi.ParentHint

@@ -210,15 +210,19 @@ func (d *Disk) consolidate(ctx context.Context) error {
 			return err
 		}
 		d.mu.Lock()
-		if len(d.st.Direct) > 0 {
-			// Direct readers have the files open by path: consolidate when
-			// their leases end.
-			d.mu.Unlock()
-			return nil
+		// Direct readers have the files of their snapshot's chain open by
+		// path: those layers wait until the leases end; the rest goes on.
+		leased := map[int]bool{}
+		for _, dl := range d.st.Direct {
+			if rec, _ := d.st.snapshot(dl.Snapshot); rec != nil {
+				for _, x := range d.st.path(rec.Layer) {
+					leased[x] = true
+				}
+			}
 		}
 		from, into, drop := -1, -1, -1
 		for _, l := range d.st.Layers {
-			if l.ID == d.st.Leaf || d.st.pinned(l.ID) {
+			if l.ID == d.st.Leaf || d.st.pinned(l.ID) || leased[l.ID] {
 				continue
 			}
 			switch kids := d.st.children(l.ID); len(kids) {

@@ -528,6 +528,61 @@ func (d *Disk) endLease(id string) (bool, error) {
 }
 
 // EndAccess releases a lease. An unknown lease is ErrNotFound.
+// EndLeases ends the access leases and direct read leases whose holder (a
+// session) is not alive, on every disk, and returns their IDs. The host
+// calls it when a session ends, and at start (no session outlives the
+// host), so such a lease lasts no longer than the session that took it.
+// Direct write leases stay: their holder may still be writing the files,
+// and the disk stays closed until Cleanup or EndDirect ends them.
+func (s *Store) EndLeases(ctx context.Context, alive func(session string) bool) ([]string, error) {
+	return s.endLeases(ctx, alive, false)
+}
+
+func (s *Store) endLeases(ctx context.Context, alive func(string) bool, writes bool) ([]string, error) {
+	var ids []string
+	var errs []error
+	for _, in := range s.Disks() {
+		d, err := s.disk(in.Name)
+		if err != nil {
+			continue
+		}
+		ended, err := d.endLeases(ctx, in, alive, writes)
+		errs = append(errs, err)
+		for _, id := range ended {
+			if !slices.Contains(ids, id) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids, errors.Join(errs...)
+}
+
+// endLeases ends the leases of in (the disk's Info) whose holder is not
+// alive; direct write leases only when writes is set.
+func (d *Disk) endLeases(ctx context.Context, in DiskInfo, alive func(string) bool, writes bool) ([]string, error) {
+	var ids []string
+	var errs []error
+	for _, l := range in.Direct {
+		if !alive(l.Holder) && (writes || !l.Write) {
+			if err := d.EndDirect(ctx, l.ID); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			ids = append(ids, l.ID)
+		}
+	}
+	for _, l := range in.Leases {
+		if !alive(l.Holder) {
+			if _, err := d.endLease(l.ID); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			ids = append(ids, l.ID)
+		}
+	}
+	return ids, errors.Join(errs...)
+}
+
 func (s *Store) EndAccess(id string) error {
 	found := false
 	var errs []error
@@ -750,24 +805,11 @@ func (s *Store) Cleanup(ctx context.Context, alive func(session string) bool) (C
 				}
 			}
 		}
-		for _, l := range in.Direct {
-			if !alive(l.Holder) {
-				if err := d.EndDirect(ctx, l.ID); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				rep.Leases = append(rep.Leases, l.ID)
-			}
-		}
-		for _, l := range in.Leases {
-			if !alive(l.Holder) {
-				if _, err := d.endLease(l.ID); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				if !slices.Contains(rep.Leases, l.ID) {
-					rep.Leases = append(rep.Leases, l.ID)
-				}
+		ended, err := d.endLeases(ctx, in, alive, true)
+		errs = append(errs, err)
+		for _, id := range ended {
+			if !slices.Contains(rep.Leases, id) {
+				rep.Leases = append(rep.Leases, id)
 			}
 		}
 	}
