@@ -830,3 +830,74 @@ func TestSnapshotIDAfterCrash(t *testing.T) {
 		t.Fatalf("snapshot after the planted state: %+v, %v; want snapshot-2", sn, err)
 	}
 }
+
+// TestVMSnapshotCrashReconciled: a crash between the writes of a VM
+// snapshot (the disks record it one by one, then the VM lists it) or of
+// its removal (the disks drop it, then the VM) is completed at the next
+// open, so the VM and its disks agree.
+func TestVMSnapshotCrashReconciled(t *testing.T) {
+	ctx := context.Background()
+	edit := func(t *testing.T, path string, v any, fn func()) {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := jsonUnmarshal(b, v); err != nil {
+			t.Fatal(err)
+		}
+		fn()
+		if err := writeJSON(path, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name            string
+		unlistVM, unrec bool // drop the VM's record; drop disk 2's record
+		wantListed      bool
+	}{
+		{"made whole, not listed", true, false, true},
+		{"made on one disk only", true, true, false},
+		{"removed from one disk", false, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			s := openStore(t, root)
+			s.CreateVM("vm")
+			for _, k := range []string{"scsi0:0", "scsi0:1"} {
+				if _, err := s.AddDisk(ctx, "vm", k, DiskSpec{Capacity: testSize}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sn, err := s.SnapshotVM(ctx, "vm", SnapshotSpec{Name: "n"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			if tc.unlistVM {
+				var v vmState
+				edit(t, s.vmPath("vm"), &v, func() { v.Snapshots = nil })
+			}
+			if tc.unrec {
+				var st diskState
+				edit(t, filepath.Join(root, "disks", "vm-scsi0-1", "disk.json"), &st, func() { st.Snapshots = nil })
+			}
+			s = openStore(t, root)
+			defer s.Close()
+			in, err := s.VM("vm")
+			if err != nil {
+				t.Fatal(err)
+			}
+			listed := len(in.Snapshots) == 1 && in.Snapshots[0].ID == sn.ID
+			if listed != tc.wantListed {
+				t.Errorf("VM lists %+v; want listed %v", in.Snapshots, tc.wantListed)
+			}
+			for _, dn := range []string{"vm-scsi0-0", "vm-scsi0-1"} {
+				d, _ := s.Disk(dn)
+				if got := len(d.Snapshots()) == 1; got != tc.wantListed {
+					t.Errorf("disk %s holds the snapshot: %v; want %v", dn, got, tc.wantListed)
+				}
+			}
+		})
+	}
+}

@@ -85,7 +85,90 @@ func (s *Store) loadVM(name string) (*vmState, error) {
 		}
 		d.setOwner(name, key)
 	}
+	if s.reconcileVM(&v) {
+		if err := writeJSON(s.vmPath(name), &v); err != nil {
+			return nil, err
+		}
+	}
 	return &v, nil
+}
+
+// reconcileVM completes what a crash during SnapshotVM left (the VM's ID
+// is spent first, then the disks record the snapshot one by one, then the
+// VM lists it), and reports whether v changed. A snapshot the VM does not
+// list but every disk holds was made whole: it is listed. One only some
+// disks hold was cut short: it is dropped from them (its layers
+// consolidate later). A listed snapshot some disks lack was being removed
+// (the disks drop it first): the removal is finished. (Disks are attached
+// and detached only while the VM has no snapshots, so all its disks hold
+// the same ones.)
+func (s *Store) reconcileVM(v *vmState) bool {
+	var ds []*Disk
+	for _, dn := range v.Disks {
+		if d := s.disks[dn]; d != nil {
+			ds = append(ds, d)
+		}
+	}
+	listed := map[string]bool{}
+	for _, sn := range v.Snapshots {
+		listed[sn.ID] = true
+	}
+	held := map[string]int{}
+	recs := map[string]snapshotRec{}
+	for _, d := range ds {
+		d.mu.Lock()
+		for _, r := range d.st.Snapshots {
+			if !listed[r.ID] {
+				held[r.ID]++
+				recs[r.ID] = r
+			}
+		}
+		d.mu.Unlock()
+	}
+	changed := false
+	for _, sn := range slices.Clone(v.Snapshots) {
+		n := 0
+		for _, d := range ds {
+			d.mu.Lock()
+			if r, _ := d.st.snapshot(sn.ID); r != nil {
+				n++
+			}
+			d.mu.Unlock()
+		}
+		if n == len(ds) {
+			continue
+		}
+		s.log.Warn("a VM snapshot some of its disks no longer hold (a crash while it was removed); finishing the removal", "vm", v.Name, "snapshot", sn.ID)
+		for _, d := range ds {
+			if err := d.dropSnapshot(sn.ID); err != nil && disk.CodeOf(err) != disk.ErrNotFound {
+				s.log.Warn("dropping a VM snapshot", "disk", d.name, "snapshot", sn.ID, "err", err)
+			}
+		}
+		v.Snapshots = slices.DeleteFunc(v.Snapshots, func(x vmSnapshot) bool { return x.ID == sn.ID })
+		changed = true
+	}
+	ids := make([]string, 0, len(held))
+	for id := range held {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if held[id] == len(ds) {
+			r := recs[id]
+			s.log.Warn("a VM snapshot its disks hold was not listed (a crash while it was made); listing it", "vm", v.Name, "snapshot", id)
+			v.Snapshots = append(v.Snapshots, vmSnapshot{ID: id, Name: r.Name, Description: r.Description, Created: r.Created, Owner: r.Owner})
+			changed = true
+			continue
+		}
+		s.log.Warn("a VM snapshot only some of its disks hold (a crash while it was made); dropping it", "vm", v.Name, "snapshot", id)
+		for _, d := range ds {
+			if err := d.dropSnapshot(id); err != nil && disk.CodeOf(err) != disk.ErrNotFound {
+				s.log.Warn("dropping a partial VM snapshot", "disk", d.name, "snapshot", id, "err", err)
+			}
+		}
+	}
+	slices.SortFunc(v.Snapshots, func(a, b vmSnapshot) int { return a.Created.Compare(b.Created) })
+	return changed
 }
 
 func (d *Disk) setOwner(vm, key string) error {
