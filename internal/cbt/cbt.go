@@ -272,8 +272,10 @@ func (t *Tracker) init() {
 	t.zeros = map[uint64]*zeroOp{}
 }
 
-// Open loads a tracker. If it was not closed cleanly it rotates its UUID
-// (see the package doc) and reports rotated.
+// Open loads a tracker. If it was not closed cleanly it completes the
+// state from the intent map; only when there is no valid intent map for
+// this history does it rotate its UUID (see the package doc) and report
+// rotated.
 func Open(fsys disk.FS, path string) (t *Tracker, rotated bool, err error) {
 	if fsys == nil {
 		fsys = disk.OSFS{}

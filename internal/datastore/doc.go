@@ -41,8 +41,22 @@
 // changed between a change ID and a snapshot from the tracker alone, those
 // that now read as zeros flagged Zero so that an incremental does not read
 // them (the VDDK 6.7 unmap issue), in time proportional to the changes.
-// After an unclean stop the tracker rotates its UUID (see internal/cbt):
-// older change IDs are refused and the client takes a full backup.
+// The tracker's state is durable before the change ID a snapshot records
+// is committed, and a write into a region of the disk not named by the
+// tracker's intent map waits for the map that names it: after an unclean
+// stop (SIGKILL, power loss) every change ID stays valid and its answer
+// complete (see internal/cbt). Only when that cannot be proved does the
+// tracker rotate its UUID, and the client takes a full backup.
+//
+// # Faults
+//
+// A disk or VM whose record cannot be loaded at Open (corrupt, oversized,
+// or on a full filesystem that state must be rewritten on) is set aside:
+// [Store.Disks] reports it with Failed set, calls that name it fail with
+// the reason, and every other disk is served. Client-supplied strings
+// (names, descriptions, reasons, metadata) are bounded and free of control
+// characters; snapshots and leases per disk are bounded, so a disk.json
+// always loads.
 //
 // # Concurrency
 //
