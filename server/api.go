@@ -562,19 +562,23 @@ func (s *Server) vmDisks(vm string) ([]*datastore.Disk, error) {
 	return ds, nil
 }
 
+// clientAddr is the peer's address, never X-Forwarded-For: a client sets
+// that header as it likes, and would then choose its own throttle key.
+func clientAddr(r *http.Request) string {
+	client, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return client
+}
+
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	var req struct{ User, Password string }
 	if err := readJSON(r, &req); err != nil {
 		s.writeErr(w, err)
 		return
 	}
-	// The peer's address, never X-Forwarded-For: a client sets that
-	// header as it likes, and would then choose its own throttle key.
-	client, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		client = r.RemoteAddr
-	}
-	tok, sess, err := s.auth.Login(req.User, req.Password, client)
+	tok, sess, err := s.auth.Login(req.User, req.Password, clientAddr(r))
 	if err != nil {
 		s.metrics.loginFails.Add(1)
 		user := req.User
@@ -637,7 +641,7 @@ func (s *Server) addUser(ctx context.Context, sess auth.Session, r *http.Request
 
 func (s *Server) updateUser(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
 	name := r.PathValue("name")
-	var req struct{ Role, Password string }
+	var req struct{ Role, Password, CurrentPassword string }
 	if err := readJSON(r, &req); err != nil {
 		return nil, err
 	}
@@ -665,6 +669,12 @@ func (s *Server) updateUser(ctx context.Context, sess auth.Session, r *http.Requ
 		var n int
 		var err error
 		if name == sess.User && req.Role == "" {
+			// A stolen session must not be enough to take the account:
+			// the current password is asked for, through the login
+			// throttle like any other password guess.
+			if err := s.auth.CheckPassword(name, req.CurrentPassword, clientAddr(r)); err != nil {
+				return nil, disk.Errorf(disk.ErrPermission, "server: changing your own password needs your current password: %w", err)
+			}
 			n, err = s.auth.ChangePassword(sess, req.Password)
 		} else {
 			n, err = s.auth.ResetPassword(name, req.Password)

@@ -144,8 +144,14 @@ func TestPasswordChangeEndsSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The viewer changes their own password from session a.
-	if st := h.doAs(a, "PUT", "/api/v1/users/viewer", map[string]string{"password": "a new password, long"}, nil); st != http.StatusNoContent {
+	// The viewer changes their own password from session a: not without
+	// the current one (a stolen token is not the account), then with it.
+	for _, cur := range []string{"", "not the password"} {
+		if st := h.doAs(a, "PUT", "/api/v1/users/viewer", map[string]string{"password": "a new password, long", "currentPassword": cur}, nil); st != http.StatusForbidden {
+			t.Fatalf("own password change with current password %q: %d, want 403", cur, st)
+		}
+	}
+	if st := h.doAs(a, "PUT", "/api/v1/users/viewer", map[string]string{"password": "a new password, long", "currentPassword": pw}, nil); st != http.StatusNoContent {
 		t.Fatalf("own password change: %d", st)
 	}
 	if st := h.doAs(a, "GET", "/api/v1/session", nil, nil); st != http.StatusOK {

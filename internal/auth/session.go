@@ -183,6 +183,22 @@ func (s *sessionState) expires(o *Options) time.Time {
 	return idle
 }
 
+// CheckPassword verifies a user's password without opening a session (a
+// user changing their own password proves they know the current one). It
+// goes through the same bounds and failed-login throttle as Login.
+func (m *Manager) CheckPassword(user, password, client string) error {
+	if len(user) > maxName || len(password) > maxPassword {
+		return disk.Errorf(disk.ErrInvalid, "auth: user name longer than %d bytes or password longer than %d", maxName, maxPassword)
+	}
+	done, err := m.throttle.begin(user, client)
+	if err != nil {
+		return err
+	}
+	_, err = m.store.Verify(user, password)
+	done(err == nil)
+	return err
+}
+
 // Login verifies the password (deliberately slow) and starts a session. It
 // returns the bearer token, shown to the client once. client is the
 // client's address (an IP, as net.SplitHostPort gives it from the peer

@@ -139,6 +139,7 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fs := flag.NewFlagSet("user "+verb, flag.ContinueOnError)
 	pwFile := fs.String("password-file", "", "add, passwd: file holding the password (else $VDISK_NEW_PASSWORD; add generates one)")
+	curFile := fs.String("current-password-file", "", "passwd of your own user: file holding your current password (else $VDISK_PASSWORD, else a prompt)")
 	switch verb {
 	case "list":
 		c, h, _, err := hostCommand(ctx, fs, args, 0, "vdisk user list")
@@ -194,11 +195,22 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return err
 		}
-		pw, err := readPassword(*pwFile, "VDISK_NEW_PASSWORD", "new password for "+pos[0]+": ", stderr)
-		if err != nil {
+		req := map[string]string{}
+		var me struct{ User string }
+		if err := c.Do(ctx, "GET", "/api/v1/session", nil, &me); err != nil {
 			return err
 		}
-		return c.Do(ctx, "PUT", "/api/v1/users/"+hostclient.Esc(pos[0]), map[string]string{"password": pw}, nil)
+		if me.User == pos[0] {
+			// Your own password: the host wants the current one too, so
+			// that a stolen session cannot take the account.
+			if req["currentPassword"], err = readPassword(*curFile, "VDISK_PASSWORD", "current password: ", stderr); err != nil {
+				return err
+			}
+		}
+		if req["password"], err = readPassword(*pwFile, "VDISK_NEW_PASSWORD", "new password for "+pos[0]+": ", stderr); err != nil {
+			return err
+		}
+		return c.Do(ctx, "PUT", "/api/v1/users/"+hostclient.Esc(pos[0]), req, nil)
 	}
 	return nil
 }
