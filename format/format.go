@@ -84,6 +84,32 @@ func isDescriptor(b []byte) bool {
 	return false
 }
 
+// Foreign names the image format of another tool that head (the first
+// bytes of a file, at least 512 when the file has them) and tail (its last
+// 512 bytes, for a fixed VHD's footer) show, or returns "" when they show
+// none: qcow2, QED, VDI, VHD ("vpc", qemu's name), VHDX and LUKS. vdisk
+// reads none of them; probing refuses them rather than treating their
+// containers as raw disks.
+func Foreign(head, tail []byte) string {
+	switch {
+	case bytes.HasPrefix(head, []byte("QFI\xfb")):
+		return "qcow2"
+	case bytes.HasPrefix(head, []byte("QED\x00")):
+		return "qed"
+	case bytes.HasPrefix(head, []byte("vhdxfile")):
+		return "vhdx"
+	case bytes.HasPrefix(head, []byte("conectix")):
+		return "vpc"
+	case bytes.HasPrefix(head, []byte("LUKS\xba\xbe")):
+		return "luks"
+	case len(head) >= 0x44 && binary.LittleEndian.Uint32(head[0x40:]) == 0xbeda107f:
+		return "vdi"
+	case bytes.HasPrefix(tail, []byte("conectix")):
+		return "vpc" // a fixed VHD: raw data, then the footer
+	}
+	return ""
+}
+
 func (o *OpenOptions) fs() disk.FS {
 	if o == nil || o.FS == nil {
 		return disk.OSFS{}
@@ -91,7 +117,8 @@ func (o *OpenOptions) fs() disk.FS {
 	return o.FS
 }
 
-// DetectFile probes the format of the file at path.
+// DetectFile probes the format of the file at path. The image of a format
+// vdisk does not read (see [Foreign]) is disk.ErrNotSupported, naming it.
 func DetectFile(fsys disk.FS, path string) (Format, error) {
 	if fsys == nil {
 		fsys = disk.OSFS{}
@@ -106,7 +133,18 @@ func DetectFile(fsys disk.FS, path string) (Format, error) {
 	if err != nil && err != io.EOF {
 		return "", disk.Wrap(err, "format: read", path, 0)
 	}
-	return Detect(head[:n]), nil
+	head = head[:n]
+	var tail []byte
+	if st, err := f.Stat(); err == nil && st.Size() >= 1024 {
+		tail = make([]byte, 512)
+		if _, err := f.ReadAt(tail, st.Size()-512); err != nil {
+			return "", disk.Wrap(err, "format: read", path, st.Size()-512)
+		}
+	}
+	if name := Foreign(head, tail); name != "" {
+		return "", disk.Errorf(disk.ErrNotSupported, "format: %s is a %s image, which vdisk does not read (convert it with qemu-img convert -O vmdk, or give -f raw to read its container as raw bytes)", path, name)
+	}
+	return Detect(head), nil
 }
 
 // Open opens the image at path in its format (probed unless o.Format is

@@ -263,3 +263,23 @@ func TestHelp(t *testing.T) {
 		t.Errorf("version: %q", out)
 	}
 }
+
+// TestForeignImageRefused: converting a qcow2 image (which vdisk does not
+// read) exits 71 naming the format and writes no target, instead of
+// copying the qcow2 container as if it were a raw disk.
+func TestForeignImageRefused(t *testing.T) {
+	testenv.Tool(t, "qemu-img")
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "x.qcow2"), filepath.Join(dir, "x.raw")
+	testenv.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", src, "4M")
+	_, stderr, code := run(t, "convert", "-O", "raw", src, dst)
+	if code != 71 || !strings.Contains(stderr, "qcow2") {
+		t.Errorf("convert of a qcow2 image: exit %d, %q; want 71 naming qcow2", code, stderr)
+	}
+	if _, err := os.Stat(dst); err == nil {
+		t.Error("the refused convert left a target")
+	}
+	if _, _, code := run(t, "convert", "-f", "raw", "-O", "raw", src, dst); code != 0 {
+		t.Errorf("convert -f raw: exit %d", code)
+	}
+}
