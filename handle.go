@@ -56,6 +56,8 @@ type Handle struct {
 	remote   *remoteDisk
 	ro       bool
 	release  func() error // ends a direct lease
+	tmu      sync.Mutex
+	tickets  []string // IDs of the tickets issued for the handle's connections
 	sem      chan struct{}
 	pending  sync.WaitGroup
 	closed   atomic.Bool
@@ -89,12 +91,31 @@ func (c *Conn) Open(ctx context.Context, spec Spec, flags OpenFlags) (*Handle, e
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", m, err))
 	}
-	return nil, fmt.Errorf("vdisk: open %s: no transport mode worked: %w", spec, errors.Join(errs...))
+	return nil, openError(spec, errs)
 }
 
-// errSkip marks a mode that does not apply here.
+// openError reports why no mode opened spec. Its code is that of the first
+// mode that applied and failed (busy is busy, a missing disk not found),
+// not that of the modes that were skipped as not applying.
+func openError(spec Spec, errs []error) error {
+	code := disk.ErrNotSupported
+	for _, err := range errs {
+		var s skipError
+		if !errors.As(err, &s) {
+			code = disk.CodeOf(err)
+			break
+		}
+	}
+	return &disk.Error{Op: "vdisk: open " + spec.String(), Off: -1, Code: code, Err: errors.Join(errs...)}
+}
+
+// skipError marks a mode that does not apply here (ErrNotSupported).
+type skipError struct{ error }
+
+func (e skipError) Unwrap() error { return e.error }
+
 func errSkip(format string, args ...any) error {
-	return disk.Errorf(disk.ErrNotSupported, format, args...)
+	return skipError{disk.Errorf(disk.ErrNotSupported, format, args...)}
 }
 
 func (h *Handle) try(ctx context.Context, mode string, flags OpenFlags) error {
@@ -145,6 +166,13 @@ func (h *Handle) try(ctx context.Context, mode string, flags OpenFlags) error {
 			if err != nil {
 				return nil, err
 			}
+			// A redial's ticket replaces the last: revoke that one now,
+			// and the last one when the handle closes.
+			h.tmu.Lock()
+			old := h.tickets
+			h.tickets = []string{t.ID}
+			h.tmu.Unlock()
+			h.revoke(old)
 			uri := t.URI
 			if mode == ModeNBD {
 				uri = t.PlainURI
@@ -352,8 +380,27 @@ func (h *Handle) Close() error {
 	if h.release != nil {
 		errs = append(errs, h.release())
 	}
+	h.tmu.Lock()
+	ids := h.tickets
+	h.tickets = nil
+	h.tmu.Unlock()
+	h.revoke(ids)
 	h.c.untrack(h)
 	return errors.Join(errs...)
+}
+
+// revoke ends tickets the handle no longer uses, so that they do not count
+// against the session's ticket limit until they expire. It is best effort:
+// a ticket that cannot be revoked expires by itself.
+func (h *Handle) revoke(ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.c.cfg.Timeout)
+	defer cancel()
+	for _, id := range ids {
+		h.c.api.RevokeTicket(ctx, id)
+	}
 }
 
 // Geometry is a disk's cylinders, heads and sectors per track.

@@ -572,3 +572,48 @@ func TestPlainModeIsPlain(t *testing.T) {
 		t.Error("nbdssl opened through a dead TLS address: it did not use TLS's listener")
 	}
 }
+
+// TestHandleRevokesTickets: each handle opened over NBD takes a ticket;
+// closing it revokes the ticket, so a session can open and close handles
+// far more times than its ticket limit (here 4).
+func TestHandleRevokesTickets(t *testing.T) {
+	h := startHost(t, func(c *server.Config) { c.Sessions.MaxTickets = 4 })
+	c := h.connect(t, vdisk.ModeNBDSSL)
+	ctx := context.Background()
+	spec := vdisk.Spec{Disk: "tk"}
+	if err := c.Create(ctx, spec, vdisk.CreateParams{Capacity: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		d, err := c.Open(ctx, spec, vdisk.OpenReadOnly)
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		if _, err := d.ReadAt(make([]byte, 4096), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestOpenErrorCodes: an open that fails keeps the code of the failure
+// that mattered, whatever mode was tried last or first: a missing disk is
+// not found (not "not supported" from a mode that did not apply), and
+// creating a disk that exists is invalid, not busy.
+func TestOpenErrorCodes(t *testing.T) {
+	h := startHost(t, nil)
+	c := h.connect(t, "file:direct:nbdssl")
+	ctx := context.Background()
+	if _, err := c.Open(ctx, vdisk.Spec{Disk: "missing"}, 0); disk.CodeOf(err) != disk.ErrNotFound {
+		t.Errorf("open of a missing disk: code %v (%v), want ErrNotFound", disk.CodeOf(err), err)
+	}
+	spec := vdisk.Spec{Disk: "twice"}
+	if err := c.Create(ctx, spec, vdisk.CreateParams{Capacity: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, spec, vdisk.CreateParams{Capacity: 1 << 20}); disk.CodeOf(err) != disk.ErrInvalid {
+		t.Errorf("creating a disk that exists: code %v (%v), want ErrInvalid", disk.CodeOf(err), err)
+	}
+}

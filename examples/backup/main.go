@@ -88,7 +88,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() {
+		// The session this program logged in with ends with it (its
+		// tickets and leases too), rather than waiting to expire.
+		lctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		c.Logout(lctx)
+		cancel()
+		c.Close()
+	}()
 	target := vdisk.Spec{VM: o.vm, Disk: o.disk}
 
 	// 1. Keep the host from moving or deleting the disks meanwhile.

@@ -315,7 +315,7 @@ func TestStorePersistence(t *testing.T) {
 	if err := s.Add("bob", RoleBackup, "bob-password-1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Add("bob", RoleBackup, "bob-password-1"); !errors.Is(err, disk.ErrBusy) {
+	if err := s.Add("bob", RoleBackup, "bob-password-1"); !errors.Is(err, disk.ErrInvalid) {
 		t.Errorf("duplicate: got %v", err)
 	}
 	if err := s.Add("eve", RoleRestore, "eve-password-1"); err != nil {

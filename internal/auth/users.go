@@ -289,7 +289,7 @@ func (s *Store) Add(name string, role Role, password string) error {
 	}
 	return s.update(func(users map[string]userRecord) error {
 		if _, ok := users[name]; ok {
-			return disk.Errorf(disk.ErrBusy, "auth: user %q already exists", name)
+			return disk.Errorf(disk.ErrInvalid, "auth: user %q already exists", name)
 		}
 		users[name] = userRecord{Name: name, Role: role, Hash: h}
 		return nil

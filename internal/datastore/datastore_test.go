@@ -493,8 +493,8 @@ func TestVMSnapshotsAndAccess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.AddDisk(ctx, "web", "scsi0:0", DiskSpec{Name: "x", Capacity: 8 << 20}); !errors.Is(err, disk.ErrBusy) {
-		t.Errorf("second disk at scsi0:0: %v, want ErrBusy", err)
+	if _, err := s.AddDisk(ctx, "web", "scsi0:0", DiskSpec{Name: "x", Capacity: 8 << 20}); !errors.Is(err, disk.ErrInvalid) {
+		t.Errorf("second disk at scsi0:0: %v, want ErrInvalid", err)
 	}
 	sn, err := s.SnapshotVM(ctx, "web", SnapshotSpec{Name: "nightly", Owner: "sess-1"})
 	if err != nil {

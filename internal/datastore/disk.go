@@ -199,7 +199,7 @@ func (s *Store) createDisk(ctx context.Context, spec DiskSpec) (*Disk, error) {
 	}
 	// Leftovers of a creation a crash interrupted.
 	if _, err := os.Lstat(filepath.Join(dir, "disk.json")); err == nil {
-		return nil, disk.Errorf(disk.ErrBusy, "datastore: disk %s exists", spec.Name)
+		return nil, disk.Errorf(disk.ErrInvalid, "datastore: disk %s exists", spec.Name)
 	}
 	removeLayer(dir, spec.Name, 0)
 	os.Remove(filepath.Join(dir, "cbt.state"))

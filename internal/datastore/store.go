@@ -367,7 +367,7 @@ func (s *Store) CreateDisk(ctx context.Context, spec DiskSpec) (DiskInfo, error)
 	}
 	if _, ok := s.disks[spec.Name]; ok {
 		s.mu.Unlock()
-		return DiskInfo{}, disk.Errorf(disk.ErrBusy, "datastore: disk %s exists", spec.Name)
+		return DiskInfo{}, disk.Errorf(disk.ErrInvalid, "datastore: disk %s exists", spec.Name)
 	}
 	// Reserve the name while the files are made.
 	s.disks[spec.Name] = nil

@@ -189,7 +189,7 @@ func (s *Store) CreateVM(name string) (VMInfo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.vms[name]; ok {
-		return VMInfo{}, disk.Errorf(disk.ErrBusy, "datastore: VM %s exists", name)
+		return VMInfo{}, disk.Errorf(disk.ErrInvalid, "datastore: VM %s exists", name)
 	}
 	v := &vmState{Name: name, Created: s.o.Now().UTC(), Disks: map[string]string{}, NextSnapshot: 1}
 	if err := writeJSON(s.vmPath(name), v); err != nil {
@@ -383,7 +383,7 @@ func (s *Store) Attach(vm, key, name string) error {
 		return disk.Errorf(disk.ErrNotFound, "datastore: no disk %s", name)
 	}
 	if _, used := v.Disks[key]; used {
-		return disk.Errorf(disk.ErrBusy, "datastore: VM %s already has a disk at %s", vm, key)
+		return disk.Errorf(disk.ErrInvalid, "datastore: VM %s already has a disk at %s", vm, key)
 	}
 	if owner := d.owner(); owner != "" {
 		return disk.Errorf(disk.ErrBusy, "datastore: disk %s is attached to VM %s", name, owner)

@@ -137,6 +137,11 @@ func (c *Client) IssueTicket(ctx context.Context, r TicketRequest) (Ticket, erro
 	return t, c.Do(ctx, "POST", "/api/v1/tickets", r, &t)
 }
 
+// RevokeTicket ends a ticket of this session (and its NBD connections).
+func (c *Client) RevokeTicket(ctx context.Context, id string) error {
+	return c.Do(ctx, "DELETE", "/api/v1/tickets/"+Esc(id), nil, nil)
+}
+
 // Direct asks for a direct lease on a disk (a snapshot to read, or the
 // idle live disk to restore into).
 func (c *Client) Direct(ctx context.Context, diskName, snapshot string, write bool) (datastore.DirectLease, error) {
