@@ -77,8 +77,15 @@ type Config struct {
 	// DataDir/tls/server.crt and .key, generated on first start.
 	CertFile, KeyFile string
 	// AdminUser and AdminPassword bootstrap the first user when there are
-	// none; an empty password is generated and reported by Bootstrap.
+	// none; an empty password is generated and reported by Bootstrap. Both
+	// happen in Listen, once every address is bound, so that a start that
+	// fails leaves no user behind.
 	AdminUser, AdminPassword string
+	// ResetAdminPassword gives AdminUser the admin role and a new password
+	// (AdminPassword, or one generated and reported by Bootstrap), making
+	// the user if it is gone, and keeps every other user: the way back for
+	// an administrator locked out.
+	ResetAdminPassword bool
 	// Datastores are extra directories (by name) disks may be relocated
 	// to.
 	Datastores map[string]string
@@ -197,17 +204,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.users = users
-	if len(users.List()) == 0 {
-		pw, err := users.Bootstrap(cfg.AdminUser, cfg.AdminPassword)
-		if err != nil {
-			return nil, err
-		}
-		s.boot.AdminUser = cfg.AdminUser
-		if cfg.AdminPassword == "" {
-			s.boot.AdminPassword = pw
-		}
-		log.Info("created the admin user", "user", cfg.AdminUser)
-	}
 	sopts := cfg.Sessions
 	sopts.OnEnd = s.sessionEnded
 	s.auth = auth.NewManager(users, &sopts)
@@ -245,6 +241,45 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 
 // Bootstrap reports what New created on a first start.
 func (s *Server) Bootstrap() Bootstrap { return s.boot }
+
+// admin makes the first user, or resets the admin's password when asked.
+// Listen calls it once the addresses are bound.
+func (s *Server) admin() error {
+	cfg := s.cfg
+	switch {
+	case len(s.users.List()) == 0:
+		pw, err := s.users.Bootstrap(cfg.AdminUser, cfg.AdminPassword)
+		if err != nil {
+			return err
+		}
+		s.boot.AdminUser = cfg.AdminUser
+		if cfg.AdminPassword == "" {
+			s.boot.AdminPassword = pw
+		}
+		s.log.Info("created the admin user", "user", cfg.AdminUser)
+	case cfg.ResetAdminPassword:
+		pw := cfg.AdminPassword
+		if pw == "" {
+			var err error
+			if pw, err = auth.GeneratePassword(); err != nil {
+				return err
+			}
+			s.boot.AdminPassword = pw
+		}
+		err := s.users.SetPassword(cfg.AdminUser, pw)
+		if disk.CodeOf(err) == disk.ErrNotFound {
+			err = s.users.Add(cfg.AdminUser, auth.RoleAdmin, pw)
+		} else if err == nil {
+			err = s.users.SetRole(cfg.AdminUser, auth.RoleAdmin)
+		}
+		if err != nil {
+			return err
+		}
+		s.boot.AdminUser = cfg.AdminUser
+		s.log.Warn("reset the admin user's password", "user", cfg.AdminUser)
+	}
+	return nil
+}
 
 // Thumbprint returns the SHA-256 thumbprint of the server certificate.
 func (s *Server) Thumbprint() string { return s.boot.Thumbprint }
@@ -331,6 +366,9 @@ func (s *Server) Listen() error {
 	}
 	if err == nil && s.plain != nil {
 		err = open(s.cfg.PlainNBDListen, &s.plainAddr)
+	}
+	if err == nil {
+		err = s.admin()
 	}
 	if err != nil {
 		for _, l := range s.listeners {
@@ -426,6 +464,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.log.Info("shutting down")
+	start := time.Now()
+	defer func() { s.log.Info("shut down", "took", time.Since(start).Round(time.Millisecond)) }()
 	errs := []error{s.http.Shutdown(ctx), s.nbd.Shutdown(ctx)}
 	if s.plain != nil {
 		errs = append(errs, s.plain.Shutdown(ctx))

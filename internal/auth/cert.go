@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,10 +50,13 @@ func SelfSigned(hosts []string, now time.Time) (certPEM, keyPEM []byte, err erro
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
+	// Each name once (a listen address often repeats localhost's).
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else if h != "" {
+			if !slices.ContainsFunc(tmpl.IPAddresses, ip.Equal) {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			}
+		} else if h != "" && !slices.ContainsFunc(tmpl.DNSNames, func(n string) bool { return strings.EqualFold(n, h) }) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}

@@ -116,3 +116,19 @@ func TestPinnedConfig(t *testing.T) {
 		t.Errorf("bad pin: got %v", err)
 	}
 }
+
+// TestSelfSignedNamesOnce: each name appears once in the certificate.
+func TestSelfSignedNamesOnce(t *testing.T) {
+	cp, _, err := SelfSigned([]string{"localhost", "127.0.0.1", "::1", "LOCALHOST", "127.0.0.1", "host.example", "::1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(cp)
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.DNSNames) != 2 || len(c.IPAddresses) != 2 {
+		t.Errorf("names %v, addresses %v; want each once", c.DNSNames, c.IPAddresses)
+	}
+}

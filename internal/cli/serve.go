@@ -25,6 +25,7 @@ type serveOptions struct {
 	tlsKey        string
 	adminUser     string
 	adminPwFile   string
+	resetAdmin    bool
 	datastores    listFlag
 	maxConns      int
 	maxDiskConns  int
@@ -62,6 +63,7 @@ func serveFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.tlsKey, "tls-key", "", "server private key (PEM)")
 	fs.StringVar(&o.adminUser, "admin-user", "admin", "name of the admin user created on first start")
 	fs.StringVar(&o.adminPwFile, "admin-password-file", "", "file holding the first admin password (env VDISK_ADMIN_PASSWORD; default: generated and printed once)")
+	fs.BoolVar(&o.resetAdmin, "reset-admin-password", false, "give the admin user (--admin-user) a new password (from --admin-password-file or VDISK_ADMIN_PASSWORD, else generated and printed once) and the admin role, keeping every other user; for an administrator locked out")
 	fs.Var(&o.datastores, "datastore", "NAME=DIR: another directory disks may be relocated to; repeatable")
 	fs.IntVar(&o.maxConns, "max-connections", 1000, "NBD connections open on the host at once (0: no limit)")
 	fs.IntVar(&o.maxDiskConns, "max-disk-connections", 64, "NBD connections open to one disk at once (0: no limit)")
@@ -144,6 +146,7 @@ func (o *serveOptions) config(stderr io.Writer) (server.Config, error) {
 		}
 		cfg.Datastores[name] = dir
 	}
+	cfg.ResetAdminPassword = o.resetAdmin
 	switch {
 	case o.adminPwFile != "":
 		b, err := os.ReadFile(o.adminPwFile)
