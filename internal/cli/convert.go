@@ -2,10 +2,10 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/format"
@@ -72,12 +72,13 @@ func runConvert(ctx context.Context, o convertOptions, src, dst string, stderr i
 	if err != nil {
 		return err
 	}
+	made := imageFiles(out, dst)
 	defer func() {
 		if cerr := out.Close(); err == nil {
 			err = cerr
 		}
-		if err != nil && !errors.Is(err, os.ErrExist) {
-			removeImage(dst)
+		if err != nil {
+			removeFiles(made)
 		}
 	}()
 	update, finish := progress(stderr, o.progress, "converting")
@@ -91,9 +92,31 @@ func runConvert(ctx context.Context, o convertOptions, src, dst string, stderr i
 	return err
 }
 
-// removeImage deletes a half-written target after a failed convert.
-func removeImage(name string) {
-	os.Remove(name)
+// imageFiles lists every file of a new image: a multi-file VMDK (split
+// extents, a flat extent, a delta) has more than its descriptor.
+func imageFiles(d disk.Disk, name string) []string {
+	v, ok := d.(*vmdk.Disk)
+	if !ok {
+		return []string{name}
+	}
+	var files []string
+	for _, f := range v.Info().Files {
+		if f.Link == 0 && f.Kind != "ZERO" && !slices.Contains(files, f.Path) {
+			files = append(files, f.Path)
+		}
+	}
+	if len(files) == 0 {
+		return []string{name}
+	}
+	return files
+}
+
+// removeFiles deletes the files of a half-written target after a failed
+// or interrupted convert.
+func removeFiles(files []string) {
+	for _, f := range files {
+		os.Remove(f)
+	}
 }
 
 // convertInto writes the source into an existing target (qemu-img
