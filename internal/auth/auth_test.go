@@ -562,3 +562,18 @@ func BenchmarkAuthenticate(b *testing.B) {
 		}
 	}
 }
+
+// TestIDsNeverLookLikeFlags: session and ticket IDs and tokens never begin
+// with '-', which a command line would take for a flag.
+func TestIDsNeverLookLikeFlags(t *testing.T) {
+	for range 20000 {
+		id, err := newID()
+		tok, _, terr := newToken()
+		if err != nil || terr != nil {
+			t.Fatal(err, terr)
+		}
+		if id[0] == '-' || tok[0] == '-' || len(id) != 16 || len(tok) != tokenLen {
+			t.Fatalf("id %q, token %q", id, tok)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"sync"
 	"time"
 
@@ -156,7 +157,21 @@ func newToken() (string, [32]byte, error) {
 		return "", [32]byte{}, disk.Errorf(disk.ErrAccess, "auth: random token: %w", err)
 	}
 	t := base64.RawURLEncoding.EncodeToString(b[:])
+	if t[0] == '-' {
+		// Never hand out a token a command line would take for a flag.
+		return newToken()
+	}
 	return t, sha256.Sum256([]byte(t)), nil
+}
+
+// newID returns a random 16-hex-digit ID for a session or ticket: safe on
+// any command line (never a leading '-').
+func newID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", disk.Errorf(disk.ErrAccess, "auth: random ID: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
 }
 
 // hashToken checks the shape of a presented token and hashes it. Only the
@@ -238,11 +253,10 @@ func (m *Manager) Login(user, password, client string) (string, Session, error) 
 	if err != nil {
 		return "", Session{}, err
 	}
-	id, _, err := newToken()
+	id, err := newID()
 	if err != nil {
 		return "", Session{}, err
 	}
-	id = id[:16]
 	now := m.opts.Now()
 	st := &sessionState{Session: Session{ID: id, User: u.Name, Role: u.Role, Privileges: u.Role.Privileges(), Created: now}, lastUsed: now, tickets: map[[32]byte]*ticketState{}}
 	st.Expires = st.expires(&m.opts)

@@ -118,7 +118,7 @@ func (m *Manager) Issue(s Session, target string, mode Mode, ttl time.Duration, 
 	if err != nil {
 		return "", Grant{}, err
 	}
-	id, _, err := newToken()
+	id, err := newID()
 	if err != nil {
 		return "", Grant{}, err
 	}
@@ -143,7 +143,7 @@ func (m *Manager) Issue(s Session, target string, mode Mode, ttl time.Duration, 
 	st.lastUsed = now
 	st.Expires = st.expires(&m.opts)
 	t := &ticketState{
-		Grant:    Grant{ID: id[:16], SessionID: st.ID, User: st.User, Target: target, Mode: mode, Expires: exp},
+		Grant:    Grant{ID: id, SessionID: st.ID, User: st.User, Target: target, Mode: mode, Expires: exp},
 		hash:     h,
 		session:  sh,
 		maxConns: o.MaxConns,

@@ -190,10 +190,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		var ee *exitError
 		if !errors.As(err, &ee) || ee.msg != "" {
+			msg := err.Error()
+			if code == ExitInterrupted {
+				msg = "interrupted" // not "context canceled"
+			}
 			if jsonErrors(args) {
-				json.NewEncoder(stdout).Encode(map[string]any{"error": err.Error(), "code": disk.CodeOf(err).String(), "exit": code})
+				json.NewEncoder(stdout).Encode(map[string]any{"error": msg, "code": disk.CodeOf(err).String(), "exit": code})
 			} else {
-				fmt.Fprintf(stderr, "vdisk %s: %v\n", name, err)
+				fmt.Fprintf(stderr, "vdisk %s: %s\n", name, msg)
 			}
 		}
 		if _, ok := err.(*usageError); ok {

@@ -108,8 +108,14 @@ func (e *Error) DiskCode() disk.Code {
 	return disk.ErrAccess
 }
 
-// NormalizeServer adds the default port to an address without one.
+// NormalizeServer turns a server as a user gives it (host, host:port,
+// [v6]:port, or the https://HOST:PORT/api/v1 the host prints) into
+// host:port, adding the default port.
 func NormalizeServer(server string) string {
+	// The form the host's banner prints, https://HOST:PORT/api/v1, too.
+	server = strings.TrimPrefix(server, "https://")
+	server = strings.TrimSuffix(strings.TrimSuffix(server, "/"), "/api/v1")
+	server = strings.TrimSuffix(server, "/")
 	if _, _, err := net.SplitHostPort(server); err == nil {
 		return server
 	}
@@ -240,6 +246,11 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 			return &Error{Status: resp.StatusCode, Code: "access_error", Message: fmt.Sprintf("hostclient: %s %s: HTTP %s", method, path, resp.Status)}
 		}
 		e.Error.Status = resp.StatusCode
+		if resp.StatusCode == http.StatusUnauthorized && c.Token() != "" && path != "/api/v1/login" {
+			// A saved session the host no longer knows (it expired, was
+			// ended, or the host restarted): say what to do.
+			e.Error.Message = "your session with " + c.server + " has ended; run vdisk login (" + e.Error.Message + ")"
+		}
 		return &e.Error
 	}
 	if out != nil && len(data) > 0 {
