@@ -313,10 +313,7 @@ func Open(fsys disk.FS, path string) (t *Tracker, rotated bool, err error) {
 			t.recovered = t.markRegions(regions, shift)
 		} else {
 			// Nothing says where: start a new history.
-			t.uuid = newUUID()
-			t.floor = t.cur.seq
-			t.old = nil
-			t.cur = newEpoch(t.cur.seq + 1)
+			t.newHistory()
 			rotated = true
 		}
 	}
@@ -329,6 +326,54 @@ func Open(fsys disk.FS, path string) (t *Tracker, rotated bool, err error) {
 		return nil, false, err
 	}
 	return t, rotated, nil
+}
+
+// Rotate starts a new history, as Open does when nothing says which changes
+// a crash lost: every older change ID becomes unknown (ErrNotFound, the
+// caller takes a full backup). The caller uses it when the disk changed
+// outside its knowledge.
+func (t *Tracker) Rotate() error {
+	t.imu.Lock()
+	defer t.imu.Unlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.newHistory()
+	if err := t.saveLocked(false); err != nil {
+		return err
+	}
+	if t.in.f != nil {
+		return t.resetIntentLocked()
+	}
+	return nil
+}
+
+// newHistory gives the tracker a new UUID and forgets the epochs. The
+// caller holds t.mu or has the tracker alone.
+func (t *Tracker) newHistory() {
+	t.uuid = newUUID()
+	t.floor = t.cur.seq
+	t.old = nil
+	t.cur = newEpoch(t.cur.seq + 1)
+	t.lastC = nil
+	t.dirty = true
+}
+
+// Abandon closes the tracker's files without marking its state clean: the
+// next Open completes it from the intent map, as after a crash. For a disk
+// whose files may change while it is closed in a way only the caller
+// accounts for.
+func (t *Tracker) Abandon() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return disk.Errorf(disk.ErrInvalid, "cbt: closed twice")
+	}
+	t.closed = true
+	t.mu.Unlock()
+	if t.in.f != nil {
+		return disk.Wrap(t.in.f.Close(), "cbt: close intent map", t.intentPath(), -1)
+	}
+	return nil
 }
 
 // Recovered returns how many bytes Open marked changed because the intent

@@ -901,3 +901,42 @@ func TestVMSnapshotCrashReconciled(t *testing.T) {
 		})
 	}
 }
+
+// TestChangedWhileDown: a disk written by another tool while the host was
+// down (cleanly stopped) gets a new change tracking history: an old change
+// ID would miss those writes. Without such writes the history stays.
+func TestChangedWhileDown(t *testing.T) {
+	ctx := context.Background()
+	for _, outside := range []bool{false, true} {
+		root := t.TempDir()
+		s := openStore(t, root)
+		s.CreateDisk(ctx, DiskSpec{Name: "a", Capacity: testSize, CBT: true})
+		d, _ := s.Disk("a")
+		sn, err := d.Snapshot(ctx, SnapshotSpec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf := d.layerPath(d.st.Leaf)
+		s.Close()
+		if outside {
+			v, err := vmdk.Open(ctx, leaf, &vmdk.OpenOptions{IgnoreCID: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v.WriteAt(bytes.Repeat([]byte{7}, 4096), 1<<20)
+			if err := v.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s = openStore(t, root)
+		d, _ = s.Disk("a")
+		_, err = d.Changes(ctx, "", sn.ChangeID, 0, 0)
+		if outside && !errors.Is(err, disk.ErrNotFound) {
+			t.Errorf("after writes from outside while the host was down: %v, want ErrNotFound", err)
+		}
+		if !outside && err != nil {
+			t.Errorf("after a clean stop and restart: %v", err)
+		}
+		s.Close()
+	}
+}

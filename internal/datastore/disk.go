@@ -268,6 +268,17 @@ func (s *Store) loadDisk(ctx context.Context, name string) (*Disk, error) {
 		if err != nil {
 			return nil, err
 		}
+		// The seal is spent at open: a crash from here on must not leave
+		// an old seal that the next clean open would trust.
+		if !rotated && t.Recovered() == 0 && d.sealBroken() {
+			s.log.Warn("the disk's files changed while the host was down; change tracking starts a new history", "disk", name)
+			if err := t.Rotate(); err != nil {
+				t.Close()
+				return nil, err
+			}
+			rotated = true
+		}
+		os.Remove(d.sealPath())
 		d.tracker, d.rotated = t, rotated
 		switch {
 		case rotated:
@@ -364,12 +375,25 @@ func (d *Disk) close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var errs []error
+	sealed := false
 	if d.live != nil {
-		errs = append(errs, d.live.Close())
+		err := d.live.Close()
+		errs = append(errs, err)
 		d.live = nil
+		if err == nil && d.tracker != nil {
+			// The seal first: a tracker closed clean without one would be
+			// trusted even if the files changed while the host was down.
+			err = d.writeSeal()
+			errs = append(errs, err)
+			sealed = err == nil
+		}
 	}
 	if d.tracker != nil {
-		errs = append(errs, d.tracker.Close())
+		if sealed {
+			errs = append(errs, d.tracker.Close())
+		} else {
+			errs = append(errs, d.tracker.Abandon())
+		}
 		d.tracker = nil
 	}
 	return errors.Join(errs...)
