@@ -8,8 +8,8 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 	"testing"
+	"time"
 )
 
 // The tests in this file keep many writes in flight on several handles (as
