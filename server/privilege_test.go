@@ -254,7 +254,9 @@ func TestRoutePrivileges(t *testing.T) {
 			t.Errorf("admin resets victim's password: %d, want 204", st)
 		}
 		tok, _ := a.login("victim", "reset by the admin")
-		if st := a.call(tok, "PUT", "/api/v1/users/victim", map[string]string{"password": "chosen by the victim"}, nil); st != http.StatusNoContent {
+		st := a.call(tok, "PUT", "/api/v1/users/victim", map[string]string{"password": "chosen by a thief", "currentPassword": "a guess"}, nil)
+		want(t, "PUT /api/v1/users/victim (own password, wrong current one)", "read-only", false, st)
+		if st := a.call(tok, "PUT", "/api/v1/users/victim", map[string]string{"password": "chosen by the victim", "currentPassword": "reset by the admin"}, nil); st != http.StatusNoContent {
 			t.Errorf("victim changes own password: %d, want 204", st)
 		}
 		a.login("victim", "chosen by the victim")
