@@ -17,14 +17,18 @@ import (
 // (through internal/auth) and the kit all use it.
 
 // ParseThumbprint parses a SHA-256 certificate thumbprint: 64 hex digits,
-// either bare or as 32 colon-separated pairs ("AB:CD:…"), in either case,
-// surrounding white space ignored. Anything else, a 20-byte SHA-1
+// either bare or as 32 pairs separated by colons ("AB:CD:…") or by
+// spaces, in either case, surrounding white space ignored. Anything else, a 20-byte SHA-1
 // thumbprint included, is disk.ErrInvalid.
 func ParseThumbprint(s string) ([32]byte, error) {
 	var sum [32]byte
 	t := strings.TrimSpace(s)
-	if strings.Contains(t, ":") {
-		parts := strings.Split(t, ":")
+	sep := ":"
+	if !strings.Contains(t, sep) {
+		sep = " " // the way Windows shows thumbprints
+	}
+	if strings.Contains(t, sep) {
+		parts := strings.Split(t, sep)
 		for _, p := range parts {
 			if len(p) != 2 {
 				return sum, disk.Errorf(disk.ErrInvalid, "nbd: malformed thumbprint %q", s)

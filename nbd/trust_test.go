@@ -101,12 +101,12 @@ func TestThumbprint(t *testing.T) {
 	if len(tp) != 95 || tp != strings.ToUpper(tp) || strings.Count(tp, ":") != 31 {
 		t.Fatalf("FormatThumbprint: %q", tp)
 	}
-	for _, s := range []string{tp, strings.ToLower(tp), strings.ReplaceAll(tp, ":", ""), " " + tp + "\n"} {
+	for _, s := range []string{tp, strings.ToLower(tp), strings.ReplaceAll(tp, ":", ""), strings.ReplaceAll(tp, ":", " "), " " + tp + "\n"} {
 		if got, err := ParseThumbprint(s); err != nil || got != sum {
 			t.Errorf("ParseThumbprint(%q): %x, %v; want %x", s, got, err, sum)
 		}
 	}
-	for _, s := range []string{"", tp[:59], tp + ":00", "G" + tp[1:], "ABC:" + tp[3:], strings.Repeat("A", 40), strings.Repeat("AB:", 19) + "AB"} {
+	for _, s := range []string{"", tp[:59], tp + ":00", "G" + tp[1:], "ABC:" + tp[3:], strings.Repeat("A", 40), strings.Repeat("AB:", 19) + "AB", "ABC " + strings.ReplaceAll(tp, ":", " ")[4:], strings.Replace(tp, ":", " ", 1)} {
 		if _, err := ParseThumbprint(s); !errors.Is(err, disk.ErrInvalid) {
 			t.Errorf("ParseThumbprint(%q): %v, want ErrInvalid", s, err)
 		}
