@@ -35,8 +35,10 @@ type ConnectParams struct {
 	// instead.
 	User, Password string
 	Token          string
-	// Thumbprint pins the host certificate by its SHA-256; CAFile trusts a
-	// CA instead. One of them is required: the host is always verified.
+	// Thumbprint pins the host certificate by its SHA-256; CAFile (a PEM
+	// file) trusts a CA instead. Exactly one of them is required: the host
+	// is always verified, over the control API and NBD alike, and giving
+	// both is ErrInvalid (they could disagree).
 	Thumbprint string
 	CAFile     string
 	// Transports is the colon-separated list of modes Open tries, in order
@@ -104,6 +106,9 @@ func Connect(ctx context.Context, p ConnectParams) (*Conn, error) {
 	}
 	if p.Thumbprint == "" && p.CAFile == "" {
 		return nil, disk.Errorf(disk.ErrInvalid, "vdisk: a host connection needs the host's Thumbprint or a CAFile; certificates are always verified")
+	}
+	if p.Thumbprint != "" && p.CAFile != "" {
+		return nil, disk.Errorf(disk.ErrInvalid, "vdisk: give the host's Thumbprint or a CAFile, not both")
 	}
 	if p.Token == "" && p.User == "" {
 		return nil, disk.Errorf(disk.ErrInvalid, "vdisk: give User and Password, or Token")

@@ -3,17 +3,13 @@ package nbd
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -26,14 +22,16 @@ import (
 // ClientOptions configure Dial. The zero value (or nil) means the defaults
 // below.
 type ClientOptions struct {
-	// TLSConfig is used for nbds URIs; when nil, one is built from the
-	// URI's tls-certificates directory (its ca-cert.pem) or from
-	// Thumbprint. Certificates are always verified: there is no option to
-	// skip it.
+	// TLSConfig is used for nbds URIs; when nil, one is built from
+	// Thumbprint or the URI's tls-certificates directory (its
+	// ca-cert.pem), or the system's CAs are trusted. Certificates are
+	// always verified: a TLSConfig with InsecureSkipVerify and no
+	// verifying callback is refused, and so is more than one of
+	// TLSConfig, Thumbprint and tls-certificates (see [Trust]), with
+	// disk.ErrInvalid at Dial.
 	TLSConfig *tls.Config
 	// Thumbprint pins the server's certificate by the SHA-256 of its DER
-	// bytes (hex, colons and case ignored): the way to trust a
-	// self-signed host.
+	// bytes (see [ParseThumbprint]): the way to trust a self-signed host.
 	Thumbprint string
 	// Timeout bounds each request and the handshake. Default 60 s.
 	Timeout time.Duration
@@ -222,68 +220,26 @@ func Dial(ctx context.Context, uri string, o *ClientOptions) (*Client, error) {
 	return c, nil
 }
 
-// clientTLS builds a verifying TLS configuration.
+// clientTLS builds the verifying TLS configuration for p: from
+// o.TLSConfig, o.Thumbprint or the URI's tls-certificates directory (its
+// ca-cert.pem), at most one of them (see [Trust]), or the system's CAs.
 func clientTLS(p ParsedURI, o *ClientOptions) (*tls.Config, error) {
-	if o.TLSConfig != nil {
-		return o.TLSConfig.Clone(), nil
+	t := Trust{Thumbprint: o.Thumbprint, TLSConfig: o.TLSConfig}
+	if p.CertDir != "" {
+		t.CAFile = filepath.Join(p.CertDir, "ca-cert.pem")
 	}
-	host := "localhost"
-	if p.Network == "tcp" {
-		host, _, _ = net.SplitHostPort(p.Address)
+	cfg, err := t.ClientTLSConfig()
+	if err != nil {
+		return nil, err
 	}
-	cfg := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
-	switch {
-	case o.Thumbprint != "":
-		want, err := ParseThumbprint(o.Thumbprint)
-		if err != nil {
-			return nil, err
+	if cfg.ServerName == "" {
+		// The name the chain is checked against (a pin ignores it).
+		cfg.ServerName = "localhost"
+		if p.Network == "tcp" {
+			cfg.ServerName, _, _ = net.SplitHostPort(p.Address)
 		}
-		// The chain is not verified against a CA: the pin is the trust.
-		// Verification happens, by comparing the certificate's digest.
-		cfg.InsecureSkipVerify = true
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return disk.Errorf(disk.ErrPermission, "nbd: server sent no certificate")
-			}
-			got := sha256.Sum256(cs.PeerCertificates[0].Raw)
-			if got != want {
-				return disk.Errorf(disk.ErrPermission, "nbd: server certificate thumbprint %s does not match the pinned one", FormatThumbprint(got))
-			}
-			return nil
-		}
-	case p.CertDir != "":
-		b, err := os.ReadFile(filepath.Join(p.CertDir, "ca-cert.pem"))
-		if err != nil {
-			return nil, disk.Wrap(err, "nbd: read CA", p.CertDir, -1)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, disk.Errorf(disk.ErrInvalid, "nbd: no certificates in %s/ca-cert.pem", p.CertDir)
-		}
-		cfg.RootCAs = pool
 	}
 	return cfg, nil
-}
-
-// ParseThumbprint parses a SHA-256 thumbprint written as hex, with or
-// without colons, in either case.
-func ParseThumbprint(s string) ([32]byte, error) {
-	var t [32]byte
-	b, err := hex.DecodeString(strings.ReplaceAll(strings.ReplaceAll(s, ":", ""), " ", ""))
-	if err != nil || len(b) != 32 {
-		return t, disk.Errorf(disk.ErrInvalid, "nbd: %q is not a SHA-256 thumbprint", s)
-	}
-	copy(t[:], b)
-	return t, nil
-}
-
-// FormatThumbprint writes a thumbprint as colon-separated upper-case hex.
-func FormatThumbprint(t [32]byte) string {
-	parts := make([]string, len(t))
-	for i, b := range t {
-		parts[i] = fmt.Sprintf("%02X", b)
-	}
-	return strings.Join(parts, ":")
 }
 
 func (c *Client) connect(ctx context.Context, p ParsedURI, tc *tls.Config) (*clientConn, error) {

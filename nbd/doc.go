@@ -75,7 +75,10 @@
 // several connections when the server advertises CAN_MULTI_CONN. Extended
 // headers and structured replies are used when the server offers them.
 // TLS is always verified: against the CA in the URI's tls-certificates
-// directory, or against a pinned SHA-256 certificate thumbprint. Every
+// directory, against a pinned SHA-256 certificate thumbprint
+// ([PinnedTLSConfig], the one pinning implementation in vdisk), or with a
+// given verifying tls.Config; two of them at once, or a configuration
+// that skips verification, is refused at Dial ([Trust]). Every
 // request is bounded by ClientOptions.Timeout; a request past it ends the
 // connections so that nothing hangs.
 package nbd

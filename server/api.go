@@ -174,21 +174,48 @@ func (s *Server) authed(need auth.Privilege, h call) http.Handler {
 	})
 }
 
+// publicRoutes are the only routes served without a session token.
+var publicRoutes = []string{"GET /api/v1/health", "GET /metrics", "POST /api/v1/login"}
+
+// route is one authenticated control API route.
+type route struct {
+	pattern string         // "METHOD /path", as http.ServeMux takes it
+	need    auth.Privilege // checked by authed before h runs
+	h       call
+}
+
+// anyone is the privilege every session has. Routes that need only it
+// and act for someone else check that themselves (user update, session
+// delete).
+const anyone = auth.Privilege(0)
+
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	anyone := auth.Privilege(0)
-	handle := func(pattern string, need auth.Privilege, h call) {
-		mux.Handle(pattern, s.authed(need, h))
-	}
-	mux.HandleFunc("GET /api/v1/health", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(publicRoutes[0], func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"status": "ok", "version": Version})
 	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(publicRoutes[1], func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		conns, mem := s.limiter.Usage()
 		s.metrics.write(w, len(s.auth.Sessions()), conns, mem)
 	})
-	mux.HandleFunc("POST /api/v1/login", s.login)
+	mux.HandleFunc(publicRoutes[2], s.login)
+	for _, rt := range s.apiRoutes() {
+		mux.Handle(rt.pattern, s.authed(rt.need, rt.h))
+	}
+	return s.observe(mux)
+}
+
+// apiRoutes is the table of authenticated routes and the privilege each
+// needs; routes registers exactly these. Handlers that also check
+// something in the request (a rw ticket or direct lease needs write,
+// growing a disk needs write, another user's password needs admin)
+// refuse with disk.ErrPermission themselves.
+func (s *Server) apiRoutes() []route {
+	var rs []route
+	handle := func(pattern string, need auth.Privilege, h call) {
+		rs = append(rs, route{pattern: pattern, need: need, h: h})
+	}
 	handle("POST /api/v1/logout", anyone, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		return nil, s.auth.Logout(tok)
@@ -492,7 +519,7 @@ func (s *Server) routes() http.Handler {
 		return nil, s.auth.Revoke(id)
 	})
 	handle("POST /api/v1/cleanup", auth.Read, s.cleanup)
-	return s.observe(mux)
+	return rs
 }
 
 func nonNil[T any](s []T) []T {

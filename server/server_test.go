@@ -173,6 +173,33 @@ func (h *testHost) ticket(req TicketRequest) Ticket {
 	return t
 }
 
+// in returns h reporting to t, for use inside a subtest: a helper's
+// Fatalf must stop the subtest, not its parent.
+func (h *testHost) in(t *testing.T) *testHost {
+	c := *h
+	c.t = t
+	return &c
+}
+
+// waitConns waits until the host holds at most n NBD connections. A
+// client's Close does not wait for the server to let go (NBD_CMD_DISC has
+// no reply), so a step that needs a connection slot back, or counts a
+// disk's sessions, waits for the server's release first.
+func (h *testHost) waitConns(n int) {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		conns, _ := h.s.limiter.Usage()
+		if conns <= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("the host still holds %d NBD connections after 30 s, want at most %d", conns, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func (h *testHost) dial(t Ticket) *nbd.Client {
 	h.t.Helper()
 	c, err := nbd.Dial(context.Background(), t.URI, &nbd.ClientOptions{Thumbprint: t.Thumbprint, Timeout: 30 * time.Second, Connections: 1})
@@ -300,12 +327,14 @@ func TestSecurity(t *testing.T) {
 	viewer := h.login("viewer", u.Password)
 
 	t.Run("wrong password", func(t *testing.T) {
+		h := h.in(t)
 		st, code := h.errCode("", "POST", "/api/v1/login", map[string]string{"user": "admin", "password": "wrong password!"})
 		if st != http.StatusForbidden || code != "permission_denied" {
 			t.Errorf("got %d %s, want 403 permission_denied", st, code)
 		}
 	})
 	t.Run("no token", func(t *testing.T) {
+		h := h.in(t)
 		if st, code := h.errCode("", "GET", "/api/v1/disks", nil); st != http.StatusUnauthorized {
 			t.Errorf("got %d %s, want 401", st, code)
 		}
@@ -314,6 +343,7 @@ func TestSecurity(t *testing.T) {
 		}
 	})
 	t.Run("read-only user", func(t *testing.T) {
+		h := h.in(t)
 		if st, _ := h.errCode(viewer, "POST", "/api/v1/tickets", TicketRequest{Disk: "db", Mode: "rw"}); st != http.StatusForbidden {
 			t.Errorf("rw ticket for a read-only user: %d, want 403", st)
 		}
@@ -325,12 +355,14 @@ func TestSecurity(t *testing.T) {
 			t.Fatalf("ro ticket: %d", st)
 		}
 		c := h.dial(tk)
-		defer c.Close()
 		if _, err := c.WriteAt(make([]byte, 512), 0); !errors.Is(err, disk.ErrPermission) {
 			t.Errorf("write with a read-only ticket: %v, want ErrPermission", err)
 		}
+		c.Close()
+		h.waitConns(0) // later subtests count db's sessions and slots
 	})
 	t.Run("traversal", func(t *testing.T) {
+		h := h.in(t)
 		for _, n := range []string{"../etc", "a/b", "..", ".x"} {
 			if st, _ := h.errCode(h.token, "POST", "/api/v1/disks", map[string]any{"name": n, "capacity": 1 << 20}); st != http.StatusBadRequest {
 				t.Errorf("disk %q: %d, want 400", n, st)
@@ -341,6 +373,7 @@ func TestSecurity(t *testing.T) {
 		}
 	})
 	t.Run("expired ticket", func(t *testing.T) {
+		h := h.in(t)
 		tk := h.ticket(TicketRequest{Disk: "db", TTL: 60})
 		h.clock.advance(2 * time.Minute)
 		_, err := nbd.Dial(context.Background(), tk.URI, &nbd.ClientOptions{Thumbprint: tk.Thumbprint})
@@ -349,9 +382,10 @@ func TestSecurity(t *testing.T) {
 		}
 	})
 	t.Run("ticket names one disk", func(t *testing.T) {
+		h := h.in(t)
 		tk := h.ticket(TicketRequest{Disk: "other"})
 		c := h.dial(tk)
-		defer c.Close()
+		defer func() { c.Close(); h.waitConns(0) }()
 		var in datastore.DiskInfo
 		h.must("GET", "/api/v1/disks/other", nil, &in)
 		if in.Sessions != 1 {
@@ -366,6 +400,7 @@ func TestSecurity(t *testing.T) {
 		}
 	})
 	t.Run("plaintext refused", func(t *testing.T) {
+		h := h.in(t)
 		tk := h.ticket(TicketRequest{Disk: "db"})
 		plain := strings.Replace(tk.URI, "nbds://", "nbd://", 1)
 		if _, err := nbd.Dial(context.Background(), plain, nil); err == nil {
@@ -373,6 +408,7 @@ func TestSecurity(t *testing.T) {
 		}
 	})
 	t.Run("wrong thumbprint", func(t *testing.T) {
+		h := h.in(t)
 		tk := h.ticket(TicketRequest{Disk: "db"})
 		bad := strings.Repeat("AB:", 31) + "AB"
 		if _, err := nbd.Dial(context.Background(), tk.URI, &nbd.ClientOptions{Thumbprint: bad}); err == nil {
@@ -385,6 +421,7 @@ func TestSecurity(t *testing.T) {
 		}
 	})
 	t.Run("per-disk limit", func(t *testing.T) {
+		h := h.in(t)
 		tk := h.ticket(TicketRequest{Disk: "db", MaxConns: 8})
 		a := h.dial(tk)
 		b := h.dial(tk)
@@ -393,7 +430,9 @@ func TestSecurity(t *testing.T) {
 			t.Errorf("third connection to a disk limited to 2: %v, want a limit refusal", err)
 		}
 		a.Close()
-		// The session stays usable: after a release, a retry works.
+		// The session stays usable: once the server has released a's
+		// slot, a retry works.
+		h.waitConns(1)
 		c := h.dial(tk)
 		c.Close()
 		b.Close()

@@ -4,12 +4,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -18,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/nbd"
 )
 
 // CertLifetime is the validity of certificates made by [SelfSigned].
@@ -74,74 +72,17 @@ func SelfSigned(hosts []string, now time.Time) (certPEM, keyPEM []byte, err erro
 
 // Thumbprint returns the SHA-256 of the certificate's DER encoding as
 // colon-separated uppercase hex ("AB:CD:…", 95 characters), the form VMware
-// shows for SHA-256 thumbprints.
-func Thumbprint(cert *x509.Certificate) string {
-	return formatThumbprint(sha256.Sum256(cert.Raw))
-}
-
-func formatThumbprint(sum [32]byte) string {
-	h := strings.ToUpper(hex.EncodeToString(sum[:]))
-	var b strings.Builder
-	for i := 0; i < len(h); i += 2 {
-		if i > 0 {
-			b.WriteByte(':')
-		}
-		b.WriteString(h[i : i+2])
-	}
-	return b.String()
-}
+// shows for SHA-256 thumbprints. It is [nbd.Thumbprint].
+func Thumbprint(cert *x509.Certificate) string { return nbd.Thumbprint(cert.Raw) }
 
 // ParseThumbprint parses a SHA-256 thumbprint with or without colons, in any
 // case. Anything else (including a 20-byte SHA-1 thumbprint) is
-// disk.ErrInvalid.
-func ParseThumbprint(s string) ([32]byte, error) {
-	var sum [32]byte
-	t := strings.TrimSpace(s)
-	if strings.Contains(t, ":") {
-		parts := strings.Split(t, ":")
-		for _, p := range parts {
-			if len(p) != 2 {
-				return sum, disk.Errorf(disk.ErrInvalid, "auth: malformed thumbprint")
-			}
-		}
-		t = strings.Join(parts, "")
-	}
-	if len(t) != 64 {
-		return sum, disk.Errorf(disk.ErrInvalid, "auth: thumbprint is not a SHA-256 (64 hex digits)")
-	}
-	if _, err := hex.Decode(sum[:], []byte(t)); err != nil {
-		return sum, disk.Errorf(disk.ErrInvalid, "auth: malformed thumbprint")
-	}
-	return sum, nil
-}
+// disk.ErrInvalid. It is [nbd.ParseThumbprint].
+func ParseThumbprint(s string) ([32]byte, error) { return nbd.ParseThumbprint(s) }
 
 // PinnedConfig returns a client TLS config that accepts exactly the peer
-// whose leaf certificate has the given SHA-256 thumbprint. It sets
-// InsecureSkipVerify only to replace the CA-chain check with the pin: the
-// VerifyPeerCertificate callback always runs and refuses any other
-// certificate, so verification is never skipped. A bad thumbprint is
-// disk.ErrInvalid. A pin mismatch fails the handshake with an error
+// whose leaf certificate has the given SHA-256 thumbprint; it is
+// [nbd.PinnedTLSConfig], the one pinning implementation. A bad thumbprint
+// is disk.ErrInvalid. A pin mismatch fails the handshake with an error
 // wrapping disk.ErrPermission.
-func PinnedConfig(thumbprint string) (*tls.Config, error) {
-	want, err := ParseThumbprint(thumbprint)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: true, // the pin below is the verification
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 {
-				return disk.Errorf(disk.ErrPermission, "auth: peer sent no certificate")
-			}
-			got := sha256.Sum256(raw[0])
-			if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-				return disk.Errorf(disk.ErrPermission, "auth: peer certificate thumbprint %s does not match the pinned %s", formatThumbprint(got), formatThumbprint(want))
-			}
-			if _, err := x509.ParseCertificate(raw[0]); err != nil {
-				return disk.Errorf(disk.ErrPermission, "auth: peer certificate: %w", err)
-			}
-			return nil
-		},
-	}, nil
-}
+func PinnedConfig(thumbprint string) (*tls.Config, error) { return nbd.PinnedTLSConfig(thumbprint) }

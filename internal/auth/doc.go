@@ -124,9 +124,9 @@
 //   - The user file is written with mode 0600 through a temporary file,
 //     fsync and rename, so a crash leaves the old or the new file. A file
 //     that does not parse is [disk.ErrCorrupt] and is never overwritten.
-//   - PinnedConfig sets InsecureSkipVerify only to replace the CA check:
-//     its VerifyPeerCertificate compares the leaf's SHA-256 with the pin
-//     and fails the handshake otherwise. There is no mode without
+//   - PinnedConfig (nbd.PinnedTLSConfig) sets InsecureSkipVerify only to
+//     replace the CA check: its VerifyConnection compares the leaf's
+//     SHA-256 with the pin on every handshake and fails it otherwise. There is no mode without
 //     verification.
 //   - Nothing here logs secrets; errors never contain passwords, tokens or
 //     tickets.

@@ -19,7 +19,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,12 +27,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
-	"github.com/vdisk-project/vdisk/internal/auth"
+	"github.com/vdisk-project/vdisk/nbd"
 )
 
 // DefaultPort is the control API's port when an address has none.
@@ -44,7 +42,9 @@ type Options struct {
 	// Server is "host:port", "[v6addr]:port", or a host alone (port 8443).
 	Server string
 	// Thumbprint pins the host certificate by SHA-256; CAFile or TLSConfig
-	// trust a CA instead. The host is always verified.
+	// trust a CA instead. Exactly one is required (see nbd.Trust): the host
+	// is always verified, and New refuses two anchors or a TLSConfig that
+	// skips verification with disk.ErrInvalid.
 	Thumbprint string
 	CAFile     string
 	TLSConfig  *tls.Config
@@ -136,26 +136,13 @@ func New(o Options) (*Client, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	tc := o.TLSConfig
-	switch {
-	case tc != nil:
-	case o.Thumbprint != "":
-		var err error
-		if tc, err = auth.PinnedConfig(o.Thumbprint); err != nil {
-			return nil, err
-		}
-	case o.CAFile != "":
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, disk.Wrap(err, "hostclient: read CA", o.CAFile, -1)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, disk.Errorf(disk.ErrInvalid, "hostclient: %s holds no PEM certificate", o.CAFile)
-		}
-		tc = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
-	default:
+	t := nbd.Trust{Thumbprint: o.Thumbprint, CAFile: o.CAFile, TLSConfig: o.TLSConfig}
+	if t.IsZero() {
 		return nil, disk.Errorf(disk.ErrInvalid, "hostclient: give the host's thumbprint or a CA file; certificates are always verified")
+	}
+	tc, err := t.ClientTLSConfig()
+	if err != nil {
+		return nil, err
 	}
 	server := NormalizeServer(o.Server)
 	tr := &http.Transport{
