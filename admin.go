@@ -9,7 +9,7 @@ import (
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/format"
 	"github.com/vdisk-project/vdisk/format/vmdk"
-	"github.com/vdisk-project/vdisk/internal/datastore"
+	"github.com/vdisk-project/vdisk/hostapi"
 	"github.com/vdisk-project/vdisk/internal/hostclient"
 )
 
@@ -187,7 +187,7 @@ func (c *Conn) PrepareForAccess(ctx context.Context, target Spec, identity strin
 	if err != nil {
 		return "", err
 	}
-	var l datastore.Lease
+	var l hostapi.Lease
 	for try := 0; ; try++ {
 		err = c.api.Do(ctx, "POST", path+"/access", map[string]string{"reason": identity}, &l)
 		if err == nil || disk.CodeOf(err) != disk.ErrBusy || try >= c.cfg.Retries {
@@ -208,7 +208,7 @@ func (c *Conn) EndAccess(ctx context.Context, lease string) error {
 }
 
 // SnapshotInfo describes a snapshot.
-type SnapshotInfo = datastore.SnapshotInfo
+type SnapshotInfo = hostapi.SnapshotInfo
 
 // CreateSnapshot snapshots a VM (all its disks at one instant) or a
 // detached disk. A temporary snapshot is removed by Cleanup once this
@@ -273,7 +273,7 @@ func (c *Conn) SetChangeTracking(ctx context.Context, spec Spec, on bool) error 
 }
 
 // CleanupReport says what Cleanup removed.
-type CleanupReport = datastore.CleanupReport
+type CleanupReport = hostapi.CleanupReport
 
 // Cleanup removes what crashed clients left on the host: temporary
 // snapshots, access and direct leases of sessions that are gone, expired
@@ -304,10 +304,10 @@ func notFound(format string, args ...any) error {
 }
 
 // VMInfo describes a VM of the host.
-type VMInfo = datastore.VMInfo
+type VMInfo = hostapi.VMInfo
 
 // DiskInfo describes a disk of the host.
-type DiskInfo = datastore.DiskInfo
+type DiskInfo = hostapi.DiskInfo
 
 // VM describes a VM of the host: its disks by controller key and its
 // snapshots.

@@ -13,7 +13,7 @@ import (
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/format"
 	"github.com/vdisk-project/vdisk/format/vmdk"
-	"github.com/vdisk-project/vdisk/internal/datastore"
+	"github.com/vdisk-project/vdisk/hostapi"
 	"github.com/vdisk-project/vdisk/internal/hostclient"
 	"github.com/vdisk-project/vdisk/nbd"
 )
@@ -436,7 +436,7 @@ func (h *Handle) Info(ctx context.Context) (Info, error) {
 		if err != nil {
 			return in, err
 		}
-		in.Geometry, in.BIOSGeometry, in.Adapter, in.Type = d.Geometry, d.Geometry, d.Adapter, string(d.Type)
+		in.Geometry, in.BIOSGeometry, in.Adapter, in.Type = Geometry(d.Geometry), Geometry(d.Geometry), d.Adapter, d.Type
 		in.Links, in.ParentHint, in.UUID = d.Links, d.ParentHint, d.UUID
 		if h.spec.Snapshot != "" {
 			for i, s := range d.Snapshots {
@@ -517,10 +517,10 @@ func (h *Handle) QueryAllocatedBlocks(ctx context.Context, start, length, chunk 
 }
 
 // ChangeInfo answers a changed-area query (QueryChangedDiskAreas).
-type ChangeInfo = datastore.ChangeInfo
+type ChangeInfo = hostapi.ChangeInfo
 
 // Area is a changed range; Zero ones read as zeros and need no reading.
-type Area = datastore.Area
+type Area = hostapi.Area
 
 // ChangedAreas reports the areas of the opened snapshot (or of the live
 // disk) that changed after changeID, from start on, calling fn for each

@@ -4,28 +4,14 @@ import (
 	"context"
 
 	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/hostapi"
 )
 
-// Area is a range of a disk in a changed-area or allocated-block answer.
-type Area struct {
-	Start  int64 `json:"start"`
-	Length int64 `json:"length"`
-	// Zero marks a changed range that now reads as zeros (trimmed, unmapped
-	// or zeroed): record zeros without reading it.
-	Zero bool `json:"zero,omitempty"`
-}
+// Area is [hostapi.Area].
+type Area = hostapi.Area
 
-// ChangeInfo answers a changed-area query (VMware's DiskChangeInfo): the
-// areas within [StartOffset, StartOffset+Length) that changed. When Length
-// stops short of the capacity the answer was cut at MaxAreas; ask again
-// from StartOffset+Length.
-type ChangeInfo struct {
-	StartOffset int64  `json:"startOffset"`
-	Length      int64  `json:"length"`
-	Capacity    int64  `json:"capacity"`
-	ChangeID    string `json:"changeId"` // the ID of the snapshot (or of now)
-	Areas       []Area `json:"areas"`
-}
+// ChangeInfo is [hostapi.ChangeInfo].
+type ChangeInfo = hostapi.ChangeInfo
 
 // DefaultMaxAreas bounds one changed-area answer.
 const DefaultMaxAreas = 1 << 20

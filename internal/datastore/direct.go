@@ -7,31 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/format/vmdk"
+	"github.com/vdisk-project/vdisk/hostapi"
 )
 
-// DirectLease lets a client that reaches the datastore's storage itself
-// (same machine or a shared filesystem) open a disk's files directly, the
-// HotAdd/SAN idea: the host keeps the locks. A read lease names a
-// snapshot's frozen chain, which stays in place (no consolidation touches
-// the disk) until the lease ends. A write lease (a restore) takes the live
-// disk away from the host: no NBD session may open it until the lease
-// ends, and then every block counts as changed for change tracking, since
-// the host did not see the writes.
-type DirectLease struct {
-	ID       string    `json:"id"`
-	Holder   string    `json:"holder"`
-	Snapshot string    `json:"snapshot,omitempty"`
-	Write    bool      `json:"write,omitempty"`
-	Path     string    `json:"path"`     // the top link to open; parents follow by their hints
-	Capacity int64     `json:"capacity"` // bytes
-	Proof    string    `json:"proof"`    // file whose content must equal Nonce
-	Nonce    string    `json:"nonce"`
-	Created  time.Time `json:"created"`
-}
+// DirectLease is [hostapi.DirectLease].
+type DirectLease = hostapi.DirectLease
 
 // OpenDirect grants a direct lease on a snapshot (write false) or on the
 // live disk for a restore (write true, snapshot ""). A write lease needs

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/format/vmdk"
+	"github.com/vdisk-project/vdisk/hostapi"
 	"github.com/vdisk-project/vdisk/internal/cbt"
 )
 
@@ -436,48 +437,11 @@ func (d *Disk) owner() string {
 // Name returns the disk's name.
 func (d *Disk) Name() string { return d.name }
 
-// DiskInfo describes a disk.
-type DiskInfo struct {
-	Name      string         `json:"name"`
-	VM        string         `json:"vm,omitempty"`
-	Key       string         `json:"key,omitempty"`
-	Datastore string         `json:"datastore"`
-	Capacity  int64          `json:"capacity"`
-	Type      vmdk.Subformat `json:"type"`
-	Adapter   string         `json:"adapter"`
-	Created   time.Time      `json:"created"`
-	CBT       bool           `json:"cbt"`
-	// CBTBlockSize is the change tracking granularity (0: the default).
-	CBTBlockSize int64 `json:"cbtBlockSize,omitempty"`
-	// ChangeID is the current change ID when CBT is on.
-	ChangeID string `json:"changeId,omitempty"`
-	// Failed, when set, says why the disk could not be opened when the
-	// host started; the disk is not served and the other fields are empty.
-	Failed    string         `json:"failed,omitempty"`
-	Layers    int            `json:"layers"`
-	Links     int            `json:"links"` // links in the live chain
-	FileBytes int64          `json:"fileBytes"`
-	Snapshots []SnapshotInfo `json:"snapshots"`
-	Sessions  int            `json:"sessions"`
-	Leases    []Lease        `json:"leases,omitempty"`
-	Direct    []DirectLease  `json:"direct,omitempty"`
-	// From the live chain: geometry, ddb.uuid and the leaf's parent hint.
-	Geometry   vmdk.Geometry `json:"geometry"`
-	UUID       string        `json:"uuid,omitempty"`
-	ParentHint string        `json:"parentHint,omitempty"`
-}
+// DiskInfo is [hostapi.DiskInfo].
+type DiskInfo = hostapi.DiskInfo
 
-// SnapshotInfo describes a snapshot.
-type SnapshotInfo struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name,omitempty"`
-	Description string    `json:"description,omitempty"`
-	Created     time.Time `json:"created"`
-	Capacity    int64     `json:"capacity"`
-	ChangeID    string    `json:"changeId,omitempty"`
-	Temporary   bool      `json:"temporary,omitempty"`
-	Owner       string    `json:"owner,omitempty"`
-}
+// SnapshotInfo is [hostapi.SnapshotInfo].
+type SnapshotInfo = hostapi.SnapshotInfo
 
 func (r snapshotRec) info() SnapshotInfo {
 	return SnapshotInfo{ID: r.ID, Name: r.Name, Description: r.Description, Created: r.Created,
@@ -493,7 +457,7 @@ func (d *Disk) Info() DiskInfo {
 		ds = "default"
 	}
 	in := DiskInfo{Name: d.name, VM: d.st.VM, Key: d.st.Key, Datastore: ds, Capacity: d.st.Capacity,
-		Type: d.st.Type, Adapter: d.st.Adapter, Created: d.st.Created, CBT: d.st.CBT, CBTBlockSize: d.st.CBTBlockSize, Layers: len(d.st.Layers),
+		Type: string(d.st.Type), Adapter: d.st.Adapter, Created: d.st.Created, CBT: d.st.CBT, CBTBlockSize: d.st.CBTBlockSize, Layers: len(d.st.Layers),
 		Links: len(d.st.path(d.st.Leaf)), Sessions: d.handles, Snapshots: []SnapshotInfo{}}
 	for _, n := range d.readers {
 		in.Sessions += n
@@ -513,7 +477,8 @@ func (d *Disk) Info() DiskInfo {
 	}
 	if d.live != nil {
 		vi := d.live.Info()
-		in.Geometry, in.UUID, in.ParentHint = vi.Geometry, vi.UUID, vi.ParentHint
+		in.Geometry = hostapi.Geometry(vi.Geometry)
+		in.UUID, in.ParentHint = vi.UUID, vi.ParentHint
 	}
 	ents, _ := os.ReadDir(d.dataDir())
 	for _, e := range ents {

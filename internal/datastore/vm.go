@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/hostapi"
 )
 
 func jsonUnmarshal(b []byte, v any) error {
@@ -42,23 +43,11 @@ type vmSnapshot struct {
 	Owner       string    `json:"owner,omitempty"`
 }
 
-// VMInfo describes a VM.
-type VMInfo struct {
-	Name      string         `json:"name"`
-	Created   time.Time      `json:"created"`
-	Disks     []DiskInfo     `json:"disks"`
-	Snapshots []SnapshotInfo `json:"snapshots"`
-}
+// VMInfo is [hostapi.VMInfo].
+type VMInfo = hostapi.VMInfo
 
-// Lease is a PrepareForAccess hold: while a disk has one, relocating or
-// deleting it is refused.
-type Lease struct {
-	ID      string    `json:"id"`
-	Holder  string    `json:"holder"` // the session that took it
-	User    string    `json:"user,omitempty"`
-	Reason  string    `json:"reason,omitempty"`
-	Created time.Time `json:"created"`
-}
+// Lease is [hostapi.Lease].
+type Lease = hostapi.Lease
 
 func (s *Store) vmPath(name string) string { return filepath.Join(s.root, "vms", name+".json") }
 
@@ -848,12 +837,8 @@ func copyFile(ctx context.Context, src, dst string) error {
 	return disk.Wrap(errors.Join(err, out.Close()), "datastore: copy", dst, -1)
 }
 
-// CleanupReport says what Cleanup removed.
-type CleanupReport struct {
-	Snapshots []string `json:"snapshots"` // "disk@snapshot" or "vm@snapshot"
-	Leases    []string `json:"leases"`
-	Stray     []string `json:"stray"` // directories of disks whose creation never finished
-}
+// CleanupReport is [hostapi.CleanupReport].
+type CleanupReport = hostapi.CleanupReport
 
 // Cleanup removes what clients that are gone left behind: temporary
 // snapshots and access leases whose session alive reports dead, and

@@ -4,67 +4,33 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
-	"github.com/vdisk-project/vdisk/internal/auth"
-	"github.com/vdisk-project/vdisk/internal/datastore"
+	"github.com/vdisk-project/vdisk/hostapi"
 )
 
 // The wire types of the API; package server serves these same types.
 
-// About is GET /api/v1/about.
-type About struct {
-	Version    string   `json:"version"`
-	Thumbprint string   `json:"thumbprint"`
-	NBD        []string `json:"nbd"`
-	PlainNBD   []string `json:"plainNbd"`
-	Datastores []string `json:"datastores"`
-}
+// About is [hostapi.About].
+type About = hostapi.About
 
-// TicketRequest is the body of POST /api/v1/tickets.
-type TicketRequest struct {
-	Disk     string `json:"disk,omitempty"`
-	VM       string `json:"vm,omitempty"`
-	Key      string `json:"key,omitempty"`
-	Snapshot string `json:"snapshot,omitempty"`
-	Mode     string `json:"mode"`
-	TTL      int64  `json:"ttl,omitempty"`
-	MaxConns int    `json:"maxConns,omitempty"`
-}
+// TicketRequest is [hostapi.TicketRequest].
+type TicketRequest = hostapi.TicketRequest
 
-// Ticket answers POST /api/v1/tickets.
-type Ticket struct {
-	Ticket     string    `json:"ticket"`
-	ID         string    `json:"id"`
-	Target     string    `json:"target"`
-	Mode       string    `json:"mode"`
-	Expires    time.Time `json:"expires"`
-	Size       int64     `json:"size"`
-	URI        string    `json:"uri"`
-	PlainURI   string    `json:"plainUri,omitempty"`
-	Thumbprint string    `json:"thumbprint"`
-}
+// Ticket is [hostapi.Ticket].
+type Ticket = hostapi.Ticket
 
-// DiskRequest is the body that creates a disk.
-type DiskRequest struct {
-	Key          string `json:"key,omitempty"`
-	Name         string `json:"name,omitempty"`
-	Capacity     int64  `json:"capacity"`
-	Type         string `json:"type,omitempty"`
-	Adapter      string `json:"adapter,omitempty"`
-	CBT          bool   `json:"cbt,omitempty"`
-	CBTBlockSize int64  `json:"cbtBlockSize,omitempty"`
-}
+// DiskRequest is [hostapi.DiskRequest].
+type DiskRequest = hostapi.DiskRequest
 
 // Login logs in and keeps the session token.
-func (c *Client) Login(ctx context.Context, user, password string) (auth.Session, error) {
+func (c *Client) Login(ctx context.Context, user, password string) (hostapi.Session, error) {
 	var out struct {
 		Token   string
-		Session auth.Session
+		Session hostapi.Session
 	}
 	if err := c.Do(ctx, "POST", "/api/v1/login", map[string]string{"user": user, "password": password}, &out); err != nil {
-		return auth.Session{}, err
+		return hostapi.Session{}, err
 	}
 	c.token = out.Token
 	return out.Session, nil
@@ -76,8 +42,8 @@ func (c *Client) Logout(ctx context.Context) error {
 }
 
 // Session describes the current session.
-func (c *Client) Session(ctx context.Context) (auth.Session, error) {
-	var s auth.Session
+func (c *Client) Session(ctx context.Context) (hostapi.Session, error) {
+	var s hostapi.Session
 	return s, c.Do(ctx, "GET", "/api/v1/session", nil, &s)
 }
 
@@ -88,26 +54,26 @@ func (c *Client) About(ctx context.Context) (About, error) {
 }
 
 // VMs lists the VMs.
-func (c *Client) VMs(ctx context.Context) ([]datastore.VMInfo, error) {
-	var v []datastore.VMInfo
+func (c *Client) VMs(ctx context.Context) ([]hostapi.VMInfo, error) {
+	var v []hostapi.VMInfo
 	return v, c.Do(ctx, "GET", "/api/v1/vms", nil, &v)
 }
 
 // VM describes a VM.
-func (c *Client) VM(ctx context.Context, name string) (datastore.VMInfo, error) {
-	var v datastore.VMInfo
+func (c *Client) VM(ctx context.Context, name string) (hostapi.VMInfo, error) {
+	var v hostapi.VMInfo
 	return v, c.Do(ctx, "GET", "/api/v1/vms/"+Esc(name), nil, &v)
 }
 
 // Disks lists the disks.
-func (c *Client) Disks(ctx context.Context) ([]datastore.DiskInfo, error) {
-	var v []datastore.DiskInfo
+func (c *Client) Disks(ctx context.Context) ([]hostapi.DiskInfo, error) {
+	var v []hostapi.DiskInfo
 	return v, c.Do(ctx, "GET", "/api/v1/disks", nil, &v)
 }
 
 // Disk describes a disk.
-func (c *Client) Disk(ctx context.Context, name string) (datastore.DiskInfo, error) {
-	var v datastore.DiskInfo
+func (c *Client) Disk(ctx context.Context, name string) (hostapi.DiskInfo, error) {
+	var v hostapi.DiskInfo
 	return v, c.Do(ctx, "GET", "/api/v1/disks/"+Esc(name), nil, &v)
 }
 
@@ -144,12 +110,12 @@ func (c *Client) RevokeTicket(ctx context.Context, id string) error {
 
 // Direct asks for a direct lease on a disk (a snapshot to read, or the
 // idle live disk to restore into).
-func (c *Client) Direct(ctx context.Context, diskName, snapshot string, write bool) (datastore.DirectLease, error) {
+func (c *Client) Direct(ctx context.Context, diskName, snapshot string, write bool) (hostapi.DirectLease, error) {
 	mode := "ro"
 	if write {
 		mode = "rw"
 	}
-	var l datastore.DirectLease
+	var l hostapi.DirectLease
 	return l, c.Do(ctx, "POST", "/api/v1/disks/"+Esc(diskName)+"/direct", map[string]string{"snapshot": snapshot, "mode": mode}, &l)
 }
 
@@ -161,14 +127,14 @@ func (c *Client) EndDirect(ctx context.Context, id string) error {
 // Changes answers QueryChangedDiskAreas, following the host's paging: fn
 // gets every area in order. The returned ChangeInfo describes the whole
 // answer (its Areas are left empty).
-func (c *Client) Changes(ctx context.Context, diskName, snapshot, changeID string, start int64, fn func(datastore.Area) error) (datastore.ChangeInfo, error) {
-	var all datastore.ChangeInfo
+func (c *Client) Changes(ctx context.Context, diskName, snapshot, changeID string, start int64, fn func(hostapi.Area) error) (hostapi.ChangeInfo, error) {
+	var all hostapi.ChangeInfo
 	for first := true; ; first = false {
 		q := url.Values{"changeId": {changeID}, "start": {fmt.Sprint(start)}}
 		if snapshot != "" {
 			q.Set("snapshot", snapshot)
 		}
-		var ci datastore.ChangeInfo
+		var ci hostapi.ChangeInfo
 		if err := c.Do(ctx, "GET", "/api/v1/disks/"+Esc(diskName)+"/changes?"+q.Encode(), nil, &ci); err != nil {
 			return all, err
 		}
