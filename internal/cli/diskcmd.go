@@ -195,7 +195,18 @@ func cmdSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err := c.Do(ctx, "GET", base+"/snapshots", nil, &ss); err != nil {
 			return err
 		}
+		var vmInfo datastore.VMInfo
+		if *vm != "" {
+			// A VM snapshot has a change ID per disk: the VM says which.
+			if err := c.Do(ctx, "GET", base, nil, &vmInfo); err != nil {
+				return err
+			}
+		}
 		return h.emit(stdout, nonNil(ss), func(w io.Writer) {
+			if *vm != "" {
+				printVMSnapshots(w, vmInfo)
+				return
+			}
 			fmt.Fprintln(w, "ID\tNAME\tCREATED\tCHANGE ID\tTEMPORARY")
 			for _, s := range ss {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\n", s.ID, dash(s.Name), ts(s.Created), dash(s.ChangeID), s.Temporary)

@@ -74,8 +74,19 @@ func TestHostCommands(t *testing.T) {
 
 	var sn datastore.SnapshotInfo
 	json.Unmarshal([]byte(run(0, "snapshot", "create", "--vm", "web", "--name", "one", "--output=json")), &sn)
-	if out := run(0, "snapshot", "list", "--vm", "web"); !strings.Contains(out, sn.ID) {
-		t.Errorf("snapshot list:\n%s", out)
+	var shown datastore.VMInfo
+	json.Unmarshal([]byte(run(0, "vm", "show", "--output=json", "web")), &shown)
+	cid := ""
+	for _, ds := range shown.Disks[0].Snapshots {
+		if ds.ID == sn.ID {
+			cid = ds.ChangeID
+		}
+	}
+	if out := run(0, "snapshot", "list", "--vm", "web"); !strings.Contains(out, sn.ID) || cid == "" || !strings.Contains(out, cid) {
+		t.Errorf("snapshot list (want change ID %q):\n%s", cid, out)
+	}
+	if out := run(0, "vm", "show", "web"); !strings.Contains(out, cid) {
+		t.Errorf("vm show (want change ID %q):\n%s", cid, out)
 	}
 	out := run(0, "changes", "--change-id", "*", "--snapshot", sn.ID, "web-scsi0-0")
 	if !strings.Contains(out, "areas up to change ID") {
