@@ -125,26 +125,24 @@ func printVM(w io.Writer, vm datastore.VMInfo) {
 // printVMSnapshots lists a VM's snapshots with each disk's change ID (each
 // disk tracks its own changes).
 func printVMSnapshots(w io.Writer, vm datastore.VMInfo) {
-	{
-		fmt.Fprintln(w, "SNAPSHOT\tNAME\tCREATED\tTEMPORARY\tKEY\tCHANGE ID")
-		for _, s := range vm.Snapshots {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%v", s.ID, dash(s.Name), ts(s.Created), s.Temporary)
-			first := true
-			for _, d := range vm.Disks {
-				for _, ds := range d.Snapshots {
-					if ds.ID != s.ID {
-						continue
-					}
-					if !first {
-						fmt.Fprint(w, "\t\t\t")
-					}
-					fmt.Fprintf(w, "\t%s\t%s\n", d.Key, dash(ds.ChangeID))
-					first = false
+	fmt.Fprintln(w, "SNAPSHOT\tNAME\tCREATED\tTEMPORARY\tKEY\tCHANGE ID")
+	for _, s := range vm.Snapshots {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%v", s.ID, dash(s.Name), ts(s.Created), s.Temporary)
+		first := true
+		for _, d := range vm.Disks {
+			for _, ds := range d.Snapshots {
+				if ds.ID != s.ID {
+					continue
 				}
+				if !first {
+					fmt.Fprint(w, "\t\t\t")
+				}
+				fmt.Fprintf(w, "\t%s\t%s\n", d.Key, dash(ds.ChangeID))
+				first = false
 			}
-			if first {
-				fmt.Fprintln(w, "\t-\t-")
-			}
+		}
+		if first {
+			fmt.Fprintln(w, "\t-\t-")
 		}
 	}
 }
