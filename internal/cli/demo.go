@@ -29,17 +29,19 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(pos) > 1 {
 		return usagef("demo takes at most one directory")
 	}
-	dir := ""
+	dir, where := "", ""
 	if len(pos) == 1 {
 		dir = pos[0]
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
+		where = "in " + dir
 	} else {
 		if dir, err = os.MkdirTemp("", "vdisk-demo-"); err != nil {
 			return err
 		}
 		defer os.RemoveAll(dir)
+		where = "in a temporary directory, removed when it ends (name one to keep the images)"
 	}
 	vsize, err := parseSize(*size)
 	if err != nil {
@@ -49,14 +51,14 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	return runDemo(ctx, dir, vsize, nbytes, stdout, stderr)
+	return runDemo(ctx, dir, where, vsize, nbytes, stdout, stderr)
 }
 
-func runDemo(ctx context.Context, dir string, size, data int64, stdout, stderr io.Writer) error {
+func runDemo(ctx context.Context, dir, where string, size, data int64, stdout, stderr io.Writer) error {
 	step := func(what string, start time.Time) {
 		fmt.Fprintf(stdout, "  %-58s %8.1f ms\n", what, float64(time.Since(start).Microseconds())/1000)
 	}
-	fmt.Fprintf(stdout, "vdisk demo in %s\n", dir)
+	fmt.Fprintf(stdout, "vdisk demo %s\n", where)
 	src := filepath.Join(dir, "source.vmdk")
 	t := time.Now()
 	d, err := vmdk.Create(ctx, src, size, &vmdk.CreateOptions{Adapter: "lsilogic", HWVersion: 14})
