@@ -7,6 +7,7 @@ package raw
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -84,6 +85,9 @@ func Create(ctx context.Context, path string, size int64, o *Options) (*Disk, er
 	err = f.Truncate(size)
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = o.fs().SyncDir(filepath.Dir(path)) // the new name is durable only then
 	}
 	if err != nil {
 		o.fs().Remove(path)

@@ -275,6 +275,10 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 			return fail(err)
 		}
 	}
+	// The new names are durable only once their directory is.
+	if err := fsys.SyncDir(dir); err != nil {
+		return fail(disk.Wrap(err, "vmdk: create: sync directory", dir, -1))
+	}
 	d, err := Open(ctx, path, &OpenOptions{FS: fsys})
 	if err != nil {
 		return fail(err)

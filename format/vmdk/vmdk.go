@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -669,7 +670,11 @@ func (d *Disk) writeDescriptor(l *link) error {
 		}
 		return se.f.Sync()
 	}
-	return disk.Wrap(disk.WriteFileAtomic(d.fsys, l.path, b), "vmdk: write descriptor", l.path, -1)
+	perm := fs.FileMode(0o644) // as Create makes it
+	if st, err := d.fsys.Stat(l.path); err == nil {
+		perm = st.Mode().Perm() // keep the descriptor's mode
+	}
+	return disk.Wrap(disk.WriteFileAtomic(d.fsys, l.path, b, perm), "vmdk: write descriptor", l.path, -1)
 }
 
 // writeContainerDescriptor stores the descriptor of a capacity-0 KDMV file

@@ -144,7 +144,7 @@ func Open(ctx context.Context, root string, o *Options) (*Store, error) {
 			return nil, disk.Errorf(disk.ErrNotSupported, "datastore: %s: layout version %d is not supported (want %d)", marker, m.Version, formatVersion)
 		}
 	} else if errors.Is(err, fs.ErrNotExist) {
-		if err := disk.WriteFileAtomic(nil, marker, fmt.Appendf(nil, "{\"Version\": %d}\n", formatVersion)); err != nil {
+		if err := disk.WriteFileAtomic(nil, marker, fmt.Appendf(nil, "{\"Version\": %d}\n", formatVersion), 0o600); err != nil {
 			return nil, disk.Wrap(err, "datastore: create", marker, -1)
 		}
 	} else {
@@ -274,7 +274,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return disk.Wrap(disk.WriteFileAtomic(nil, path, append(b, '\n')), "datastore: write", path, -1)
+	return disk.Wrap(disk.WriteFileAtomic(nil, path, append(b, '\n'), 0o600), "datastore: write", path, -1)
 }
 
 // checkDir refuses a directory that is a symbolic link or not a directory.
