@@ -144,18 +144,9 @@ func WriteFileAtomic(fsys FS, name string, b []byte, perm fs.FileMode) error {
 // matches fs.ErrNotExist). Use it for state files, which an attacker who
 // can write their directory could otherwise point anywhere.
 func ReadFileNoFollow(name string, max int64) ([]byte, error) {
-	f, err := os.OpenFile(name, os.O_RDONLY|oNoFollow|oNonBlock, 0)
-	if errors.Is(err, syscall.ELOOP) {
-		return nil, Errorf(ErrPermission, "%s is a symbolic link", name)
-	}
-	if err == nil && oNoFollow == 0 {
-		if st, lerr := os.Lstat(name); lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
-			f.Close()
-			return nil, Errorf(ErrPermission, "%s is a symbolic link", name)
-		}
-	}
+	f, err := OpenFileNoFollow(name, os.O_RDONLY|oNonBlock, 0)
 	if err != nil {
-		return nil, Wrap(err, "", "", -1)
+		return nil, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
@@ -174,6 +165,26 @@ func ReadFileNoFollow(name string, max int64) ([]byte, error) {
 		return nil, Wrap(err, "read", name, -1)
 	}
 	return b, nil
+}
+
+// OpenFileNoFollow is os.OpenFile that refuses, with ErrPermission, to
+// open a symbolic link in place of name's last component (O_NOFOLLOW).
+// Other errors carry their code (see CodeOf).
+func OpenFileNoFollow(name string, flag int, perm fs.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(name, flag|oNoFollow, perm)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, Errorf(ErrPermission, "%s is a symbolic link", name)
+	}
+	if err != nil {
+		return nil, Wrap(err, "", "", -1)
+	}
+	if oNoFollow == 0 {
+		if st, lerr := os.Lstat(name); lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
+			f.Close()
+			return nil, Errorf(ErrPermission, "%s is a symbolic link", name)
+		}
+	}
+	return f, nil
 }
 
 // readAllLimit appends what r holds to b, failing with ErrCorrupt past max
