@@ -22,6 +22,12 @@ type Options struct {
 	Unbuffered bool
 	// FS is the filesystem; nil means disk.OSFS.
 	FS disk.FS
+	// ForceShare opens the image without taking image locks (qemu-img's
+	// -U). By default Open locks the file as qemu does (see
+	// disk.LockImage): a writer excludes other writers and readers, a
+	// reader excludes writers, and a conflict is disk.ErrBusy. Only a
+	// read-only open should force sharing.
+	ForceShare bool
 }
 
 // Disk is a raw image. It implements disk.Disk, disk.Extenter,
@@ -63,6 +69,12 @@ func Open(_ context.Context, path string, o *Options) (*Disk, error) {
 	f, err := o.fs().OpenFile(path, flags(o, mode), 0)
 	if err != nil {
 		return nil, disk.Wrap(err, "raw: open", path, -1)
+	}
+	if o == nil || !o.ForceShare {
+		if err := disk.LockImage(f, disk.ImageLock{Write: !ro}); err != nil {
+			f.Close()
+			return nil, disk.Wrap(err, "raw: lock", path, -1)
+		}
 	}
 	st, err := f.Stat()
 	if err != nil {
