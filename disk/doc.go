@@ -26,7 +26,10 @@
 // bounded memory, keeping thin images thin; [Compare] compares two. [FS]
 // and [File] are the seam through which formats reach storage, so that
 // tests can put a crash-simulating filesystem (disktest.CrashFS) under
-// them; [WriteFileAtomic] replaces small state files durably.
+// them; [WriteFileAtomic] replaces small state files durably, and
+// [ReadFileNoFollow] reads them without following a planted link.
+// [LockImage] takes qemu-compatible image locks on a file, and
+// [LockExclusive] an exclusive lock (a host's data directory).
 //
 // # Concurrency
 //

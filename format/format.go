@@ -36,6 +36,9 @@ type OpenOptions struct {
 	IgnoreCID  bool // vmdk: accept a parent whose CID changed
 	Unbuffered bool
 	Salvage    bool // vmdk: serve what a damaged image still holds (read-only)
+	// ForceShare skips image locking (qemu-img's -U); see
+	// raw.Options.ForceShare.
+	ForceShare bool
 	FS         disk.FS
 }
 
@@ -163,14 +166,14 @@ func Open(ctx context.Context, path string, o *OpenOptions) (disk.Disk, Format, 
 	}
 	switch f {
 	case Raw:
-		d, err := raw.Open(ctx, path, &raw.Options{ReadOnly: opts.ReadOnly, Unbuffered: opts.Unbuffered, FS: opts.FS})
+		d, err := raw.Open(ctx, path, &raw.Options{ReadOnly: opts.ReadOnly, Unbuffered: opts.Unbuffered, ForceShare: opts.ForceShare, FS: opts.FS})
 		if err != nil {
 			return nil, "", err
 		}
 		return d, Raw, nil
 	case VMDK:
 		d, err := vmdk.Open(ctx, path, &vmdk.OpenOptions{ReadOnly: opts.ReadOnly, SingleLink: opts.SingleLink,
-			IgnoreCID: opts.IgnoreCID, Unbuffered: opts.Unbuffered, Salvage: opts.Salvage, FS: opts.FS})
+			IgnoreCID: opts.IgnoreCID, Unbuffered: opts.Unbuffered, Salvage: opts.Salvage, ForceShare: opts.ForceShare, FS: opts.FS})
 		if err != nil {
 			return nil, "", err
 		}

@@ -309,11 +309,10 @@ func (s *Server) loadTLS() error {
 			if err != nil {
 				return err
 			}
-			if err := disk.WriteFileAtomic(nil, key, kp); err != nil {
+			if err := disk.WriteFileAtomic(nil, key, kp, 0o600); err != nil {
 				return err
 			}
-			os.Chmod(key, 0o600)
-			if err := disk.WriteFileAtomic(nil, cert, cp); err != nil {
+			if err := disk.WriteFileAtomic(nil, cert, cp, 0o644); err != nil {
 				return err
 			}
 			s.boot.CertCreated = true

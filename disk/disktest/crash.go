@@ -21,9 +21,21 @@ import (
 // torn at 512-byte sector granularity and applied in any combination. Use it
 // to prove that a format survives a crash at any point. Safe for concurrent
 // use. Files are keyed by cleaned path; directories are implicit.
+//
+// Directory entries are modelled as well: creating, renaming and removing
+// a name changes its directory, and such changes survive a crash only once
+// SyncDir has been called on that directory. Until then a crash image
+// keeps some prefix (possibly empty) of each directory's unsynced changes,
+// in order, so it may still bind a name to its old file, or to none. File
+// content belongs to the file, not the name: it survives under whatever
+// name the crash image binds to the file.
 type CrashFS struct {
 	mu    sync.Mutex
-	files map[string]*crashFile
+	files map[string]*crashFile // the current names
+	// synced binds the names as of each directory's last SyncDir; dirOps
+	// holds each directory's changes since, in order.
+	synced map[string]*crashFile
+	dirOps map[string][]dirOp
 	// Budget, when positive, is the number of bytes of file content the
 	// filesystem holds before writes fail with ENOSPC.
 	Budget int64
@@ -35,7 +47,8 @@ type CrashFS struct {
 }
 
 // CrashAfter arranges for a crash image to be taken right after the nth
-// mutating operation (write, truncate, sync) from now; Crashed returns it.
+// mutating operation (write, truncate, sync, and the creation, renaming or
+// removal of a name, and SyncDir) from now; Crashed returns it.
 // This simulates a power cut in the middle of a multi-step operation such
 // as a metadata flush.
 func (c *CrashFS) CrashAfter(n int, rng *rand.Rand) {
@@ -60,6 +73,13 @@ func (c *CrashFS) tick() {
 	}
 }
 
+// dirOp is one atomic change to a directory: each name in names becomes
+// bound to the file at the same index, or unbound where that is nil.
+type dirOp struct {
+	names []string
+	files []*crashFile
+}
+
 type crashOp struct {
 	off  int64 // -1 for a truncate
 	data []byte
@@ -75,12 +95,76 @@ type crashFile struct {
 
 // NewCrashFS returns an empty CrashFS.
 func NewCrashFS() *CrashFS {
-	return &CrashFS{files: make(map[string]*crashFile)}
+	return &CrashFS{files: make(map[string]*crashFile), synced: make(map[string]*crashFile), dirOps: make(map[string][]dirOp)}
+}
+
+// bindLocked records that the names become bound to files (nil: unbound)
+// in one atomic directory change per directory; the caller holds c.mu.
+func (c *CrashFS) bindLocked(names []string, files []*crashFile) {
+	byDir := map[string]*dirOp{}
+	var dirs []string
+	for i, n := range names {
+		if files[i] == nil {
+			delete(c.files, n)
+		} else {
+			c.files[n] = files[i]
+		}
+		d := path.Dir(n)
+		op := byDir[d]
+		if op == nil {
+			op = &dirOp{}
+			byDir[d] = op
+			dirs = append(dirs, d)
+		}
+		op.names = append(op.names, n)
+		op.files = append(op.files, files[i])
+	}
+	for _, d := range dirs {
+		c.dirOps[d] = append(c.dirOps[d], *byDir[d])
+	}
+	c.tick()
+}
+
+// SyncDir makes the entries of directory dir durable.
+func (c *CrashFS) SyncDir(dir string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	dir = path.Clean(dir)
+	for _, op := range c.dirOps[dir] {
+		applyDirOp(c.synced, op)
+	}
+	delete(c.dirOps, dir)
+	c.tick()
+	return nil
+}
+
+func applyDirOp(names map[string]*crashFile, op dirOp) {
+	for i, n := range op.names {
+		if op.files[i] == nil {
+			delete(names, n)
+		} else {
+			names[n] = op.files[i]
+		}
+	}
+}
+
+// UnsyncedDirs returns the directories holding entry changes that no
+// SyncDir has made durable yet, sorted.
+func (c *CrashFS) UnsyncedDirs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var dirs []string
+	for d, ops := range c.dirOps {
+		if len(ops) > 0 {
+			dirs = append(dirs, d)
+		}
+	}
+	sort.Strings(dirs)
+	return dirs
 }
 
 // OpenFile opens or creates a file. O_CREATE, O_EXCL and O_TRUNC are
-// honoured; a new file's creation is itself durable (a simplification: the
-// directory entry is assumed synced).
+// honoured; a new file's name is durable once its directory is synced.
 func (c *CrashFS) OpenFile(name string, flag int, _ fs.FileMode) (disk.File, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -93,7 +177,7 @@ func (c *CrashFS) OpenFile(name string, flag int, _ fs.FileMode) (disk.File, err
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrExist}
 	case !ok:
 		f = &crashFile{mtime: time.Unix(0, 0)}
-		c.files[name] = f
+		c.bindLocked([]string{name}, []*crashFile{f})
 	}
 	h := &crashHandle{fs: c, f: f, name: name, ro: flag&(os.O_WRONLY|os.O_RDWR) == 0}
 	if flag&os.O_TRUNC != 0 && !h.ro {
@@ -104,7 +188,8 @@ func (c *CrashFS) OpenFile(name string, flag int, _ fs.FileMode) (disk.File, err
 	return h, nil
 }
 
-// Remove deletes a file (durably).
+// Remove deletes a file; the removal is durable once its directory is
+// synced.
 func (c *CrashFS) Remove(name string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -112,11 +197,13 @@ func (c *CrashFS) Remove(name string) error {
 	if _, ok := c.files[name]; !ok {
 		return &fs.PathError{Op: "remove", Path: name, Err: fs.ErrNotExist}
 	}
-	delete(c.files, name)
+	c.bindLocked([]string{name}, []*crashFile{nil})
 	return nil
 }
 
-// Rename atomically (and durably) replaces newpath with oldpath.
+// Rename atomically replaces newpath with oldpath. Within one directory the
+// change is atomic in crash images too, and durable once the directory is
+// synced; across directories each directory's half is separate.
 func (c *CrashFS) Rename(oldpath, newpath string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -125,8 +212,9 @@ func (c *CrashFS) Rename(oldpath, newpath string) error {
 	if !ok {
 		return &fs.PathError{Op: "rename", Path: oldpath, Err: fs.ErrNotExist}
 	}
-	delete(c.files, oldpath)
-	c.files[newpath] = f
+	if oldpath != newpath {
+		c.bindLocked([]string{oldpath, newpath}, []*crashFile{nil, f})
+	}
 	return nil
 }
 
@@ -187,7 +275,33 @@ func (c *CrashFS) Crash(rng *rand.Rand) *CrashFS {
 
 func (c *CrashFS) crashLocked(rng *rand.Rand) *CrashFS {
 	out := NewCrashFS()
-	for name, f := range c.files {
+	names := make(map[string]*crashFile, len(c.synced))
+	for n, f := range c.synced {
+		names[n] = f
+	}
+	dirs := make([]string, 0, len(c.dirOps))
+	for d := range c.dirOps {
+		dirs = append(dirs, d)
+	}
+	sort.Strings(dirs) // the rng draws in a fixed order
+	for _, d := range dirs {
+		ops := c.dirOps[d]
+		for _, op := range ops[:rng.IntN(len(ops)+1)] {
+			applyDirOp(names, op)
+		}
+	}
+	sorted := make([]string, 0, len(names))
+	for n := range names {
+		sorted = append(sorted, n)
+	}
+	sort.Strings(sorted)
+	images := map[*crashFile]*crashFile{}
+	for _, name := range sorted {
+		f := names[name]
+		if img, ok := images[f]; ok {
+			out.files[name], out.synced[name] = img, img
+			continue
+		}
 		b := bytes.Clone(f.durable)
 		for _, op := range f.pending {
 			if op.off < 0 {
@@ -208,7 +322,9 @@ func (c *CrashFS) crashLocked(rng *rand.Rand) *CrashFS {
 				copy(b[pos:], op.data[s:e])
 			}
 		}
-		out.files[name] = &crashFile{durable: b, current: bytes.Clone(b), mtime: f.mtime}
+		img := &crashFile{durable: b, current: bytes.Clone(b), mtime: f.mtime}
+		images[f] = img
+		out.files[name], out.synced[name] = img, img
 	}
 	return out
 }

@@ -7,6 +7,7 @@ package raw
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -21,6 +22,12 @@ type Options struct {
 	Unbuffered bool
 	// FS is the filesystem; nil means disk.OSFS.
 	FS disk.FS
+	// ForceShare opens the image without taking image locks (qemu-img's
+	// -U). By default Open locks the file as qemu does (see
+	// disk.LockImage): a writer excludes other writers and readers, a
+	// reader excludes writers, and a conflict is disk.ErrBusy. Only a
+	// read-only open should force sharing.
+	ForceShare bool
 }
 
 // Disk is a raw image. It implements disk.Disk, disk.Extenter,
@@ -63,6 +70,12 @@ func Open(_ context.Context, path string, o *Options) (*Disk, error) {
 	if err != nil {
 		return nil, disk.Wrap(err, "raw: open", path, -1)
 	}
+	if o == nil || !o.ForceShare {
+		if err := disk.LockImage(f, disk.ImageLock{Write: !ro}); err != nil {
+			f.Close()
+			return nil, disk.Wrap(err, "raw: lock", path, -1)
+		}
+	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -84,6 +97,9 @@ func Create(ctx context.Context, path string, size int64, o *Options) (*Disk, er
 	err = f.Truncate(size)
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = o.fs().SyncDir(filepath.Dir(path)) // the new name is durable only then
 	}
 	if err != nil {
 		o.fs().Remove(path)

@@ -58,6 +58,10 @@ type CreateOptions struct {
 	// Workers is the number of compressing goroutines for
 	// streamOptimized. Default GOMAXPROCS.
 	Workers int
+	// ForceShare opens the parent and the new disk without image locks
+	// (see OpenOptions.ForceShare), for a caller that coordinates its
+	// opens itself. By default the parent must not be in use by a writer.
+	ForceShare bool
 	// FS is the filesystem to create files in; nil means disk.OSFS.
 	FS disk.FS
 }
@@ -83,6 +87,13 @@ type OpenOptions struct {
 	// Salvage opens a damaged image read-only and serves what can be read
 	// (for example the grains of a truncated stream found by a marker scan).
 	Salvage bool
+	// ForceShare opens the files without taking image locks (qemu-img's
+	// -U). By default Open locks the descriptor and every extent file as
+	// qemu does (see disk.LockImage): a writer excludes other writers and
+	// readers, a reader excludes writers, parents are locked as read, and
+	// a conflict is disk.ErrBusy. Only a read-only open should force
+	// sharing.
+	ForceShare bool
 	// FS is the filesystem to open files from; nil means disk.OSFS.
 	FS disk.FS
 }

@@ -119,7 +119,7 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 	parentCID := uint32(0xffffffff)
 	hint := ""
 	if opts.Parent != "" {
-		p, err := Open(ctx, opts.Parent, &OpenOptions{ReadOnly: true, IgnoreCID: opts.IgnoreCID, FS: fsys})
+		p, err := Open(ctx, opts.Parent, &OpenOptions{ReadOnly: true, IgnoreCID: opts.IgnoreCID, ForceShare: opts.ForceShare, FS: fsys})
 		if err != nil {
 			return nil, disk.Wrap(err, "vmdk: open parent", opts.Parent, -1)
 		}
@@ -275,7 +275,11 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 			return fail(err)
 		}
 	}
-	d, err := Open(ctx, path, &OpenOptions{FS: fsys})
+	// The new names are durable only once their directory is.
+	if err := fsys.SyncDir(dir); err != nil {
+		return fail(disk.Wrap(err, "vmdk: create: sync directory", dir, -1))
+	}
+	d, err := Open(ctx, path, &OpenOptions{ForceShare: opts.ForceShare, FS: fsys})
 	if err != nil {
 		return fail(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -39,6 +40,10 @@ type link struct {
 	parentCID  uint32
 	createType string
 	unclean    bool
+	// lockf is a descriptor file kept open to hold its image locks (a
+	// descriptor is otherwise closed once parsed); nil when it is an
+	// extent's file or locking is off.
+	lockf disk.File
 }
 
 // Disk is an open VMDK disk: a chain of links, the first of which (the
@@ -57,6 +62,9 @@ type Disk struct {
 	mu      sync.Mutex // CID rotation, metadata writes
 	rotated bool
 	closed  bool
+
+	lockMu sync.Mutex    // guards locked
+	locked []fs.FileInfo // the files this disk holds image locks on
 }
 
 func (o *OpenOptions) fs() disk.FS {
@@ -231,6 +239,9 @@ func (d *Disk) openLink(path string, ro bool) (l *link, err error) {
 			f.Close()
 		}
 	}()
+	if err := d.lock(f, path, ro, false); err != nil {
+		return nil, err
+	}
 	st, err := f.Stat()
 	if err != nil {
 		return nil, disk.Wrap(err, "vmdk: stat", path, -1)
@@ -309,7 +320,38 @@ func (d *Disk) openLink(path string, ro bool) (l *link, err error) {
 	if err := d.openExtents(l, ro); err != nil {
 		return nil, err
 	}
+	if !d.opts.ForceShare {
+		l.lockf, keep = f, true // hold the descriptor's locks
+	}
 	return l, nil
+}
+
+// lock takes the image locks on a file the disk opened, unless the disk
+// forces sharing. data marks a flat extent (guest data only). A file the
+// disk already holds locks on (a descriptor container that also holds a
+// flat extent, one file serving as two extents) is not locked again: its
+// second open would conflict with the first. The first open's use stands.
+func (d *Disk) lock(f disk.File, name string, ro, data bool) error {
+	if d.opts.ForceShare {
+		return nil
+	}
+	d.lockMu.Lock()
+	defer d.lockMu.Unlock()
+	st, err := f.Stat()
+	if err == nil {
+		for _, fi := range d.locked {
+			if os.SameFile(fi, st) {
+				return nil
+			}
+		}
+	}
+	if err := disk.LockImage(f, disk.ImageLock{Write: !ro, Data: data}); err != nil {
+		return disk.Wrap(err, "vmdk: lock", name, -1)
+	}
+	if st != nil {
+		d.locked = append(d.locked, st)
+	}
+	return nil
 }
 
 // readEmbeddedDescriptor returns the descriptor inside a sparse extent, or
@@ -414,6 +456,13 @@ func (d *Disk) openExtent(dir string, el extentLine, ro bool) (extent, error) {
 	if err != nil {
 		return nil, disk.Wrap(err, "vmdk: open extent", name, -1)
 	}
+	flat := el.Type == "FLAT" || el.Type == "VMFS"
+	if !flat || !d.opts.Unbuffered { // an unbuffered flat extent is locked once reopened
+		if err := d.lock(f, name, ro, flat); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -429,6 +478,10 @@ func (d *Disk) openExtent(dir string, el extentLine, ro bool) (extent, error) {
 			}
 			if f, err = d.fsys.OpenFile(name, openMode(ro)|disk.ODirect, 0); err != nil {
 				return nil, disk.Wrap(err, "vmdk: open unbuffered", name, -1)
+			}
+			if err := d.lock(f, name, ro, true); err != nil {
+				f.Close()
+				return nil, err
 			}
 		}
 		e, err = &flatExtent{f: f, name: name, base: el.Offset * disk.SectorSize, n: size, ro: ro}, nil
@@ -510,6 +563,10 @@ func (d *Disk) closeLinks() error {
 	for _, l := range d.links {
 		for _, e := range l.extents {
 			errs = append(errs, e.close())
+		}
+		if l.lockf != nil {
+			errs = append(errs, l.lockf.Close())
+			l.lockf = nil
 		}
 	}
 	return errors.Join(errs...)
@@ -669,7 +726,34 @@ func (d *Disk) writeDescriptor(l *link) error {
 		}
 		return se.f.Sync()
 	}
-	return disk.Wrap(disk.WriteFileAtomic(d.fsys, l.path, b), "vmdk: write descriptor", l.path, -1)
+	perm := fs.FileMode(0o644) // as Create makes it
+	if st, err := d.fsys.Stat(l.path); err == nil {
+		perm = st.Mode().Perm() // keep the descriptor's mode
+	}
+	if err := disk.WriteFileAtomic(d.fsys, l.path, b, perm); err != nil {
+		return disk.Wrap(err, "vmdk: write descriptor", l.path, -1)
+	}
+	return d.relockDescriptor(l)
+}
+
+// relockDescriptor moves a link's descriptor locks to the file that now
+// has its name: the atomic replace left them on the old one. The extents
+// stay locked throughout, so no other opener can slip in.
+func (d *Disk) relockDescriptor(l *link) error {
+	if l.lockf == nil {
+		return nil
+	}
+	f, err := d.fsys.OpenFile(l.path, os.O_RDONLY, 0)
+	if err != nil {
+		return disk.Wrap(err, "vmdk: open", l.path, -1)
+	}
+	if err := d.lock(f, l.path, d.ro, false); err != nil {
+		f.Close()
+		return err
+	}
+	old := l.lockf
+	l.lockf = f
+	return disk.Wrap(old.Close(), "vmdk: close", l.path, -1)
 }
 
 // writeContainerDescriptor stores the descriptor of a capacity-0 KDMV file

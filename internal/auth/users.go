@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -74,17 +73,14 @@ func OpenStore(path string, opts *StoreOptions) (*Store, error) {
 		return nil, err
 	}
 	s.dummy, _ = parseHash(d)
-	f, err := os.Open(path)
+	// A symbolic link in place of the user file is refused: whoever could
+	// plant it would choose the users.
+	data, err := disk.ReadFileNoFollow(path, maxUserFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return s, nil
 	}
 	if err != nil {
 		return nil, disk.Wrap(err, "auth: open", path, -1)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxUserFile+1))
-	if err != nil {
-		return nil, disk.Wrap(err, "auth: read", path, -1)
 	}
 	users, err := parseUsers(data)
 	if err != nil {

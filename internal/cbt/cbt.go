@@ -807,7 +807,7 @@ func (t *Tracker) save(clean bool) error {
 }
 
 func (t *Tracker) saveLocked(clean bool) error {
-	if err := disk.WriteFileAtomic(t.fsys, t.path, t.encode(clean)); err != nil {
+	if err := disk.WriteFileAtomic(t.fsys, t.path, t.encode(clean), 0o600); err != nil {
 		return disk.Wrap(err, "cbt: save", t.path, -1)
 	}
 	t.dirty = false

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/bits"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -146,6 +147,11 @@ func (t *Tracker) openIntent() error {
 	if err != nil {
 		return disk.Wrap(err, "cbt: open intent map", t.intentPath(), -1)
 	}
+	// A new file's name survives a crash only once its directory is synced.
+	if err := t.fsys.SyncDir(filepath.Dir(t.intentPath())); err != nil {
+		f.Close()
+		return disk.Wrap(err, "cbt: sync directory of", t.intentPath(), -1)
+	}
 	t.in.f = f
 	t.in.seq = 0
 	for slot := range 2 {
@@ -267,7 +273,7 @@ func (t *Tracker) checkpoint(clean bool) error {
 	clear(t.in.touched)
 	t.dirty = false
 	t.mu.Unlock()
-	if err := disk.WriteFileAtomic(t.fsys, t.path, b); err != nil {
+	if err := disk.WriteFileAtomic(t.fsys, t.path, b, 0o600); err != nil {
 		t.mu.Lock()
 		t.dirty = true
 		t.mu.Unlock()

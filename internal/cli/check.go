@@ -11,6 +11,7 @@ import (
 )
 
 type checkOptions struct {
+	forceShare        bool // -U
 	repair            string
 	output            string
 	format            string
@@ -28,6 +29,7 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.repair, "r", "", "repair: leaks or all")
 	fs.StringVar(&o.output, "output", "human", "output format: human or json")
 	fs.StringVar(&o.format, "f", "", "image format (default: probe)")
+	forceShareFlags(fs, &o.forceShare)
 	fs.BoolVar(&o.relink, "relink", false, "with -r all and --force: accept a parent whose CID changed by setting the child's parentCID to it")
 	fs.BoolVar(&o.force, "force", false, "confirm --relink (safe only if the parent's data did not change)")
 	fs.BoolVar(&o.stripCBT, "strip-cbt", false, "with -r all: remove change tracking (changeTrackPath) from the descriptor")
@@ -94,7 +96,7 @@ func runCheck(ctx context.Context, o checkOptions, name string, stdout io.Writer
 	if f != format.VMDK {
 		// A raw image has no metadata to check; opening it proves it is
 		// readable.
-		d, _, err := openImage(ctx, name, string(f), format.OpenOptions{ReadOnly: true})
+		d, _, err := openImage(ctx, name, string(f), format.OpenOptions{ReadOnly: true, ForceShare: o.forceShare})
 		if err != nil {
 			return err
 		}
@@ -104,6 +106,15 @@ func runCheck(ctx context.Context, o checkOptions, name string, stdout io.Writer
 		}
 		fmt.Fprintln(stdout, "No errors were found on the image.")
 		return nil
+	}
+	// Check opens the files itself, without image locks: hold the named
+	// file's locks meanwhile, so that no qemu or vdisk writer is using it.
+	if !o.forceShare || mode != 0 {
+		unlock, err := lockFile(name, mode != 0)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
 	r, err := vmdk.Check(ctx, name, &vmdk.CheckOptions{Repair: mode})
 	if err != nil {

@@ -11,10 +11,11 @@ import (
 )
 
 type compareOptions struct {
-	strict   bool
-	progress bool
-	formatA  string
-	formatB  string
+	forceShare bool // -U
+	strict     bool
+	progress   bool
+	formatA    string
+	formatB    string
 }
 
 func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -24,6 +25,7 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.BoolVar(&o.progress, "p", false, "show progress (on a terminal)")
 	fs.StringVar(&o.formatA, "f", "", "first image's format (default: probe)")
 	fs.StringVar(&o.formatB, "F", "", "second image's format (default: probe)")
+	forceShareFlags(fs, &o.forceShare)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -35,12 +37,12 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func runCompare(ctx context.Context, o compareOptions, a, b string, stdout, stderr io.Writer) error {
-	da, _, err := openImage(ctx, a, o.formatA, format.OpenOptions{ReadOnly: true})
+	da, _, err := openImage(ctx, a, o.formatA, format.OpenOptions{ReadOnly: true, ForceShare: o.forceShare})
 	if err != nil {
 		return err
 	}
 	defer da.Close()
-	db, _, err := openImage(ctx, b, o.formatB, format.OpenOptions{ReadOnly: true})
+	db, _, err := openImage(ctx, b, o.formatB, format.OpenOptions{ReadOnly: true, ForceShare: o.forceShare})
 	if err != nil {
 		return err
 	}

@@ -13,13 +13,14 @@ import (
 )
 
 type convertOptions struct {
-	progress  bool
-	inFormat  string
-	outFormat string
-	options   string
-	workers   int
-	cache     string
-	noCreate  bool
+	forceShare bool // -U
+	progress   bool
+	inFormat   string
+	outFormat  string
+	options    string
+	workers    int
+	cache      string
+	noCreate   bool
 }
 
 func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -27,6 +28,7 @@ func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
 	fs.BoolVar(&o.progress, "p", false, "show progress (on a terminal)")
 	fs.StringVar(&o.inFormat, "f", "", "source format (default: probe)")
+	forceShareFlags(fs, &o.forceShare)
 	fs.StringVar(&o.outFormat, "O", "raw", "target format: raw or vmdk")
 	fs.StringVar(&o.options, "o", "", "target format options, as for create")
 	fs.IntVar(&o.workers, "m", 0, "parallel requests (default: 4 or the number of CPUs)")
@@ -44,7 +46,7 @@ func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func runConvert(ctx context.Context, o convertOptions, src, dst string, stderr io.Writer) (err error) {
-	in, _, err := openImage(ctx, src, o.inFormat, format.OpenOptions{ReadOnly: true})
+	in, _, err := openImage(ctx, src, o.inFormat, format.OpenOptions{ReadOnly: true, ForceShare: o.forceShare})
 	if err != nil {
 		return err
 	}

@@ -17,14 +17,15 @@ import (
 )
 
 type exportOptions struct {
-	readOnly bool
-	bind     string
-	socket   string
-	tlsCert  string
-	tlsKey   string
-	shared   int
-	name     string
-	format   string
+	forceShare bool // -U
+	readOnly   bool
+	bind       string
+	socket     string
+	tlsCert    string
+	tlsKey     string
+	shared     int
+	name       string
+	format     string
 	// handshakeTimeout, maxNegotiating and connMemory are the server's
 	// negotiation deadline, cap on connections negotiating, and buffer
 	// bytes per connection; zero takes the nbd defaults.
@@ -47,6 +48,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.connMemory, "conn-memory", fmt.Sprintf("%dM", nbd.DefaultConnMemory>>20), "buffer memory per connection (requests in flight wait within it; the advertised maximum request shrinks to fit)")
 	fs.StringVar(&o.name, "name", "", "export name (default: the empty name)")
 	fs.StringVar(&o.format, "f", "", "image format (default: probe)")
+	forceShareFlags(fs, &o.forceShare)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -76,7 +78,7 @@ func runExport(ctx context.Context, o exportOptions, name string, stderr io.Writ
 	if o.handshakeTimeout < 0 {
 		return usagef("--handshake-timeout must not be negative")
 	}
-	d, _, err := openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: o.readOnly})
+	d, _, err := openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: o.readOnly, ForceShare: o.forceShare})
 	if err != nil {
 		return err
 	}

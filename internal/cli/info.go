@@ -13,8 +13,9 @@ import (
 )
 
 type infoOptions struct {
-	output string
-	format string
+	output     string
+	format     string
+	forceShare bool
 }
 
 // imageInfo is info's JSON output; field names follow qemu-img's.
@@ -46,6 +47,7 @@ func cmdInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := flag.NewFlagSet("info", flag.ContinueOnError)
 	fs.StringVar(&o.output, "output", "human", "output format: human or json")
 	fs.StringVar(&o.format, "f", "", "image format (default: probe)")
+	forceShareFlags(fs, &o.forceShare)
 	fs.Bool("backing-chain", false, "accepted for qemu-img compatibility; the chain is always described")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -58,7 +60,7 @@ func cmdInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func runInfo(ctx context.Context, o infoOptions, name string, stdout io.Writer) error {
-	d, f, err := openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: true, IgnoreCID: true})
+	d, f, err := openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: true, IgnoreCID: true, ForceShare: o.forceShare})
 	if err != nil {
 		return err
 	}

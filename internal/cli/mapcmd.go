@@ -11,9 +11,10 @@ import (
 )
 
 type mapOptions struct {
-	output    string
-	format    string
-	chunkSize string
+	forceShare bool // -U
+	output     string
+	format     string
+	chunkSize  string
 }
 
 // mapEntry is one run of map's output, with qemu-img map's JSON fields.
@@ -29,6 +30,7 @@ func cmdMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("map", flag.ContinueOnError)
 	fs.StringVar(&o.output, "output", "human", "output format: human or json")
 	fs.StringVar(&o.format, "f", "", "image format (default: probe)")
+	forceShareFlags(fs, &o.forceShare)
 	fs.StringVar(&o.chunkSize, "chunk-size", "", "list allocated chunks of this size instead of runs (VDDK QueryAllocatedBlocks)")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -41,7 +43,7 @@ func cmdMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 func runMap(ctx context.Context, o mapOptions, name string, stdout io.Writer) error {
-	d, _, err := openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: true})
+	d, _, err := openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: true, ForceShare: o.forceShare})
 	if err != nil {
 		return err
 	}

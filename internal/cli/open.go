@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +22,29 @@ func (r readOnly) WriteAt([]byte, int64) (int, error) {
 }
 
 func (r readOnly) ReadOnly() bool { return true }
+
+// forceShareFlags registers qemu-img's -U and its long form --force-share,
+// which open a local image without image locks (see disk.LockImage).
+func forceShareFlags(fs *flag.FlagSet, p *bool) {
+	const usage = "force shared access: open local images without image locks, even while another process writes them (read-only opens only)"
+	fs.BoolVar(p, "U", false, usage)
+	fs.BoolVar(p, "force-share", false, usage)
+}
+
+// lockFile holds the image locks of the file name (as a writer when
+// write) until the returned function is called, for commands that reach an
+// image's files without opening it as a disk.
+func lockFile(name string, write bool) (func(), error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, disk.Wrap(err, "open", name, -1)
+	}
+	if err := disk.LockImage(f, disk.ImageLock{Write: write}); err != nil {
+		f.Close()
+		return nil, disk.Wrap(err, "lock", name, -1)
+	}
+	return func() { f.Close() }, nil
+}
 
 // isURI reports whether an image argument is an NBD URI rather than a path.
 func isURI(s string) bool {
@@ -50,6 +74,9 @@ func openImage(ctx context.Context, name, fmtName string, o format.OpenOptions) 
 			return readOnly{c}, format.Raw, nil
 		}
 		return c, format.Raw, nil
+	}
+	if o.ForceShare && !o.ReadOnly {
+		return nil, "", usagef("-U/--force-share can only be used with read-only images")
 	}
 	if fmtName != "" {
 		f, err := checkFormat(fmtName)

@@ -224,6 +224,7 @@ func TestUncleanStopKeepsChangeIDs(t *testing.T) {
 			if lostIntent {
 				os.Remove(filepath.Join(dir, "disks", "a", "cbt.state.intent"))
 			}
+			s.dropLock()
 			s2 := openStore(t, dir)
 			defer s2.Close()
 			d2, _ := s2.Disk("a")
@@ -371,6 +372,7 @@ func TestMergeCrashRecovery(t *testing.T) {
 	if err := d.RemoveSnapshot(ctx, s1.ID); !errors.Is(err, errCrash) {
 		t.Fatalf("remove: %v, want the simulated crash", err)
 	}
+	s.dropLock()
 	s2 := openStore(t, dir)
 	defer s2.Close()
 	d2, _ := s2.Disk("a")
@@ -694,6 +696,7 @@ func TestConsolidationResumedAtOpen(t *testing.T) {
 	}
 	d.ops.Unlock()
 	// Crash: no consolidation, no Close.
+	s.dropLock()
 	s2 := openStore(t, dir)
 	defer s2.Close()
 	s2.bg.Wait()

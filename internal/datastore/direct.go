@@ -63,7 +63,7 @@ func (d *Disk) OpenDirect(ctx context.Context, snapshot string, write bool, hold
 		l.Path, l.Capacity = d.layerPath(rec.Layer), rec.Capacity
 	}
 	l.Proof = filepath.Join(d.dataDir(), "."+l.ID)
-	if err := disk.WriteFileAtomic(nil, l.Proof, []byte(l.Nonce)); err != nil {
+	if err := disk.WriteFileAtomic(nil, l.Proof, []byte(l.Nonce), 0o600); err != nil {
 		return DirectLease{}, err
 	}
 	d.st.Direct = append(d.st.Direct, l)

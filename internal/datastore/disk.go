@@ -212,7 +212,7 @@ func (s *Store) createDisk(ctx context.Context, spec DiskSpec) (*Disk, error) {
 	// Sparse layers record zeroed grains in their tables (header version
 	// 2), so zeroing and trimming write no data.
 	zg := spec.Type == vmdk.MonolithicSparse || spec.Type == vmdk.TwoGbMaxExtentSparse
-	v, err := vmdk.Create(ctx, d.layerPath(0), spec.Capacity, &vmdk.CreateOptions{Subformat: spec.Type, Adapter: spec.Adapter, HWVersion: 14, ZeroedGrain: zg})
+	v, err := vmdk.Create(ctx, d.layerPath(0), spec.Capacity, &vmdk.CreateOptions{Subformat: spec.Type, Adapter: spec.Adapter, HWVersion: 14, ZeroedGrain: zg, ForceShare: true})
 	if err != nil {
 		return nil, err
 	}
@@ -325,7 +325,7 @@ func (d *Disk) sweep() {
 // first when the leaf was not closed cleanly.
 func (d *Disk) openLive(ctx context.Context, check bool) error {
 	path := d.layerPath(d.st.Leaf)
-	v, err := vmdk.Open(ctx, path, &vmdk.OpenOptions{IgnoreCID: true})
+	v, err := vmdk.Open(ctx, path, &vmdk.OpenOptions{IgnoreCID: true, ForceShare: true})
 	if err != nil {
 		return err
 	}
@@ -336,7 +336,7 @@ func (d *Disk) openLive(ctx context.Context, check bool) error {
 			return err
 		}
 		d.s.log.Warn("repaired a layer that was not closed cleanly", "disk", d.name, "leaks", rep.Leaks, "errors", rep.Errors)
-		if v, err = vmdk.Open(ctx, path, &vmdk.OpenOptions{IgnoreCID: true}); err != nil {
+		if v, err = vmdk.Open(ctx, path, &vmdk.OpenOptions{IgnoreCID: true, ForceShare: true}); err != nil {
 			return err
 		}
 	}
@@ -545,7 +545,7 @@ func (d *Disk) OpenSnapshot(ctx context.Context, id string) (*Handle, error) {
 // openFrozen opens the chain topped by a pinned layer read-only. The
 // caller holds d.mu.
 func (d *Disk) openFrozen(ctx context.Context, top int) (*vmdk.Disk, error) {
-	v, err := vmdk.Open(ctx, d.layerPath(top), &vmdk.OpenOptions{ReadOnly: true, IgnoreCID: true})
+	v, err := vmdk.Open(ctx, d.layerPath(top), &vmdk.OpenOptions{ReadOnly: true, IgnoreCID: true, ForceShare: true})
 	if err != nil {
 		return nil, err
 	}

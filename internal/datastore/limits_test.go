@@ -138,6 +138,7 @@ func TestFullDatastoreAtRestart(t *testing.T) {
 	h.WriteAt(bytes.Repeat([]byte{1}, 1<<20), 0)
 	h.Flush()
 	// No Close: the host dies. Then the filesystem fills up.
+	s.dropLock()
 	filler := filepath.Join(root, "filler")
 	f, _ := os.Create(filler)
 	chunk := make([]byte, 1<<20)

@@ -34,7 +34,7 @@ func (d *Disk) newLeaf(ctx context.Context, parent int) (int, error) {
 		return 0, err
 	}
 	v, err := vmdk.Create(ctx, d.layerPath(id), 0, &vmdk.CreateOptions{Parent: d.layerPath(parent), IgnoreCID: true,
-		Adapter: d.st.Adapter, HWVersion: 14, ZeroedGrain: true})
+		Adapter: d.st.Adapter, HWVersion: 14, ZeroedGrain: true, ForceShare: true})
 	if err != nil {
 		return 0, err
 	}
@@ -416,12 +416,12 @@ func (d *Disk) finishMerge(ctx context.Context) error {
 // mergeLayer writes what layer file from holds (data and zeroed grains)
 // into the chain topped by into, which may have children.
 func mergeLayer(ctx context.Context, from, into string) error {
-	src, err := vmdk.Open(ctx, from, &vmdk.OpenOptions{ReadOnly: true, SingleLink: true, IgnoreCID: true})
+	src, err := vmdk.Open(ctx, from, &vmdk.OpenOptions{ReadOnly: true, SingleLink: true, IgnoreCID: true, ForceShare: true})
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	dst, err := vmdk.Open(ctx, into, &vmdk.OpenOptions{IgnoreCID: true, AllowChildren: true})
+	dst, err := vmdk.Open(ctx, into, &vmdk.OpenOptions{IgnoreCID: true, AllowChildren: true, ForceShare: true})
 	if err != nil {
 		return err
 	}
@@ -569,7 +569,7 @@ func (d *Disk) revert(ctx context.Context, id string) error {
 
 // markLayer records every range a single layer holds as changed.
 func markLayer(ctx context.Context, t *cbt.Tracker, path string) error {
-	v, err := vmdk.Open(ctx, path, &vmdk.OpenOptions{ReadOnly: true, SingleLink: true, IgnoreCID: true})
+	v, err := vmdk.Open(ctx, path, &vmdk.OpenOptions{ReadOnly: true, SingleLink: true, IgnoreCID: true, ForceShare: true})
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,7 @@ type Store struct {
 	root string
 	o    Options
 	log  *slog.Logger
+	lock *os.File // ROOT/lock, locked for the Store's lifetime
 
 	mu     sync.Mutex
 	vms    map[string]*vmState
@@ -116,13 +117,28 @@ func Open(ctx context.Context, root string, o *Options) (*Store, error) {
 		return nil, disk.Wrap(err, "datastore: open", root, -1)
 	}
 	for _, sub := range []string{"", "vms", "disks"} {
-		if err := os.MkdirAll(filepath.Join(abs, sub), 0o750); err != nil {
+		if err := os.MkdirAll(filepath.Join(abs, sub), 0o700); err != nil {
 			return nil, disk.Wrap(err, "datastore: create", filepath.Join(abs, sub), -1)
 		}
 	}
 	if abs, err = filepath.EvalSymlinks(abs); err != nil {
 		return nil, disk.Wrap(err, "datastore: open", root, -1)
 	}
+	for _, sub := range []string{"", "vms", "disks"} {
+		if err := checkPrivate(filepath.Join(abs, sub)); err != nil {
+			return nil, err
+		}
+	}
+	lock, err := lockRoot(abs, opts.Now())
+	if err != nil {
+		return nil, err
+	}
+	unlock := true
+	defer func() {
+		if unlock {
+			lock.Close()
+		}
+	}()
 	for name, dir := range opts.Targets {
 		if err := CheckName("target", name); err != nil {
 			return nil, err
@@ -144,13 +160,14 @@ func Open(ctx context.Context, root string, o *Options) (*Store, error) {
 			return nil, disk.Errorf(disk.ErrNotSupported, "datastore: %s: layout version %d is not supported (want %d)", marker, m.Version, formatVersion)
 		}
 	} else if errors.Is(err, fs.ErrNotExist) {
-		if err := disk.WriteFileAtomic(nil, marker, fmt.Appendf(nil, "{\"Version\": %d}\n", formatVersion)); err != nil {
+		if err := disk.WriteFileAtomic(nil, marker, fmt.Appendf(nil, "{\"Version\": %d}\n", formatVersion), 0o600); err != nil {
 			return nil, disk.Wrap(err, "datastore: create", marker, -1)
 		}
 	} else {
 		return nil, err
 	}
-	s := &Store{root: abs, o: opts, log: log, vms: map[string]*vmState{}, disks: map[string]*Disk{}, failed: map[string]error{}}
+	s := &Store{root: abs, o: opts, log: log, lock: lock, vms: map[string]*vmState{}, disks: map[string]*Disk{}, failed: map[string]error{}}
+	unlock = false // s.Close releases it
 	bgCtx, stop := context.WithCancel(context.Background())
 	s.bgStop = stop
 	if err := s.load(ctx); err != nil {
@@ -246,22 +263,86 @@ func (s *Store) Close() error {
 	for _, d := range disks {
 		errs = append(errs, d.close())
 	}
+	if s.lock != nil {
+		errs = append(errs, s.lock.Close()) // releases the data directory
+	}
 	return errors.Join(errs...)
 }
 
-// readSmall reads a state file, refusing symbolic links and huge files.
-func readSmall(path string) ([]byte, error) {
-	st, err := os.Lstat(path)
+// dropLock releases the data directory as the death of the process would,
+// leaving everything else open: tests that simulate a crash open a second
+// Store on the same directory afterwards.
+func (s *Store) dropLock() {
+	s.lock.Close()
+	s.lock = nil
+}
+
+// checkPrivate refuses a data directory that group or others can write:
+// they could plant state files, links and images the host would trust.
+func checkPrivate(dir string) error {
+	st, err := os.Lstat(dir)
 	if err != nil {
-		return nil, disk.Wrap(err, "datastore: read", path, -1)
+		return disk.Wrap(err, "datastore: stat", dir, -1)
 	}
-	if !st.Mode().IsRegular() {
-		return nil, disk.Errorf(disk.ErrPermission, "datastore: %s is not a regular file", path)
+	if !st.IsDir() {
+		return disk.Errorf(disk.ErrPermission, "datastore: %s is not a directory", dir)
 	}
-	if st.Size() > maxStateFile {
-		return nil, disk.Errorf(disk.ErrCorrupt, "datastore: %s is too large", path)
+	if m := st.Mode().Perm(); m&0o022 != 0 {
+		return disk.Errorf(disk.ErrPermission, "datastore: %s is writable by group or others (mode %#o); refusing to use it: chmod go-w it", dir, m)
 	}
-	b, err := os.ReadFile(path)
+	return nil
+}
+
+// lockHolder is what ROOT/lock says about the host that holds it.
+type lockHolder struct {
+	PID   int       `json:"pid"`
+	Host  string    `json:"host"`
+	Since time.Time `json:"since"`
+}
+
+// maxLockFile bounds the holder record read from ROOT/lock.
+const maxLockFile = 4 << 10
+
+// lockRoot takes the exclusive lock on ROOT/lock that makes a host the only
+// one serving the data directory, and records the holder in the file. A
+// data directory in use gives disk.ErrBusy naming the holder. Closing the
+// returned file releases the lock.
+func lockRoot(root string, now time.Time) (*os.File, error) {
+	name := filepath.Join(root, "lock")
+	f, err := disk.OpenFileNoFollow(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, disk.Wrap(err, "datastore: open", name, -1)
+	}
+	if err := disk.LockExclusive(f); err != nil {
+		f.Close()
+		if disk.CodeOf(err) != disk.ErrBusy {
+			return nil, disk.Wrap(err, "datastore: lock", name, -1)
+		}
+		var h lockHolder
+		if b, rerr := disk.ReadFileNoFollow(name, maxLockFile); rerr == nil && json.Unmarshal(b, &h) == nil && h.PID > 0 {
+			return nil, disk.Errorf(disk.ErrBusy, "datastore: data directory %s is in use by pid %d on %s since %s",
+				root, h.PID, h.Host, h.Since.UTC().Format(time.RFC3339))
+		}
+		return nil, disk.Errorf(disk.ErrBusy, "datastore: data directory %s is in use by another process", root)
+	}
+	host, _ := os.Hostname()
+	b, _ := json.Marshal(lockHolder{PID: os.Getpid(), Host: host, Since: now.UTC().Truncate(time.Second)})
+	b = append(b, '\n')
+	err = f.Truncate(0)
+	if err == nil {
+		_, err = f.WriteAt(b, 0)
+	}
+	if err != nil {
+		f.Close()
+		return nil, disk.Wrap(err, "datastore: write", name, -1)
+	}
+	return f, nil
+}
+
+// readSmall reads a state file, refusing symbolic links (without following
+// them, so no check-then-open race), other non-regular files and huge files.
+func readSmall(path string) ([]byte, error) {
+	b, err := disk.ReadFileNoFollow(path, maxStateFile)
 	if err != nil {
 		return nil, disk.Wrap(err, "datastore: read", path, -1)
 	}
@@ -274,7 +355,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return disk.Wrap(disk.WriteFileAtomic(nil, path, append(b, '\n')), "datastore: write", path, -1)
+	return disk.Wrap(disk.WriteFileAtomic(nil, path, append(b, '\n'), 0o600), "datastore: write", path, -1)
 }
 
 // checkDir refuses a directory that is a symbolic link or not a directory.
