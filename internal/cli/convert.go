@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
+	"io/fs"
 	"os"
 	"slices"
 
@@ -20,6 +22,8 @@ type convertOptions struct {
 	workers   int
 	cache     string
 	noCreate  bool
+	compress  bool
+	sparse    string // -S: "" is the default (64 KiB), "0" writes every byte
 }
 
 func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -32,6 +36,11 @@ func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&o.workers, "m", 0, "parallel requests (default: 4 or the number of CPUs)")
 	fs.StringVar(&o.cache, "t", "writeback", "target cache mode: writeback (durable: synced at the end) or unsafe (never synced)")
 	fs.BoolVar(&o.noCreate, "n", false, "write into an existing target (a path, an NBD URI or vdisk:…) instead of creating it; every byte of it is written, zeros included")
+	fs.BoolVar(&o.compress, "c", false, "compress the target: vmdk only, as subformat=streamOptimized")
+	fs.StringVar(&o.sparse, "S", "", "sparse size: aligned blocks of SIZE bytes that are all zeros are not written (a multiple of 512 up to 16M; 0 writes every byte, fully allocating the target; default 64K)")
+	fs.Bool("W", false, "allow out-of-order writes (accepted for qemu-img compatibility: vdisk writes in parallel except to streamOptimized targets)")
+	fs.Bool("U", false, "force share: open images that other processes use (accepted for qemu-img compatibility: vdisk takes no image locks)")
+	fs.Bool("force-share", false, "same as -U")
 	fs.Bool("q", false, "quiet (accepted for qemu-img compatibility)")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -43,7 +52,41 @@ func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return runConvert(ctx, o, pos[0], pos[1], stderr)
 }
 
+// parseSparse parses convert -S: a multiple of 512 bytes up to 16 MiB, as
+// qemu-img accepts, or 0. It returns the zero-detection block for
+// disk.CopyOptions (0 for the default, -1 for none) and the chunk size that
+// block divides.
+func parseSparse(s string) (block, chunk int, err error) {
+	if s == "" {
+		return 0, 0, nil
+	}
+	n, err := parseSize(s)
+	if err != nil {
+		return 0, 0, err
+	}
+	if n%512 != 0 || n > 16<<20 {
+		return 0, 0, disk.Errorf(disk.ErrInvalid, "invalid sparse size %q: a multiple of 512 up to 16M, or 0 to write every byte", s)
+	}
+	if n == 0 {
+		return -1, 0, nil
+	}
+	chunk = int(n * ((1<<20 + n - 1) / n)) // the multiple of n nearest above 1 MiB
+	return int(n), chunk, nil
+}
+
+// allocating is a convert -S 0 target: zeros are written as allocated
+// zeros, never left as holes.
+type allocating struct{ disk.Disk }
+
+func (a allocating) WriteZeroes(off, n int64, _ disk.ZeroFlags) error {
+	return disk.WriteZeroes(a.Disk, off, n, disk.ZeroNoHole)
+}
+
 func runConvert(ctx context.Context, o convertOptions, src, dst string, stderr io.Writer) (err error) {
+	block, chunk, err := parseSparse(o.sparse)
+	if err != nil {
+		return err
+	}
 	in, _, err := openImage(ctx, src, o.inFormat, format.OpenOptions{ReadOnly: true})
 	if err != nil {
 		return err
@@ -68,9 +111,22 @@ func runConvert(ctx context.Context, o convertOptions, src, dst string, stderr i
 	} else if len(opts) > 0 {
 		return usagef("raw images take no options")
 	}
+	if o.compress {
+		switch {
+		case f != format.VMDK:
+			return disk.Errorf(disk.ErrNotSupported, "compression (-c) is not supported for %s images; use -O vmdk", f)
+		case co.VMDK.Subformat == "":
+			co.VMDK.Subformat = vmdk.StreamOptimized
+		case co.VMDK.Subformat != vmdk.StreamOptimized:
+			return disk.Errorf(disk.ErrNotSupported, "compression (-c) needs subformat=streamOptimized, not %s", co.VMDK.Subformat)
+		}
+	}
+	if err := replaceTarget(ctx, dst, in, src, ""); err != nil {
+		return err
+	}
 	out, err := format.Create(ctx, dst, f, in.Size(), &co)
 	if err != nil {
-		return err
+		return existsInvalid(err)
 	}
 	made := imageFiles(out, dst)
 	defer func() {
@@ -83,9 +139,15 @@ func runConvert(ctx context.Context, o convertOptions, src, dst string, stderr i
 	}()
 	update, finish := progress(stderr, o.progress, "converting")
 	defer finish()
-	_, err = disk.Copy(ctx, out, in, &disk.CopyOptions{
+	var target disk.Disk = out
+	if block < 0 {
+		target = allocating{out}
+	}
+	_, err = disk.Copy(ctx, target, in, &disk.CopyOptions{
 		Workers:    o.workers,
-		DstZeroed:  true,
+		ChunkSize:  chunk,
+		ZeroBlock:  block,
+		DstZeroed:  block >= 0,
 		Sequential: f == format.VMDK && co.VMDK.Subformat == vmdk.StreamOptimized,
 		Progress:   update,
 	})
@@ -141,6 +203,68 @@ func convertInto(ctx context.Context, o convertOptions, in disk.Disk, dst string
 	_, err = disk.Copy(ctx, out, in, &disk.CopyOptions{Workers: o.workers, Progress: update})
 	if err == nil {
 		err = out.Flush()
+	}
+	return err
+}
+
+// replaceTarget makes way for a new image at dst, as qemu-img create and
+// convert do: an existing image there is replaced (every file of it is
+// removed). It refuses, as qemu-img does, when dst is a file of src (the
+// image being read, or a link of its chain) or is the backing image
+// named with -b; it never removes a directory.
+func replaceTarget(ctx context.Context, dst string, src disk.Disk, srcPath, backing string) error {
+	st, err := os.Stat(dst)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return disk.Wrap(err, "stat", dst, -1)
+	}
+	if st.IsDir() {
+		return disk.Errorf(disk.ErrInvalid, "%s is a directory", dst)
+	}
+	if backing != "" && isSameFile(dst, backing) {
+		return disk.Errorf(disk.ErrInvalid, "%s is the backing file; an image cannot be created over its own backing file", dst)
+	}
+	if v, ok := src.(*vmdk.Disk); ok {
+		for _, f := range v.Info().Files {
+			if f.Kind != "ZERO" && isSameFile(dst, f.Path) {
+				return disk.Errorf(disk.ErrInvalid, "%s is a file of the source image; convert into another file", dst)
+			}
+		}
+	} else if isSameFile(dst, srcPath) {
+		return disk.Errorf(disk.ErrInvalid, "%s is the source image; convert into another file", dst)
+	}
+	files := []string{dst}
+	if old, _, err := format.Open(ctx, dst, &format.OpenOptions{ReadOnly: true, SingleLink: true}); err == nil {
+		files = imageFiles(old, dst)
+		old.Close()
+	}
+	for _, f := range files {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return disk.Wrap(err, "replace", f, -1)
+		}
+	}
+	return nil
+}
+
+// sameFile reports whether a and b name the same existing file.
+func isSameFile(a, b string) bool {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	sb, err := os.Stat(b)
+	return err == nil && os.SameFile(sa, sb)
+}
+
+// existsInvalid reclassifies "file exists" as the invalid argument it is
+// (exit 65), not an I/O error: a new image needs a file name that a file
+// outside the image it replaces already holds.
+func existsInvalid(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && errors.Is(err, fs.ErrExist) {
+		return disk.Errorf(disk.ErrInvalid, "%s: %w, and is not a file of an image being replaced; remove it or choose another name", pe.Path, fs.ErrExist)
 	}
 	return err
 }
