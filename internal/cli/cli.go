@@ -36,6 +36,7 @@ func commands() []command {
 		{"convert", "[-p] [-f FMT] -O FMT [-o OPTIONS] SRC DST", "copy an image into a new one of any format (thin stays thin)", cmdConvert},
 		{"measure", "[--output=json] [-O FMT] [-o OPTIONS] (--size SIZE | [-f FMT] SRC)", "bytes a conversion needs: required and fully allocated, like qemu-img measure", cmdMeasure},
 		{"dd", "[-f FMT] [-O FMT] [bs=SIZE] [count=N] [skip=N] if=INPUT of=OUTPUT", "copy part of an image into a new one, like qemu-img dd", cmdDD},
+		{"rebase", "[-u] [-p] -b BACKING [-F vmdk] IMG", "give a VMDK child another parent (safe: its contents stay the same; -u: only the name and CID change)", cmdRebase},
 		{"check", "[-r leaks|all] [--output=json] IMG", "check an image for corruption and optionally repair it", cmdCheck},
 		{"map", "[--output=json] [--chunk-size SIZE] IMG", "show which ranges hold data (allocation map)", cmdMap},
 		{"compare", "[-s] [-p] [-f FMT] [-F FMT] A B", "compare the contents of two images", cmdCompare},
