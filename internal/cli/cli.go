@@ -37,6 +37,7 @@ func commands() []command {
 		{"measure", "[--output=json] [-O FMT] [-o OPTIONS] (--size SIZE | [-f FMT] SRC)", "bytes a conversion needs: required and fully allocated, like qemu-img measure", cmdMeasure},
 		{"dd", "[-f FMT] [-O FMT] [bs=SIZE] [count=N] [skip=N] if=INPUT of=OUTPUT", "copy part of an image into a new one, like qemu-img dd", cmdDD},
 		{"rebase", "[-u] [-p] -b BACKING [-F vmdk] IMG", "give a VMDK child another parent (safe: its contents stay the same; -u: only the name and CID change)", cmdRebase},
+		{"commit", "[-d] [-p] [-b BASE] IMG", "write a VMDK child's data into its parent (or BASE); the child is emptied unless -d", cmdCommit},
 		{"check", "[-r leaks|all] [--output=json] IMG", "check an image for corruption and optionally repair it", cmdCheck},
 		{"map", "[--output=json] [--chunk-size SIZE] IMG", "show which ranges hold data (allocation map)", cmdMap},
 		{"compare", "[-s] [-p] [-f FMT] [-F FMT] A B", "compare the contents of two images", cmdCompare},
