@@ -25,10 +25,10 @@ func cmdCommit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var o commitOptions
 	fs := flag.NewFlagSet("commit", flag.ContinueOnError)
 	fs.BoolVar(&o.drop, "d", false, "keep the image's data instead of emptying it afterwards")
-	fs.BoolVar(&o.progress, "p", false, "show progress")
+	fs.BoolVar(&o.progress, "p", false, "show progress: a bar on a terminal, qemu-img's percentage records elsewhere")
 	fs.StringVar(&o.format, "f", "", "image format (vmdk)")
 	fs.StringVar(&o.base, "b", "", "commit into this image of the backing chain (default: the parent); implies -d")
-	fs.Bool("q", false, "quiet (accepted for qemu-img compatibility)")
+	quiet := fs.Bool("q", false, "quiet: print nothing on success")
 	fs.String("t", "", "cache mode (accepted for qemu-img compatibility)")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -43,7 +43,9 @@ func cmdCommit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := runCommit(ctx, o, pos[0], stderr); err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, "Image committed.")
+	if !*quiet {
+		fmt.Fprintln(stdout, "Image committed.")
+	}
 	return nil
 }
 
@@ -76,6 +78,9 @@ func chainPaths(ctx context.Context, name string) ([]string, vmdk.Info, error) {
 // hardware version and ddb.uuid. It refuses when another image also has
 // the target as its parent, since that image's contents would change.
 func runCommit(ctx context.Context, o commitOptions, name string, stderr io.Writer) (err error) {
+	if err := needVMDK(name, "commit"); err != nil {
+		return err
+	}
 	paths, info, err := chainPaths(ctx, name)
 	if err != nil {
 		return err
@@ -98,7 +103,7 @@ func runCommit(ctx context.Context, o commitOptions, name string, stderr io.Writ
 		o.drop = true // as qemu-img: -b implies -d
 	}
 	base := paths[target]
-	if other := otherChild(paths[target-1], base); other != "" {
+	if other := otherChild(ctx, paths[target-1], base); other != "" {
 		return disk.Errorf(disk.ErrInvalid, "%s is also the parent of %s, whose contents a commit would change", base, other)
 	}
 	if !o.drop {
@@ -135,7 +140,7 @@ func runCommit(ctx context.Context, o commitOptions, name string, stderr io.Writ
 
 // otherChild returns a VMDK in parent's directory, other than child, that
 // names parent as its parent, or "".
-func otherChild(child, parent string) string {
+func otherChild(ctx context.Context, child, parent string) string {
 	dir := filepath.Dir(parent)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -146,7 +151,7 @@ func otherChild(child, parent string) string {
 		if e.IsDir() || !strings.HasSuffix(strings.ToLower(e.Name()), ".vmdk") || isSameFile(p, child) || isSameFile(p, parent) {
 			continue
 		}
-		d, err := vmdk.Open(context.Background(), p, &vmdk.OpenOptions{ReadOnly: true, SingleLink: true})
+		d, err := vmdk.Open(ctx, p, &vmdk.OpenOptions{ReadOnly: true, SingleLink: true})
 		if err != nil {
 			continue
 		}

@@ -59,7 +59,9 @@ func TestCommit(t *testing.T) {
 	// -d keeps the child's grains.
 	qemuIO(t, child, "6 4M")
 	mustRun(t, "convert", "-O", "raw", child, want)
-	mustRun(t, "commit", "-d", child)
+	if out := mustRun(t, "commit", "-q", "-d", child); out != "" {
+		t.Errorf("commit -q printed %q", out)
+	}
 	testenv.Run(t, "qemu-img", "compare", "-f", "raw", "-F", "vmdk", want, base)
 	if d := depthAt(t, child, 4<<20); d != 0 {
 		t.Errorf("after commit -d, the child's grain at 4M comes from depth %d, want 0 (kept)", d)
@@ -74,6 +76,9 @@ func TestCommit(t *testing.T) {
 	os.Remove(sib)
 	if _, _, code := run(t, "commit", base); code != ExitInvalid {
 		t.Errorf("commit of an image without a parent: exit %d, want %d", code, ExitInvalid)
+	}
+	if _, _, code := run(t, "commit", want); code != ExitUnsupported {
+		t.Errorf("commit of a raw image: exit %d, want %d", code, ExitUnsupported)
 	}
 
 	// -b: a grandchild's chain into the base; the grandchild now links to it.

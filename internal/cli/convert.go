@@ -29,7 +29,7 @@ type convertOptions struct {
 func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o convertOptions
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
-	fs.BoolVar(&o.progress, "p", false, "show progress (on a terminal)")
+	fs.BoolVar(&o.progress, "p", false, "show progress: a bar on a terminal, qemu-img's percentage records elsewhere")
 	fs.StringVar(&o.inFormat, "f", "", "source format (default: probe)")
 	fs.StringVar(&o.outFormat, "O", "raw", "target format: raw or vmdk")
 	fs.StringVar(&o.options, "o", "", "target format options, as for create")
@@ -93,7 +93,7 @@ func runConvert(ctx context.Context, o convertOptions, src, dst string, stderr i
 	}
 	defer in.Close()
 	if o.noCreate {
-		return convertInto(ctx, o, in, dst, stderr)
+		return convertInto(ctx, o, in, dst, block, chunk, stderr)
 	}
 	f, err := checkFormat(o.outFormat)
 	if err != nil {
@@ -185,7 +185,7 @@ func removeFiles(files []string) {
 // convert -n): a restore into a host disk or an NBD export. The target
 // is not known to be zero, so ranges that are zero in the source are
 // zeroed in it (cheaply, with write-zeroes, where it can).
-func convertInto(ctx context.Context, o convertOptions, in disk.Disk, dst string, stderr io.Writer) (err error) {
+func convertInto(ctx context.Context, o convertOptions, in disk.Disk, dst string, block, chunk int, stderr io.Writer) (err error) {
 	out, _, err := openImage(ctx, dst, "", format.OpenOptions{})
 	if err != nil {
 		return err
@@ -200,7 +200,11 @@ func convertInto(ctx context.Context, o convertOptions, in disk.Disk, dst string
 	}
 	update, finish := progress(stderr, o.progress, "converting")
 	defer finish()
-	_, err = disk.Copy(ctx, out, in, &disk.CopyOptions{Workers: o.workers, Progress: update})
+	var target disk.Disk = out
+	if block < 0 {
+		target = allocating{out}
+	}
+	_, err = disk.Copy(ctx, target, in, &disk.CopyOptions{Workers: o.workers, ChunkSize: chunk, ZeroBlock: block, Progress: update})
 	if err == nil {
 		err = out.Flush()
 	}

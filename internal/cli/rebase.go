@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/format"
 	"github.com/vdisk-project/vdisk/format/vmdk"
 )
 
@@ -24,7 +25,7 @@ func cmdRebase(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var o rebaseOptions
 	fs := flag.NewFlagSet("rebase", flag.ContinueOnError)
 	fs.BoolVar(&o.unsafe, "u", false, "unsafe: change only the backing file's name and CID, reading and writing no data")
-	fs.BoolVar(&o.progress, "p", false, "show progress")
+	fs.BoolVar(&o.progress, "p", false, "show progress: a bar on a terminal, qemu-img's percentage records elsewhere")
 	fs.StringVar(&o.format, "f", "", "image format (vmdk)")
 	fs.Func("b", "new backing file, relative to the image's directory unless absolute; \"\" for none", func(s string) error {
 		o.backing, o.backingSet = s, true
@@ -56,6 +57,9 @@ func cmdRebase(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // backing differ, the old backing's data is first written into the child.
 // Unsafe mode (-u) changes only parentFileNameHint and parentCID.
 func runRebase(ctx context.Context, o rebaseOptions, name string, stderr io.Writer) error {
+	if err := needVMDK(name, "rebase"); err != nil {
+		return err
+	}
 	backing := o.backing
 	if backing != "" && !filepath.IsAbs(backing) {
 		backing = filepath.Join(filepath.Dir(name), backing)
@@ -69,6 +73,19 @@ func runRebase(ctx context.Context, o rebaseOptions, name string, stderr io.Writ
 		return vmdk.RemoveParent(ctx, name, nil)
 	}
 	return vmdk.SetParent(ctx, name, backing, nil)
+}
+
+// needVMDK refuses an image that is not a VMDK (raw images have no backing
+// file): the verb is not supported for it.
+func needVMDK(name, verb string) error {
+	f, err := format.DetectFile(nil, name)
+	if err != nil {
+		return err
+	}
+	if f != format.VMDK {
+		return disk.Errorf(disk.ErrNotSupported, "%s works on VMDK children; %s is a %s image, which has no backing file", verb, name, f)
+	}
+	return nil
 }
 
 // zeroDisk reads as zeros: the backing of an image that has none.

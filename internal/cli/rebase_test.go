@@ -110,6 +110,9 @@ func TestRebase(t *testing.T) {
 	if _, _, code := run(t, "rebase", "-b", "moved/base.vmdk", c2); code != ExitNotFound {
 		t.Errorf("safe rebase without the old backing: exit %d, want %d", code, ExitNotFound)
 	}
+	if _, _, code := run(t, "rebase", "-u", "-b", "moved/base.vmdk", want); code != ExitUnsupported {
+		t.Errorf("rebase of a raw image: exit %d, want %d", code, ExitUnsupported)
+	}
 	mustRun(t, "rebase", "-u", "-b", "moved/base.vmdk", c2)
 	if got := backingOf(t, c2); got != "moved/base.vmdk" {
 		t.Errorf("after rebase -u, qemu-img info: backing file %q, want moved/base.vmdk", got)
