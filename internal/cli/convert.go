@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -121,12 +123,9 @@ func runConvert(ctx context.Context, o convertOptions, src, dst string, stderr i
 			return disk.Errorf(disk.ErrNotSupported, "compression (-c) needs subformat=streamOptimized, not %s", co.VMDK.Subformat)
 		}
 	}
-	if err := replaceTarget(ctx, dst, in, src, ""); err != nil {
-		return err
-	}
-	out, err := format.Create(ctx, dst, f, in.Size(), &co)
+	out, err := createReplacing(ctx, dst, f, in.Size(), &co, in, src, "")
 	if err != nil {
-		return existsInvalid(err)
+		return err
 	}
 	made := imageFiles(out, dst)
 	defer func() {
@@ -211,45 +210,96 @@ func convertInto(ctx context.Context, o convertOptions, in disk.Disk, dst string
 	return err
 }
 
-// replaceTarget makes way for a new image at dst, as qemu-img create and
-// convert do: an existing image there is replaced (every file of it is
-// removed). It refuses, as qemu-img does, when dst is a file of src (the
-// image being read, or a link of its chain) or is the backing image
-// named with -b; it never removes a directory.
-func replaceTarget(ctx context.Context, dst string, src disk.Disk, srcPath, backing string) error {
+// replaced holds the files of an image that a new one replaces, moved
+// aside until the new image exists.
+type replaced struct{ moved [][2]string } // {aside, original}
+
+// restore puts the old image back (the new one could not be made).
+func (r *replaced) restore() {
+	for _, m := range r.moved {
+		os.Rename(m[0], m[1])
+	}
+}
+
+// drop deletes the old image, once the new one is made.
+func (r *replaced) drop() error {
+	var errs []error
+	for _, m := range r.moved {
+		if err := os.Remove(m[0]); err != nil {
+			errs = append(errs, disk.Wrap(err, "replace: remove", m[0], -1))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// createReplacing creates an image as qemu-img create and convert do:
+// an existing image at path is replaced (every file of it), but refused,
+// as qemu-img refuses it, when it is a file of src (the image being read,
+// or a link of its chain) or the backing image named with -b. The old
+// files are moved aside while the new image is created, so a create that
+// fails (an invalid option, a name in the way) leaves them in place, and
+// deleted before any data is copied. "File exists" is ErrInvalid.
+func createReplacing(ctx context.Context, path string, f format.Format, size int64, co *format.CreateOptions, src disk.Disk, srcPath, backing string) (disk.Disk, error) {
+	r, err := setAside(ctx, path, src, srcPath, backing)
+	if err != nil {
+		return nil, err
+	}
+	d, err := format.Create(ctx, path, f, size, co)
+	if err != nil {
+		r.restore()
+		return nil, existsInvalid(err)
+	}
+	if err := r.drop(); err != nil {
+		d.Close()
+		removeFiles(imageFiles(d, path))
+		return nil, err
+	}
+	return d, nil
+}
+
+// setAside checks that the image at dst may be replaced and moves its
+// files to hidden names next to them.
+func setAside(ctx context.Context, dst string, src disk.Disk, srcPath, backing string) (*replaced, error) {
+	r := &replaced{}
 	st, err := os.Stat(dst)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return r, nil
 	}
 	if err != nil {
-		return disk.Wrap(err, "stat", dst, -1)
+		return nil, disk.Wrap(err, "stat", dst, -1)
 	}
 	if st.IsDir() {
-		return disk.Errorf(disk.ErrInvalid, "%s is a directory", dst)
+		return nil, disk.Errorf(disk.ErrInvalid, "%s is a directory", dst)
 	}
 	if backing != "" && isSameFile(dst, backing) {
-		return disk.Errorf(disk.ErrInvalid, "%s is the backing file; an image cannot be created over its own backing file", dst)
+		return nil, disk.Errorf(disk.ErrInvalid, "%s is the backing file; an image cannot be created over its own backing file", dst)
 	}
 	if v, ok := src.(*vmdk.Disk); ok {
 		for _, f := range v.Info().Files {
 			if f.Kind != "ZERO" && isSameFile(dst, f.Path) {
-				return disk.Errorf(disk.ErrInvalid, "%s is a file of the source image; convert into another file", dst)
+				return nil, disk.Errorf(disk.ErrInvalid, "%s is a file of the source image; write into another file", dst)
 			}
 		}
 	} else if isSameFile(dst, srcPath) {
-		return disk.Errorf(disk.ErrInvalid, "%s is the source image; convert into another file", dst)
+		return nil, disk.Errorf(disk.ErrInvalid, "%s is the source image; write into another file", dst)
 	}
 	files := []string{dst}
 	if old, _, err := format.Open(ctx, dst, &format.OpenOptions{ReadOnly: true, SingleLink: true}); err == nil {
 		files = imageFiles(old, dst)
 		old.Close()
 	}
-	for _, f := range files {
-		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return disk.Wrap(err, "replace", f, -1)
+	for i, f := range files {
+		aside := filepath.Join(filepath.Dir(f), fmt.Sprintf(".%s.%d-%d.replaced", filepath.Base(f), os.Getpid(), i))
+		if err := os.Rename(f, aside); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			r.restore()
+			return nil, disk.Wrap(err, "replace", f, -1)
 		}
+		r.moved = append(r.moved, [2]string{aside, f})
 	}
-	return nil
+	return r, nil
 }
 
 // sameFile reports whether a and b name the same existing file.

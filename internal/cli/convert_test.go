@@ -34,6 +34,18 @@ func TestReplaceTarget(t *testing.T) {
 	if got, _ := os.ReadFile(back); !slices.Equal(got, want) {
 		t.Errorf("the replacing convert does not read back as its source")
 	}
+	// A create that fails leaves the image it would have replaced.
+	if _, errs, code := run(t, "create", "-f", "vmdk", dst, "3T"); code != ExitUnsupported {
+		t.Errorf("create of a 3 TiB monolithicSparse over an image: exit %d %q, want %d", code, errs, ExitUnsupported)
+	}
+	os.Remove(back)
+	mustRun(t, "convert", "-O", "raw", dst, back)
+	if got, _ := os.ReadFile(back); !slices.Equal(got, want) {
+		t.Errorf("a failed create changed the image it would have replaced")
+	}
+	if aside, _ := filepath.Glob(filepath.Join(dir, ".*")); len(aside) != 0 {
+		t.Errorf("files left aside: %v", aside)
+	}
 	mustRun(t, "create", "-f", "raw", back, "1M") // qemu-img create overwrites too
 	if st, _ := os.Stat(back); st.Size() != 1<<20 {
 		t.Errorf("create over an existing file: size %d, want %d", st.Size(), 1<<20)
@@ -133,6 +145,12 @@ func TestConvertSparseSize(t *testing.T) {
 	mustRun(t, "convert", "-S", "0", "-O", "raw", src, full)
 	if got := allocated(t, full); got < 1<<20 {
 		t.Errorf("-S 0: %d bytes allocated, want all %d", got, 1<<20)
+	}
+	into := filepath.Join(dir, "into.raw")
+	mustRun(t, "create", "-f", "raw", into, "1M")
+	mustRun(t, "convert", "-n", "-S", "0", src, into)
+	if got := allocated(t, into); got < 1<<20 {
+		t.Errorf("-n -S 0: %d bytes allocated, want all %d", got, 1<<20)
 	}
 	if _, _, code := run(t, "convert", "-S", "1000", "-O", "raw", src, full); code != ExitInvalid {
 		t.Errorf("-S 1000: exit %d, want %d", code, ExitInvalid)

@@ -105,12 +105,9 @@ func runCreate(ctx context.Context, o createOptions, name string, size int64, st
 			return usagef("raw images take no options and no backing file")
 		}
 	}
-	if err := replaceTarget(ctx, name, nil, "", o.backing); err != nil {
-		return err
-	}
-	d, err := format.Create(ctx, name, f, size, &co)
+	d, err := createReplacing(ctx, name, f, size, &co, nil, "", o.backing)
 	if err != nil {
-		return existsInvalid(err)
+		return err
 	}
 	fmt.Fprintf(stdout, "Formatting '%s', fmt=%s size=%d\n", name, f, d.Size())
 	return d.Close()

@@ -84,12 +84,9 @@ func runDD(ctx context.Context, o ddOptions) (err error) {
 		return disk.Errorf(disk.ErrInvalid, "%s: cannot skip %d blocks of %d bytes: past the end of the %d bytes copied", o.in, o.skip, o.bs, end)
 	}
 	start := o.skip * o.bs
-	if err := replaceTarget(ctx, o.out, in, o.in, ""); err != nil {
-		return err
-	}
-	out, err := format.Create(ctx, o.out, f, end-start, nil)
+	out, err := createReplacing(ctx, o.out, f, end-start, nil, in, o.in, "")
 	if err != nil {
-		return existsInvalid(err)
+		return err
 	}
 	made := imageFiles(out, o.out)
 	defer func() {
