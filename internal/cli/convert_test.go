@@ -141,7 +141,7 @@ func TestConvertSparseSize(t *testing.T) {
 		t.Errorf("-S 4k data ranges: vdisk %+v, qemu-img %+v; want the same two", o, q)
 	}
 	full := filepath.Join(dir, "full.raw")
-	os.WriteFile(src, make([]byte, 1<<20), 0o644) // all zeros
+	sparseRaw(t, src, 1<<20) // a hole: nothing to read, zeros to write
 	mustRun(t, "convert", "-S", "0", "-O", "raw", src, full)
 	if got := allocated(t, full); got < 1<<20 {
 		t.Errorf("-S 0: %d bytes allocated, want all %d", got, 1<<20)
