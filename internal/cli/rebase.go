@@ -64,6 +64,19 @@ func runRebase(ctx context.Context, o rebaseOptions, name string, stderr io.Writ
 	if backing != "" && !filepath.IsAbs(backing) {
 		backing = filepath.Join(filepath.Dir(name), backing)
 	}
+	if backing != "" {
+		// The new backing's chain must not hold the image: that would
+		// make a loop.
+		links, _, err := chainPaths(ctx, backing)
+		if err != nil {
+			return disk.Wrap(err, "rebase: open new backing", backing, -1)
+		}
+		for _, l := range links {
+			if isSameFile(l, name) {
+				return disk.Errorf(disk.ErrInvalid, "%s cannot be the backing file of %s: its chain holds %s", backing, name, name)
+			}
+		}
+	}
 	if !o.unsafe {
 		if err := mergeBackingDiff(ctx, o, name, backing, stderr); err != nil {
 			return err

@@ -91,6 +91,13 @@ func TestRebase(t *testing.T) {
 		}
 	}
 
+	// A loop is refused: the child onto itself, the base onto its child.
+	if _, _, code := run(t, "rebase", "-u", "-b", "child.vmdk", child); code != ExitInvalid {
+		t.Errorf("rebase onto itself: exit %d, want %d", code, ExitInvalid)
+	}
+	if _, _, code := run(t, "rebase", "-u", "-b", "child.vmdk", base2); code != ExitInvalid {
+		t.Errorf("rebase of a parent onto its child: exit %d, want %d", code, ExitInvalid)
+	}
 	mustRun(t, "rebase", "-b", "", child)
 	if got := backingOf(t, child); got != "" {
 		t.Errorf("after rebase -b \"\", qemu-img info: backing file %q, want none", got)
