@@ -105,7 +105,7 @@ func runCreate(ctx context.Context, o createOptions, name string, size int64, st
 			return usagef("raw images take no options and no backing file")
 		}
 	}
-	d, err := format.Create(ctx, name, f, size, &co)
+	d, err := createReplacing(ctx, name, f, size, &co, nil, "", o.backing)
 	if err != nil {
 		return err
 	}
