@@ -33,7 +33,7 @@ func commands() []command {
 	return []command{
 		{"info", "[--output=json] [-f FMT] [--backing-chain] IMG", "show an image's format, size, allocation and format details", cmdInfo},
 		{"create", "-f FMT [-o OPTIONS] [-b BACKING [-F vmdk]] IMG [SIZE]", "create a new image", cmdCreate},
-		{"convert", "[-p] [-f FMT] -O FMT [-o OPTIONS] SRC DST", "copy an image into a new one of any format (thin stays thin)", cmdConvert},
+		{"convert", "[-p] [-c] [-n] [-U] [-S SIZE] [-f FMT] -O FMT [-o OPTIONS] SRC DST", "copy an image into a new one of any format (thin stays thin); an existing target is replaced", cmdConvert},
 		{"measure", "[--output=json] [-O FMT] [-o OPTIONS] (--size SIZE | [-f FMT] SRC)", "bytes a conversion needs: required and fully allocated, like qemu-img measure", cmdMeasure},
 		{"dd", "[-f FMT] [-O FMT] [bs=SIZE] [count=N] [skip=N] if=INPUT of=OUTPUT", "copy part of an image into a new one, like qemu-img dd", cmdDD},
 		{"rebase", "[-u] [-p] -b BACKING [-F vmdk] IMG", "give a VMDK child another parent (safe: its contents stay the same; -u: only the name and CID change)", cmdRebase},
@@ -41,7 +41,7 @@ func commands() []command {
 		{"check", "[-r leaks|all] [--output=json] IMG", "check an image for corruption and optionally repair it", cmdCheck},
 		{"map", "[--output=json] [--chunk-size SIZE] IMG", "show which ranges hold data (allocation map)", cmdMap},
 		{"compare", "[-s] [-p] [-f FMT] [-F FMT] A B", "compare the contents of two images", cmdCompare},
-		{"resize", "IMG [+]SIZE", "grow an image", cmdResize},
+		{"resize", "[--shrink] IMG [+|-]SIZE", "grow an image, or shrink it with --shrink", cmdResize},
 		{"compact", "IMG", "shrink a sparse image: drop zero and unreferenced grains", cmdCompact},
 		{"meta", "[--output=json] IMG [KEY [VALUE]]", "list, read or write an image's metadata (disk database) keys", cmdMeta},
 		{"export", "[--read-only] [--bind ADDR:PORT | --socket PATH] [--tls-cert FILE --tls-key FILE] [--shared N] [--name NAME] IMG", "serve an image over NBD until interrupted", cmdExport},
@@ -231,8 +231,12 @@ func lookup(name string) (command, bool) {
 
 func printHelp(w io.Writer) {
 	fmt.Fprintf(w, "vdisk %s: read, write, convert, check and serve virtual disks\n\nusage: vdisk COMMAND [ARGS]\n\ncommands:\n", Version)
+	width := 0
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
+	}
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\n'vdisk help COMMAND' shows a command's arguments. Sizes take K, M, G, T suffixes (powers of 1024).\n\nexit codes:\n")
 	for _, e := range exitCodes {

@@ -22,7 +22,7 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var o compareOptions
 	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
 	fs.BoolVar(&o.strict, "s", false, "strict: images of different sizes differ")
-	fs.BoolVar(&o.progress, "p", false, "show progress (on a terminal)")
+	fs.BoolVar(&o.progress, "p", false, "show progress: a bar on a terminal, qemu-img's percentage records elsewhere")
 	fs.StringVar(&o.formatA, "f", "", "first image's format (default: probe)")
 	fs.StringVar(&o.formatB, "F", "", "second image's format (default: probe)")
 	forceShareFlags(fs, &o.forceShare)
