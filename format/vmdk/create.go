@@ -199,6 +199,9 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 	case TwoGbMaxExtentSparse, TwoGbMaxExtentFlat:
 		var ext []extentLine
 		for i, left := 1, int64(sectors); left > 0; i++ {
+			if err := ctx.Err(); err != nil {
+				return fail(err) // an interrupt between extents leaves nothing
+			}
 			n := min(left, opts.SplitSize/disk.SectorSize)
 			left -= n
 			if opts.Subformat == TwoGbMaxExtentFlat {
