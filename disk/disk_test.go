@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -267,6 +268,21 @@ func BenchmarkCopy(b *testing.B) {
 	for b.Loop() {
 		if _, err := disk.Copy(context.Background(), disktest.NewMemDisk(size), src, &disk.CopyOptions{DstZeroed: true}); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestRemoveAtomicLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{".disk.json.0123456789abcdef.tmp", ".keep.tmp", "disk.json", ".x.0123456789abcdeg.tmp"} {
+		os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o600)
+	}
+	if n := disk.RemoveAtomicLeftovers(dir); n != 1 {
+		t.Errorf("removed %d, want 1", n)
+	}
+	for _, n := range []string{".keep.tmp", "disk.json", ".x.0123456789abcdeg.tmp"} {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			t.Errorf("%s: %v", n, err)
 		}
 	}
 }

@@ -229,7 +229,8 @@ func classify(err error) Code {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return ErrNotFound
-	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS), errors.Is(err, syscall.ELOOP):
+		// ELOOP: a symbolic link where O_NOFOLLOW refuses one.
 		return ErrPermission
 	case errors.Is(err, errors.ErrUnsupported), errors.Is(err, syscall.EOPNOTSUPP):
 		return ErrNotSupported

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -209,4 +210,36 @@ func readAllLimit(r io.Reader, b []byte, max int64) ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// ONoFollow is the open flag that refuses a symbolic link as the last
+// component of the name (O_NOFOLLOW), or 0 where the platform has none.
+// State files are opened with it through an [FS].
+const ONoFollow = oNoFollow
+
+// RemoveAtomicLeftovers removes, in dir, the temporary files that
+// WriteFileAtomic calls interrupted by a crash left (".NAME.RANDOM.tmp"),
+// and returns how many it removed. Call it where nothing writes dir.
+func RemoveAtomicLeftovers(dir string) int {
+	ents, _ := os.ReadDir(dir)
+	n := 0
+	for _, e := range ents {
+		name := e.Name()
+		if !e.Type().IsRegular() || !strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".tmp") {
+			continue
+		}
+		// The random part is 16 hex digits before ".tmp".
+		rest := strings.TrimSuffix(name, ".tmp")
+		i := strings.LastIndexByte(rest, '.')
+		if i < 1 || len(rest)-i-1 != 16 {
+			continue
+		}
+		if _, err := hex.DecodeString(rest[i+1:]); err != nil {
+			continue
+		}
+		if os.Remove(filepath.Join(dir, name)) == nil {
+			n++
+		}
+	}
+	return n
 }

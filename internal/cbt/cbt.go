@@ -280,7 +280,9 @@ func Open(fsys disk.FS, path string) (t *Tracker, rotated bool, err error) {
 	if fsys == nil {
 		fsys = disk.OSFS{}
 	}
-	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
+	// A state file that is a link is refused: the host would otherwise
+	// trust (and later rewrite) whatever it points to.
+	f, err := fsys.OpenFile(path, os.O_RDONLY|disk.ONoFollow, 0)
 	if err != nil {
 		return nil, false, disk.Wrap(err, "cbt: open", path, -1)
 	}
@@ -288,6 +290,10 @@ func Open(fsys disk.FS, path string) (t *Tracker, rotated bool, err error) {
 	if err != nil {
 		f.Close()
 		return nil, false, disk.Wrap(err, "cbt: open", path, -1)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, false, disk.Errorf(disk.ErrPermission, "cbt: %s is not a regular file", path)
 	}
 	if st.Size() > maxFile {
 		f.Close()

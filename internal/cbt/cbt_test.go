@@ -523,3 +523,20 @@ func BenchmarkBeginWrite(b *testing.B) {
 		off = (off + 4096) % (1 << 30)
 	}
 }
+
+// TestStateSymlinkRefused: a cbt.state that is a symbolic link is refused.
+func TestStateSymlinkRefused(t *testing.T) {
+	dir := t.TempDir()
+	tr, err := Create(nil, filepath.Join(dir, "real.state"), 1<<20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	link := filepath.Join(dir, "cbt.state")
+	if err := os.Symlink(filepath.Join(dir, "real.state"), link); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Open(nil, link); disk.CodeOf(err) != disk.ErrPermission {
+		t.Errorf("a symlinked state file: %v, want ErrPermission", err)
+	}
+}

@@ -246,6 +246,7 @@ func (s *Store) loadDisk(ctx context.Context, name string) (*Disk, error) {
 		return nil, err
 	}
 	d := &Disk{s: s, name: name, dir: dir, readers: map[string]int{}}
+	disk.RemoveAtomicLeftovers(dir) // state writes a crash cut short
 	if err := jsonUnmarshal(b, &d.st); err != nil {
 		return nil, disk.Errorf(disk.ErrCorrupt, "datastore: %s/disk.json: %v", dir, err)
 	}

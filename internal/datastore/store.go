@@ -219,6 +219,7 @@ func (s *Store) load(ctx context.Context) error {
 		}
 		s.disks[d.name] = d
 	}
+	disk.RemoveAtomicLeftovers(filepath.Join(s.root, "vms"))
 	ents, err = os.ReadDir(filepath.Join(s.root, "vms"))
 	if err != nil {
 		return disk.Wrap(err, "datastore: list VMs", s.root, -1)
