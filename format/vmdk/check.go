@@ -106,6 +106,12 @@ func (c *checker) repaired(p *Problem) {
 // checkLink checks one link and returns the path of its parent, if any.
 // Only the leaf (first) link is repaired.
 func (c *checker) checkLink(ctx context.Context, path string, leaf bool) (string, error) {
+	if !leaf {
+		// The report's sizes are the named image's own, as qemu-img check
+		// gives them for a delta: not the sum over its chain.
+		tb, ab := c.r.TotalBytes, c.r.AllocatedBytes
+		defer func() { c.r.TotalBytes, c.r.AllocatedBytes = tb, ab }()
+	}
 	repair := c.o.Repair != RepairNone && leaf
 	f, err := c.fsys.OpenFile(path, openMode(!repair), 0)
 	if err != nil {
