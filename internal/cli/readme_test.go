@@ -4,14 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vdisk-project/vdisk/internal/auth"
+	"github.com/vdisk-project/vdisk/internal/testenv"
+	"github.com/vdisk-project/vdisk/server"
 	"github.com/vdisk-project/vdisk/server/servertest"
 )
 
@@ -210,6 +214,58 @@ func TestReadmeHostSession(t *testing.T) {
 		var out, errb bytes.Buffer
 		if code := Main(context.Background(), args, &out, &errb); code != 0 {
 			t.Fatalf("vdisk %s: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errb.String())
+		}
+	}
+}
+
+// TestReadmeCurl runs the README's curl sequence with bash, curl and jq
+// against a host whose data directory is ./vdisk-data, as in the README,
+// with the host's address and the admin password in place, and checks what
+// it made.
+func TestReadmeCurl(t *testing.T) {
+	testenv.Tool(t, "curl")
+	testenv.Tool(t, "jq")
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "A backup application's sequence, with curl")
+	if !ok {
+		t.Fatal("README lost its curl sequence")
+	}
+	_, rest, _ = strings.Cut(rest, "```\n")
+	script, _, _ := strings.Cut(rest, "```")
+	dir := t.TempDir()
+	t.Chdir(dir)
+	h := servertest.New(t, func(c *server.Config) { c.DataDir = filepath.Join(dir, "vdisk-data") })
+	script = strings.ReplaceAll(script, "127.0.0.1:8443", h.API)
+	script = strings.ReplaceAll(script, `"password":"…"`, `"password":"`+servertest.Password+`"`)
+	out, err := exec.Command("bash", "-euo", "pipefail", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("the README's curl sequence: %v\n%s", err, out)
+	}
+	// Every call answered JSON; the last, the changed areas of the
+	// snapshot the sequence took.
+	dec := json.NewDecoder(bytes.NewReader(out))
+	var ci struct {
+		ChangeID string
+		Areas    []json.RawMessage
+	}
+	n := 0
+	for dec.More() {
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			t.Fatalf("answer %d is not JSON (%v):\n%s", n+1, err, out)
+		}
+		json.Unmarshal(v, &ci)
+		n++
+	}
+	if n != 5 || ci.ChangeID == "" {
+		t.Fatalf("%d answers, the last with change ID %q; want 5 (the login goes to jq) ending with the changes:\n%s", n, ci.ChangeID, out)
+	}
+	for _, want := range []string{`"web01"`, `"scsi0:0"`, `"nbds://`, `"nightly"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the sequence's answers lack %s:\n%s", want, out)
 		}
 	}
 }
