@@ -360,3 +360,11 @@ func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && termIsTerminal(int(f.Fd()))
 }
+
+// count writes n with the singular or plural of a noun: "1 area", "2 areas".
+func count[N int | int64](n N, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}

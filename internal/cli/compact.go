@@ -22,6 +22,6 @@ func cmdCompact(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "Compacted %s: %s -> %s (%d grains dropped).\n", pos[0], humanSize(st.BytesBefore), humanSize(st.BytesAfter), st.Grains)
+	fmt.Fprintf(stdout, "Compacted %s: %s -> %s (%s dropped).\n", pos[0], humanSize(st.BytesBefore), humanSize(st.BytesAfter), count(st.Grains, "grain", "grains"))
 	return nil
 }

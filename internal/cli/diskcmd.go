@@ -146,7 +146,7 @@ func printDisk(w io.Writer, d datastore.DiskInfo) {
 	}
 	fmt.Fprintf(w, "capacity\t%s (%d bytes)\n", humanSize(d.Capacity), d.Capacity)
 	fmt.Fprintf(w, "type\t%s, adapter %s\n", d.Type, d.Adapter)
-	fmt.Fprintf(w, "stored\t%s in %d layers (datastore %s)\n", humanSize(d.FileBytes), d.Layers, d.Datastore)
+	fmt.Fprintf(w, "stored\t%s in %s (datastore %s)\n", humanSize(d.FileBytes), count(d.Layers, "layer", "layers"), d.Datastore)
 	cbt := "off"
 	if d.CBT {
 		cbt = fmt.Sprintf("on, %s blocks, change ID %s", humanSize(d.CBTBlockSize), d.ChangeID)
@@ -257,7 +257,7 @@ func cmdChanges(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 			fmt.Fprintf(w, "%d\t%d\t%s\n", a.Start, a.Length, kind)
 		}
-		fmt.Fprintf(w, "# %d areas up to change ID %s: %s of data to read, %s now zero\n", len(areas), ci.ChangeID, humanSize(data), humanSize(zero))
+		fmt.Fprintf(w, "# %s up to change ID %s: %s of data to read, %s now zero\n", count(len(areas), "area", "areas"), ci.ChangeID, humanSize(data), humanSize(zero))
 	})
 }
 
@@ -292,6 +292,6 @@ func cmdAllocated(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			fmt.Fprintf(w, "%d\t%d\n", a.Start, a.Length)
 			n += a.Length
 		}
-		fmt.Fprintf(w, "# %d blocks, %s allocated\n", len(out.Areas), humanSize(n))
+		fmt.Fprintf(w, "# %s, %s allocated\n", count(len(out.Areas), "block", "blocks"), humanSize(n))
 	})
 }

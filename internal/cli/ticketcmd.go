@@ -127,7 +127,7 @@ func cmdCleanup(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	return h.emit(stdout, rep, func(w io.Writer) {
-		fmt.Fprintf(w, "removed %d temporary snapshots, %d leases, %d stray directories\n", len(rep.Snapshots), len(rep.Leases), len(rep.Stray))
+		fmt.Fprintf(w, "removed %s, %s, %s\n", count(len(rep.Snapshots), "temporary snapshot", "temporary snapshots"), count(len(rep.Leases), "lease", "leases"), count(len(rep.Stray), "stray directory", "stray directories"))
 	})
 }
 
