@@ -89,7 +89,7 @@ func TestHostCommands(t *testing.T) {
 		t.Errorf("vm show (want change ID %q):\n%s", cid, out)
 	}
 	out := run(0, "changes", "--change-id", "*", "--snapshot", sn.ID, "web-scsi0-0")
-	if !strings.Contains(out, "areas up to change ID") {
+	if !strings.Contains(out, " up to change ID") {
 		t.Errorf("changes:\n%s", out)
 	}
 	run(0, "allocated", "--snapshot", sn.ID, "web-scsi0-0")
