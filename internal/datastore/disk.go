@@ -187,6 +187,11 @@ func removeLayer(dir, name string, id int) error {
 
 // commit writes disk.json. The caller holds d.mu.
 func (d *Disk) commit() error {
+	if f := d.s.failCommit; f != nil {
+		if err := f(); err != nil {
+			return err
+		}
+	}
 	return writeJSON(filepath.Join(d.dir, "disk.json"), &d.st)
 }
 

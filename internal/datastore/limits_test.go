@@ -175,3 +175,129 @@ func TestFullDatastoreAtRestart(t *testing.T) {
 		t.Errorf("change ID after the full-disk restart: %v, %d areas", err, len(ci.Areas))
 	}
 }
+
+// TestSnapshotNotRecorded: a snapshot whose record cannot be written
+// (disk.json fails: a full or failing filesystem) leaves the disk serving
+// its old leaf, and what is written then is there after a restart. It
+// used to take the disk offline (every write failed) until the host
+// restarted.
+func TestSnapshotNotRecorded(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s := openStore(t, root)
+	for _, cbt := range []bool{false, true} {
+		name := map[bool]string{false: "plain", true: "tracked"}[cbt]
+		if _, err := s.CreateDisk(ctx, DiskSpec{Name: name, Capacity: testSize, CBT: cbt}); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := s.Disk(name)
+		h, _ := d.OpenLive(false)
+		h.WriteAt(bytes.Repeat([]byte{1}, 1<<20), 0)
+		h.Flush()
+		// The ID is spent (one commit), then the record fails.
+		n := 0
+		s.failCommit = func() error {
+			if n++; n == 2 {
+				return disk.Errorf(disk.ErrNoSpace, "test: disk.json cannot be written")
+			}
+			return nil
+		}
+		if _, err := d.Snapshot(ctx, SnapshotSpec{}); !errors.Is(err, disk.ErrNoSpace) {
+			t.Fatalf("%s: snapshot with its record failing: %v", name, err)
+		}
+		s.failCommit = nil
+		if _, err := h.WriteAt(bytes.Repeat([]byte{2}, 1<<20), 0); err != nil {
+			t.Fatalf("%s: write after the failed snapshot: %v", name, err)
+		}
+		if err := h.Flush(); err != nil {
+			t.Fatalf("%s: flush after the failed snapshot: %v", name, err)
+		}
+		h.Close()
+	}
+	s.Close()
+	s = openStore(t, root)
+	defer s.Close()
+	for _, name := range []string{"plain", "tracked"} {
+		d, err := s.Disk(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _ := d.OpenLive(true)
+		got := make([]byte, 1<<20)
+		h.ReadAt(got, 0)
+		h.Close()
+		if !bytes.Equal(got, bytes.Repeat([]byte{2}, 1<<20)) {
+			t.Errorf("%s: the write after the failed snapshot is lost", name)
+		}
+		if n := len(d.Snapshots()); n != 0 {
+			t.Errorf("%s: %d snapshots after the failed one", name, n)
+		}
+	}
+}
+
+// TestSnapshotOnFullFilesystem: a snapshot that cannot be recorded (the
+// filesystem is full) leaves the disk serving its old leaf, and what is
+// written then is there after a restart.
+func TestSnapshotOnFullFilesystem(t *testing.T) {
+	ctx := context.Background()
+	root := testenv.SmallFS(t, 32<<20)
+	s := openStore(t, root)
+	for _, cbt := range []bool{false, true} {
+		name := map[bool]string{false: "plain", true: "tracked"}[cbt]
+		if _, err := s.CreateDisk(ctx, DiskSpec{Name: name, Capacity: testSize, CBT: cbt}); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := s.Disk(name)
+		h, _ := d.OpenLive(false)
+		h.WriteAt(bytes.Repeat([]byte{1}, 1<<20), 0)
+		h.Flush()
+		h.Close()
+	}
+	filler := filepath.Join(root, "filler")
+	f, _ := os.Create(filler)
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	f.Close()
+	for _, name := range []string{"plain", "tracked"} {
+		d, _ := s.Disk(name)
+		if _, err := d.Snapshot(ctx, SnapshotSpec{}); err == nil {
+			t.Fatalf("%s: a snapshot on a full filesystem succeeded", name)
+		}
+		h, err := d.OpenLive(false)
+		if err != nil {
+			t.Fatalf("%s: after the failed snapshot: %v", name, err)
+		}
+		// Overwrite allocated grains: no space needed.
+		if _, err := h.WriteAt(bytes.Repeat([]byte{2}, 1<<20), 0); err != nil {
+			t.Fatalf("%s: write after the failed snapshot: %v", name, err)
+		}
+		if err := h.Flush(); err != nil {
+			t.Fatalf("%s: flush after the failed snapshot: %v", name, err)
+		}
+		h.Close()
+	}
+	os.Remove(filler)
+	s.Close()
+	s = openStore(t, root)
+	defer s.Close()
+	for _, name := range []string{"plain", "tracked"} {
+		d, err := s.Disk(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _ := d.OpenLive(true)
+		got := make([]byte, 1<<20)
+		h.ReadAt(got, 0)
+		h.Close()
+		if !bytes.Equal(got, bytes.Repeat([]byte{2}, 1<<20)) {
+			t.Errorf("%s: the write after the failed snapshot is lost", name)
+		}
+		if n := len(d.Snapshots()); n != 0 {
+			t.Errorf("%s: %d snapshots after the failed one", name, n)
+		}
+	}
+}

@@ -137,30 +137,44 @@ func snapshotDisks(ctx context.Context, ds []*Disk, id string, spec SnapshotSpec
 		d.mu.Lock()
 		rec := snapshotRec{ID: id, Name: spec.Name, Description: spec.Description, Created: d.s.o.Now().UTC(),
 			Layer: d.st.Leaf, Capacity: d.live.Size(), Owner: spec.Owner}
-		if d.tracker != nil {
-			rec.ChangeID = d.tracker.Snapshot()
-		}
-		var err error
+		recs[i] = rec
 		if d.tracker != nil {
 			// The change ID the snapshot records must exist after a
-			// crash: the tracker's state goes first.
-			err = d.tracker.Flush()
+			// crash: the tracker's state goes first. If it cannot be
+			// saved the snapshot is not made (the ended epoch only makes
+			// later answers over-report).
+			recs[i].ChangeID = d.tracker.Snapshot()
+			if err := d.tracker.Flush(); err != nil {
+				removeLayer(d.dataDir(), d.name, leaves[i])
+				errs = append(errs, err)
+				d.mu.Unlock()
+				continue
+			}
 		}
-		errs = append(errs, d.closeLive())
-		d.st.Layers = append(d.st.Layers, layer{ID: leaves[i], Parent: d.st.Leaf})
+		if err := d.closeLive(); err != nil {
+			// The leaf's write-back failed: the disk goes offline (I/O
+			// fails cleanly) rather than switch over data not on disk.
+			removeLayer(d.dataDir(), d.name, leaves[i])
+			errs = append(errs, err)
+			d.mu.Unlock()
+			continue
+		}
+		old := d.st
+		d.st.Layers = append(slices.Clone(d.st.Layers), layer{ID: leaves[i], Parent: d.st.Leaf})
 		d.st.Leaf = leaves[i]
 		d.st.NextLayer = leaves[i] + 1
-		d.st.Snapshots = append(d.st.Snapshots, rec)
-		if err == nil {
-			err = d.commit()
+		d.st.Snapshots = append(slices.Clone(d.st.Snapshots), recs[i])
+		if err := d.commit(); err != nil {
+			// Not recorded: back on the old leaf, which closed cleanly.
+			d.st = old
+			removeLayer(d.dataDir(), d.name, leaves[i])
+			errs = append(errs, err, d.openLive(ctx, false))
+			d.mu.Unlock()
+			continue
 		}
-		if err == nil {
-			err = d.openLive(ctx, false)
-		}
-		errs = append(errs, err)
+		errs = append(errs, d.openLive(ctx, false))
 		d.mu.Unlock()
-		recs[i] = rec
-		d.s.log.Info("snapshot created", "disk", d.name, "snapshot", id, "change_id", rec.ChangeID)
+		d.s.log.Info("snapshot created", "disk", d.name, "snapshot", id, "change_id", recs[i].ChangeID)
 	}
 	return recs, errors.Join(errs...)
 }

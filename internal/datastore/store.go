@@ -65,6 +65,9 @@ type Store struct {
 	// crashAfterMerge, set by tests, makes a merge stop as a crash would
 	// once the data is merged and before the switch is committed.
 	crashAfterMerge func() bool
+	// failCommit, set by tests, makes a disk.json write fail when it
+	// returns an error.
+	failCommit func() error
 }
 
 var errCrash = errors.New("datastore: simulated crash")
