@@ -305,13 +305,20 @@ func (d *Disk) pushLeaf(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	err = d.closeLive()
-	d.st.Layers = append(d.st.Layers, layer{ID: id, Parent: d.st.Leaf})
-	d.st.Leaf, d.st.NextLayer = id, id+1
-	if cerr := d.commit(); cerr != nil {
-		return errors.Join(err, cerr)
+	if err := d.closeLive(); err != nil {
+		removeLayer(d.dataDir(), d.name, id)
+		return err // the leaf's write-back failed: offline, as for a snapshot
 	}
-	return errors.Join(err, d.openLive(ctx, false))
+	old := d.st
+	d.st.Layers = append(slices.Clone(d.st.Layers), layer{ID: id, Parent: d.st.Leaf})
+	d.st.Leaf, d.st.NextLayer = id, id+1
+	if err := d.commit(); err != nil {
+		// Not recorded: back on the old leaf, which closed cleanly.
+		d.st = old
+		removeLayer(d.dataDir(), d.name, id)
+		return errors.Join(err, d.openLive(ctx, false))
+	}
+	return d.openLive(ctx, false)
 }
 
 // dropLayer deletes a layer nothing uses (no pin, no child, not the leaf).
