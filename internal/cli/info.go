@@ -144,10 +144,11 @@ func runInfo(ctx context.Context, o infoOptions, name string, stdout io.Writer) 
 
 // plainInfo describes a raw image, an NBD export or a host disk.
 func plainInfo(ctx context.Context, d disk.Disk, name string, f format.Format) ([]imageInfo, error) {
-	clean := false
-	in := imageInfo{Filename: name, Format: string(f), VirtualSize: d.Size(), DirtyFlag: &clean}
+	in := imageInfo{Filename: name, Format: string(f), VirtualSize: d.Size()}
 	if st, err := os.Stat(name); err == nil {
-		in.ActualSize = new(allocatedOnDisk(st))
+		// A file: qemu reports its allocation and a (clear) dirty flag;
+		// for an NBD export it has neither.
+		in.ActualSize, in.DirtyFlag = new(allocatedOnDisk(st)), new(false)
 	}
 	x := &vdiskExtras{}
 	if err := disk.Extents(ctx, d, 0, d.Size(), func(e disk.Extent) error {

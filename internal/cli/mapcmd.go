@@ -192,10 +192,12 @@ func mapEntries(ctx context.Context, d disk.Disk, name string, fn func(mapEntry)
 				Data: x.Flags&disk.Hole == 0, HasOffset: true, Offset: x.Off, File: name})
 		})
 	}
-	// An NBD export or a host disk: only allocation is known.
+	// An NBD export or a host disk: like qemu's NBD driver, each byte is at
+	// its own offset of the export, and a range is present when it holds
+	// data or is known to read as zeros.
 	return disk.Extents(ctx, d, 0, d.Size(), func(x disk.Extent) error {
 		return fn(mapEntry{Start: x.Off, Length: x.Len, Present: x.Flags&disk.Hole == 0 || x.Flags&disk.Zero != 0,
-			Zero: x.Flags&disk.Zero != 0, Data: x.Flags&disk.Hole == 0})
+			Zero: x.Flags&disk.Zero != 0, Data: x.Flags&disk.Hole == 0, HasOffset: true, Offset: x.Off, File: name})
 	})
 }
 
