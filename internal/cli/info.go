@@ -2,10 +2,12 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -111,6 +113,14 @@ func runInfo(ctx context.Context, o infoOptions, name string, stdout io.Writer) 
 		return err
 	}
 	d, f, err := openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: true, IgnoreCID: true, ForceShare: o.forceShare})
+	if err != nil && errors.Is(err, disk.ErrNotFound) && !o.backingChain {
+		// Like qemu-img info, describe a delta whose parent is missing.
+		if _, serr := os.Stat(name); serr == nil {
+			if d1, f1, err1 := openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: true, SingleLink: true, ForceShare: o.forceShare}); err1 == nil {
+				d, f, err = d1, f1, nil
+			}
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -177,9 +187,9 @@ func vmdkInfos(ctx context.Context, d *vmdk.Disk, name string) ([]imageInfo, err
 	}
 	out := make([]imageInfo, len(chain))
 	for i, l := range chain {
-		in := imageInfo{Filename: l.Path, Format: string(format.VMDK), VirtualSize: l.Capacity}
-		if i == 0 {
-			in.Filename = name
+		in := imageInfo{Filename: name, Format: string(format.VMDK), VirtualSize: l.Capacity}
+		if i > 0 {
+			in.Filename = out[i-1].FullBacking
 		}
 		spec := vmdkSpecific{CID: l.CID, ParentCID: l.ParentCID, CreateType: l.CreateType}
 		var alloc int64
@@ -197,6 +207,12 @@ func vmdkInfos(ctx context.Context, d *vmdk.Disk, name string) ([]imageInfo, err
 		for _, e := range l.Extents {
 			count(e.Path)
 			x := vmdkExtentInfo{Compressed: e.Compressed, VirtualSize: e.Size, Filename: e.Path, ClusterSize: e.GrainSize, Format: e.Type}
+			// A parent's files are named after the name it is given here.
+			if e.Path == l.Path {
+				x.Filename = in.Filename
+			} else if rel, ok := strings.CutPrefix(e.Path, dirPrefix(l.Path)); ok && !strings.HasPrefix(rel, "/") {
+				x.Filename = dirPrefix(in.Filename) + rel
+			}
 			if l.SelfContained {
 				x.Format = ""
 			}
@@ -218,7 +234,11 @@ func vmdkInfos(ctx context.Context, d *vmdk.Disk, name string) ([]imageInfo, err
 		}
 		if l.ParentHint != "" {
 			in.Backing, in.BackingFormat = l.ParentHint, string(format.VMDK)
-			if i+1 < len(chain) {
+			// qemu joins the hint to the child's directory as strings;
+			// where vdisk found the parent elsewhere (a Windows hint),
+			// it names the file it opened.
+			in.FullBacking = joinHint(in.Filename, l.ParentHint)
+			if i+1 < len(chain) && filepath.Clean(in.FullBacking) != filepath.Clean(chain[i+1].Path) {
 				in.FullBacking = chain[i+1].Path
 			}
 		}
@@ -235,6 +255,20 @@ func vmdkInfos(ctx context.Context, d *vmdk.Disk, name string) ([]imageInfo, err
 		x.Subformat = vi.CreateType
 	}
 	return out, nil
+}
+
+// joinHint returns a parent hint as qemu resolves it: an absolute hint as
+// it is, a relative one after the child's directory.
+func joinHint(child, hint string) string {
+	if strings.HasPrefix(hint, "/") {
+		return hint
+	}
+	return dirPrefix(child) + hint
+}
+
+// dirPrefix returns the directory part of a path, up to its last slash.
+func dirPrefix(p string) string {
+	return p[:strings.LastIndexByte(p, '/')+1]
 }
 
 // printInfo prints one image the way qemu-img info does, then vdisk's

@@ -127,6 +127,18 @@ func TestInfoDelta(t *testing.T) {
 	if !strings.Contains(human, "backing file: base.vmdk (actual path: "+base+")\nbacking file format: vmdk\n") {
 		t.Errorf("human info of a child:\n%s", human)
 	}
+
+	// Like qemu-img info, a child whose parent is missing is described.
+	if err := os.Rename(base, base+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	in = infoJSON(t, child)
+	if in.Backing != "base.vmdk" || in.FullBacking != base || in.VDisk.AllocatedSize != 64<<10 {
+		t.Errorf("info of a child without its parent: %+v", in)
+	}
+	if _, _, code := run(t, "info", "--backing-chain", child); code != ExitNotFound {
+		t.Errorf("info --backing-chain of a child without its parent: exit %d, want %d", code, ExitNotFound)
+	}
 }
 
 // TestInfoJSONTypes checks the JSON value types scripts written for

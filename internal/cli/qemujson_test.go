@@ -146,6 +146,18 @@ func TestQemuJSONAgrees(t *testing.T) {
 				ours := mustRun(t, append(a, img.name)...)
 				compareJSON(t, strings.Join(a, " "), theirs, ours)
 			}
+			// Relative names, as a user types them in the image's directory.
+			if strings.HasSuffix(img.name, "child.vmdk") {
+				t.Chdir(dir)
+				for _, rel := range []string{filepath.Base(img.name), "./" + filepath.Base(img.name)} {
+					a := []string{"info", "--backing-chain", "--output=json", rel}
+					theirs, errs, ok := qemuOut(t, a...)
+					if !ok {
+						t.Fatalf("qemu-img %v: %s", a, errs)
+					}
+					compareJSON(t, strings.Join(a, " "), theirs, mustRun(t, a...))
+				}
+			}
 			// The human map: the same text, or the same refusal.
 			theirs, _, ok := qemuOut(t, "map", img.name)
 			ours, errs, code := run(t, "map", img.name)
