@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -266,6 +268,16 @@ func joinHint(child, hint string) string {
 	return dirPrefix(child) + hint
 }
 
+// qemuSize formats bytes as qemu-img info does: in the largest binary unit
+// that keeps the number under 1000, with three significant digits
+// ("1.15 MiB", "12 KiB", "0.977 MiB").
+func qemuSize(n int64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	_, e := math.Frexp(float64(n) / (1000.0 / 1024.0))
+	i := min(max((e-1)/10, 0), len(units)-1)
+	return strconv.FormatFloat(float64(n)/float64(uint64(1)<<(10*i)), 'g', 3, 64) + " " + units[i]
+}
+
 // dirPrefix returns the directory part of a path, up to its last slash.
 func dirPrefix(p string) string {
 	return p[:strings.LastIndexByte(p, '/')+1]
@@ -274,9 +286,9 @@ func dirPrefix(p string) string {
 // printInfo prints one image the way qemu-img info does, then vdisk's
 // extras.
 func printInfo(w io.Writer, in imageInfo) {
-	fmt.Fprintf(w, "image: %s\nfile format: %s\nvirtual size: %s (%d bytes)\n", in.Filename, in.Format, humanSize(in.VirtualSize), in.VirtualSize)
+	fmt.Fprintf(w, "image: %s\nfile format: %s\nvirtual size: %s (%d bytes)\n", in.Filename, in.Format, qemuSize(in.VirtualSize), in.VirtualSize)
 	if in.ActualSize != nil {
-		fmt.Fprintf(w, "disk size: %s\n", humanSize(*in.ActualSize))
+		fmt.Fprintf(w, "disk size: %s\n", qemuSize(*in.ActualSize))
 	} else {
 		fmt.Fprintf(w, "disk size: unavailable\n")
 	}
@@ -293,11 +305,17 @@ func printInfo(w io.Writer, in imageInfo) {
 		}
 		fmt.Fprintf(w, "\nbacking file format: %s\n", in.BackingFormat)
 	}
-	fs := in.FormatSpecific
-	if fs == nil {
-		return
+	if fs := in.FormatSpecific; fs != nil {
+		printVMDKInfo(w, fs.Data)
 	}
-	v := fs.Data
+	if x := in.VDisk; x != nil {
+		printExtras(w, x)
+	}
+}
+
+// printVMDKInfo prints qemu-img info's "Format specific information" of a
+// VMDK.
+func printVMDKInfo(w io.Writer, v vmdkSpecific) {
 	fmt.Fprintf(w, "Format specific information:\n    cid: %d\n    parent cid: %d\n    create type: %s\n    extents:\n", v.CID, v.ParentCID, v.CreateType)
 	for i, e := range v.Extents {
 		fmt.Fprintf(w, "        [%d]:\n", i)
@@ -310,24 +328,24 @@ func printInfo(w io.Writer, in imageInfo) {
 		}
 		fmt.Fprintf(w, "            format: %s\n", e.Format)
 	}
-	if x := in.VDisk; x != nil {
-		var b strings.Builder
-		fmt.Fprintf(&b, "vdisk information:\n    allocated: %s\n", humanSize(x.AllocatedSize))
-		if x.Subformat != "" {
-			fmt.Fprintf(&b, "    subformat: %s\n", x.Subformat)
-		}
-		if x.AdapterType != "" {
-			fmt.Fprintf(&b, "    adapter type: %s\n", x.AdapterType)
-		}
-		if x.HWVersion != "" {
-			fmt.Fprintf(&b, "    hardware version: %s\n", x.HWVersion)
-		}
-		if g := x.Geometry; g != nil {
-			fmt.Fprintf(&b, "    geometry: %d/%d/%d\n", g.Cylinders, g.Heads, g.Sectors)
-		}
-		if x.UUID != "" {
-			fmt.Fprintf(&b, "    uuid: %s\n", x.UUID)
-		}
-		io.WriteString(w, b.String())
+}
+
+// printExtras prints vdisk's additions to qemu-img info.
+func printExtras(w io.Writer, x *vdiskExtras) {
+	fmt.Fprintf(w, "vdisk information:\n    allocated: %s\n", qemuSize(x.AllocatedSize))
+	if x.Subformat != "" {
+		fmt.Fprintf(w, "    subformat: %s\n", x.Subformat)
+	}
+	if x.AdapterType != "" {
+		fmt.Fprintf(w, "    adapter type: %s\n", x.AdapterType)
+	}
+	if x.HWVersion != "" {
+		fmt.Fprintf(w, "    hardware version: %s\n", x.HWVersion)
+	}
+	if g := x.Geometry; g != nil {
+		fmt.Fprintf(w, "    geometry: %d/%d/%d\n", g.Cylinders, g.Heads, g.Sectors)
+	}
+	if x.UUID != "" {
+		fmt.Fprintf(w, "    uuid: %s\n", x.UUID)
 	}
 }

@@ -79,7 +79,7 @@ func TestInfoActualSize(t *testing.T) {
 				t.Fatalf("actual-size %v, want %d (st_blocks × 512 of %v) and under 1 MiB", in.ActualSize, want, tc.files)
 			}
 			human := mustRun(t, "info", img)
-			if line := "\ndisk size: " + humanSize(want) + "\n"; !strings.Contains(human, line) {
+			if line := "\ndisk size: " + qemuSize(want) + "\n"; !strings.Contains(human, line) {
 				t.Errorf("human info lacks %q:\n%s", line, human)
 			}
 		})
@@ -170,5 +170,21 @@ func TestInfoJSONTypes(t *testing.T) {
 	ext := data["extents"].([]any)[0].(map[string]any)
 	if ext["format"] != "FLAT" || ext["filename"] != strings.TrimSuffix(img, ".vmdk")+"-f001.vmdk" || ext["cluster-size"] != nil {
 		t.Errorf("extent %v", ext)
+	}
+}
+
+// TestQemuSize checks sizes formatted as qemu-img info prints them.
+func TestQemuSize(t *testing.T) {
+	for _, tc := range []struct {
+		n    int64
+		want string
+	}{
+		{0, "0 B"}, {512, "512 B"}, {999, "999 B"}, {1000, "0.977 KiB"}, {4096, "4 KiB"}, {12288, "12 KiB"},
+		{1204224, "1.15 MiB"}, {2301952, "2.2 MiB"}, {8433664, "8.04 MiB"}, {64 << 20, "64 MiB"},
+		{2 << 40, "2 TiB"}, {5 << 30, "5 GiB"}, {1<<63 - 1, "8 EiB"},
+	} {
+		if got := qemuSize(tc.n); got != tc.want {
+			t.Errorf("qemuSize(%d) = %q, want %q", tc.n, got, tc.want)
+		}
 	}
 }

@@ -158,6 +158,14 @@ func TestQemuJSONAgrees(t *testing.T) {
 					compareJSON(t, strings.Join(a, " "), theirs, mustRun(t, a...))
 				}
 			}
+			// The human info: qemu-img's text, then vdisk's own block.
+			theirsInfo, errs, ok := qemuOut(t, "info", img.name)
+			if !ok {
+				t.Fatalf("qemu-img info %s: %s", img.name, errs)
+			}
+			if ours := mustRun(t, "info", img.name); !strings.HasPrefix(ours, theirsInfo) || !strings.HasPrefix(ours[len(theirsInfo):], "vdisk information:\n") {
+				t.Errorf("human info differs:\nqemu-img:\n%svdisk:\n%s", theirsInfo, ours)
+			}
 			// The human map: the same text, or the same refusal.
 			theirs, _, ok := qemuOut(t, "map", img.name)
 			ours, errs, code := run(t, "map", img.name)
