@@ -9,6 +9,14 @@ import (
 	"github.com/vdisk-project/vdisk/disk"
 )
 
+// closeDisk closes d before the image checks that create registered.
+func closeDisk(t *testing.T, d *Disk) {
+	t.Helper()
+	if err := d.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
 // mappings collects d.Map over the whole disk and checks that the runs
 // tile it in order.
 func mappings(t *testing.T, d *Disk) []Mapping {
@@ -46,6 +54,7 @@ func TestMapOffsets(t *testing.T) {
 			t.Parallel()
 			const size = 8 << 20
 			d, _ := create(t, sf, size, nil)
+			defer closeDisk(t, d)
 			model := make([]byte, size)
 			writeRandom(t, d, model, 7, 40)
 			if err := d.WriteZeroes(5<<20, 1<<20, 0); err != nil {
@@ -100,6 +109,7 @@ func TestMapOffsets(t *testing.T) {
 func TestMapGrainOrder(t *testing.T) {
 	t.Parallel()
 	d, _ := create(t, MonolithicSparse, 1<<20, nil)
+	defer closeDisk(t, d)
 	g := make([]byte, 64<<10)
 	for i := range g {
 		g[i] = 1
@@ -142,7 +152,7 @@ func TestMapChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
+	defer closeDisk(t, d)
 	if _, err := d.WriteAt(p[:64<<10], 64<<10); err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +209,7 @@ func TestChainCreateType(t *testing.T) {
 		t.Run(string(tc.sf), func(t *testing.T) {
 			t.Parallel()
 			d, path := create(t, tc.sf, 8<<20, nil)
-			defer d.Close()
+			defer closeDisk(t, d)
 			ch := d.Chain()
 			if len(ch) != 1 || ch[0].CreateType != tc.createType || ch[0].SelfContained != tc.self || ch[0].Path != path {
 				t.Fatalf("Chain: %+v, want createType %s, self-contained %v", ch, tc.createType, tc.self)
