@@ -28,8 +28,8 @@ func writeVMDK(t *testing.T, path string, p []byte, offs ...int64) {
 	}
 }
 
-// allocated sums st_blocks × 512 over files.
-func allocated(t *testing.T, files ...string) int64 {
+// allocatedBytes sums st_blocks × 512 over files.
+func allocatedBytes(t *testing.T, files ...string) int64 {
 	t.Helper()
 	var n int64
 	for _, f := range files {
@@ -73,7 +73,7 @@ func TestInfoActualSize(t *testing.T) {
 			for _, f := range tc.files {
 				paths = append(paths, filepath.Join(dir, f))
 			}
-			want := allocated(t, paths...)
+			want := allocatedBytes(t, paths...)
 			in := infoJSON(t, img)
 			if in.ActualSize == nil || *in.ActualSize != want || want > 1<<20 {
 				t.Fatalf("actual-size %v, want %d (st_blocks × 512 of %v) and under 1 MiB", in.ActualSize, want, tc.files)
@@ -102,7 +102,7 @@ func TestInfoDelta(t *testing.T) {
 		t.Errorf("backing keys: backing-filename %q, full-backing-filename %q, backing-filename-format %q; want base.vmdk, %s, vmdk",
 			in.Backing, in.FullBacking, in.BackingFormat, base)
 	}
-	if want := allocated(t, child); in.ActualSize == nil || *in.ActualSize != want {
+	if want := allocatedBytes(t, child); in.ActualSize == nil || *in.ActualSize != want {
 		t.Errorf("actual-size %v, want %d (the child's file alone)", in.ActualSize, want)
 	}
 	if in.VDisk == nil || in.VDisk.AllocatedSize != 64<<10 {
@@ -119,7 +119,7 @@ func TestInfoDelta(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(list) != 2 || list[0].Filename != child || list[1].Filename != base || list[1].Backing != "" ||
-		list[1].FormatSpecific.Data.CID != fs.Data.ParentCID || *list[1].ActualSize != allocated(t, base) ||
+		list[1].FormatSpecific.Data.CID != fs.Data.ParentCID || *list[1].ActualSize != allocatedBytes(t, base) ||
 		list[1].VDisk.AllocatedSize != 4<<20 {
 		t.Errorf("info --backing-chain: %+v", list)
 	}

@@ -44,7 +44,7 @@ func qemuWrites(size int64) []string {
 	return w
 }
 
-func qemuIO(t *testing.T, format, img string, cmds []string) {
+func qemuIOCmds(t *testing.T, format, img string, cmds []string) {
 	t.Helper()
 	args := []string{"-f", format}
 	for _, c := range cmds {
@@ -80,7 +80,7 @@ func TestQemuJSONAgrees(t *testing.T) {
 	add := func(name, format string, size int64, make func(path string)) {
 		p := filepath.Join(dir, name)
 		make(p)
-		qemuIO(t, format, p, qemuWrites(size))
+		qemuIOCmds(t, format, p, qemuWrites(size))
 		images = append(images, image{p, format})
 	}
 	for _, tc := range []struct {
@@ -128,7 +128,7 @@ func TestQemuJSONAgrees(t *testing.T) {
 		} else {
 			testenv.Run(t, "qemu-img", "create", "-f", "vmdk", "-b", base, "-F", "vmdk", child)
 		}
-		qemuIO(t, "vmdk", child, []string{"write -P 2 512k 1M", "write -P 3 3M 64k", "write -z 20M 64k"})
+		qemuIOCmds(t, "vmdk", child, []string{"write -P 2 512k 1M", "write -P 3 3M 64k", "write -z 20M 64k"})
 		images = append(images, image{child, "vmdk"})
 	}
 
@@ -185,7 +185,7 @@ func TestQemuJSONAgreesNBD(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "n.raw")
 	testenv.Run(t, "qemu-img", "create", "-f", "raw", img, "64M")
-	qemuIO(t, "raw", img, qemuWrites(64<<20))
+	qemuIOCmds(t, "raw", img, qemuWrites(64<<20))
 	sock, pidFile := filepath.Join(dir, "n.sock"), filepath.Join(dir, "n.pid")
 	// --fork returns once the socket is ready.
 	testenv.Run(t, "qemu-nbd", "--fork", "--pid-file="+pidFile, "-t", "-r", "-f", "raw", "-k", sock, img)
