@@ -127,6 +127,55 @@ type FileInfo struct {
 	FileSize   int64 // bytes on storage
 }
 
+// LinkInfo describes one link of an open chain on its own: one descriptor
+// and its extents, as qemu-img info describes one image of a chain.
+type LinkInfo struct {
+	Path       string // the descriptor file, or the sparse file embedding it
+	CreateType string // the descriptor's createType, verbatim ("vmfs" for a vmfsThin disk)
+	CID        uint32
+	ParentCID  uint32 // 0xffffffff when the link has no parent
+	ParentHint string // parentFileNameHint, "" when none
+	Capacity   int64  // virtual size of the link in bytes
+	// SelfContained is set when the descriptor is embedded in the link's
+	// only extent file (monolithicSparse, streamOptimized).
+	SelfContained bool
+	Unclean       bool // the link was found marked as not cleanly closed
+	Extents       []ExtentInfo
+}
+
+// ExtentInfo describes one extent line of a link.
+type ExtentInfo struct {
+	Path       string // the extent's file, "" for a ZERO extent
+	Type       string // "SPARSE", "FLAT", "VMFS", "VMFSSPARSE", "SESPARSE", "ZERO"
+	Access     string // "RW", "RDONLY", "NOACCESS"
+	Offset     int64  // virtual offset of the extent, bytes
+	Size       int64  // virtual size of the extent, bytes
+	GrainSize  int64  // bytes per grain; 0 for FLAT, VMFS and ZERO extents
+	Compressed bool
+}
+
+// Mapping is one run of [Disk.Map]: a range of the virtual disk and where
+// its bytes are stored.
+type Mapping struct {
+	Off, Len int64 // virtual range, bytes
+	// Flags are those of [Disk.Extents]: Hole when no link holds the range
+	// (it reads as zeros), Zero when it reads as zeros.
+	Flags disk.ExtentFlags
+	// Link is the link that holds the range (0 is the leaf). For a Hole it
+	// is the last link looked at.
+	Link int
+	// File is the file that stores the range's bytes: a data grain, a
+	// compressed grain or a range of a flat file (a hole in a flat file is
+	// Zero and still has a File). It is "" for holes, zeroed grains and
+	// ZERO extents.
+	File string
+	// FileOff is the byte offset of the range in File, -1 when the bytes
+	// have no fixed place there (compressed grains) or there is no File.
+	// Within one Mapping the bytes are contiguous in File.
+	FileOff    int64
+	Compressed bool
+}
+
 // RepairMode selects what Check may change.
 type RepairMode int
 
@@ -188,6 +237,8 @@ type CompactStats struct {
 //	func Check(ctx context.Context, path string, o *CheckOptions) (*CheckReport, error)
 //	func Compact(ctx context.Context, path string, o *OpenOptions) (CompactStats, error)
 //	func (d *Disk) Info() Info
+//	func (d *Disk) Chain() []LinkInfo
+//	func (d *Disk) Map(ctx context.Context, off, n int64, fn func(Mapping) error) error
 //	func (d *Disk) Metadata(key string) (string, error)   // ErrNotFound for an unknown key
 //	func (d *Disk) SetMetadata(key, value string) error    // ddb.* keys; written to the leaf
 //	func (d *Disk) MetadataKeys() []string                 // sorted, merged over the chain

@@ -969,3 +969,195 @@ func (d *Disk) Close() error {
 	d.mu.Unlock()
 	return d.closeLinks()
 }
+
+// Chain describes each link of the open chain on its own, the leaf first.
+func (d *Disk) Chain() []LinkInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]LinkInfo, 0, len(d.links))
+	for _, l := range d.links {
+		li := LinkInfo{Path: l.path, CreateType: l.createType, CID: l.cid, ParentCID: l.parentCID,
+			ParentHint: l.desc.get("parentFileNameHint"), Capacity: l.size,
+			SelfContained: l.selfContained, Unclean: l.unclean}
+		for x, el := range l.desc.extents {
+			ei := ExtentInfo{Path: extentPath(l, x), Type: el.Type, Access: el.Access, Size: el.Sectors * disk.SectorSize}
+			if x < len(l.starts) {
+				ei.Offset = l.starts[x]
+			}
+			if x < len(l.extents) {
+				switch e := baseExtent(l.extents[x]).(type) {
+				case *streamExtent:
+					ei.GrainSize, ei.Compressed = e.grain, true
+				case *sparseExtent:
+					ei.GrainSize, ei.Compressed = e.grain, e.h.compressed()
+				case *seSparseExtent:
+					ei.GrainSize = seGrainBytes
+				}
+			}
+			li.Extents = append(li.Extents, ei)
+		}
+		out = append(out, li)
+	}
+	return out
+}
+
+// extentPath returns the file of extent x of l as Info names it: relative
+// to the descriptor's directory unless absolute, "" for a ZERO extent.
+func extentPath(l *link, x int) string {
+	el := l.desc.extents[x]
+	switch {
+	case el.Type == "ZERO":
+		return ""
+	case l.selfContained:
+		return l.path
+	case strings.HasPrefix(el.File, "/"):
+		return el.File
+	}
+	return joinDir(l.path, el.File)
+}
+
+// baseExtent strips the wrappers (size, access mode) off an extent.
+func baseExtent(e extent) extent {
+	for {
+		switch x := e.(type) {
+		case sized:
+			e = x.extent
+		case limitedExtent:
+			e = x.extent
+		default:
+			return e
+		}
+	}
+}
+
+// Map reports where the bytes of [off, off+n) are stored, in order: for
+// each run, the link that holds it and the file and offset of its bytes.
+// Runs of data are split where their bytes stop being contiguous in a
+// file, so a run of grains written out of order gives several Mappings;
+// runs are not merged otherwise. Like Extents it reads grain tables only,
+// and it is safe for concurrent use with reads and writes.
+//
+// A hole in a flat extent of the last link reads as zeros from its file:
+// it is reported as Zero, not Hole, with its File and FileOff.
+func (d *Disk) Map(ctx context.Context, off, n int64, fn func(Mapping) error) error {
+	if err := disk.CheckRange(off, 0, d.size); err != nil {
+		return err
+	}
+	n = min(n, d.size-off)
+	steps := 0
+	emit := func(m Mapping) error {
+		if steps++; steps%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		return fn(m)
+	}
+	return d.mapLink(0, off, n, emit)
+}
+
+func (d *Disk) mapLink(i int, off, n int64, emit func(Mapping) error) error {
+	if i >= len(d.links) {
+		return emit(Mapping{Off: off, Len: n, Flags: disk.Hole | disk.Zero, Link: len(d.links) - 1, FileOff: -1})
+	}
+	l := d.links[i]
+	if off >= l.size {
+		// A parent shorter than its child: the child's tail reads as zeros.
+		return emit(Mapping{Off: off, Len: n, Flags: disk.Hole | disk.Zero, Link: max(i-1, 0), FileOff: -1})
+	}
+	if tail := off + n - l.size; tail > 0 {
+		if err := d.mapLink(i, off, n-tail, emit); err != nil {
+			return err
+		}
+		return d.mapLink(i, l.size, tail, emit)
+	}
+	for end := off + n; off < end; {
+		x := l.find(off)
+		e := l.extents[x]
+		eoff := off - l.starts[x]
+		c := min(end-off, e.size()-eoff)
+		path := extentPath(l, x)
+		for done := int64(0); done < c; {
+			st, run, err := e.lookup(eoff+done, c-done)
+			if err != nil {
+				return err
+			}
+			at := off + done
+			switch st {
+			case stateData:
+				err = mapData(baseExtent(e), i, path, at, eoff+done, run, emit)
+			case stateZero:
+				err = emit(Mapping{Off: at, Len: run, Flags: disk.Zero, Link: i, FileOff: -1})
+			default:
+				if fe, ok := baseExtent(e).(*flatExtent); ok && i == len(d.links)-1 {
+					err = emit(Mapping{Off: at, Len: run, Flags: disk.Zero, Link: i, File: path, FileOff: fe.base + eoff + done})
+				} else {
+					err = d.mapLink(i+1, at, run, emit)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			done += run
+		}
+		off += c
+	}
+	return nil
+}
+
+// mapData reports a data run of extent e of link i: the run is at virtual
+// offset at and at eoff in the extent.
+func mapData(e extent, i int, path string, at, eoff, n int64, emit func(Mapping) error) error {
+	whole := Mapping{Off: at, Len: n, Link: i, File: path, FileOff: -1}
+	var locate func(off int64) (pos, grain int64, err error) // pos: file offset of off, -1 when unknown
+	switch e := e.(type) {
+	case *flatExtent:
+		whole.FileOff = e.base + eoff
+		return emit(whole)
+	case *streamExtent:
+		whole.Compressed = true
+		return emit(whole)
+	case *sparseExtent:
+		if e.h.compressed() {
+			whole.Compressed = true
+			return emit(whole)
+		}
+		locate = func(off int64) (int64, int64, error) {
+			v, _, err := e.gte(off)
+			if err != nil || v <= 1 {
+				return -1, e.grain, err
+			}
+			return int64(v)*disk.SectorSize + off%e.grain, e.grain, nil
+		}
+	case *seSparseExtent:
+		locate = func(off int64) (int64, int64, error) {
+			st, pos, err := e.entry(off)
+			if err != nil || st != stateData {
+				return -1, seGrainBytes, err
+			}
+			return pos + off%seGrainBytes, seGrainBytes, nil
+		}
+	default:
+		return emit(whole)
+	}
+	var pend Mapping
+	for done := int64(0); done < n; {
+		pos, grain, err := locate(eoff + done)
+		if err != nil {
+			return err
+		}
+		c := min(n-done, grain-(eoff+done)%grain)
+		if pend.Len > 0 && pos >= 0 && pend.FileOff >= 0 && pend.FileOff+pend.Len == pos {
+			pend.Len += c
+		} else {
+			if pend.Len > 0 {
+				if err := emit(pend); err != nil {
+					return err
+				}
+			}
+			pend = Mapping{Off: at + done, Len: c, Link: i, File: path, FileOff: pos}
+		}
+		done += c
+	}
+	return emit(pend)
+}

@@ -181,7 +181,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vdisk: unknown command %q; see 'vdisk help'\n", name)
 		return ExitUsage
 	}
-	err := c.run(ctx, args[1:], stdout, stderr)
+	err := checkOutputArgs(args[1:])
+	if err == nil {
+		err = c.run(ctx, args[1:], stdout, stderr)
+	}
 	var he *helpError
 	if errors.As(err, &he) {
 		fmt.Fprintf(stdout, "usage: %s\n\n%s\n", strings.TrimSpace("vdisk "+c.name+" "+c.usage), c.summary)
@@ -211,13 +214,56 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
+// jsonErrors reports whether the command line asks for JSON output, so
+// that an error is reported as JSON too.
 func jsonErrors(args []string) bool {
-	for _, a := range args {
-		if a == "--output=json" || a == "-output=json" {
-			return true
+	v, _ := outputArg(args)
+	return v == "json"
+}
+
+// outputArg returns the value of the last --output flag of a command line
+// (--output=X, --output X, -output=X or -output X), and whether there is
+// one. Arguments after "--" are not flags.
+func outputArg(args []string) (string, bool) {
+	var v string
+	found := false
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			break
 		}
+		name, val, hasVal := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "output" {
+			continue
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				break // the flag parser reports the missing value
+			}
+			i++
+			val = args[i]
+		}
+		v, found = val, true
 	}
-	return false
+	return v, found
+}
+
+// checkOutput accepts the values of --output: human and json, as
+// qemu-img does. Anything else is a usage error.
+func checkOutput(v string) error {
+	if v != "human" && v != "json" {
+		return usagef("--output must be human or json, not %q", v)
+	}
+	return nil
+}
+
+// checkOutputArgs applies checkOutput to every command's --output flag
+// before the command runs.
+func checkOutputArgs(args []string) error {
+	if v, ok := outputArg(args); ok {
+		return checkOutput(v)
+	}
+	return nil
 }
 
 func lookup(name string) (command, bool) {

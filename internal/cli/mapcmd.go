@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/format"
+	"github.com/vdisk-project/vdisk/format/raw"
+	"github.com/vdisk-project/vdisk/format/vmdk"
 )
 
 type mapOptions struct {
@@ -17,12 +20,52 @@ type mapOptions struct {
 	chunkSize  string
 }
 
-// mapEntry is one run of map's output, with qemu-img map's JSON fields.
+// mapEntry is one run of map's output: qemu-img map's MapEntry, with its
+// meanings. Depth is the link of the chain that holds the run (0 is the
+// image itself); present says whether some link holds it, data whether its
+// bytes are stored in a file (File, at Offset when HasOffset: compressed
+// grains have no offset), zero whether it reads as zeros.
 type mapEntry struct {
-	Start  int64 `json:"start"`
-	Length int64 `json:"length"`
-	Data   bool  `json:"data"`
-	Zero   bool  `json:"zero"`
+	Start, Length int64
+	Depth         int
+	Present       bool
+	Zero          bool
+	Data          bool
+	Compressed    bool
+	HasOffset     bool
+	Offset        int64
+	File          string // the file at Offset; "" without an offset
+}
+
+// mergeable reports whether next continues e, by qemu-img map's rule: the
+// same flags, depth and file, and, with offsets, contiguous in the file.
+func (e *mapEntry) mergeable(next *mapEntry) bool {
+	if e.Length == 0 {
+		return false
+	}
+	if e.Zero != next.Zero || e.Data != next.Data || e.Compressed != next.Compressed ||
+		e.Depth != next.Depth || e.Present != next.Present || e.HasOffset != next.HasOffset || e.File != next.File {
+		return false
+	}
+	return !e.HasOffset || e.Offset+e.Length == next.Offset
+}
+
+// writeJSON writes e as qemu-img map --output=json writes an entry.
+func (e *mapEntry) writeJSON(w io.Writer) {
+	fmt.Fprintf(w, `{ "start": %d, "length": %d, "depth": %d, "present": %t, "zero": %t, "data": %t, "compressed": %t`,
+		e.Start, e.Length, e.Depth, e.Present, e.Zero, e.Data, e.Compressed)
+	if e.HasOffset {
+		fmt.Fprintf(w, `, "offset": %d`, e.Offset)
+	}
+	io.WriteString(w, "}")
+}
+
+// cHex formats n like C's "%#x": 0 has no 0x prefix.
+func cHex(n int64) string {
+	if n == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%#x", n)
 }
 
 func cmdMap(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -43,6 +86,9 @@ func cmdMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 func runMap(ctx context.Context, o mapOptions, name string, stdout io.Writer) error {
+	if err := checkOutput(o.output); err != nil {
+		return err
+	}
 	d, _, err := openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: true, ForceShare: o.forceShare})
 	if err != nil {
 		return err
@@ -51,32 +97,108 @@ func runMap(ctx context.Context, o mapOptions, name string, stdout io.Writer) er
 	if o.chunkSize != "" {
 		return mapChunks(ctx, d, o, stdout)
 	}
-	var out []mapEntry
-	err = disk.Extents(ctx, d, 0, d.Size(), func(e disk.Extent) error {
-		m := mapEntry{Start: e.Off, Length: e.Len, Data: e.Flags&disk.Hole == 0, Zero: e.Flags&disk.Zero != 0}
-		if n := len(out); n > 0 && out[n-1].Data == m.Data && out[n-1].Zero == m.Zero {
-			out[n-1].Length += m.Length
-			return nil
-		}
-		out = append(out, m)
+	bw := bufio.NewWriter(stdout)
+	p := &mapPrinter{w: bw, name: name, json: o.output == "json"}
+	if !p.json {
+		fmt.Fprintf(bw, "%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File")
+	}
+	err = mapEntries(ctx, d, name, p.add)
+	if err == nil {
+		err = p.end()
+	}
+	if ferr := bw.Flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// mapPrinter merges entries by qemu's rule and prints each merged run.
+type mapPrinter struct {
+	w     io.Writer
+	name  string
+	json  bool
+	cur   mapEntry
+	count int
+}
+
+func (p *mapPrinter) add(e mapEntry) error {
+	if p.cur.mergeable(&e) {
+		p.cur.Length += e.Length
 		return nil
-	})
-	if err != nil {
-		return err
 	}
-	if o.output == "json" {
-		if out == nil {
-			out = []mapEntry{}
+	if p.cur.Length > 0 {
+		if err := p.print(&p.cur); err != nil {
+			return err
 		}
-		return writeJSON(stdout, out)
 	}
-	fmt.Fprintf(stdout, "%-20s %-20s %s\n", "Offset", "Length", "Mapped")
-	for _, m := range out {
-		if m.Data && !m.Zero {
-			fmt.Fprintf(stdout, "%#-20x %#-20x %s\n", m.Start, m.Length, name)
+	p.cur = e
+	return nil
+}
+
+func (p *mapPrinter) end() error {
+	if p.cur.Length > 0 {
+		if err := p.print(&p.cur); err != nil {
+			return err
 		}
+	}
+	if p.json {
+		if p.count == 0 {
+			io.WriteString(p.w, "[")
+		}
+		io.WriteString(p.w, "]\n")
 	}
 	return nil
+}
+
+func (p *mapPrinter) print(e *mapEntry) error {
+	p.count++
+	if p.json {
+		if p.count == 1 {
+			io.WriteString(p.w, "[")
+		} else {
+			io.WriteString(p.w, ",\n")
+		}
+		e.writeJSON(p.w)
+		return nil
+	}
+	// Like qemu-img, the human map lists only the runs stored in a file,
+	// and cannot show a run whose bytes have no offset.
+	if e.Data && !e.HasOffset {
+		return disk.Errorf(disk.ErrNotSupported, "%s: the data at %d is compressed and has no offset in a file to show; use --output=json", p.name, e.Start)
+	}
+	if e.Data && !e.Zero {
+		fmt.Fprintf(p.w, "%-16s%-16s%-16s%s\n", cHex(e.Start), cHex(e.Length), cHex(e.Offset), e.File)
+	}
+	return nil
+}
+
+// mapEntries reports the runs of d in order, unmerged, with qemu's flags.
+func mapEntries(ctx context.Context, d disk.Disk, name string, fn func(mapEntry) error) error {
+	switch d := d.(type) {
+	case *vmdk.Disk:
+		return d.Map(ctx, 0, d.Size(), func(m vmdk.Mapping) error {
+			e := mapEntry{Start: m.Off, Length: m.Len, Depth: m.Link, Present: m.Flags&disk.Hole == 0,
+				Zero: m.Flags&disk.Zero != 0, Data: m.File != "", Compressed: m.Compressed}
+			if m.FileOff >= 0 {
+				e.HasOffset, e.Offset, e.File = true, m.FileOff, m.File
+			}
+			return fn(e)
+		})
+	case *raw.Disk:
+		// qemu's raw driver passes the file's own status through: every
+		// byte is present at its own offset, and holes read as zeros.
+		return disk.Extents(ctx, d, 0, d.Size(), func(x disk.Extent) error {
+			return fn(mapEntry{Start: x.Off, Length: x.Len, Present: true, Zero: x.Flags&disk.Zero != 0,
+				Data: x.Flags&disk.Hole == 0, HasOffset: true, Offset: x.Off, File: name})
+		})
+	}
+	// An NBD export or a host disk: like qemu's NBD driver, each byte is at
+	// its own offset of the export, and a range is present when it holds
+	// data or is known to read as zeros.
+	return disk.Extents(ctx, d, 0, d.Size(), func(x disk.Extent) error {
+		return fn(mapEntry{Start: x.Off, Length: x.Len, Present: x.Flags&disk.Hole == 0 || x.Flags&disk.Zero != 0,
+			Zero: x.Flags&disk.Zero != 0, Data: x.Flags&disk.Hole == 0, HasOffset: true, Offset: x.Off, File: name})
+	})
 }
 
 // mapChunks lists the chunks of chunk-size bytes that hold any allocated
