@@ -287,3 +287,22 @@ func TestForeignImageRefused(t *testing.T) {
 		t.Errorf("convert -f raw: exit %d", code)
 	}
 }
+
+// TestInfoWarnsTruncated: info says when a sparse extent is shorter than
+// the data it references (qemu-img info is silent), and is silent when it
+// is whole.
+func TestInfoWarnsTruncated(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "t.vmdk")
+	src, _ := sample(t, dir)
+	mustRun(t, "convert", "-O", "vmdk", src, img)
+	if _, stderr, code := run(t, "info", img); code != 0 || strings.Contains(stderr, "truncated") {
+		t.Fatalf("info of a whole image: exit %d, %q", code, stderr)
+	}
+	st, _ := os.Stat(img)
+	os.Truncate(img, st.Size()/2)
+	_, stderr, code := run(t, "info", img)
+	if code != 0 || !strings.Contains(stderr, "is truncated") {
+		t.Errorf("info of a truncated image: exit %d, %q; want a warning", code, stderr)
+	}
+}

@@ -132,5 +132,5 @@ func runDemo(ctx context.Context, dir, where string, size, data int64, stdout, s
 	}
 	step(fmt.Sprintf("check the source: clean, %s allocated", humanSize(r.AllocatedBytes)), t)
 	fmt.Fprintln(stdout, "\nimage information:")
-	return runInfo(ctx, infoOptions{}, src, stdout)
+	return runInfo(ctx, infoOptions{}, src, stdout, stderr)
 }

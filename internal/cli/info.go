@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -107,10 +108,10 @@ func cmdInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(pos) != 1 {
 		return usagef("info takes one image")
 	}
-	return runInfo(ctx, o, pos[0], stdout)
+	return runInfo(ctx, o, pos[0], stdout, stderr)
 }
 
-func runInfo(ctx context.Context, o infoOptions, name string, stdout io.Writer) error {
+func runInfo(ctx context.Context, o infoOptions, name string, stdout, stderr io.Writer) error {
 	if err := checkOutput(o.output); err != nil {
 		return err
 	}
@@ -129,7 +130,13 @@ func runInfo(ctx context.Context, o infoOptions, name string, stdout io.Writer) 
 	defer d.Close()
 	var list []imageInfo
 	if vd, ok := d.(*vmdk.Disk); ok {
-		list, err = vmdkInfos(ctx, vd, name)
+		var short []string
+		list, short, err = vmdkInfos(ctx, vd, name)
+		for _, w := range short {
+			// qemu-img info is silent; a user about to trust the image
+			// should hear it.
+			fmt.Fprintf(stderr, "vdisk info: warning: %s\n", w)
+		}
 	} else {
 		list, err = plainInfo(ctx, d, name, f)
 	}
@@ -175,18 +182,31 @@ func plainInfo(ctx context.Context, d disk.Disk, name string, f format.Format) (
 	return []imageInfo{in}, nil
 }
 
-// vmdkInfos describes each link of a VMDK chain, the leaf first.
-func vmdkInfos(ctx context.Context, d *vmdk.Disk, name string) ([]imageInfo, error) {
+// vmdkInfos describes each link of a VMDK chain, the leaf first, and says
+// which files are shorter than the data they reference (truncated: the
+// missing grains read as zeros, or fail).
+func vmdkInfos(ctx context.Context, d *vmdk.Disk, name string) ([]imageInfo, []string, error) {
 	chain := d.Chain()
 	own := make([]int64, len(chain)) // data bytes each link holds
+	ends := map[string]int64{}       // the end of the data referenced in each file
 	if err := d.Map(ctx, 0, d.Size(), func(m vmdk.Mapping) error {
 		if m.Flags&(disk.Hole|disk.Zero) == 0 {
 			own[m.Link] += m.Len
 		}
+		if m.File != "" && m.FileOff >= 0 && m.Flags&disk.Zero == 0 {
+			ends[m.File] = max(ends[m.File], m.FileOff+m.Len)
+		}
 		return nil
 	}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var short []string
+	for f, end := range ends {
+		if st, err := os.Stat(f); err == nil && st.Size() < end {
+			short = append(short, fmt.Sprintf("%s is truncated: it ends at byte %d, but holds data up to byte %d (those grains read as zeros; vdisk check tells more)", f, st.Size(), end))
+		}
+	}
+	slices.Sort(short)
 	out := make([]imageInfo, len(chain))
 	for i, l := range chain {
 		in := imageInfo{Filename: name, Format: string(format.VMDK), VirtualSize: l.Capacity}
@@ -256,7 +276,7 @@ func vmdkInfos(ctx context.Context, d *vmdk.Disk, name string) ([]imageInfo, err
 	if string(vi.CreateType) != chain[0].CreateType {
 		x.Subformat = vi.CreateType
 	}
-	return out, nil
+	return out, short, nil
 }
 
 // joinHint returns a parent hint as qemu resolves it: an absolute hint as
