@@ -469,44 +469,6 @@ func (f *flatDisk) Size() int64                              { return int64(len(
 func (f *flatDisk) Flush() error                             { return nil }
 func (f *flatDisk) Close() error                             { return nil }
 
-// TestReadPathAllocs pins "no allocation per request" on the server's read
-// path, with structured replies.
-func TestReadPathAllocs(t *testing.T) {
-	sock := serve(t, &flatDisk{b: make([]byte, 4<<20)}, ServerOptions{})
-	c := rawClient(t, sock)
-	defer c.Close()
-	c.SetDeadline(time.Time{})
-	c.Write(option(optStructuredReply, nil))
-	if _, typ, _, err := readReply(c); err != nil || typ != repAck {
-		t.Fatal("no structured replies")
-	}
-	c.Write(option(optExportName, nil))
-	var info [10]byte
-	io.ReadFull(c, info[:])
-	const n = 64 << 10
-	req := make([]byte, 28)
-	binary.BigEndian.PutUint32(req, magicRequest)
-	binary.BigEndian.PutUint16(req[6:], cmdRead)
-	binary.BigEndian.PutUint32(req[24:], n)
-	reply := make([]byte, 20+8+n)
-	roundTrip := func() {
-		if _, err := c.Write(req); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, reply); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range 50 {
-		roundTrip() // warm the pools and start the worker
-	}
-	if raceEnabled {
-		t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops items)")
-	}
-	if a := testing.AllocsPerRun(200, roundTrip); a > 0 {
-		t.Errorf("%.1f allocations per READ request", a)
-	}
-}
 
 // serve serves d as the only export (under any name) on a Unix socket, and
 // returns the socket's path; the server shuts down with the test.
