@@ -469,7 +469,6 @@ func (f *flatDisk) Size() int64                              { return int64(len(
 func (f *flatDisk) Flush() error                             { return nil }
 func (f *flatDisk) Close() error                             { return nil }
 
-
 // serve serves d as the only export (under any name) on a Unix socket, and
 // returns the socket's path; the server shuts down with the test.
 func serve(t testing.TB, d disk.Disk, o ServerOptions) string {
