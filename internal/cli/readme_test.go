@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -267,5 +268,35 @@ func TestReadmeCurl(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the sequence's answers lack %s:\n%s", want, out)
 		}
+	}
+}
+
+// TestReadmeServeConfig: the README's example serve config file is read
+// as vdisk serve reads it (every key a flag, every value valid).
+func TestReadmeServeConfig(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```\n# /etc/vdisk/serve.conf\n")
+	if !ok {
+		t.Fatal("README lost its serve config example")
+	}
+	block, _, _ := strings.Cut(rest, "```")
+	path := filepath.Join(t.TempDir(), "serve.conf")
+	// The datastore target must exist for the config to be accepted.
+	block = strings.ReplaceAll(block, "/mnt/nvme/vdisk", t.TempDir())
+	os.WriteFile(path, []byte(block), 0o600)
+	var o serveOptions
+	fs := serveFlags(&o)
+	if err := applyConfig(fs, path); err != nil {
+		t.Fatalf("the README's serve config: %v", err)
+	}
+	cfg, err := o.config(io.Discard)
+	if err != nil {
+		t.Fatalf("the README's serve config: %v", err)
+	}
+	if cfg.DataDir != "/srv/vdisk" || len(cfg.Listen) != 2 || cfg.Limits.DiskConns != 64 {
+		t.Errorf("the README's serve config read as %+v", cfg)
 	}
 }
