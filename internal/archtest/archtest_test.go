@@ -52,6 +52,9 @@ var allowed = []struct {
 	{"nbd/nbdtest", []string{"disk", "nbd"}},
 	{"nbd", []string{"disk"}},
 	{"hostapi", []string{}},
+	// volume reads any disk.Disk: a local image, an NBD export, a host
+	// disk, a backup point.
+	{"volume", []string{"disk"}},
 	{"internal/datastore", []string{"disk", "format", "internal/cbt", "hostapi"}},
 	{"internal/cbt", []string{"disk", "format"}},
 	// auth may use nbd (a low layer, like format) for the one certificate
