@@ -10,6 +10,13 @@
 // entries, or the backup copy at the end of the disk when the primary is
 // damaged). A disk without either has no partitions.
 //
+// # Filesystems
+//
+// [Volumes] lists the partitions (or the whole disk) with what [Probe]
+// finds in each: ext2, ext3, ext4, XFS, FAT and swap, with the UUID and
+// label as blkid prints them. A FAT or NTFS boot sector on a whole disk is
+// not taken for an MBR.
+//
 // # Hostile input
 //
 // Every number read from the disk is checked before it is used: entries

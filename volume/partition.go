@@ -81,12 +81,33 @@ func Partitions(ctx context.Context, d disk.Disk) (*Table, error) {
 		}
 		return &Table{}, nil
 	}
+	if !looksLikeMBR(mbr) {
+		// A filesystem's boot sector (FAT, NTFS) on the whole disk also
+		// ends in 55 AA.
+		return &Table{}, nil
+	}
 	for i := range 4 {
 		if mbr[446+i*16+4] == 0xee {
 			return readGPT(ctx, d, sector)
 		}
 	}
 	return readMBR(ctx, d, mbr)
+}
+
+// looksLikeMBR tells an MBR from a filesystem boot sector, as the kernel
+// and blkid do: every entry's status is 0x00 or 0x80, and the sector does
+// not name a FAT or NTFS filesystem.
+func looksLikeMBR(b []byte) bool {
+	for i := range 4 {
+		if st := b[446+i*16]; st != 0 && st != 0x80 {
+			return false
+		}
+	}
+	if string(b[3:11]) == "NTFS    " || string(b[82:87]) == "FAT32" ||
+		(string(b[54:57]) == "FAT" && (b[0] == 0xeb || b[0] == 0xe9)) {
+		return false
+	}
+	return true
 }
 
 type mbrEntry struct {
