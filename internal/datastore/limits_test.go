@@ -139,15 +139,7 @@ func TestFullDatastoreAtRestart(t *testing.T) {
 	h.Flush()
 	// No Close: the host dies. Then the filesystem fills up.
 	s.dropLock()
-	filler := filepath.Join(root, "filler")
-	f, _ := os.Create(filler)
-	chunk := make([]byte, 1<<20)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			break
-		}
-	}
-	f.Close()
+	free := fillFS(t, root)
 	s2, err := Open(ctx, root, nil)
 	if err != nil {
 		t.Fatalf("a full datastore keeps the host from starting: %v", err)
@@ -161,7 +153,7 @@ func TestFullDatastoreAtRestart(t *testing.T) {
 		t.Errorf("the tracked disk on a full filesystem: %v, want it served or ErrNoSpace", err)
 	}
 	s2.Close()
-	os.Remove(filler)
+	free()
 	s3, err := Open(ctx, root, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -217,22 +209,7 @@ func TestSnapshotNotRecorded(t *testing.T) {
 	s.Close()
 	s = openStore(t, root)
 	defer s.Close()
-	for _, name := range []string{"plain", "tracked"} {
-		d, err := s.Disk(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, _ := d.OpenLive(true)
-		got := make([]byte, 1<<20)
-		h.ReadAt(got, 0)
-		h.Close()
-		if !bytes.Equal(got, bytes.Repeat([]byte{2}, 1<<20)) {
-			t.Errorf("%s: the write after the failed snapshot is lost", name)
-		}
-		if n := len(d.Snapshots()); n != 0 {
-			t.Errorf("%s: %d snapshots after the failed one", name, n)
-		}
-	}
+	checkAfterFailedSnapshot(t, s)
 }
 
 // TestSnapshotOnFullFilesystem: a snapshot that cannot be recorded (the
@@ -253,15 +230,7 @@ func TestSnapshotOnFullFilesystem(t *testing.T) {
 		h.Flush()
 		h.Close()
 	}
-	filler := filepath.Join(root, "filler")
-	f, _ := os.Create(filler)
-	chunk := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			break
-		}
-	}
-	f.Close()
+	free := fillFS(t, root)
 	for _, name := range []string{"plain", "tracked"} {
 		d, _ := s.Disk(name)
 		if _, err := d.Snapshot(ctx, SnapshotSpec{}); err == nil {
@@ -280,10 +249,35 @@ func TestSnapshotOnFullFilesystem(t *testing.T) {
 		}
 		h.Close()
 	}
-	os.Remove(filler)
+	free()
 	s.Close()
 	s = openStore(t, root)
 	defer s.Close()
+	checkAfterFailedSnapshot(t, s)
+}
+
+// fillFS fills the filesystem holding dir and returns what frees it again.
+func fillFS(t *testing.T, dir string) func() {
+	t.Helper()
+	filler := filepath.Join(dir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	f.Close()
+	return func() { os.Remove(filler) }
+}
+
+// checkAfterFailedSnapshot: the disks "plain" and "tracked" hold the 2s
+// written after their snapshot failed, and no snapshot.
+func checkAfterFailedSnapshot(t *testing.T, s *Store) {
+	t.Helper()
 	for _, name := range []string{"plain", "tracked"} {
 		d, err := s.Disk(name)
 		if err != nil {
