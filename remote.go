@@ -196,7 +196,7 @@ func (r *remoteDisk) async(p []byte, off int64, write bool) func(ctx context.Con
 		ctx, cancel := context.WithTimeout(ctx, r.timeout)
 		defer cancel()
 		err := f.Wait(ctx)
-		if ctx.Err() != nil && err == ctx.Err() {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			// Given up while the request is in flight: fence the
 			// connection first, so that its late reply cannot write into
 			// p once the caller has it back.
