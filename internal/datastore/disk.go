@@ -128,7 +128,6 @@ type Disk struct {
 	readers map[string]int // open snapshot handles by snapshot ID
 	moving  bool           // a relocation is running
 	retired bool
-	rotated bool // the tracker rotated at load (unclean stop)
 }
 
 func (s *Store) diskDir(name string) string { return filepath.Join(s.root, "disks", name) }
@@ -277,7 +276,7 @@ func (s *Store) loadDisk(ctx context.Context, name string) (*Disk, error) {
 		}
 		// The seal is spent at open: a crash from here on must not leave
 		// an old seal that the next clean open would trust.
-		if !rotated && t.Recovered() == 0 && d.sealBroken() {
+		if !rotated && d.sealBroken() {
 			s.log.Warn("the disk's files changed while the host was down; change tracking starts a new history", "disk", name)
 			if err := t.Rotate(); err != nil {
 				t.Close()
@@ -286,7 +285,7 @@ func (s *Store) loadDisk(ctx context.Context, name string) (*Disk, error) {
 			rotated = true
 		}
 		os.Remove(d.sealPath())
-		d.tracker, d.rotated = t, rotated
+		d.tracker = t
 		switch {
 		case rotated:
 			s.log.Warn("change tracking restarted after an unclean stop with no usable intent map; earlier change IDs are void", "disk", name, "change_id", t.ChangeID())
