@@ -143,7 +143,8 @@ func (t *Tracker) syncIntent(seq uint64) error {
 // openIntent opens (creating when needed) the intent map file and lays out
 // an empty map for the current size.
 func (t *Tracker) openIntent() error {
-	f, err := t.fsys.OpenFile(t.intentPath(), os.O_RDWR|os.O_CREATE, 0o600)
+	// Never through a planted link: the map is rewritten in place.
+	f, err := t.fsys.OpenFile(t.intentPath(), os.O_RDWR|os.O_CREATE|disk.ONoFollow, 0o600)
 	if err != nil {
 		return disk.Wrap(err, "cbt: open intent map", t.intentPath(), -1)
 	}
@@ -187,7 +188,7 @@ func (t *Tracker) resetIntentLocked() error {
 // of regions and the region shift. It fails when no slot is valid or the
 // map belongs to another history or geometry.
 func readIntent(fsys disk.FS, path string, uuid [16]byte, size, block int64) ([]uint64, uint, error) {
-	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
+	f, err := fsys.OpenFile(path, os.O_RDONLY|disk.ONoFollow, 0)
 	if err != nil {
 		return nil, 0, disk.Wrap(err, "cbt: open intent map", path, -1)
 	}
