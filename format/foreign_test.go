@@ -2,7 +2,10 @@ package format
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,7 +21,7 @@ func TestForeignFormatsRefused(t *testing.T) {
 	testenv.Tool(t, "qemu-img")
 	ctx := context.Background()
 	dir := t.TempDir()
-	for _, c := range []struct {
+	for i, c := range []struct {
 		name string
 		args []string
 	}{
@@ -28,11 +31,26 @@ func TestForeignFormatsRefused(t *testing.T) {
 		{"vpc", []string{"-f", "vpc"}},
 		{"vpc", []string{"-f", "vpc", "-o", "subformat=fixed"}},
 		{"vhdx", []string{"-f", "vhdx"}},
-		{"luks", []string{"--object", "secret,id=s0,data=pw", "-f", "luks", "-o", "key-secret=s0,iter-time=10"}},
+		// LUKS: qemu-img's key derivation benchmark fails at random on a
+		// loaded machine ("Unable to get accurate CPU usage"), so this one
+		// is a LUKS1 header written from the format's layout: magic,
+		// version 1, cipher and mode names, hash, payload offset.
+		{"luks", nil},
 	} {
-		path := filepath.Join(dir, strings.Join(c.args[len(c.args)-1:], "")+"-"+c.name+".img")
-		args := append(append([]string{"create", "-q"}, c.args...), path, "4M")
-		testenv.Run(t, "qemu-img", args...)
+		path := filepath.Join(dir, fmt.Sprintf("%d-%s.img", i, c.name))
+		if c.args == nil {
+			h := make([]byte, 4<<20)
+			copy(h, "LUKS\xba\xbe\x00\x01aes")
+			copy(h[40:], "xts-plain64")
+			copy(h[72:], "sha256")
+			binary.BigEndian.PutUint32(h[104:], 4096) // payload offset, sectors
+			if err := os.WriteFile(path, h, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			args := append(append([]string{"create", "-q"}, c.args...), path, "4M")
+			testenv.Run(t, "qemu-img", args...)
+		}
 		_, _, err := Open(ctx, path, &OpenOptions{ReadOnly: true})
 		if !errors.Is(err, disk.ErrNotSupported) || !strings.Contains(err.Error(), "a "+c.name+" image") {
 			t.Errorf("%s %v: open = %v, want ErrNotSupported naming %s", c.name, c.args, err, c.name)
