@@ -54,7 +54,15 @@ var allowed = []struct {
 	{"hostapi", []string{}},
 	// volume reads any disk.Disk: a local image, an NBD export, a host
 	// disk, a backup point.
-	{"volume", []string{"disk"}},
+	// Its sub-packages (partition schemes, LVM, one reader per
+	// filesystem) import only disk and each other (volume/inode is their
+	// shared contract).
+	{"volume", []string{"disk", "volume"}},
+	// backup/storage holds objects; it knows nothing of disks but the
+	// error codes.
+	{"backup/storage", []string{"disk", "backup/storage"}},
+	// backup imports the kit, never the host's storage engine.
+	{"backup", []string{"", "disk", "format", "nbd", "hostapi", "backup", "volume"}},
 	{"internal/datastore", []string{"disk", "format", "internal/cbt", "hostapi"}},
 	{"internal/cbt", []string{"disk", "format"}},
 	// auth may use nbd (a low layer, like format) for the one certificate
