@@ -58,3 +58,23 @@ func Run(t testing.TB, name string, args ...string) string {
 	}
 	return string(out)
 }
+
+// FUSE skips the test unless a FUSE filesystem can be mounted here: the
+// /dev/fuse device and either root or fusermount3. VDISK_TEST_REQUIRE=fuse
+// makes its absence a failure.
+func FUSE(t testing.TB) {
+	t.Helper()
+	why := ""
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		why = "no /dev/fuse"
+	} else if _, err := exec.LookPath("fusermount3"); err != nil && os.Geteuid() != 0 {
+		why = "neither root nor fusermount3"
+	}
+	if why == "" {
+		return
+	}
+	if Required("fuse") {
+		t.Fatalf("FUSE is required by VDISK_TEST_REQUIRE but cannot mount: %s", why)
+	}
+	t.Skipf("FUSE cannot mount here (%s)", why)
+}
