@@ -43,6 +43,11 @@ type ClientOptions struct {
 	// NoExtendedHeaders keeps to compact headers even when the server
 	// offers extended ones.
 	NoExtendedHeaders bool
+	// MetaContext names a metadata context to negotiate besides
+	// base:allocation, such as "qemu:dirty-bitmap:NAME" (the dirty
+	// bitmap qemu-nbd -B and libvirt's backup API export). Query it
+	// with Client.ContextExtents. At most 4,096 bytes.
+	MetaContext string
 }
 
 // Client is an NBD export opened by Dial. It is a disk.Disk (with
@@ -58,21 +63,23 @@ type Client struct {
 }
 
 type clientConn struct {
-	c       *Client
-	nc      net.Conn
-	br      *bufio.Reader
-	wmu     sync.Mutex
-	bw      *bufio.Writer
-	slots   chan struct{}
-	meta    uint32 // base:allocation context id (servers may use 0)
-	hasMeta bool   // base:allocation was negotiated
-	sr      bool
-	ext     bool // extended headers negotiated
-	mu      sync.Mutex
-	calls   map[uint64]*call
-	cookie  uint64
-	err     error // set when the connection failed
-	done    chan struct{}
+	c        *Client
+	nc       net.Conn
+	br       *bufio.Reader
+	wmu      sync.Mutex
+	bw       *bufio.Writer
+	slots    chan struct{}
+	meta     uint32 // base:allocation context id (servers may use 0)
+	hasMeta  bool   // base:allocation was negotiated
+	meta2    uint32 // ClientOptions.MetaContext's id
+	hasMeta2 bool
+	sr       bool
+	ext      bool // extended headers negotiated
+	mu       sync.Mutex
+	calls    map[uint64]*call
+	cookie   uint64
+	err      error // set when the connection failed
+	done     chan struct{}
 	// reading is the call whose final reply the read loop is reading, out
 	// of calls already; only the read loop touches it.
 	reading *call
@@ -85,6 +92,8 @@ type call struct {
 	off  int64
 	buf  []byte
 	exts []disk.Extent // BLOCK_STATUS answer, handed to the caller after completion
+	meta uint32        // BLOCK_STATUS: the context whose answer is wanted
+	raw  bool          // BLOCK_STATUS: keep the context's flags as sent
 	n    int64
 	err  error
 	got  int64
@@ -182,6 +191,9 @@ func Dial(ctx context.Context, uri string, o *ClientOptions) (*Client, error) {
 	var opts ClientOptions
 	if o != nil {
 		opts = *o
+	}
+	if len(opts.MetaContext) > 4096 {
+		return nil, disk.Errorf(disk.ErrInvalid, "nbd: metadata context name of %d bytes (at most 4096)", len(opts.MetaContext))
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 60 * time.Second
@@ -377,13 +389,18 @@ func (cc *clientConn) handshake(ctx context.Context, p ParsedURI, tc *tls.Config
 		}
 	}
 	if cc.sr {
-		q := "base:allocation"
-		b := make([]byte, 4+len(p.Export)+4+4+len(q))
+		qs := []string{"base:allocation"}
+		if q := cc.c.o.MetaContext; q != "" && q != qs[0] {
+			qs = append(qs, q)
+		}
+		b := make([]byte, 4+len(p.Export)+4, 64+len(p.Export))
 		binary.BigEndian.PutUint32(b, uint32(len(p.Export)))
 		copy(b[4:], p.Export)
-		binary.BigEndian.PutUint32(b[4+len(p.Export):], 1)
-		binary.BigEndian.PutUint32(b[8+len(p.Export):], uint32(len(q)))
-		copy(b[12+len(p.Export):], q)
+		binary.BigEndian.PutUint32(b[4+len(p.Export):], uint32(len(qs)))
+		for _, q := range qs {
+			b = binary.BigEndian.AppendUint32(b, uint32(len(q)))
+			b = append(b, q...)
+		}
 		if err := cc.sendOpt(optSetMetaContext, b); err != nil {
 			return err
 		}
@@ -392,8 +409,13 @@ func (cc *clientConn) handshake(ctx context.Context, p ParsedURI, tc *tls.Config
 			if err != nil {
 				return err
 			}
-			if typ == repMetaContext && len(data) >= 4 && string(data[4:]) == q {
-				cc.meta, cc.hasMeta = binary.BigEndian.Uint32(data), true
+			if typ == repMetaContext && len(data) >= 4 {
+				switch id, name := binary.BigEndian.Uint32(data), string(data[4:]); {
+				case name == qs[0]:
+					cc.meta, cc.hasMeta = id, true
+				case len(qs) > 1 && name == qs[1]:
+					cc.meta2, cc.hasMeta2 = id, true
+				}
 			}
 			if typ == repAck || typ&(1<<31) != 0 {
 				break
@@ -625,7 +647,7 @@ func (cc *clientConn) chunk(c *call, typ uint16, n uint64) error {
 		if _, err := io.ReadFull(cc.br, b); err != nil {
 			return err
 		}
-		if binary.BigEndian.Uint32(b) != cc.meta {
+		if binary.BigEndian.Uint32(b) != c.meta {
 			return nil // another context
 		}
 		if ext && uint64(binary.BigEndian.Uint32(b[4:])) != (n-head)/size {
@@ -641,10 +663,13 @@ func (cc *clientConn) chunk(c *call, typ uint16, n uint64) error {
 					return protoErr("extent length out of range")
 				}
 				l = int64(v)
-				fl = disk.ExtentFlags(binary.BigEndian.Uint64(b[i+8:]) & uint64(disk.Hole|disk.Zero))
+				fl = disk.ExtentFlags(uint32(binary.BigEndian.Uint64(b[i+8:])))
 			} else {
 				l = int64(binary.BigEndian.Uint32(b[i:]))
-				fl = disk.ExtentFlags(binary.BigEndian.Uint32(b[i+4:]) & uint32(disk.Hole|disk.Zero))
+				fl = disk.ExtentFlags(binary.BigEndian.Uint32(b[i+4:]))
+			}
+			if !c.raw {
+				fl &= disk.Hole | disk.Zero
 			}
 			if l == 0 {
 				return protoErr("empty extent")
@@ -920,14 +945,33 @@ func (c *Client) Trim(off, n int64) error {
 // Extents asks the server for base:allocation; a server without it
 // reports everything as data.
 func (c *Client) Extents(ctx context.Context, off, n int64, fn func(disk.Extent) error) error {
+	return c.blockStatus(ctx, off, n, false, fn)
+}
+
+// ContextExtents reports ClientOptions.MetaContext's extents from off for
+// n bytes, in order. Each Extent's Flags are the context's own bits as the
+// server sent them (for qemu:dirty-bitmap, 1 marks a dirty range). A
+// server that did not accept the context gives disk.ErrNotSupported.
+func (c *Client) ContextExtents(ctx context.Context, off, n int64, fn func(disk.Extent) error) error {
+	return c.blockStatus(ctx, off, n, true, fn)
+}
+
+func (c *Client) blockStatus(ctx context.Context, off, n int64, second bool, fn func(disk.Extent) error) error {
 	end := min(off+n, c.size)
 	for off < end {
 		cc := c.conn()
-		if !cc.hasMeta {
+		id, ok := cc.meta, cc.hasMeta
+		if second {
+			id, ok = cc.meta2, cc.hasMeta2
+			if !ok {
+				return disk.Errorf(disk.ErrNotSupported, "nbd: the server does not offer the metadata context %q", c.o.MetaContext)
+			}
+		}
+		if !ok {
 			return fn(disk.Extent{Off: off, Len: end - off})
 		}
 		k := min(end-off, 1<<30)
-		cl := &call{typ: cmdBlockStatus, off: off, n: k}
+		cl := &call{typ: cmdBlockStatus, off: off, n: k, meta: id, raw: second}
 		cc.send(cl, 0, nil)
 		if err := c.wait(&Future{calls: []*call{cl}}); err != nil {
 			return err
