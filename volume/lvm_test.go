@@ -6,10 +6,12 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -474,3 +476,173 @@ func committed(t *testing.T, path string, off int64) *lvm.MetadataCopy {
 	}
 	return c
 }
+
+// TestLVMWrapAndUnsupported: many metadata updates on a small metadata
+// area wrap its circular buffer, and the wrapped copy is read; then thin,
+// RAID and snapshot LVs, restored into the VG by vgcfgrestore (the tools
+// cannot create them without device-mapper), are listed as unsupported.
+func TestLVMWrapAndUnsupported(t *testing.T) {
+	a, b := newFile(t, "a.img", 64<<20), newFile(t, "b.img", 64<<20)
+	l := newLVMLab(t, []string{a, b}, []int64{0, 0}, []int64{64 << 20, 64 << 20})
+	l.attach()
+	l.lvm("pvcreate", "--metadatasize", "32k", "--dataalignment", "64k", l.loops[0], l.loops[1])
+	l.lvm("vgcreate", l.vg, l.loops[0], l.loops[1])
+	l.lvm("lvcreate", "-an", "-Zn", "-l", "2", "-n", "lv1", l.vg)
+	lv1 := randomBytes(8 << 20)
+	vgUUID, _, lvs := l.layout()
+	l.write(lvs["lv1"], lv1)
+
+	var tags []string
+	for i := 0; ; i++ {
+		if i == 200 {
+			t.Fatalf("the metadata did not wrap after %d updates", i)
+		}
+		tag := fmt.Sprintf("tag%03d", i)
+		l.lvm("lvchange", "--addtag", tag, l.vg+"/lv1")
+		tags = append(tags, tag)
+		if committed(t, a, 0).Wrapped {
+			break
+		}
+	}
+	t.Logf("the metadata wrapped after %d updates", len(tags))
+	s := openSet(t, a, b)
+	v := checkLV(t, s, l.vg, vgUUID, lvs["lv1"], lv1)
+	if !slices.Equal(v.LV.Tags, tags) {
+		t.Errorf("tags %q, want %q", v.LV.Tags, tags)
+	}
+
+	backup := filepath.Join(t.TempDir(), "vg.txt")
+	l.lvm("vgcfgbackup", "-f", backup, l.vg)
+	text, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.LastIndex(text, []byte("\n\t}\n"))
+	if i < 0 {
+		t.Fatalf("no logical_volumes section to extend in\n%s", text)
+	}
+	restored := append(append(bytes.Clone(text[:i]), unsupportedLVs...), text[i:]...)
+	restored = bytes.ReplaceAll(restored, []byte("@ID@"), nil)
+	for n := 0; bytes.Contains(restored, []byte("@UUID@")); n++ {
+		restored = bytes.Replace(restored, []byte("@UUID@"), []byte(fmt.Sprintf("%06d-vdsk-test-uuid-0000-0000-000000", n)), 1)
+	}
+	if err := os.WriteFile(backup, restored, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.lvm("vgcfgrestore", "--force", "-f", backup, l.vg)
+	types := map[string]string{}
+	for _, r := range l.report("lvs", "-a", "-o", "lv_name,segtype", l.vg) {
+		types[r["lv_name"]] = r["segtype"]
+	}
+	l.detach()
+	if types["pool"] != "thin-pool" || types["thin1"] != "thin" || types["r1"] != "raid1" {
+		t.Fatalf("the tools read the restored LVs as %v", types)
+	}
+	if testing.Verbose() {
+		t.Logf("%s", committed(t, a, 0).Text)
+	}
+	s = openSet(t, a, b)
+	for lv, why := range map[string]string{
+		"snap":  "snapshot of lv1",
+		"pool":  "thin pool",
+		"thin1": "thin LV in pool pool",
+		"r1":    "RAID/mirror LV (raid1)",
+	} {
+		v, err := s.Volume("lvm/" + l.vg + "/" + lv)
+		if err != nil {
+			t.Errorf("%s: %v", lv, err)
+			continue
+		}
+		if !strings.HasPrefix(v.Unsupported, why) {
+			t.Errorf("%s: unsupported %q, want %q…", lv, v.Unsupported, why)
+		}
+		if _, err := v.Open(); !errors.Is(err, disk.ErrNotSupported) {
+			t.Errorf("%s: Open gives %v, want ErrNotSupported", lv, err)
+		}
+	}
+	for _, v := range s.Volumes() {
+		if strings.Contains(v.ID, "_r") || strings.Contains(v.ID, "_t") || strings.Contains(v.ID, "snapshot0") {
+			t.Errorf("hidden LV %s is listed", v.ID)
+		}
+	}
+	checkLV(t, s, l.vg, vgUUID, lvs["lv1"], lv1)
+}
+
+// unsupportedLVs are LV sections for a VG whose lv1 lies on pv0 extents
+// 0-1: a snapshot of lv1, a thin pool with one thin LV, and a raid1 LV.
+var unsupportedLVs = []byte(`
+		snap {
+			id = "@UUID@"
+			status = ["READ", "WRITE", "VISIBLE"]
+			segment_count = 1
+			segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 2] }
+		}
+		snapshot0 {
+			id = "@UUID@"
+			status = ["READ"]
+			segment_count = 1
+			segment1 { start_extent = 0 extent_count = 2 type = "snapshot" chunk_size = 8 origin = "lv1" cow_store = "snap" }
+		}
+		pool {
+			id = "@UUID@"
+			status = ["READ", "WRITE", "VISIBLE"]
+			segment_count = 1
+			segment1 { start_extent = 0 extent_count = 2 type = "thin-pool" metadata = "pool_tmeta" pool = "pool_tdata"
+				transaction_id = 1 chunk_size = 128 discards = "passdown" zero_new_blocks = 1 }
+		}
+		thin1 {
+			id = "@UUID@"
+			status = ["READ", "WRITE", "VISIBLE"]
+			segment_count = 1
+			segment1 { start_extent = 0 extent_count = 4 type = "thin" thin_pool = "pool" transaction_id = 0 device_id = 1 }
+		}
+		pool_tmeta {
+			id = "@UUID@"
+			status = ["READ", "WRITE"]
+			segment_count = 1
+			segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 3] }
+		}
+		pool_tdata {
+			id = "@UUID@"
+			status = ["READ", "WRITE"]
+			segment_count = 1
+			segment1 { start_extent = 0 extent_count = 2 type = "striped" stripe_count = 1 stripes = ["pv0", 4] }
+		}
+		lvol0_pmspare {
+			id = "@UUID@"
+			status = ["READ", "WRITE"]
+			segment_count = 1
+			segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 6] }
+		}
+		r1 {
+			id = "@UUID@"
+			status = ["READ", "WRITE", "VISIBLE"]
+			segment_count = 1
+			segment1 { start_extent = 0 extent_count = 1 type = "raid1" device_count = 2 region_size = 1024
+				raids = ["r1_rmeta_0", "r1_rimage_0", "r1_rmeta_1", "r1_rimage_1"] }
+		}
+		r1_rmeta_0 {
+			id = "@UUID@"
+			status = ["READ", "WRITE"]
+			segment_count = 1
+			segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 7] }
+		}
+		r1_rimage_0 {
+			id = "@UUID@"
+			status = ["READ", "WRITE"]
+			segment_count = 1
+			segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 8] }
+		}
+		r1_rmeta_1 {
+			id = "@UUID@"
+			status = ["READ", "WRITE"]
+			segment_count = 1
+			segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv1", 0] }
+		}
+		r1_rimage_1 {
+			id = "@UUID@"
+			status = ["READ", "WRITE"]
+			segment_count = 1
+			segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv1", 1] }
+		}
+`)

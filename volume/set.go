@@ -137,7 +137,7 @@ func OpenSet(ctx context.Context, disks []disk.Disk, opts *SetOptions) (*Set, er
 				s.problems = append(s.problems, "VG "+vg.Name+": "+p)
 			}
 			for _, lv := range vg.LVs {
-				if !lv.Visible() {
+				if !vg.Visible(lv) {
 					continue
 				}
 				v, err := lvVolume(s, vg, lv, pvVols)

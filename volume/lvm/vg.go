@@ -68,9 +68,29 @@ type LV struct {
 	Segments []*Segment
 }
 
-// Visible reports whether the LV is one users see (not a hidden part of
-// another LV such as a thin pool's data or a RAID image).
-func (lv *LV) Visible() bool { return slices.Contains(lv.Status, "VISIBLE") }
+// Visible reports whether lv is one users see, not a hidden part of
+// another LV such as a thin pool's data or a RAID image: its status says
+// VISIBLE, or it is a snapshot's copy-on-write store (which the tools
+// show under the snapshot's name, while the metadata hides it).
+func (vg *VG) Visible(lv *LV) bool {
+	return slices.Contains(lv.Status, "VISIBLE") || vg.snapshotOf(lv) != ""
+}
+
+// snapshotOf returns the origin of the snapshot whose copy-on-write store
+// lv is, or "".
+func (vg *VG) snapshotOf(lv *LV) string {
+	for _, o := range vg.LVs {
+		for _, s := range o.Segments {
+			if s.Type == "snapshot" {
+				if cow, _ := s.Section.Str("cow_store"); cow == lv.Name {
+					origin, _ := s.Section.Str("origin")
+					return origin
+				}
+			}
+		}
+	}
+	return ""
+}
 
 // Extents returns the LV's length in extents.
 func (lv *LV) Extents() int64 {
@@ -274,15 +294,8 @@ func parseSegment(ss *Section, maxExtents int64) (*Segment, error) {
 // type other than striped (linear) and zero, a snapshot's copy-on-write
 // store, a PV that is missing.
 func (vg *VG) Unsupported(lv *LV) string {
-	for _, o := range vg.LVs {
-		for _, s := range o.Segments {
-			if s.Type == "snapshot" {
-				if cow, _ := s.Section.Str("cow_store"); cow == lv.Name {
-					origin, _ := s.Section.Str("origin")
-					return "snapshot of " + origin + " (a copy-on-write store; not supported)"
-				}
-			}
-		}
+	if origin := vg.snapshotOf(lv); origin != "" {
+		return "snapshot of " + origin + " (a copy-on-write store; not supported)"
 	}
 	for _, s := range lv.Segments {
 		switch t := s.Type; {
