@@ -119,9 +119,9 @@ func probe(r io.ReaderAt, off, size int64) (Filesystem, error) {
 		if l, err := lvm.ReadLabel(bytes.NewReader(b), size); err == nil {
 			return Filesystem{Type: "LVM2_member", UUID: l.UUID, Version: "LVM2 001"}, nil
 		}
-	case len(b) >= 256 && le.Uint32(b) == mdMagic && le.Uint32(b[4:]) == 1:
+	case len(b) >= 256 && le.Uint32(b) == mdMagic && le.Uint32(b[4:]) == 1 && le.Uint64(b[144:]) == 0:
 		return md1(b, "1.1"), nil
-	case len(b) >= 4096+256 && le.Uint32(b[4096:]) == mdMagic && le.Uint32(b[4100:]) == 1:
+	case len(b) >= 4096+256 && le.Uint32(b[4096:]) == mdMagic && le.Uint32(b[4100:]) == 1 && le.Uint64(b[4096+144:]) == 8:
 		return md1(b[4096:], "1.2"), nil
 	}
 	switch {
@@ -192,17 +192,33 @@ func mdAtEnd(r io.ReaderAt, off, size int64) (Filesystem, error) {
 		if _, err := r.ReadAt(b, off+c.at); err != nil && err != io.EOF {
 			return Filesystem{}, disk.Wrap(err, "volume: read md superblock", "", off+c.at)
 		}
-		if le.Uint32(b) != mdMagic {
+		if c.version == "1.0" {
+			if le.Uint32(b) == mdMagic && le.Uint32(b[4:]) == 1 && le.Uint64(b[144:]) == uint64(c.at/512) {
+				return md1(b, c.version), nil
+			}
 			continue
 		}
-		switch maj := le.Uint32(b[4:]); {
-		case maj == 1 && c.version == "1.0":
-			return md1(b, c.version), nil
-		case maj == 0 && c.version == "0.90.0" && le.Uint32(b[8:]) == 90:
-			// The set UUID is split: word 5, then words 13-15.
-			u := append(bytes.Clone(b[20:24]), b[52:64]...)
-			return Filesystem{Type: "linux_raid_member", Version: c.version, UUID: uuid(u)}, nil
+		// v0.90 is in the byte order of the host that wrote it. Its set
+		// UUID is split (word 5, then words 13-15); blkid prints each
+		// word most significant byte first.
+		var order binary.ByteOrder
+		switch {
+		case le.Uint32(b) == mdMagic:
+			order = le
+		case binary.BigEndian.Uint32(b) == mdMagic:
+			order = binary.BigEndian
+		default:
+			continue
 		}
+		if order.Uint32(b[4:]) != 0 || order.Uint32(b[8:]) < 90 {
+			continue
+		}
+		u := make([]byte, 0, 16)
+		for _, w := range []int{5, 13, 14, 15} {
+			u = binary.BigEndian.AppendUint32(u, order.Uint32(b[w*4:]))
+		}
+		v := fmt.Sprintf("%d.%d.%d", order.Uint32(b[4:]), order.Uint32(b[8:]), order.Uint32(b[12:]))
+		return Filesystem{Type: "linux_raid_member", Version: v, UUID: uuid(u)}, nil
 	}
 	return Filesystem{}, nil
 }
