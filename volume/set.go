@@ -71,6 +71,9 @@ type Set struct {
 	mounts map[string]string // volume ID to mount point, from OSInfo
 }
 
+// maxLVs bounds the logical volumes a set lists (each costs a probe).
+const maxLVs = 4096
+
 // readOnly refuses writes to a disk of a set.
 type readOnly struct{ disk.Disk }
 
@@ -132,6 +135,7 @@ func OpenSet(ctx context.Context, disks []disk.Disk, opts *SetOptions) (*Set, er
 			return nil, err
 		}
 		s.problems = append(s.problems, res.Problems...)
+		nLV := 0
 		for _, vg := range res.VGs {
 			for _, p := range vg.Problems {
 				s.problems = append(s.problems, "VG "+vg.Name+": "+p)
@@ -139,6 +143,10 @@ func OpenSet(ctx context.Context, disks []disk.Disk, opts *SetOptions) (*Set, er
 			for _, lv := range vg.LVs {
 				if !vg.Visible(lv) {
 					continue
+				}
+				if nLV++; nLV > maxLVs {
+					s.problems = append(s.problems, fmt.Sprintf("VG %s: more than %d LVs in the set; LV %s and those after it are not listed", vg.Name, maxLVs, lv.Name))
+					break
 				}
 				v, err := lvVolume(s, vg, lv, pvVols)
 				if err != nil {

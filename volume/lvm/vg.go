@@ -38,6 +38,11 @@ type VG struct {
 	Problems []string
 
 	devs []Device
+	// Indexes built by ParseVG, so that hostile metadata with many PVs
+	// and LVs costs linear time.
+	pvByName  map[string]*PV
+	lvByName  map[string]*LV
+	cowOrigin map[string]string // snapshot store LV to its origin
 }
 
 // PV is a physical volume of a VG.
@@ -79,6 +84,9 @@ func (vg *VG) Visible(lv *LV) bool {
 // snapshotOf returns the origin of the snapshot whose copy-on-write store
 // lv is, or "".
 func (vg *VG) snapshotOf(lv *LV) string {
+	if vg.cowOrigin != nil {
+		return vg.cowOrigin[lv.Name]
+	}
 	for _, o := range vg.LVs {
 		for _, s := range o.Segments {
 			if s.Type == "snapshot" {
@@ -124,6 +132,9 @@ type Stripe struct {
 
 // PV returns the PV of the given key ("pv0"), or nil.
 func (vg *VG) PV(name string) *PV {
+	if vg.pvByName != nil {
+		return vg.pvByName[name]
+	}
 	for _, p := range vg.PVs {
 		if p.Name == name {
 			return p
@@ -134,6 +145,9 @@ func (vg *VG) PV(name string) *PV {
 
 // LV returns the named LV, or nil.
 func (vg *VG) LV(name string) *LV {
+	if vg.lvByName != nil {
+		return vg.lvByName[name]
+	}
 	for _, l := range vg.LVs {
 		if l.Name == name {
 			return l
@@ -158,7 +172,8 @@ func ParseVG(text []byte) (*VG, error) {
 		return nil, disk.Errorf(disk.ErrCorrupt, "lvm: metadata holds %d volume groups, want 1", len(root.Sections))
 	}
 	s := root.Sections[0]
-	vg := &VG{Name: s.Name, Status: s.Strings("status"), Flags: s.Strings("flags")}
+	vg := &VG{Name: s.Name, Status: s.Strings("status"), Flags: s.Strings("flags"),
+		pvByName: map[string]*PV{}, lvByName: map[string]*LV{}, cowOrigin: map[string]string{}}
 	bad := func(format string, args ...any) (*VG, error) {
 		return nil, disk.Errorf(disk.ErrCorrupt, "lvm: VG %s: %s", vg.Name, fmt.Sprintf(format, args...))
 	}
@@ -195,6 +210,7 @@ func ParseVG(text []byte) (*VG, error) {
 			return bad("PV %s twice", pv.Name)
 		}
 		vg.PVs = append(vg.PVs, pv)
+		vg.pvByName[pv.Name] = pv
 	}
 	for _, ls := range s.Sub("logical_volumes").sections() {
 		lv := &LV{Name: ls.Name, Status: ls.Strings("status"), Flags: ls.Strings("flags"), Tags: ls.Strings("tags")}
@@ -235,6 +251,16 @@ func ParseVG(text []byte) (*VG, error) {
 			return bad("LV %s twice", lv.Name)
 		}
 		vg.LVs = append(vg.LVs, lv)
+		vg.lvByName[lv.Name] = lv
+		for _, seg := range lv.Segments {
+			if seg.Type == "snapshot" {
+				cow, _ := seg.Section.Str("cow_store")
+				origin, _ := seg.Section.Str("origin")
+				if cow != "" && origin != "" {
+					vg.cowOrigin[cow] = origin
+				}
+			}
+		}
 	}
 	return vg, nil
 }
