@@ -211,23 +211,22 @@ func (f *FS) valid(c uint32) bool { return c >= 2 && c-2 < f.clusters }
 // clusterOff is the byte offset of data cluster c (which must be valid).
 func (f *FS) clusterOff(c uint32) int64 { return f.dataOff + int64(c-2)*f.clusterSize }
 
-// fatByte returns byte i of the first FAT, through the bounded cache.
-func (f *FS) fatBytesAt(i int64, n int) ([]byte, error) {
-	out := make([]byte, 0, 4)
-	for len(out) < n {
-		ci := (i + int64(len(out))) / fatChunk
-		chunk, err := f.fatChunk(ci)
+// fatEntry returns the n (2 or 4) little-endian bytes of the first FAT
+// at byte i, through the bounded cache.
+func (f *FS) fatEntry(i int64, n int) (uint32, error) {
+	var b [4]byte
+	for k := 0; k < n; {
+		chunk, err := f.fatChunk((i + int64(k)) / fatChunk)
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
-		o := (i + int64(len(out))) % fatChunk
+		o := (i + int64(k)) % fatChunk
 		if o >= int64(len(chunk)) {
-			return nil, corrupt("FAT entry past the FAT")
+			return 0, corrupt("FAT entry past the FAT")
 		}
-		k := min(int64(n-len(out)), int64(len(chunk))-o)
-		out = append(out, chunk[o:o+k]...)
+		k += copy(b[k:n], chunk[o:])
 	}
-	return out, nil
+	return binary.LittleEndian.Uint32(b[:]), nil
 }
 
 func (f *FS) fatChunk(ci int64) ([]byte, error) {
@@ -270,29 +269,27 @@ func (f *FS) next(c uint32) (uint32, int, error) {
 	var v, eoc, bad uint32
 	switch f.variant {
 	case FAT12:
-		b, err := f.fatBytesAt(int64(c)*3/2, 2)
-		if err != nil {
+		var err error
+		if v, err = f.fatEntry(int64(c)*3/2, 2); err != nil {
 			return 0, 0, err
 		}
-		v = uint32(binary.LittleEndian.Uint16(b))
 		if c&1 != 0 {
 			v >>= 4
 		}
 		v &= 0xfff
 		eoc, bad = 0xff8, 0xff7
 	case FAT16:
-		b, err := f.fatBytesAt(int64(c)*2, 2)
-		if err != nil {
+		var err error
+		if v, err = f.fatEntry(int64(c)*2, 2); err != nil {
 			return 0, 0, err
 		}
-		v = uint32(binary.LittleEndian.Uint16(b))
 		eoc, bad = 0xfff8, 0xfff7
 	default:
-		b, err := f.fatBytesAt(int64(c)*4, 4)
-		if err != nil {
+		var err error
+		if v, err = f.fatEntry(int64(c)*4, 4); err != nil {
 			return 0, 0, err
 		}
-		v = binary.LittleEndian.Uint32(b) & 0x0fffffff
+		v &= 0x0fffffff
 		eoc, bad = 0x0ffffff8, 0x0ffffff7
 	}
 	switch {
@@ -313,10 +310,11 @@ type run struct {
 }
 
 // chain follows the cluster chain from start and returns it as runs,
-// holding at most limit clusters; it goes on walking (without storing)
-// to the end so that a loop anywhere is found. The bound on the walk is
-// the number of clusters: a longer chain must loop. Loops are also caught
-// early with Brent's cycle detection.
+// holding at most limit clusters. Loops are caught with Brent's cycle
+// detection, which finds a cycle that starts and closes within the first
+// limit clusters before 5*limit+8 steps; so the walk goes on (storing
+// nothing) up to that many steps, or to the end of the chain. A chain
+// longer than the number of clusters loops.
 func (f *FS) chain(start uint32, limit int64) ([]run, int64, error) {
 	if !f.valid(start) {
 		return nil, 0, corrupt("cluster %d out of range", start)
@@ -334,6 +332,9 @@ func (f *FS) chain(start uint32, limit int64) ([]run, int64, error) {
 			}
 		}
 		n++
+		if n > 5*limit+8 {
+			return runs, n, nil // longer than needed, and no loop in what is
+		}
 		if n > int64(f.clusters) {
 			return nil, 0, corrupt("cluster chain from %d loops", start)
 		}

@@ -74,4 +74,3 @@ func TestKernel(t *testing.T) {
 		t.Errorf("compared %d files", n)
 	}
 }
-
