@@ -15,6 +15,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/fstest"
 	"time"
 	"unicode/utf16"
 
@@ -211,10 +212,13 @@ func populate(t testing.TB, mnt string) {
 		}
 	}
 	// ntfs-3g's own symbolic links.
+	if err := os.Mkdir(filepath.Join(mnt, "loops"), 0o777); err != nil {
+		t.Fatal(err)
+	}
 	for name, target := range map[string]string{
 		"links/rel":   "../small.txt",
 		"links/dirln": "../dir/sub",
-		"links/loop":  "loop",
+		"loops/loop":  "loop",
 		"links/abs":   "/dir/sub/deep.txt",
 	} {
 		if err := os.Symlink(target, filepath.Join(mnt, name)); err != nil {
@@ -508,8 +512,8 @@ func TestFeatures(t *testing.T) {
 	if tg, err := f.ReadLink("links/junction"); err != nil || tg != "/dir/sub" {
 		t.Errorf("ReadLink(links/junction) = %q, %v; want /dir/sub", tg, err)
 	}
-	if _, err := f.Open("links/loop"); err == nil || !errors.Is(err, disk.ErrCorrupt) {
-		t.Errorf("Open(links/loop) = %v, want corrupt (too many links)", err)
+	if _, err := f.Open("loops/loop"); err == nil || !errors.Is(err, disk.ErrCorrupt) {
+		t.Errorf("Open(loops/loop) = %v, want corrupt (too many links)", err)
 	}
 	if _, err := f.Stat("small.txt/x"); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Stat(small.txt/x) = %v, want not exist", err)
@@ -591,4 +595,57 @@ func TestReadAt(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestFSTest(t *testing.T) {
+	img := testImage(t)
+	f := openImage(t, img)
+	// fstest opens every name, so the link loop and the 5,000 files (read
+	// in TestAgainstNTFS3G) are left out.
+	for dir, want := range map[string][]string{
+		"dir":   {"sub/deep.txt"},
+		"comp":  {"text", "mixed", "tiny"},
+		"links": {"a", "b", "rel", "winrel", "abs"},
+	} {
+		sub, err := fs.Sub(f, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fstest.TestFS(sub, want...); err != nil {
+			t.Errorf("%s: %v", dir, err)
+		}
+	}
+}
+
+// TestConcurrent reads files from many goroutines at once (run with
+// -race).
+func TestConcurrent(t *testing.T) {
+	img := testImage(t)
+	f := openImage(t, img)
+	names := []string{"big.bin", "comp/mixed", "sparse", "medium.bin"}
+	want := map[string][]byte{}
+	for _, n := range names {
+		b, err := fs.ReadFile(f, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[n] = b
+	}
+	fresh := openImage(t, img)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := names[i%len(names)]
+			b, err := fs.ReadFile(fresh, n)
+			if err != nil || !bytes.Equal(b, want[n]) {
+				t.Errorf("concurrent ReadFile(%q): %d bytes, %v", n, len(b), err)
+			}
+			if _, err := fresh.ReadDir("many"); err != nil {
+				t.Errorf("concurrent ReadDir(many): %v", err)
+			}
+		}()
+	}
+	wg.Wait()
 }
