@@ -97,10 +97,11 @@ func cmdVolumes(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			Size  int64  `json:"size"`
 		}
 		out := struct {
-			Disks   []diskJSON    `json:"disks"`
-			Volumes []guestVolume `json:"volumes"`
-			OS      *guestOS      `json:"os,omitempty"`
-		}{Volumes: g.vols, OS: g.os}
+			Disks    []diskJSON    `json:"disks"`
+			Volumes  []guestVolume `json:"volumes"`
+			OS       *guestOS      `json:"os,omitempty"`
+			Problems []string      `json:"problems,omitempty"`
+		}{Volumes: g.vols, OS: g.os, Problems: g.problems}
 		for i, d := range g.disks {
 			out.Disks = append(out.Disks, diskJSON{i, g.images[i], d.Size()})
 		}
@@ -121,6 +122,9 @@ func cmdVolumes(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, p := range g.problems {
+		fmt.Fprintf(stdout, "problem: %s\n", p)
 	}
 	if g.os != nil && (g.os.Pretty != "" || g.os.Name != "") {
 		name := g.os.Pretty

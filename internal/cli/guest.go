@@ -3,8 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"strconv"
 	"strings"
 
@@ -52,6 +50,9 @@ type guestSet struct {
 	disks  []disk.Disk
 	vols   []guestVolume
 	os     *guestOS
+	// problems are what the set found but could not use (a corrupt
+	// partition table, LVM metadata copies that failed their checksum).
+	problems []string
 }
 
 func (g *guestSet) Close() error {
@@ -62,11 +63,10 @@ func (g *guestSet) Close() error {
 	return errors.Join(errs...)
 }
 
-// fsReaders opens a filesystem by blkid type.
-var fsReaders = map[string]func(io.ReaderAt, int64) (inode.FS, error){}
-
 // openGuest opens images read-only (any image name the other commands
-// take) and lists their volumes.
+// take) as one disk set (VixMntapi_OpenDisks) and lists its volumes:
+// partitions, whole disks and LVM logical volumes, with the guest's mount
+// points and OS when its root filesystem can be read.
 func openGuest(ctx context.Context, images []string, forceShare bool) (*guestSet, error) {
 	g := &guestSet{images: images}
 	for _, name := range images {
@@ -77,30 +77,34 @@ func openGuest(ctx context.Context, images []string, forceShare bool) (*guestSet
 		}
 		g.disks = append(g.disks, d)
 	}
-	for i, d := range g.disks {
-		_, vs, err := volume.Volumes(ctx, d)
-		if err != nil {
-			g.Close()
-			return nil, fmt.Errorf("%s: %w", images[i], err)
-		}
-		for _, v := range vs {
-			gv := guestVolume{Disk: i, Start: v.Start, Size: v.Size, FSType: v.Type, Label: v.Label, UUID: v.UUID}
-			if v.Partition == nil {
-				gv.ID, gv.Kind = fmt.Sprintf("disk%d", i), "disk"
-			} else {
-				gv.ID, gv.Kind = fmt.Sprintf("disk%d/p%d", i, v.Partition.Number), "partition"
-				gv.PartType, gv.PartName = v.Partition.Kind, v.Partition.Name
-			}
-			sr := io.NewSectionReader(d, v.Start, v.Size)
-			typ, size := v.Type, v.Size
-			if open, ok := fsReaders[typ]; ok {
-				gv.open = func() (inode.FS, error) { return open(sr, size) }
-			} else if typ != "" && typ != "swap" {
-				gv.Unsupported = fmt.Sprintf("no reader for %s filesystems", typ)
-			}
-			g.vols = append(g.vols, gv)
-		}
+	set, err := volume.OpenSet(ctx, g.disks, nil)
+	if err != nil {
+		g.Close()
+		return nil, err
 	}
+	if info, err := set.OSInfo(ctx); err == nil {
+		g.os = &guestOS{Name: info.Name, Version: info.VersionID, ID: info.ID, Pretty: info.PrettyName, Family: info.Family, RootID: info.Root}
+	}
+	for _, v := range set.Volumes() {
+		gv := guestVolume{ID: v.ID, Kind: string(v.Kind), Disk: v.Disk, Start: v.Start, Size: v.Size,
+			FSType: v.Type, Label: v.Label, UUID: v.UUID, MountPoint: v.MountPoint, Unsupported: v.Unsupported}
+		if v.Partition != nil {
+			gv.PartType, gv.PartName = v.Partition.Kind, v.Partition.Name
+		}
+		if v.LV != nil {
+			gv.PartType = "lvm " + v.LV.VG + "/" + v.LV.LV
+		}
+		if v.Unsupported == "" && v.Type != "" && v.Type != "swap" {
+			if _, err := v.FS(); err == nil {
+				vol := v
+				gv.open = vol.FS
+			} else {
+				gv.Unsupported = err.Error()
+			}
+		}
+		g.vols = append(g.vols, gv)
+	}
+	g.problems = set.Problems()
 	return g, nil
 }
 

@@ -1,0 +1,168 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vdisk-project/vdisk/internal/testenv"
+)
+
+// guestImage builds a VMDK with a GPT holding a FAT volume made and filled
+// by dosfstools and mtools from a source tree; it returns the image and
+// the tree.
+func guestImage(t *testing.T) (string, string) {
+	t.Helper()
+	mkfs := testenv.Tool(t, "mkfs.vfat")
+	mcopy := testenv.Tool(t, "mcopy")
+	sfdisk := testenv.Tool(t, "sfdisk")
+	qimg := testenv.Tool(t, "qemu-img")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	rng := rand.New(rand.NewSource(4))
+	files := map[string]int{"etc/hostname": 6, "docs/a.txt": 200 << 10, "docs/empty": 0, "deep/x/y/z.txt": 5000, "docs/long file name.bin": 70000}
+	for p, n := range files {
+		b := make([]byte, n)
+		rng.Read(b)
+		os.MkdirAll(filepath.Join(src, filepath.Dir(p)), 0o755)
+		if err := os.WriteFile(filepath.Join(src, p), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh := func(name string, args ...string) {
+		t.Helper()
+		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+	}
+	fat := filepath.Join(dir, "fat.img")
+	sh(mkfs, "-C", "-n", "BOOT", fat, "32768")
+	for _, top := range []string{"etc", "docs", "deep"} {
+		sh(mcopy, "-s", "-m", "-i", fat, filepath.Join(src, top), "::/")
+	}
+	raw := filepath.Join(dir, "d.raw")
+	sh("truncate", "-s", "48M", raw)
+	cmd := exec.Command(sfdisk, "-q", raw)
+	cmd.Stdin = strings.NewReader("label: gpt\nstart=2048, size=65536, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v\n%s", err, out)
+	}
+	sh("dd", "if="+fat, "of="+raw, "bs=1M", "seek=1", "conv=notrunc", "status=none")
+	img := filepath.Join(dir, "d.vmdk")
+	sh(qimg, "convert", "-f", "raw", "-O", "vmdk", raw, img)
+	return img, src
+}
+
+func TestFileCommands(t *testing.T) {
+	img, src := guestImage(t)
+	var vols struct {
+		Volumes []guestVolume `json:"volumes"`
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, "volumes", "--output=json", img)), &vols); err != nil {
+		t.Fatal(err)
+	}
+	if len(vols.Volumes) != 1 || vols.Volumes[0].FSType != "vfat" || vols.Volumes[0].Label != "BOOT" || vols.Volumes[0].ID != "disk0/p1" || vols.Volumes[0].Unsupported != "" {
+		t.Fatalf("volumes: %+v", vols.Volumes)
+	}
+	if out := mustRun(t, "volumes", img); !strings.Contains(out, "disk0/p1") || !strings.Contains(out, "BOOT") {
+		t.Errorf("volumes table:\n%s", out)
+	}
+	out := mustRun(t, "ls", img, "/docs")
+	if !strings.Contains(out, "a.txt") || !strings.Contains(out, "204800") || !strings.Contains(out, "long file name.bin") {
+		t.Errorf("ls:\n%s", out)
+	}
+	var entries []lsEntry
+	json.Unmarshal([]byte(mustRun(t, "ls", "-R", "--output=json", "--volume", "BOOT", img, "/")), &entries)
+	if len(entries) != 10 { // 3 top directories, 2 below deep, 5 files
+		t.Errorf("ls -R: %d entries: %+v", len(entries), entries)
+	}
+	found := false
+	for _, e := range entries {
+		found = found || (e.Path == "/deep/x/y/z.txt" && e.Size == 5000 && e.Type == "file")
+	}
+	if !found {
+		t.Errorf("ls -R lacks /deep/x/y/z.txt: %+v", entries)
+	}
+	want, _ := os.ReadFile(filepath.Join(src, "docs/a.txt"))
+	if got := mustRun(t, "cat", img, "/docs/a.txt"); got != string(want) {
+		t.Errorf("cat: %d bytes, want %d", len(got), len(want))
+	}
+	if _, _, code := run(t, "cat", img, "/nope"); code != ExitNotFound {
+		t.Errorf("cat of a missing file: exit %d", code)
+	}
+	if _, _, code := run(t, "ls", "--volume", "disk0/p9", img, "/"); code != ExitNotFound {
+		t.Errorf("ls of a missing volume: exit %d", code)
+	}
+	dest := t.TempDir()
+	mustRun(t, "extract", img, "/docs", "/deep", dest)
+	for _, d := range []string{"docs", "deep"} {
+		if out, err := exec.Command("diff", "-r", filepath.Join(src, d), filepath.Join(dest, d)).CombinedOutput(); err != nil {
+			t.Errorf("extract %s: %v\n%s", d, err, out)
+		}
+	}
+	st, _ := os.Stat(filepath.Join(dest, "docs/a.txt"))
+	sst, _ := os.Stat(filepath.Join(src, "docs/a.txt"))
+	if st == nil || sst == nil || st.ModTime().Sub(sst.ModTime()).Abs() > 2*time.Second {
+		t.Errorf("extract kept no mtime: %v vs %v", st, sst)
+	}
+}
+
+func TestMountCommand(t *testing.T) {
+	testenv.FUSE(t)
+	img, src := guestImage(t)
+	mnt := t.TempDir()
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan int, 1)
+	var out, errb bytes.Buffer
+	go func() { done <- Main(mctx, []string{"mount", img, mnt}, &out, &errb) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !fuseMounts()[mnt] {
+		if time.Now().After(deadline) {
+			t.Fatalf("not mounted: %s", errb.String())
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("mount exited %d: %s", code, errb.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if out, err := exec.Command("diff", "-r", src, filepath.Join(mnt, "BOOT")).CombinedOutput(); err != nil {
+		t.Errorf("diff -r through the mount: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "BOOT", "new"), nil, 0o644); err == nil {
+		t.Error("the mount is writable")
+	}
+	mustRun(t, "umount", mnt)
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("mount exited %d after umount: %s", code, errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("mount did not return after umount")
+	}
+	if fuseMounts()[mnt] {
+		t.Error("still mounted")
+	}
+	if _, _, code := run(t, "umount", mnt); code != ExitNotFound {
+		t.Errorf("umount of a directory that is not mounted: exit %d", code)
+	}
+	// Ctrl-C unmounts too.
+	mctx2, cancel2 := context.WithCancel(ctx)
+	go func() { done <- Main(mctx2, []string{"mount", img, mnt}, &out, &errb) }()
+	for !fuseMounts()[mnt] {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel2()
+	if code := <-done; code != 0 || fuseMounts()[mnt] {
+		t.Errorf("after Ctrl-C: exit %d, mounted %v", code, fuseMounts()[mnt])
+	}
+}
