@@ -124,6 +124,11 @@ func probe(r io.ReaderAt, off, size int64) (Filesystem, error) {
 	case len(b) >= 4096+256 && le.Uint32(b[4096:]) == mdMagic && le.Uint32(b[4100:]) == 1 && le.Uint64(b[4096+144:]) == 8:
 		return md1(b[4096:], "1.2"), nil
 	}
+	// An md superblock at the end wins over a filesystem at the start, as
+	// in blkid: a RAID1 member holds its array's filesystem there.
+	if f, err := mdAtEnd(r, off, size); err != nil || f.Type != "" {
+		return f, err
+	}
 	switch {
 	case len(b) >= 2048 && le.Uint16(b[1024+56:]) == 0xef53:
 		return ext(b[1024:]), nil
@@ -138,7 +143,7 @@ func probe(r io.ReaderAt, off, size int64) (Filesystem, error) {
 	case len(b) >= 512 && le.Uint16(b[510:]) == 0xaa55 && (string(b[82:87]) == "FAT32" || string(b[54:57]) == "FAT"):
 		return fat(b), nil
 	}
-	return mdAtEnd(r, off, size)
+	return Filesystem{}, nil
 }
 
 // hasLVMLabel reports whether one of the first four sectors starts an
