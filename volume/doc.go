@@ -30,8 +30,8 @@
 //
 // [Volumes] lists one disk's partitions (or the whole disk) with what
 // [Probe] finds in each: ext2, ext3, ext4, XFS, FAT, NTFS and swap, with
-// the UUID and label as blkid prints them (NTFS without its label, which
-// lies in the MFT), and the containers: LVM2 PVs, LUKS1 and LUKS2
+// the UUID and label as blkid prints them (NTFS's label from its $Volume
+// MFT record), and the containers: LVM2 PVs, LUKS1 and LUKS2
 // headers, md RAID superblocks (v0.90 and v1.0 at the end, v1.1 at the
 // start, v1.2 at 4 KiB) and BitLocker. A FAT or NTFS boot sector on a
 // whole disk is not taken for an MBR.
