@@ -83,8 +83,11 @@ func Volumes(ctx context.Context, d disk.Disk) (*Table, []Volume, error) {
 		if p.Kind == "extended" && !p.Logical {
 			continue
 		}
-		size := min(p.Size, d.Size()-p.Start)
+		size := max(0, min(p.Size, d.Size()-p.Start))
 		v := Volume{Start: p.Start, Size: size, Partition: p}
+		if size < p.Size {
+			v.Unsupported = fmt.Sprintf("the partition ends at byte %d, past the disk's end (%d)", p.Start+p.Size, d.Size())
+		}
 		if size > 0 {
 			if v.Filesystem, err = Probe(d, p.Start, size); err != nil {
 				return nil, nil, err

@@ -46,6 +46,9 @@ type lvmLab struct {
 func newLVMLab(t *testing.T, files []string, off, size []int64) *lvmLab {
 	t.Helper()
 	if os.Geteuid() != 0 {
+		if testenv.Required("pvcreate") {
+			t.Fatal("the LVM tools need root for loop devices, and VDISK_TEST_REQUIRE names pvcreate")
+		}
 		t.Skip("the LVM tools need root for loop devices")
 	}
 	for _, tool := range []string{"losetup", "pvcreate", "vgcreate", "lvcreate", "lvs"} {
