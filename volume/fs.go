@@ -83,8 +83,11 @@ func Volumes(ctx context.Context, d disk.Disk) (*Table, []Volume, error) {
 		if p.Kind == "extended" && !p.Logical {
 			continue
 		}
-		size := min(p.Size, d.Size()-p.Start)
+		size := max(0, min(p.Size, d.Size()-p.Start))
 		v := Volume{Start: p.Start, Size: size, Partition: p}
+		if size < p.Size {
+			v.Unsupported = fmt.Sprintf("the partition ends at byte %d, past the disk's end (%d)", p.Start+p.Size, d.Size())
+		}
 		if size > 0 {
 			if v.Filesystem, err = Probe(d, p.Start, size); err != nil {
 				return nil, nil, err
@@ -124,6 +127,11 @@ func probe(r io.ReaderAt, off, size int64) (Filesystem, error) {
 	case len(b) >= 4096+256 && le.Uint32(b[4096:]) == mdMagic && le.Uint32(b[4100:]) == 1 && le.Uint64(b[4096+144:]) == 8:
 		return md1(b[4096:], "1.2"), nil
 	}
+	// An md superblock at the end wins over a filesystem at the start, as
+	// in blkid: a RAID1 member holds its array's filesystem there.
+	if f, err := mdAtEnd(r, off, size); err != nil || f.Type != "" {
+		return f, err
+	}
 	switch {
 	case len(b) >= 2048 && le.Uint16(b[1024+56:]) == 0xef53:
 		return ext(b[1024:]), nil
@@ -132,13 +140,81 @@ func probe(r io.ReaderAt, off, size int64) (Filesystem, error) {
 	case len(b) >= 4096 && string(b[4086:4096]) == "SWAPSPACE2":
 		return Filesystem{Type: "swap", UUID: uuid(b[1024+12 : 1024+28]), Label: cstring(b[1024+28 : 1024+44])}, nil
 	case len(b) >= 512 && string(b[3:11]) == "NTFS    " && le.Uint16(b[510:]) == 0xaa55:
-		return Filesystem{Type: "ntfs", UUID: fmt.Sprintf("%016X", le.Uint64(b[0x48:]))}, nil
+		return Filesystem{Type: "ntfs", UUID: fmt.Sprintf("%016X", le.Uint64(b[0x48:])), Label: ntfsLabel(r, off, size, b)}, nil
 	case len(b) >= 512 && string(b[3:11]) == "-FVE-FS-":
 		return Filesystem{Type: "BitLocker"}, nil
 	case len(b) >= 512 && le.Uint16(b[510:]) == 0xaa55 && (string(b[82:87]) == "FAT32" || string(b[54:57]) == "FAT"):
 		return fat(b), nil
 	}
-	return mdAtEnd(r, off, size)
+	return Filesystem{}, nil
+}
+
+// ntfsLabel reads an NTFS volume's label: the $VOLUME_NAME attribute of
+// MFT record 3 ($Volume), found through the boot sector's geometry. Any
+// inconsistency gives "" (the filesystem reader reports labels too).
+func ntfsLabel(r io.ReaderAt, off, size int64, boot []byte) string {
+	le := binary.LittleEndian
+	bps := int64(le.Uint16(boot[0x0b:]))
+	spc := int64(boot[0x0d])
+	if spc > 0x80 {
+		spc = 1 << (256 - spc)
+	}
+	if bps < 256 || bps > 4096 || bps&(bps-1) != 0 || spc == 0 || spc > 1<<16 {
+		return ""
+	}
+	cluster := bps * spc
+	rec := int64(int8(boot[0x40]))
+	if rec < 0 {
+		if -rec > 16 {
+			return ""
+		}
+		rec = 1 << -rec
+	} else {
+		rec *= cluster
+	}
+	mft := le.Uint64(boot[0x30:])
+	if rec < bps || rec > 64<<10 || mft == 0 || mft > uint64(size/cluster) {
+		return ""
+	}
+	at := int64(mft)*cluster + 3*rec
+	if at+rec > size {
+		return ""
+	}
+	b := make([]byte, rec)
+	if _, err := r.ReadAt(b, off+at); err != nil && err != io.EOF {
+		return ""
+	}
+	if string(b[:4]) != "FILE" {
+		return ""
+	}
+	// The update sequence array: the last two bytes of each sector were
+	// replaced by the sequence number and are kept in the array.
+	usa, n := int64(le.Uint16(b[4:])), int64(le.Uint16(b[6:]))
+	if n < 1 || usa+2*n > rec || (n-1)*bps > rec {
+		return ""
+	}
+	for i := int64(1); i < n; i++ {
+		end := i*bps - 2
+		if le.Uint16(b[end:]) != le.Uint16(b[usa:]) {
+			return ""
+		}
+		copy(b[end:end+2], b[usa+2*i:])
+	}
+	for a := int64(le.Uint16(b[0x14:])); a+24 <= rec; {
+		typ, alen := le.Uint32(b[a:]), int64(le.Uint32(b[a+4:]))
+		if typ == 0xffffffff || alen < 24 || a+alen > rec {
+			return ""
+		}
+		if typ == 0x60 && b[a+8] == 0 { // $VOLUME_NAME, resident
+			vlen, voff := int64(le.Uint32(b[a+0x10:])), int64(le.Uint16(b[a+0x14:]))
+			if voff+vlen > alen {
+				return ""
+			}
+			return utf16Name(b[a+voff : a+voff+vlen])
+		}
+		a += alen
+	}
+	return ""
 }
 
 // hasLVMLabel reports whether one of the first four sectors starts an

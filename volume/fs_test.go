@@ -59,6 +59,8 @@ func TestProbeAgreesWithBlkid(t *testing.T) {
 		{"mkfs.vfat", 64 << 20, []string{"-n", "BOOT"}},
 		{"mkfs.vfat", 64 << 20, []string{"-F", "32", "-n", "EFI"}},
 		{"mkswap", 64 << 20, []string{"-L", "sw"}},
+		{"mkfs.ntfs", 64 << 20, []string{"-Q", "-F", "-L", "win"}},
+		{"mkfs.ntfs", 64 << 20, []string{"-Q", "-F", "-c", "65536", "-L", "Data Disk"}},
 	} {
 		t.Run(c.tool+strings.Join(c.args, ""), func(t *testing.T) {
 			path := mkfs(t, c.size, c.tool, c.args...)

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os"
@@ -48,6 +49,12 @@ func FuzzSet(f *testing.F) {
 	if errA == nil && errB == nil {
 		f.Add(a, b)
 	}
+	// An MBR disk whose partition 1 is a PV (crafted) of a VG with one LV.
+	mbr := make([]byte, 2<<20)
+	putEntry(mbr, 0, 0, 0x8e, 2048, 28672)
+	const pvUUID = "PVPVPV-aaaa-bbbb-cccc-dddd-eeee-ffffff"
+	copy(mbr[1<<20:], craftPV(pvUUID, 14<<20, vgText("vg", "VGVGVG-aaaa-bbbb-cccc-dddd-eeee-ffffff", pvUUID, 2, "root")))
+	f.Add(bytes.TrimRight(mbr, "\x00"), []byte{})
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		if len(a) > 1<<20 || len(b) > 1<<20 {
 			return
@@ -89,5 +96,21 @@ func TestSetSeeds(t *testing.T) {
 	}
 	if _, err := s.Disks()[0].WriteAt([]byte{1}, 0); disk.CodeOf(err) != disk.ErrPermission {
 		t.Errorf("a write to a disk of the set: %v, want ErrPermission", err)
+	}
+}
+
+// TestSetCraftedPV: the crafted FuzzSet seed lists its LV.
+func TestSetCraftedPV(t *testing.T) {
+	mbr := make([]byte, 2<<20)
+	putEntry(mbr, 0, 0, 0x8e, 2048, 28672)
+	const pvUUID = "PVPVPV-aaaa-bbbb-cccc-dddd-eeee-ffffff"
+	copy(mbr[1<<20:], craftPV(pvUUID, 14<<20, vgText("vg", "VGVGVG-aaaa-bbbb-cccc-dddd-eeee-ffffff", pvUUID, 2, "root")))
+	s, err := OpenSet(context.Background(), []disk.Disk{prefixDisk{mbr, 16 << 20}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Volume("lvm/vg/root")
+	if err != nil || v.Size != 8<<20 || v.Segments[0].Stripes[0].Off != 2<<20 || v.Unsupported != "" {
+		t.Errorf("%+v %v; problems %q", v, err, s.Problems())
 	}
 }

@@ -46,6 +46,9 @@ type lvmLab struct {
 func newLVMLab(t *testing.T, files []string, off, size []int64) *lvmLab {
 	t.Helper()
 	if os.Geteuid() != 0 {
+		if testenv.Required("pvcreate") {
+			t.Fatal("the LVM tools need root for loop devices, and VDISK_TEST_REQUIRE names pvcreate")
+		}
 		t.Skip("the LVM tools need root for loop devices")
 	}
 	for _, tool := range []string{"losetup", "pvcreate", "vgcreate", "lvcreate", "lvs"} {
@@ -364,7 +367,7 @@ func TestLVMAgreesWithTools(t *testing.T) {
 	t.Run("newer seqno", func(t *testing.T) {
 		l.attach()
 		l.lvm("lvextend", "-l", "+2", l.vg+"/lv1")
-		l.lvm("lvcreate", "-an", "-Zn", "-l", "1", "-n", "lv3", l.vg)
+		l.lvm("lvcreate", "-an", "-Zn", "-l", "1", "-n", "lv3", l.vg, l.loops[0])
 		_, seqno2, lvs2 := l.layout()
 		l.detach()
 		if seqno2 <= seqno {
@@ -385,6 +388,23 @@ func TestLVMAgreesWithTools(t *testing.T) {
 		lvs = lvs2
 	})
 
+	t.Run("missing PV", func(t *testing.T) {
+		// Only disk a: lv3 lies on it alone and opens; lv2 spans both.
+		s := openSet(t, a)
+		pvB := openSet(t, b).Volumes()[0].UUID
+		v, err := s.Volume("lvm/" + l.vg + "/lv2")
+		if err != nil || v.Unsupported != "PV uuid "+pvB+" missing" {
+			t.Fatalf("lv2 without disk b: %+v %v", v, err)
+		}
+		if _, err := v.Open(); !errors.Is(err, disk.ErrNotSupported) {
+			t.Errorf("opening lv2: %v, want ErrNotSupported", err)
+		}
+		if lvs["lv3"].segs[0].stripes[0].file != 0 {
+			t.Fatalf("lv3 is not on disk a: %+v", lvs["lv3"])
+		}
+		checkLV(t, s, l.vg, vgUUID, lvs["lv3"], want["lv3"])
+	})
+
 	t.Run("corrupt newest copy", func(t *testing.T) {
 		// Damage the newest text on disk a: disk b's copy is read.
 		ca := committed(t, a, part.Start)
@@ -403,23 +423,6 @@ func TestLVMAgreesWithTools(t *testing.T) {
 		}
 		if v, err := s.Volume("lvm/" + l.vg + "/lv1"); err != nil || v.Size != 20<<20 {
 			t.Errorf("lv1 in the older metadata: %+v %v", v, err)
-		}
-	})
-
-	t.Run("missing PV", func(t *testing.T) {
-		s := openSet(t, b)
-		var pvA string
-		for _, v := range openSet(t, a).Volumes() {
-			if v.ID == "disk0/p1" {
-				pvA = v.UUID
-			}
-		}
-		v, err := s.Volume("lvm/" + l.vg + "/lv2")
-		if err != nil || v.Unsupported != "PV uuid "+pvA+" missing" {
-			t.Fatalf("lv2 without disk a: %+v %v", v, err)
-		}
-		if _, err := v.Open(); !errors.Is(err, disk.ErrNotSupported) {
-			t.Errorf("opening lv2: %v, want ErrNotSupported", err)
 		}
 	})
 }

@@ -260,3 +260,56 @@ func TestParseDevName(t *testing.T) {
 		}
 	}
 }
+
+// TestOSInfoWindowsHook: with no Linux root, an NTFS volume goes to the
+// registry hook, whose drive letters are matched to volumes.
+func TestOSInfoWindowsHook(t *testing.T) {
+	path := sfdiskImage(t, "label: dos\nlabel-id: 0xcafe0001\n,8M,7\n,8M,7\n")
+	d := openFile(t, path)
+	tab, _ := Partitions(context.Background(), d)
+	for i, p := range tab.Partitions {
+		bs := make([]byte, 512)
+		copy(bs[3:], "NTFS    ")
+		binary.LittleEndian.PutUint64(bs[0x48:], uint64(0x1122334455667700+i))
+		binary.LittleEndian.PutUint16(bs[510:], 0xaa55)
+		d.WriteAt(bs, p.Start)
+	}
+	oldReader, oldHook := readers["ntfs"], windowsInfo
+	t.Cleanup(func() {
+		windowsInfo = oldHook
+		if oldReader == nil {
+			delete(readers, "ntfs")
+		} else {
+			readers["ntfs"] = oldReader
+		}
+	})
+	readers["ntfs"] = func(r io.ReaderAt, size int64) (inode.FS, error) {
+		b := make([]byte, 512)
+		r.ReadAt(b, 0)
+		tree := fstest.MapFS{}
+		if b[0x48] == 1 { // the second partition holds Windows
+			tree["Windows/System32/config/SOFTWARE"] = &fstest.MapFile{Data: []byte("regf")}
+		}
+		return fakeFS{MapFS: tree, typ: "ntfs"}, nil
+	}
+	windowsInfo = func(fsys fs.FS) (*OSInfo, error) {
+		if _, err := fs.Stat(fsys, "Windows/System32/config/SOFTWARE"); err != nil {
+			return nil, disk.Errorf(disk.ErrNotFound, "no Windows")
+		}
+		return &OSInfo{Name: "Windows 10 Pro", Mounts: []Mount{
+			{Spec: "PARTUUID=cafe0001-02", MountPoint: "C:"}, {Spec: "PARTUUID=cafe0001-01", MountPoint: "D:"},
+		}}, nil
+	}
+	s := openSet(t, path)
+	info, err := s.OSInfo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Family != "windows" || info.Root != "disk0/p2" || info.Name != "Windows 10 Pro" {
+		t.Errorf("info %+v", info)
+	}
+	vs := s.Volumes()
+	if vs[0].MountPoint != "D:" || vs[1].MountPoint != "C:" || vs[1].UUID != "1122334455667701" {
+		t.Errorf("volumes %+v / %+v", vs[0], vs[1])
+	}
+}

@@ -236,8 +236,8 @@ func unsupported(v *Volume) string {
 // Volumes lists every volume of the set, in a stable order: each disk's
 // partitions (or the whole disk) by disk, then the LVM logical volumes by
 // VG. Each has an ID stable across runs ("disk0", "disk1/p2",
-// "lvm/vg0/root"). The Volumes are the set's; their MountPoint fields
-// are filled in by OSInfo.
+// "lvm/vg0/root"). Each call returns fresh copies, whose MountPoint is
+// what the last OSInfo found ("" before it ran).
 func (s *Set) Volumes() []*Volume {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -245,6 +245,11 @@ func (s *Set) Volumes() []*Volume {
 	for i, v := range s.vols {
 		c := *v
 		c.MountPoint = s.mounts[v.ID]
+		c.Disks = slices.Clone(v.Disks)
+		c.Segments = slices.Clone(v.Segments)
+		for j := range c.Segments {
+			c.Segments[j].Stripes = slices.Clone(c.Segments[j].Stripes)
+		}
 		out[i] = &c
 	}
 	return out

@@ -358,3 +358,27 @@ func TestReader(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkReader reads a striped LV in 64 KiB requests.
+func BenchmarkReader(b *testing.B) {
+	devA := mda(b, uuidA, 32<<20, 1<<20-4096, 512, vgText(1, ""))
+	devB := mda(b, uuidB, 32<<20, 1<<20-4096, 512, vgText(1, ""))
+	res, err := Scan(context.Background(), []Device{{R: bytes.NewReader(devA), Size: 32 << 20}, {R: bytes.NewReader(devB), Size: 32 << 20}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := res.VGs[0].Open(res.VGs[0].LV("lv2"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := make([]byte, 64<<10)
+	b.SetBytes(int64(len(p)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		off := int64(i) * int64(len(p)) % (r.Size() - int64(len(p)))
+		if _, err := r.ReadAt(p, off); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

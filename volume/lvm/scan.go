@@ -1,7 +1,6 @@
 package lvm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,13 +29,13 @@ type Result struct {
 	Problems []string
 }
 
-// copyInfo is a metadata copy read from one area.
+// copyInfo is what Scan keeps of a metadata copy read from one area: not
+// its text, so that memory stays bounded by one parsed VG per UUID.
 type copyInfo struct {
-	dev   int
-	area  int
-	text  []byte
-	vg    *VG
-	seqno int64
+	dev, area int
+	vgUUID    string
+	seqno     int64
+	sum       uint32 // LVM's CRC of the text
 }
 
 // Scan reads the labels of devs and the metadata in their metadata areas,
@@ -49,6 +48,8 @@ type copyInfo struct {
 func Scan(ctx context.Context, devs []Device) (*Result, error) {
 	res := &Result{Labels: make([]*Label, len(devs))}
 	var copies []copyInfo
+	best, bestCopy := map[string]*VG{}, map[string]copyInfo{}
+	var order []string
 	byUUID := map[string]int{}
 	devProblems := map[int][]string{}
 	for i, d := range devs {
@@ -87,30 +88,30 @@ func Scan(ctx context.Context, devs []Device) (*Result, error) {
 				devProblems[i] = append(devProblems[i], fmt.Sprintf("%s: metadata area %d ignored: %v", d.Name, a+1, err))
 				continue
 			}
-			copies = append(copies, copyInfo{dev: i, area: a, text: c.Text, vg: vg, seqno: vg.Seqno})
-		}
-	}
-	// Newest first; among equal seqnos, the first device's copy.
-	sort.SliceStable(copies, func(i, j int) bool { return copies[i].seqno > copies[j].seqno })
-	seen := map[string]*VG{}
-	texts := map[string][]byte{}
-	var order []string
-	for _, c := range copies {
-		name := fmt.Sprintf("%s: metadata area %d", devs[c.dev].Name, c.area+1)
-		if vg, ok := seen[c.vg.UUID]; ok {
-			if c.seqno < vg.Seqno {
-				vg.Problems = append(vg.Problems, fmt.Sprintf("%s holds seqno %d, older than %d", name, c.seqno, vg.Seqno))
-			} else if !bytes.Equal(c.text, texts[vg.UUID]) {
-				vg.Problems = append(vg.Problems, fmt.Sprintf("%s holds another text with the same seqno %d", name, c.seqno))
+			ci := copyInfo{dev: i, area: a, vgUUID: vg.UUID, seqno: vg.Seqno, sum: crc(initialCRC, c.Text)}
+			copies = append(copies, ci)
+			// The newest copy wins; among equal seqnos, the first read.
+			if b, ok := best[vg.UUID]; !ok || vg.Seqno > b.Seqno {
+				if !ok {
+					order = append(order, vg.UUID)
+				}
+				best[vg.UUID], bestCopy[vg.UUID] = vg, ci
 			}
-			continue
 		}
-		seen[c.vg.UUID] = c.vg
-		texts[c.vg.UUID] = c.text
-		order = append(order, c.vg.UUID)
 	}
+	for _, c := range copies {
+		vg, b := best[c.vgUUID], bestCopy[c.vgUUID]
+		name := fmt.Sprintf("%s: metadata area %d", devs[c.dev].Name, c.area+1)
+		switch {
+		case c.seqno < vg.Seqno:
+			vg.Problems = append(vg.Problems, fmt.Sprintf("%s holds seqno %d, older than %d", name, c.seqno, vg.Seqno))
+		case c != b && c.sum != b.sum:
+			vg.Problems = append(vg.Problems, fmt.Sprintf("%s holds another text with the same seqno %d", name, c.seqno))
+		}
+	}
+	sort.SliceStable(order, func(i, j int) bool { return best[order[i]].Name < best[order[j]].Name })
 	for _, id := range order {
-		vg := seen[id]
+		vg := best[id]
 		vg.devs = devs
 		for _, pv := range vg.PVs {
 			if i, ok := byUUID[pv.UUID]; ok {
