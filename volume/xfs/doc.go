@@ -26,9 +26,10 @@
 // unwritten extents read as zeros, and Stat.Blocks is the blocks
 // allocated. Extended attributes in short form, leaf and node form, with
 // remote values, named as getfattr names them ("user.", "trusted.",
-// "security."; XFS's own ACL records become system.posix_acl_access and
-// system.posix_acl_default in the Linux format; parent pointers are not
-// listed). Hard links (Stat.Ino and Nlink), device nodes (Stat.Rdev as
+// "security."; XFS's own ACL records, trusted.SGI_ACL_FILE and
+// SGI_ACL_DEFAULT, are also listed as system.posix_acl_access and
+// system.posix_acl_default in the Linux format, as Linux lists them;
+// parent pointers are not listed). Hard links (Stat.Ino and Nlink), device nodes (Stat.Rdev as
 // Linux's st_rdev encodes major and minor), FIFOs, sockets, and setuid,
 // setgid and sticky bits. Incompatible features ftype, sparse inodes,
 // meta_uuid, bigtime, nrext64, exchange-range and parent pointers.
