@@ -622,3 +622,53 @@ func BenchmarkWalk100k(b *testing.B) {
 		}
 	}
 }
+
+// TestXattrsDB sets attributes offline with xfs_db's attr_set (which
+// fills a value of n bytes with 'v'), on v4 and v5 filesystems: short
+// form on one file, leaf form with a remote value on another.
+func TestXattrsDB(t *testing.T) {
+	specs := tree(10)[:6]
+	for _, v := range []struct {
+		name string
+		args []string
+	}{{"v5", nil}, {"v4", []string{"-m", "crc=0"}}, {"v4-1k", []string{"-m", "crc=0", "-b", "size=1024"}}} {
+		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
+			img := mkxfs(t, specs, 64<<20, v.args...)
+			set := func(path string, args ...string) {
+				tool(t, "xfs_db", "-x", "-c", "path "+path, "-c", "attr_set "+strings.Join(args, " "), img)
+			}
+			vs := func(n int) []byte { return bytes.Repeat([]byte("v"), n) }
+			set("/one", "-v", "10", "small")
+			set("/one", "-s", "-v", "3", "sec")
+			want := map[string][]byte{"user.small": vs(10), "security.sec": vs(3)}
+			wantBig := map[string][]byte{"trusted.remote": vs(9000)}
+			set("/setgid", "-r", "-v", "9000", "remote")
+			for i := range 40 {
+				n := fmt.Sprintf("attribute-number-%02d", i)
+				set("/setgid", "-v", strconv.Itoa(20+i), n)
+				wantBig["user."+n] = vs(20 + i)
+			}
+			fsys := openImage(t, img)
+			for p, w := range map[string]map[string][]byte{"one": want, "setgid": wantBig, "empty": {}} {
+				got, err := fsys.Xattrs(p)
+				if err != nil {
+					t.Errorf("xattrs %s: %v", p, err)
+					continue
+				}
+				if len(got) != len(w) {
+					t.Errorf("%s: %d attributes, want %d", p, len(got), len(w))
+				}
+				for k, wv := range w {
+					if !bytes.Equal(got[k], wv) {
+						t.Errorf("%s: %s is %d bytes, want %d", p, k, len(got[k]), len(wv))
+					}
+				}
+			}
+			out := xfsdb(t, img, "path /setgid", "print core.aformat")
+			if !strings.Contains(out, "(extents)") && !strings.Contains(out, "(btree)") {
+				t.Errorf("setgid's attributes are not in leaf form: %s", out)
+			}
+		})
+	}
+}
