@@ -58,4 +58,13 @@
 //
 // An FS is safe for concurrent use, and so is each File's ReadAt; reads of
 // a file go to the volume one run of consecutive clusters at a time.
+//
+// # Testing
+//
+// Images are made by mkfs.vfat (FAT12, FAT16, FAT32) and populated by
+// mtools (mcopy -s -m, mmd, mdel for a fragmented file, mattrib, mlabel);
+// names, bytes and modification times are compared with the source tree,
+// and the label, serial and free space with mdir and blkid. When the
+// kernel has vfat and the test runs as root, a loop mount is a second
+// oracle. FuzzOpen walks mutated seed images (testdata).
 package fat

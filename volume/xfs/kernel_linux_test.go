@@ -273,3 +273,42 @@ func slicesKeys(m map[string][]byte) []string {
 	}
 	return k
 }
+
+// TestKernelBtreeDir grows two directories in turn, with file data in
+// between, on 1 KiB blocks: their data forks fragment into the btree
+// format, which xfs_db confirms.
+func TestKernelBtreeDir(t *testing.T) {
+	img, mnt := mounted(t, "-b", "size=1024")
+	must(t, os.Mkdir(filepath.Join(mnt, "a"), 0o755))
+	must(t, os.Mkdir(filepath.Join(mnt, "b"), 0o755))
+	for i := range 1500 {
+		for _, d := range []string{"a", "b"} {
+			p := filepath.Join(mnt, d, fmt.Sprintf("%06d-a-fairly-long-name-to-use-up-space", i))
+			must(t, os.WriteFile(p, bytes.Repeat([]byte(d), 1500), 0o644))
+		}
+	}
+	must(t, exec.Command("umount", mnt).Run())
+	must(t, exec.Command("mount", "-o", "loop,ro,noatime", img, mnt).Run())
+	want := observe(t, mnt)
+	must(t, exec.Command("umount", mnt).Run())
+	if out := xfsdb(t, img, "path /a", "print core.format"); !strings.Contains(out, "btree") {
+		t.Fatalf("directory a is not in btree format: %s", out)
+	}
+	fsys := openImage(t, img)
+	n := 0
+	must(t, fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		n++
+		if w, ok := want[p]; ok {
+			compare(t, fsys, p, w)
+		} else {
+			t.Errorf("%s: not shown by the kernel", p)
+		}
+		return nil
+	}))
+	if n != len(want) {
+		t.Errorf("walked %d files, the kernel showed %d", n, len(want))
+	}
+}
