@@ -57,17 +57,24 @@ func (f *FS) readDir(c uint32) ([]entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		if n*f.clusterSize > maxDirBytes {
+		if n*f.clusterSize > max(maxDirBytes, f.clusterSize) {
 			return nil, corrupt("directory at cluster %d is larger than %d bytes", c, maxDirBytes)
 		}
-		b = make([]byte, n*f.clusterSize)
-		var o int64
+		b = make([]byte, 0, n*f.clusterSize)
+	read:
 		for _, r := range runs {
+			o := int64(len(b))
 			k := int64(r.n) * f.clusterSize
-			if err := f.readData(b[o:o+k], f.clusterOff(r.first)); err != nil {
+			b = b[:o+k]
+			if err := f.readData(b[o:], f.clusterOff(r.first)); err != nil {
 				return nil, err
 			}
-			o += k
+			for i := o; i < o+k; i += 32 {
+				if b[i] == 0 { // the end of the directory
+					b = b[:i]
+					break read
+				}
+			}
 		}
 	}
 	es = f.parseDir(b, c)

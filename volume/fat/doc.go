@@ -47,7 +47,8 @@
 // goes). Cluster chains are bounded by the number of clusters and loops are
 // found with Brent's cycle detection; a chain that reaches a free or bad
 // cluster is corrupt, and so is a file whose chain is shorter than its
-// size. Directories are bounded to 64 MiB, and a subdirectory that is its
+// size. Directories are bounded to 2 MiB (65,536 entries, the limit of the
+// FAT specification and of Linux), and a subdirectory that is its
 // own ancestor is corrupt. Such damage gives an error matching
 // disk.ErrCorrupt for the file or directory concerned; the rest stays
 // readable. Caches of the FAT (16 MiB) and of directories (about a million
@@ -57,4 +58,13 @@
 //
 // An FS is safe for concurrent use, and so is each File's ReadAt; reads of
 // a file go to the volume one run of consecutive clusters at a time.
+//
+// # Testing
+//
+// Images are made by mkfs.vfat (FAT12, FAT16, FAT32) and populated by
+// mtools (mcopy -s -m, mmd, mdel for a fragmented file, mattrib, mlabel);
+// names, bytes and modification times are compared with the source tree,
+// and the label, serial and free space with mdir and blkid. When the
+// kernel has vfat and the test runs as root, a loop mount is a second
+// oracle. FuzzOpen walks mutated seed images (testdata).
 package fat

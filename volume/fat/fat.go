@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vdisk-project/vdisk/disk"
 )
@@ -22,9 +23,9 @@ const (
 
 // Limits that keep the work and memory a crafted volume can cost bounded.
 const (
-	// maxDirBytes bounds a directory's size: the FAT specification allows
-	// 65,536 entries (2 MiB); Linux reads longer ones, so we allow more.
-	maxDirBytes = 64 << 20
+	// maxDirBytes bounds a directory's size: the FAT specification and
+	// Linux's vfat allow 65,536 entries (2 MiB).
+	maxDirBytes = 2 << 20
 	// fatChunk is the unit in which the FAT is read and cached.
 	fatChunk = 64 << 10
 	// maxFATChunks bounds the FAT cache (16 MiB).
@@ -53,6 +54,10 @@ type FS struct {
 	label       string
 	fsinfoFree  int64 // free clusters from FSInfo, -1 when unknown
 
+	// small holds the chunks of a FAT of at most maxFATChunks chunks,
+	// read once each and never evicted, for lock-free lookups; larger
+	// FATs go through the bounded fatCache.
+	small    []atomic.Pointer[[]byte]
 	fatMu    sync.Mutex
 	fatCache map[int64][]byte
 
@@ -153,6 +158,9 @@ func Open(r io.ReaderAt, size int64) (*FS, error) {
 		}
 	}
 	f.clusters = uint32(clusters)
+	if chunks := (f.fatBytes + fatChunk - 1) / fatChunk; chunks <= maxFATChunks {
+		f.small = make([]atomic.Pointer[[]byte], chunks)
+	}
 	serialOff, labelOff := 39, 43
 	if fat32 {
 		serialOff, labelOff = 67, 71
@@ -230,6 +238,18 @@ func (f *FS) fatEntry(i int64, n int) (uint32, error) {
 }
 
 func (f *FS) fatChunk(ci int64) ([]byte, error) {
+	if f.small != nil && ci < int64(len(f.small)) {
+		if c := f.small[ci].Load(); c != nil {
+			return *c, nil
+		}
+		n := min(fatChunk, f.fatBytes-ci*fatChunk)
+		c := make([]byte, n)
+		if err := readFull(f.r, c, f.fatOff+ci*fatChunk); err != nil {
+			return nil, err
+		}
+		f.small[ci].Store(&c)
+		return c, nil
+	}
 	f.fatMu.Lock()
 	c, ok := f.fatCache[ci]
 	f.fatMu.Unlock()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/internal/testenv"
+	"github.com/vdisk-project/vdisk/volume/inode"
 )
 
 func init() {
@@ -289,6 +290,9 @@ func TestLabelSerial(t *testing.T) {
 			if got := openImage(t, img).Label(); got != "NEWLBL" {
 				t.Errorf("label after mlabel %q, want NEWLBL", got)
 			}
+			if b := blkid(t, img); b["LABEL"] != "NEWLBL" || b["UUID"] != fsys.UUID() || b["TYPE"] != "vfat" {
+				t.Errorf("blkid says %v; we say label NEWLBL uuid %s", b, fsys.UUID())
+			}
 			if fsys.Type() != "vfat" {
 				t.Errorf("type %q", fsys.Type())
 			}
@@ -426,6 +430,38 @@ func TestDamage(t *testing.T) {
 			t.Errorf("stat of a directory that is its own ancestor: %v, want corrupt", err)
 		}
 	})
+	t.Run("long name checksum", func(t *testing.T) {
+		// A long name whose checksum does not match its short entry is
+		// dropped, and the short name shows, as Linux's vfat does.
+		img, fsys := fat16Image(t)
+		buf := make([]byte, fsys.rootBytes)
+		f, _ := os.Open(img)
+		f.ReadAt(buf, fsys.rootOff)
+		f.Close()
+		n := 0
+		for i := 0; i < len(buf); i += 32 {
+			// The entries of "A long file name with spaces.txt".
+			if buf[i+11] == 0x0f && bytes.Contains(buf[i:i+32], []byte{'A', 0, ' ', 0, 'l', 0}) {
+				patch(t, img, fsys.rootOff+int64(i)+13, []byte{buf[i+13] + 1})
+				n++
+			}
+		}
+		if n == 0 {
+			t.Fatal("no long name entry found")
+		}
+		fsys = openImage(t, img)
+		if _, err := fsys.Stat("A long file name with spaces.txt"); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("stat of a long name with a bad checksum: %v, want not found", err)
+		}
+		out := tool(t, "mdir", "-i", img, "::/")
+		short := regexp.MustCompile(`(?m)^(ALONGF~\d)\s+TXT\s`).FindStringSubmatch(out)
+		if short == nil {
+			t.Fatalf("mdir shows no short name ALONGF~n TXT:\n%s", out)
+		}
+		if _, err := fsys.Stat(short[1] + ".TXT"); err != nil {
+			t.Errorf("short name: %v", err)
+		}
+	})
 	t.Run("boot sector", func(t *testing.T) {
 		img, _ := fat16Image(t)
 		patch(t, img, 13, []byte{3}) // sectors per cluster
@@ -486,5 +522,60 @@ func BenchmarkRead256MiB(b *testing.B) {
 		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// blkid reads what blkid -p says of an image.
+func blkid(t *testing.T, img string) map[string]string {
+	t.Helper()
+	out := tool(t, "blkid", "-p", "-o", "export", img)
+	m := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// TestAttributes: the read-only attribute (set with mattrib) takes the
+// write bits away from a file, as Linux's vfat does; times and modes of
+// the others follow the documented defaults.
+func TestAttributes(t *testing.T) {
+	img := mkfat(t, 12, 4<<20, "ATTR")
+	src := t.TempDir()
+	for _, n := range []string{"ro.txt", "rw.txt"} {
+		os.WriteFile(filepath.Join(src, n), []byte(n), 0o644)
+		os.Chtimes(filepath.Join(src, n), baseTime, baseTime)
+		tool(t, "mcopy", "-m", "-i", img, filepath.Join(src, n), "::/")
+	}
+	tool(t, "mmd", "-i", img, "::/sub")
+	tool(t, "mattrib", "-i", img, "+r", "::/ro.txt")
+	tool(t, "mattrib", "-i", img, "+r", "::/sub")
+	fsys := openImage(t, img)
+	for _, c := range []struct {
+		name string
+		mode fs.FileMode
+	}{{"ro.txt", 0o555}, {"rw.txt", 0o755}, {"sub", fs.ModeDir | 0o755}, {".", fs.ModeDir | 0o755}} {
+		fi, err := fsys.Stat(c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != c.mode {
+			t.Errorf("%s: mode %v, want %v", c.name, fi.Mode(), c.mode)
+		}
+		st := fi.Sys().(*inode.Stat)
+		if c.name == "rw.txt" && (!st.Mtime.Equal(baseTime) || !st.Ctime.Equal(baseTime) || st.Btime.IsZero() || st.Atime.IsZero() || st.Nlink != 1) {
+			t.Errorf("%s: %+v", c.name, st)
+		}
+		if c.name == "." && st.Nlink != 3 {
+			t.Errorf("root: nlink %d, want 3 (one subdirectory)", st.Nlink)
+		}
+	}
+	if _, err := fsys.ReadLink("rw.txt"); !errors.Is(err, fs.ErrInvalid) {
+		t.Errorf("readlink of a file: %v, want fs.ErrInvalid", err)
+	}
+	if _, err := fsys.Stat("RW.TXT"); err != nil {
+		t.Errorf("a lookup in another case: %v", err)
 	}
 }

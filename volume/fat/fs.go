@@ -121,6 +121,12 @@ func (f *FS) Open(name string) (fs.File, error) {
 			return nil, pathErr("open", name, corrupt("cluster chain of %d clusters too short for %d bytes", n, e.size))
 		}
 		file.runs = runs
+		file.starts = make([]int64, len(runs))
+		var o int64
+		for i, r := range runs {
+			file.starts[i] = o
+			o += int64(r.n) * f.clusterSize
+		}
 	}
 	return file, nil
 }
@@ -282,11 +288,12 @@ func (d *dir) ReadDir(n int) ([]fs.DirEntry, error) {
 // File is an open regular file. ReadAt is safe for concurrent use; Read
 // and Seek share one offset.
 type File struct {
-	fs   *FS
-	name string
-	info *fileInfo
-	size int64
-	runs []run
+	fs     *FS
+	name   string
+	info   *fileInfo
+	size   int64
+	runs   []run
+	starts []int64 // each run's offset in the file
 
 	mu  sync.Mutex
 	off int64
@@ -315,20 +322,19 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	}
 	n := 0
 	cs := f.fs.clusterSize
-	var start int64 // file offset of the current run
-	for _, r := range f.runs {
-		if len(p) == 0 {
-			break
-		}
+	// The run holding off: starts[i] is run i's file offset.
+	i, found := slices.BinarySearch(f.starts, off)
+	if !found {
+		i--
+	}
+	for ; i < len(f.runs) && len(p) > 0; i++ {
+		r, start := f.runs[i], f.starts[i]
 		end := start + int64(r.n)*cs
-		if off < end {
-			k := min(int64(len(p)), end-off)
-			if err := f.fs.readData(p[:k], f.fs.clusterOff(r.first)+off-start); err != nil {
-				return n, pathErr("read", f.name, err)
-			}
-			p, off, n = p[k:], off+k, n+int(k)
+		k := min(int64(len(p)), end-off)
+		if err := f.fs.readData(p[:k], f.fs.clusterOff(r.first)+off-start); err != nil {
+			return n, pathErr("read", f.name, err)
 		}
-		start = end
+		p, off, n = p[k:], off+k, n+int(k)
 	}
 	if n < want {
 		return n, io.EOF

@@ -47,9 +47,10 @@ func (f *FS) xattrs(n *dinode) (map[string][]byte, error) {
 	return nil, corrupt("inode %d: attribute fork format %d", n.ino, n.aformat)
 }
 
-// put adds one attribute under its getfattr name; the XFS names of POSIX
-// ACLs become system.posix_acl_access and system.posix_acl_default in
-// the Linux xattr format.
+// put adds one attribute under its getfattr name; XFS's POSIX ACL
+// records (trusted.SGI_ACL_FILE and SGI_ACL_DEFAULT) are also listed as
+// system.posix_acl_access and system.posix_acl_default in the Linux
+// format, as Linux lists them.
 func put(m map[string][]byte, flags byte, name string, value []byte) error {
 	if flags&(attrParent|attrIncomplete) != 0 {
 		return nil
@@ -61,16 +62,15 @@ func put(m map[string][]byte, flags byte, name string, value []byte) error {
 	case flags&attrSecure != 0:
 		name = "security." + name
 	case flags&attrRoot != 0:
+		// Linux lists XFS's ACL records twice: as they are, and converted.
 		switch name {
 		case "SGI_ACL_FILE":
 			if acl, ok := posixACL(value); ok {
 				m["system.posix_acl_access"] = acl
-				return nil
 			}
 		case "SGI_ACL_DEFAULT":
 			if acl, ok := posixACL(value); ok {
 				m["system.posix_acl_default"] = acl
-				return nil
 			}
 		}
 		name = "trusted." + name

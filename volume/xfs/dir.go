@@ -146,7 +146,7 @@ func (f *FS) blockDir(n *dinode) (*directory, error) {
 				continue
 			}
 			next = blk + fsbPerDir
-			if read += dbs; read > maxDirBytes {
+			if read += dbs; read > maxDirBytes || read > f.size {
 				return nil, corrupt("inode %d: directory larger than %d bytes", n.ino, maxDirBytes)
 			}
 			if err := f.readFork(es, b, int64(blk)*f.blockSize); err != nil {

@@ -294,7 +294,7 @@ func (f *FS) extents(n *dinode, attr bool) ([]extent, error) {
 		if i > 0 && e.off < end {
 			return nil, corrupt("inode %d: extents overlap or are out of order at block %d", n.ino, e.off)
 		}
-		if e.off+e.count > 1<<54 {
+		if e.off+e.count > 1<<54 || e.off+e.count > uint64(1<<63-1)/uint64(f.blockSize) {
 			return nil, corrupt("inode %d: extent past the largest offset", n.ino)
 		}
 		if _, err := f.blockOff(e.start, e.count); err != nil {
@@ -331,8 +331,10 @@ func (f *FS) bmbt(n *dinode, root []byte, count uint64) ([]extent, error) {
 	blocks := 0
 	var walk func(ptr uint64, level int) error
 	walk = func(ptr uint64, level int) error {
-		if blocks++; uint64(blocks) > f.dblocks {
-			return corrupt("inode %d: btree loops", n.ino)
+		// A btree of count records has at most count leaves and fewer
+		// nodes than leaves: more blocks mean blocks are shared or loop.
+		if blocks++; uint64(blocks) > 2*count+maxBtreeDepth {
+			return corrupt("inode %d: btree has more blocks than its %d extents need", n.ino, count)
 		}
 		off, err := f.blockOff(ptr, 1)
 		if err != nil {
@@ -349,7 +351,7 @@ func (f *FS) bmbt(n *dinode, root []byte, count uint64) ([]extent, error) {
 		}
 		nr := int(be.Uint16(b[6:]))
 		if level == 0 {
-			if nr > (len(b)-hdr)/16 || uint64(len(es)+nr) > count {
+			if nr == 0 || nr > (len(b)-hdr)/16 || uint64(len(es)+nr) > count {
 				return corrupt("inode %d: btree leaf %d holds %d records", n.ino, ptr, nr)
 			}
 			for i := range nr {

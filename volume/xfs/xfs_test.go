@@ -80,6 +80,9 @@ func tree(big int) []spec {
 		{path: "dangling", kind: 'l', perm: 0o777, target: "nowhere/at/all"},
 		{path: "longlink", kind: 'l', perm: 0o777, target: strings.Repeat("long/", 180) + "end"},
 		{path: "dirlink", kind: 'l', perm: 0o777, target: "dirs/small"},
+		{path: "dirs/escape", kind: 'l', perm: 0o777, target: "../../../../../dirs/small/a"},
+		{path: "loop1", kind: 'l', perm: 0o777, target: "loop2"},
+		{path: "loop2", kind: 'l', perm: 0o777, target: "./loop1"},
 		{path: "null", kind: 'c', perm: 0o666, major: 1, minor: 3},
 		{path: "sda1", kind: 'b', perm: 0o660, gid: 6, major: 8, minor: 1},
 		{path: "bigdev", kind: 'c', perm: 0o600, major: 259, minor: 70000},
@@ -295,6 +298,16 @@ func checkTree(t *testing.T, fsys *FS, specs []spec) {
 	}
 	if _, err := fsys.Stat("dangling"); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("stat dangling: %v", err)
+	}
+	// ".." stops at the root, as a chroot would.
+	if b, err := fs.ReadFile(fsys, "dirs/escape"); string(b) != "a" {
+		t.Errorf("dirs/escape: %q, %v", b, err)
+	}
+	if _, err := fsys.Stat("loop1"); !errors.Is(err, disk.ErrCorrupt) {
+		t.Errorf("stat of a link loop: %v, want corrupt", err)
+	}
+	if _, err := fsys.Stat("dirs/../one"); !errors.Is(err, fs.ErrInvalid) {
+		t.Errorf("stat of an invalid name: %v, want fs.ErrInvalid", err)
 	}
 }
 
@@ -512,6 +525,29 @@ func TestDamage(t *testing.T) {
 			}
 		})
 	}
+	t.Run("devices", func(t *testing.T) {
+		dir := t.TempDir()
+		mk := func(name string, size int64) string {
+			p := filepath.Join(dir, name)
+			f, _ := os.Create(p)
+			f.Truncate(size)
+			f.Close()
+			return p
+		}
+		for _, c := range []struct{ name, opt, arg, want string }{
+			{"external log", "-l", "logdev=" + mk("log", 16<<20) + ",size=8m", "external log"},
+			{"realtime", "-r", "rtdev=" + mk("rt", 16<<20), "realtime"},
+		} {
+			img := mk(c.name, 64<<20)
+			tool(t, "mkfs.xfs", "-q", "-f", c.opt, c.arg, img)
+			f, _ := os.Open(img)
+			_, err := Open(f, 64<<20)
+			f.Close()
+			if !errors.Is(err, disk.ErrNotSupported) || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s: %v, want not supported naming it", c.name, err)
+			}
+		}
+	})
 	t.Run("features", func(t *testing.T) {
 		img := mkxfs(t, specs[:3], 64<<20)
 		fsys := openImage(t, img)
@@ -584,5 +620,55 @@ func BenchmarkWalk100k(b *testing.B) {
 		if n != len(specs)+1 {
 			b.Fatalf("walked %d", n)
 		}
+	}
+}
+
+// TestXattrsDB sets attributes offline with xfs_db's attr_set (which
+// fills a value of n bytes with 'v'), on v4 and v5 filesystems: short
+// form on one file, leaf form with a remote value on another.
+func TestXattrsDB(t *testing.T) {
+	specs := tree(10)[:6]
+	for _, v := range []struct {
+		name string
+		args []string
+	}{{"v5", nil}, {"v4", []string{"-m", "crc=0"}}, {"v4-1k", []string{"-m", "crc=0", "-b", "size=1024"}}} {
+		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
+			img := mkxfs(t, specs, 64<<20, v.args...)
+			set := func(path string, args ...string) {
+				tool(t, "xfs_db", "-x", "-c", "path "+path, "-c", "attr_set "+strings.Join(args, " "), img)
+			}
+			vs := func(n int) []byte { return bytes.Repeat([]byte("v"), n) }
+			set("/one", "-v", "10", "small")
+			set("/one", "-s", "-v", "3", "sec")
+			want := map[string][]byte{"user.small": vs(10), "security.sec": vs(3)}
+			wantBig := map[string][]byte{"trusted.remote": vs(9000)}
+			set("/setgid", "-r", "-v", "9000", "remote")
+			for i := range 40 {
+				n := fmt.Sprintf("attribute-number-%02d", i)
+				set("/setgid", "-v", strconv.Itoa(20+i), n)
+				wantBig["user."+n] = vs(20 + i)
+			}
+			fsys := openImage(t, img)
+			for p, w := range map[string]map[string][]byte{"one": want, "setgid": wantBig, "empty": {}} {
+				got, err := fsys.Xattrs(p)
+				if err != nil {
+					t.Errorf("xattrs %s: %v", p, err)
+					continue
+				}
+				if len(got) != len(w) {
+					t.Errorf("%s: %d attributes, want %d", p, len(got), len(w))
+				}
+				for k, wv := range w {
+					if !bytes.Equal(got[k], wv) {
+						t.Errorf("%s: %s is %d bytes, want %d", p, k, len(got[k]), len(wv))
+					}
+				}
+			}
+			out := xfsdb(t, img, "path /setgid", "print core.aformat")
+			if !strings.Contains(out, "(extents)") && !strings.Contains(out, "(btree)") {
+				t.Errorf("setgid's attributes are not in leaf form: %s", out)
+			}
+		})
 	}
 }
