@@ -68,6 +68,11 @@ func (f *FS) resolve(op, name string, follow bool) (*node, string, error) {
 		if err != nil {
 			return nil, "", &fs.PathError{Op: op, Path: name, Err: err}
 		}
+		// A directory has one name, in the directory that lists it: this
+		// keeps a damaged index from making a cycle.
+		if n.dir && !n.link && (len(n.parents) != 1 || n.parents[0] != cur.num) {
+			return nil, "", &fs.PathError{Op: op, Path: name, Err: disk.Errorf(disk.ErrCorrupt, "ntfs: directory record %d is listed in %d but named in %v", n.num, cur.num, n.parents)}
+		}
 		if n.link && (len(parts) > 1 || follow) {
 			if links++; links > maxLinks {
 				return nil, "", &fs.PathError{Op: op, Path: name, Err: disk.Errorf(disk.ErrCorrupt, "ntfs: more than %d symbolic links", maxLinks)}

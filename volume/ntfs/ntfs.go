@@ -62,6 +62,7 @@ type node struct {
 	ctime     time.Time
 	atime     time.Time
 	nlink     uint32
+	parents   []uint64 // the directories its (non-DOS) names are in
 
 	data       *attr   // unnamed $DATA, nil when absent
 	streams    []*attr // named $DATA (alternate data streams)
@@ -177,8 +178,9 @@ func (f *FS) setMFT(as []*attr) error {
 			if err != nil {
 				return fmt.Errorf("ntfs: $MFT: %w", err)
 			}
-			// Only the part the runlist maps is readable yet.
-			s.size = min(s.size, (a.lastVCN+1)*f.clusterSize)
+			// Only the part the runlist maps is readable yet, and $MFT
+			// is never larger than the volume.
+			s.size = min(s.size, (a.lastVCN+1)*f.clusterSize, f.size)
 			f.mft = s
 			return nil
 		}
@@ -288,6 +290,7 @@ func (f *FS) node(num uint64, seq uint16) (*node, error) {
 		case a.typ == attrFileName && a.resident:
 			if len(a.value) > 0x41 && a.value[0x41] != namespaceDOS {
 				n.nlink++
+				n.parents = append(n.parents, le.Uint64(a.value)&(1<<48-1))
 			}
 		case a.typ == attrData && a.name == "":
 			n.data = a
