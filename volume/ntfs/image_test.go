@@ -10,7 +10,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -648,4 +650,53 @@ func TestConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestAgainstNTFSLS compares each directory's names and record numbers
+// with what ntfsls (ntfsprogs, reading the image without mounting it)
+// lists.
+func TestAgainstNTFSLS(t *testing.T) {
+	img := testImage(t)
+	testenv.Tool(t, "ntfsls")
+	f := openImage(t, img)
+	dirs := []string{"."}
+	for len(dirs) > 0 {
+		d := dirs[0]
+		dirs = dirs[1:]
+		ents, err := f.ReadDir(d)
+		if err != nil {
+			t.Fatalf("ReadDir(%q): %v", d, err)
+		}
+		var got []string
+		for _, e := range ents {
+			fi, err := e.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprintf("%d %s", fi.Sys().(*inode.Stat).Ino, e.Name()))
+			if e.IsDir() {
+				dirs = append(dirs, path.Join(d, e.Name()))
+			}
+		}
+		cmd := exec.Command("ntfsls", "-i", "-p", "/"+strings.TrimPrefix(d, "."), img)
+		cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("ntfsls %s: %v", d, err)
+		}
+		var want []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				ino, name, _ := strings.Cut(l, " ")
+				if name = strings.TrimSpace(name); name != "." && name != ".." {
+					want = append(want, ino+" "+name)
+				}
+			}
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: %d names, ntfsls lists %d\n got %.400q\nwant %.400q", d, len(got), len(want), got, want)
+		}
+	}
 }
