@@ -25,15 +25,15 @@ const maxHiveFile = 512 << 20
 // OS is what SOFTWARE\Microsoft\Windows NT\CurrentVersion says about the
 // installed Windows. Fields the hive lacks are empty or zero.
 type OS struct {
-	ProductName    string // "Windows 10 Pro", "Windows Server 2019 Standard"
-	DisplayVersion string // "22H2" (Windows 10 20H2 and later)
-	ReleaseID      string // "1809" (Windows 10 up to 2009)
-	CurrentVersion string // "6.3" on Windows 8.1 and later, "6.1" on 7
-	CurrentBuild   string // "19045" (CurrentBuildNumber when CurrentBuild is absent)
-	UBR            uint64 // update build revision: the "1234" of 19045.1234
-	EditionID      string // "Professional", "ServerStandard"
+	ProductName      string // "Windows 10 Pro", "Windows Server 2019 Standard"
+	DisplayVersion   string // "22H2" (Windows 10 20H2 and later)
+	ReleaseID        string // "1809" (Windows 10 up to 2009)
+	CurrentVersion   string // "6.3" on Windows 8.1 and later, "6.1" on 7
+	CurrentBuild     string // "19045" (CurrentBuildNumber when CurrentBuild is absent)
+	UBR              uint64 // update build revision: the "1234" of 19045.1234
+	EditionID        string // "Professional", "ServerStandard"
 	InstallationType string // "Client", "Server", "Server Core"
-	Major, Minor   uint64 // CurrentMajorVersionNumber and CurrentMinorVersionNumber (Windows 10 and later)
+	Major, Minor     uint64 // CurrentMajorVersionNumber and CurrentMinorVersionNumber (Windows 10 and later)
 }
 
 // OSInfo reads the SOFTWARE hive of the Windows installed on fsys (a
