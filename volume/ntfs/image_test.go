@@ -249,6 +249,21 @@ func populate(t testing.TB, mnt string) {
 		t.Fatal(err)
 	}
 
+	// More attributes than one record holds: ntfs-3g moves them to
+	// extension records listed in an $ATTRIBUTE_LIST.
+	write("manystreams", []byte("streams"))
+	for i := range 40 {
+		if err := unix.Setxattr(filepath.Join(mnt, "manystreams"), fmt.Sprintf("user.s%02d", i), bytes.Repeat([]byte{byte(i)}, 200), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("manylinks/target", []byte("many names"))
+	for i := range 30 {
+		if err := os.Link(filepath.Join(mnt, "manylinks/target"), filepath.Join(mnt, fmt.Sprintf("manylinks/link-with-a-longer-name-%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// Compressed files: made in a directory with the compressed flag.
 	if err := os.Mkdir(filepath.Join(mnt, "comp"), 0o777); err != nil {
 		t.Fatal(err)
@@ -490,6 +505,23 @@ func TestFeatures(t *testing.T) {
 	if st := stat("sparse"); st.Size != 10<<20 || st.Blocks >= 1<<20 || st.Blocks == 0 {
 		t.Errorf("sparse: size %d, blocks %d; want 10 MiB with under 1 MiB allocated", st.Size, st.Blocks)
 	}
+	if st := stat("manylinks/target"); st.Nlink != 31 {
+		t.Errorf("manylinks/target nlink = %d, want 31", st.Nlink)
+	}
+	if x, err := f.Xattrs("manystreams"); err != nil || len(x) != 40 {
+		t.Errorf("Xattrs(manystreams) = %d streams, %v; want 40", len(x), err)
+	}
+	if n, err := f.node(stat("manystreams").Ino, 0); err == nil {
+		r, _ := f.readRecord(n.num, -1)
+		as, _ := f.recordAttrs(r, nil)
+		hasList := false
+		for _, a := range as {
+			hasList = hasList || a.typ == attrAttributeList
+		}
+		if !hasList {
+			t.Errorf("manystreams has no $ATTRIBUTE_LIST; the case is not tested")
+		}
+	}
 	if st := stat("links/a"); st.Nlink != 3 {
 		t.Errorf("links/a nlink = %d, want 3", st.Nlink)
 	}
@@ -698,5 +730,59 @@ func TestAgainstNTFSLS(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("%s: %d names, ntfsls lists %d\n got %.400q\nwant %.400q", d, len(got), len(want), got, want)
 		}
+	}
+}
+
+// TestFragmented fills a small volume with 4 KiB files, deletes every
+// other one and writes a file into the holes: its runlist is long enough
+// to be split over extension records.
+func TestFragmented(t *testing.T) {
+	dir := t.TempDir()
+	img := mkntfs(t, dir, 40<<20, "Frag")
+	mnt, umount := mountNTFS(t, img, "streams_interface=xattr")
+	var names []string
+	chunk := bytes.Repeat([]byte{0x5a}, 4096)
+	for i := 0; ; i++ {
+		p := filepath.Join(mnt, fmt.Sprintf("f%05d", i))
+		if err := os.WriteFile(p, chunk, 0o666); err != nil {
+			os.Remove(p)
+			break
+		}
+		names = append(names, p)
+	}
+	for i := 0; i < len(names); i += 2 {
+		os.Remove(names[i])
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	want := make([]byte, 4096*(len(names)/2-200))
+	for i := range want {
+		want[i] = byte(rng.Uint32())
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "frag"), want, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	umount()
+	f := openImage(t, img)
+	got, err := fs.ReadFile(f, "frag")
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("ReadFile(frag) = %d bytes, %v; want %d bytes", len(got), err, len(want))
+	}
+	fi, _ := f.Stat("frag")
+	n, err := f.node(fi.Sys().(*inode.Stat).Ino, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := f.readRecord(n.num, -1)
+	as, _ := f.recordAttrs(r, nil)
+	pieces, list := 0, false
+	for _, a := range as {
+		list = list || a.typ == attrAttributeList
+		if a.typ == attrData && a.name == "" {
+			pieces++
+		}
+	}
+	t.Logf("frag: %d runs, %d bytes, %d of its $DATA pieces in the base record", len(n.data.runs), len(want), pieces)
+	if !list || len(n.data.runs) < 300 {
+		t.Errorf("frag has %d runs and attribute list %v; the case is not tested", len(n.data.runs), list)
 	}
 }
