@@ -342,8 +342,24 @@ func TestAgainstNTFS3G(t *testing.T) {
 	f := openImage(t, img)
 	mnt, _ := mountNTFS(t, img, "ro,streams_interface=xattr")
 
+	var sf unix.Statfs_t
+	if err := unix.Statfs(mnt, &sf); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.Statfs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := st.FreeBytes, int64(sf.Bfree)*sf.Bsize; got != want {
+		t.Errorf("Statfs free %d bytes, ntfs-3g says %d", got, want)
+	}
+	if got, want := st.TotalBytes, int64(sf.Blocks)*sf.Bsize; got != want {
+		t.Errorf("Statfs total %d bytes, ntfs-3g says %d", got, want)
+	}
+	t.Logf("statfs: ours %+v; ntfs-3g files %d, free %d", st, sf.Files, sf.Ffree)
+
 	seen := 0
-	err := filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -784,5 +800,58 @@ func TestFragmented(t *testing.T) {
 	t.Logf("frag: %d runs, %d bytes, %d of its $DATA pieces in the base record", len(n.data.runs), len(want), pieces)
 	if !list || len(n.data.runs) < 300 {
 		t.Errorf("frag has %d runs and attribute list %v; the case is not tested", len(n.data.runs), list)
+	}
+}
+
+// TestClusterSizes reads volumes with small and large clusters: index
+// block VCNs count clusters when a block is at least a cluster, else
+// 512-byte units.
+func TestClusterSizes(t *testing.T) {
+	for _, cs := range []int{512, 2048, 65536} {
+		t.Run(fmt.Sprint(cs), func(t *testing.T) {
+			dir := t.TempDir()
+			img := filepath.Join(dir, "ntfs.img")
+			if err := os.WriteFile(img, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(img, 64<<20); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Run(t, "mkntfs", "-F", "-Q", "-c", fmt.Sprint(cs), "-L", "C", img)
+			mnt, umount := mountNTFS(t, img, "streams_interface=xattr")
+			want := map[string][]byte{}
+			rng := rand.New(rand.NewPCG(uint64(cs), 7))
+			for i := range 300 {
+				b := make([]byte, rng.IntN(20000))
+				for j := range b {
+					b[j] = byte(rng.Uint32())
+				}
+				name := fmt.Sprintf("d/file-number-%04d", i)
+				want[name] = b
+			}
+			if err := os.Mkdir(filepath.Join(mnt, "d"), 0o777); err != nil {
+				t.Fatal(err)
+			}
+			for name, b := range want {
+				if err := os.WriteFile(filepath.Join(mnt, name), b, 0o666); err != nil {
+					t.Fatal(err)
+				}
+			}
+			umount()
+			f := openImage(t, img)
+			ents, err := f.ReadDir("d")
+			if err != nil || len(ents) != len(want) {
+				t.Fatalf("ReadDir(d) = %d entries, %v; want %d", len(ents), err, len(want))
+			}
+			for name, b := range want {
+				got, err := fs.ReadFile(f, name)
+				if err != nil || !bytes.Equal(got, b) {
+					t.Fatalf("ReadFile(%q) = %d bytes, %v; want %d", name, len(got), err, len(b))
+				}
+			}
+			if st, err := f.Statfs(); err != nil || st.BlockSize != int64(cs) {
+				t.Errorf("Statfs = %+v, %v; want %d-byte blocks", st, err, cs)
+			}
+		})
 	}
 }
