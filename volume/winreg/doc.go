@@ -53,5 +53,6 @@
 // Hives are built in the tests by a small writer of their own
 // (writer_test.go), which hivexget must read back; hivexsh (Debian's
 // libhivex-bin) and hivex's Python binding (python3-hivex) write hives
-// the reader must read.
+// the reader must read. TestOnNTFS reads hives from an NTFS volume
+// through package ntfs.
 package winreg

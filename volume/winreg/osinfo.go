@@ -40,10 +40,11 @@ type OS struct {
 // mounted system volume; the path is matched without regard to case).
 // A volume without it gives an error matching disk.ErrNotFound.
 func OSInfo(fsys fs.FS) (OS, error) {
-	h, err := openHive(fsys, SoftwareHive)
+	h, c, err := openHive(fsys, SoftwareHive)
 	if err != nil {
 		return OS{}, err
 	}
+	defer c.Close()
 	root, err := h.Root()
 	if err != nil {
 		return OS{}, err
@@ -122,10 +123,11 @@ func OSInfo(fsys fs.FS) (OS, error) {
 // Letters bound to anything else (removable devices, volume GUID paths)
 // are left out.
 func DriveLetters(fsys fs.FS) (map[string]string, error) {
-	h, err := openHive(fsys, SystemHive)
+	h, c, err := openHive(fsys, SystemHive)
 	if err != nil {
 		return nil, err
 	}
+	defer c.Close()
 	root, err := h.Root()
 	if err != nil {
 		return nil, err
@@ -170,17 +172,26 @@ func MountedDevice(b []byte) string {
 }
 
 // openHive opens a hive file, matching each path element without regard
-// to case when the exact name is missing.
-func openHive(fsys fs.FS, name string) (*Hive, error) {
+// to case when the exact name is missing. The caller closes the file once
+// done with the hive.
+func openHive(fsys fs.FS, name string) (*Hive, io.Closer, error) {
 	p, err := findFold(fsys, name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	f, err := fsys.Open(p)
 	if err != nil {
-		return nil, fmt.Errorf("winreg: %w", err)
+		return nil, nil, fmt.Errorf("winreg: %w", err)
 	}
-	defer f.Close()
+	h, err := openHiveFile(f, p)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return h, f, nil
+}
+
+func openHiveFile(f fs.File, p string) (*Hive, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("winreg: %w", err)
