@@ -85,15 +85,9 @@ func (f *FS) resolve(op, name string, follow bool) (*node, string, error) {
 		}
 		stack = append(stack, n)
 		parts = parts[1:]
-		if len(parts) == 0 {
-			return n, p, nil
-		}
 	}
-	last := stack[len(stack)-1]
-	if len(stack) == 1 {
-		return last, ".", nil
-	}
-	return last, path.Base(name), nil
+	// The name is the one asked for, also when links led elsewhere.
+	return stack[len(stack)-1], path.Base(name), nil
 }
 
 // Open opens name, following symbolic links. A regular file is a *File; a

@@ -855,3 +855,15 @@ func TestClusterSizes(t *testing.T) {
 		})
 	}
 }
+
+// TestStatName checks that Stat names what was asked for, not what a
+// link led to.
+func TestStatName(t *testing.T) {
+	f := openImage(t, testImage(t))
+	for name, want := range map[string]string{"links/rel": "rel", "links/dirln": "dirln", ".": ".", "links/junction": "junction"} {
+		fi, err := f.Stat(name)
+		if err != nil || fi.Name() != want {
+			t.Errorf("Stat(%q).Name() = %v, %v; want %q", name, fi, err, want)
+		}
+	}
+}
