@@ -161,3 +161,39 @@ func TestDamaged(t *testing.T) {
 		t.Errorf("walk of the damaged image saw %d names", n)
 	}
 }
+
+// TestTruncated opens a volume cut short: what lies inside reads, what
+// lies past the end gives a corrupt error.
+func TestTruncated(t *testing.T) {
+	src := testImage(t)
+	clean := openImage(t, src)
+	fi, err := clean.Stat("big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := clean.node(fi.Sys().(*inode.Stat).Ino, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := (n.data.runs[0].lcn + 1) * clean.clusterSize // big.bin's first cluster stays
+	img, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep the metadata ($MFT sits near the start on mkntfs volumes).
+	mftEnd := recordOffset(t, clean, 200)
+	if end < mftEnd {
+		t.Skipf("big.bin at %d lies before the end of $MFT records (%d)", end, mftEnd)
+	}
+	path := filepath.Join(t.TempDir(), "short.img")
+	if err := os.WriteFile(path, img[:end], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := openImage(t, path)
+	if _, err := fs.ReadFile(f, "big.bin"); !errors.Is(err, disk.ErrCorrupt) {
+		t.Errorf("ReadFile(big.bin) past the end = %v, want corrupt", err)
+	}
+	if b, err := fs.ReadFile(f, "small.txt"); err != nil || string(b) != "hello, ntfs\n" {
+		t.Errorf("ReadFile(small.txt) = %q, %v", b, err)
+	}
+}

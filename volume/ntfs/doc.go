@@ -76,7 +76,8 @@
 // directory that lists it, so a damaged index cannot make a cycle.
 // Structures that break the format give errors matching disk.ErrCorrupt
 // for the file or directory concerned; the rest of the volume stays
-// readable. The reader has no recover: it is fuzzed (FuzzOpen, FuzzRuns,
+// readable. A volume cut short (a truncated image) opens, and the files
+// whose clusters lie past its end give such errors. The reader has no recover: it is fuzzed (FuzzOpen, FuzzRuns,
 // FuzzLZNT1) so that it does not panic.
 //
 // # Concurrency and caches

@@ -403,6 +403,9 @@ func TestAgainstNTFS3G(t *testing.T) {
 				t.Errorf("%s: size %d, want %d", rel, st.Size, want.Size)
 			}
 		}
+		if want.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Blocks > 0 && st.Blocks != want.Blocks*512 {
+			t.Errorf("%s: %d bytes allocated, ntfs-3g says %d", rel, st.Blocks, want.Blocks*512)
+		}
 		if w := time.Unix(want.Mtim.Sec, want.Mtim.Nsec); !st.Mtime.Equal(w) {
 			t.Errorf("%s: mtime %v, want %v", rel, st.Mtime, w)
 		}
