@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/volume/inode"
 )
@@ -195,5 +197,41 @@ func TestTruncated(t *testing.T) {
 	}
 	if b, err := fs.ReadFile(f, "small.txt"); err != nil || string(b) != "hello, ntfs\n" {
 		t.Errorf("ReadFile(small.txt) = %q, %v", b, err)
+	}
+}
+
+// TestUnsupportedReparse refuses the data of files whose bytes live
+// behind a reparse point (WOF compression, deduplication, cloud files)
+// and reads files with other reparse tags as they are.
+func TestUnsupportedReparse(t *testing.T) {
+	img := mkntfs(t, t.TempDir(), 16<<20, "Rp")
+	mnt, umount := mountNTFS(t, img, "streams_interface=xattr")
+	rp := func(tag uint32) []byte {
+		b := binary.LittleEndian.AppendUint32(nil, tag)
+		b = binary.LittleEndian.AppendUint16(b, 8)
+		b = binary.LittleEndian.AppendUint16(b, 0)
+		return append(b, 1, 2, 3, 4, 5, 6, 7, 8)
+	}
+	for name, tag := range map[string]uint32{"wof": tagWOF, "dedup": tagDedup, "cloud": 0x9000601a, "other": 0x8000001b} {
+		p := filepath.Join(mnt, name)
+		if err := os.WriteFile(p, []byte("data"), 0o666); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Setxattr(p, "system.ntfs_reparse_data", rp(tag), 0); err != nil {
+			t.Fatalf("set reparse data on %s: %v", name, err)
+		}
+	}
+	umount()
+	f := openImage(t, img)
+	for _, name := range []string{"wof", "dedup", "cloud"} {
+		if _, err := f.Stat(name); err != nil {
+			t.Errorf("Stat(%q) = %v", name, err)
+		}
+		if _, err := f.Open(name); !errors.Is(err, disk.ErrNotSupported) {
+			t.Errorf("Open(%q) = %v, want not supported", name, err)
+		}
+	}
+	if b, err := fs.ReadFile(f, "other"); err != nil || string(b) != "data" {
+		t.Errorf("ReadFile(other) = %q, %v", b, err)
 	}
 }
