@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -321,7 +322,7 @@ type File struct {
 	s    *stream
 
 	off    int64
-	closed bool
+	closed atomic.Bool
 }
 
 // Stat returns the file's information.
@@ -330,7 +331,7 @@ func (fl *File) Stat() (fs.FileInfo, error) { return fl.f.info(fl.n, fl.name), n
 // ReadAt reads len(b) bytes at off, like io.ReaderAt. Holes and bytes past
 // the initialized size read as zeros.
 func (fl *File) ReadAt(b []byte, off int64) (int, error) {
-	if fl.closed {
+	if fl.closed.Load() {
 		return 0, &fs.PathError{Op: "read", Path: fl.name, Err: fs.ErrClosed}
 	}
 	n, err := fl.s.ReadAt(b, off)
@@ -342,7 +343,7 @@ func (fl *File) ReadAt(b []byte, off int64) (int, error) {
 
 // Read reads from the file's offset.
 func (fl *File) Read(b []byte) (int, error) {
-	if len(b) == 0 && !fl.closed {
+	if len(b) == 0 && !fl.closed.Load() {
 		return 0, nil
 	}
 	n, err := fl.ReadAt(b, fl.off)
@@ -355,7 +356,7 @@ func (fl *File) Read(b []byte) (int, error) {
 
 // Seek sets the offset for Read, like io.Seeker.
 func (fl *File) Seek(off int64, whence int) (int64, error) {
-	if fl.closed {
+	if fl.closed.Load() {
 		return 0, &fs.PathError{Op: "seek", Path: fl.name, Err: fs.ErrClosed}
 	}
 	switch whence {
@@ -376,9 +377,8 @@ func (fl *File) Seek(off int64, whence int) (int64, error) {
 
 // Close closes the file; a second Close gives fs.ErrClosed.
 func (fl *File) Close() error {
-	if fl.closed {
+	if fl.closed.Swap(true) {
 		return &fs.PathError{Op: "close", Path: fl.name, Err: fs.ErrClosed}
 	}
-	fl.closed = true
 	return nil
 }

@@ -46,9 +46,8 @@ type FS struct {
 	nodes *lru[uint64, *node]
 	dirs  *lru[uint64, *dirList]
 
-	statOnce sync.Once
-	statfs   inode.Statfs
-	statErr  error
+	statMu sync.Mutex
+	statfs *inode.Statfs // kept once computed
 }
 
 // node is what one file's MFT record (with its extension records) says.
@@ -458,8 +457,16 @@ func (f *FS) UUID() string { return fmt.Sprintf("%016X", f.serial) }
 // Statfs reports the volume's size and the clusters $Bitmap marks free;
 // inodes are $MFT's records and those its $BITMAP marks free.
 func (f *FS) Statfs() (inode.Statfs, error) {
-	f.statOnce.Do(func() { f.statfs, f.statErr = f.computeStatfs() })
-	return f.statfs, f.statErr
+	f.statMu.Lock()
+	defer f.statMu.Unlock()
+	if f.statfs != nil {
+		return *f.statfs, nil
+	}
+	st, err := f.computeStatfs()
+	if err == nil {
+		f.statfs = &st
+	}
+	return st, err
 }
 
 func (f *FS) computeStatfs() (inode.Statfs, error) {
