@@ -18,10 +18,10 @@
 // segments. Names are Latin-1 when the compressed-name flag is set, else
 // UTF-16LE. Key and value lookups ignore case, as Windows does.
 //
-// The reader is written for this package; no well-kept pure-Go regf
-// reader was chosen (www.velocidex.com/golang/regparser is a forensic
-// parser in the style of go-ntfs, not used for the same reasons as in
-// package ntfs).
+// The reader is written for this package. www.velocidex.com/golang/regparser
+// was considered and not used: like go-ntfs it is a forensic parser whose
+// key and value walks return no errors (a broken subkey list reads as no
+// subkeys), so damage could not be told from absence.
 //
 // # Not supported
 //
