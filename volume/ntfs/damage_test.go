@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/volume/inode"
 )
@@ -159,5 +161,77 @@ func TestDamaged(t *testing.T) {
 	})
 	if n < 30 {
 		t.Errorf("walk of the damaged image saw %d names", n)
+	}
+}
+
+// TestTruncated opens a volume cut short: what lies inside reads, what
+// lies past the end gives a corrupt error.
+func TestTruncated(t *testing.T) {
+	src := testImage(t)
+	clean := openImage(t, src)
+	fi, err := clean.Stat("big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := clean.node(fi.Sys().(*inode.Stat).Ino, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := (n.data.runs[0].lcn + 1) * clean.clusterSize // big.bin's first cluster stays
+	img, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep the metadata ($MFT sits near the start on mkntfs volumes).
+	mftEnd := recordOffset(t, clean, 200)
+	if end < mftEnd {
+		t.Skipf("big.bin at %d lies before the end of $MFT records (%d)", end, mftEnd)
+	}
+	path := filepath.Join(t.TempDir(), "short.img")
+	if err := os.WriteFile(path, img[:end], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := openImage(t, path)
+	if _, err := fs.ReadFile(f, "big.bin"); !errors.Is(err, disk.ErrCorrupt) {
+		t.Errorf("ReadFile(big.bin) past the end = %v, want corrupt", err)
+	}
+	if b, err := fs.ReadFile(f, "small.txt"); err != nil || string(b) != "hello, ntfs\n" {
+		t.Errorf("ReadFile(small.txt) = %q, %v", b, err)
+	}
+}
+
+// TestUnsupportedReparse refuses the data of files whose bytes live
+// behind a reparse point (WOF compression, deduplication, cloud files)
+// and reads files with other reparse tags as they are.
+func TestUnsupportedReparse(t *testing.T) {
+	img := mkntfs(t, t.TempDir(), 16<<20, "Rp")
+	mnt, umount := mountNTFS(t, img, "streams_interface=xattr")
+	rp := func(tag uint32) []byte {
+		b := binary.LittleEndian.AppendUint32(nil, tag)
+		b = binary.LittleEndian.AppendUint16(b, 8)
+		b = binary.LittleEndian.AppendUint16(b, 0)
+		return append(b, 1, 2, 3, 4, 5, 6, 7, 8)
+	}
+	for name, tag := range map[string]uint32{"wof": tagWOF, "dedup": tagDedup, "cloud": 0x9000601a, "other": 0x8000001b} {
+		p := filepath.Join(mnt, name)
+		if err := os.WriteFile(p, []byte("data"), 0o666); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Setxattr(p, "system.ntfs_reparse_data", rp(tag), 0); err != nil {
+			t.Fatalf("set reparse data on %s: %v", name, err)
+		}
+	}
+	umount()
+	f := openImage(t, img)
+	for _, name := range []string{"wof", "dedup", "cloud"} {
+		if _, err := f.Stat(name); err != nil {
+			t.Errorf("Stat(%q) = %v", name, err)
+		}
+		if _, err := f.Open(name); !errors.Is(err, disk.ErrNotSupported) {
+			t.Errorf("Open(%q) = %v, want not supported", name, err)
+		}
+	}
+	if b, err := fs.ReadFile(f, "other"); err != nil || string(b) != "data" {
+		t.Errorf("ReadFile(other) = %q, %v", b, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -68,6 +69,11 @@ func (f *FS) resolve(op, name string, follow bool) (*node, string, error) {
 		if err != nil {
 			return nil, "", &fs.PathError{Op: op, Path: name, Err: err}
 		}
+		// A directory has one name, in the directory that lists it: this
+		// keeps a damaged index from making a cycle.
+		if n.dir && !n.link && (len(n.parents) != 1 || n.parents[0] != cur.num) {
+			return nil, "", &fs.PathError{Op: op, Path: name, Err: disk.Errorf(disk.ErrCorrupt, "ntfs: directory record %d is listed in %d but named in %v", n.num, cur.num, n.parents)}
+		}
 		if n.link && (len(parts) > 1 || follow) {
 			if links++; links > maxLinks {
 				return nil, "", &fs.PathError{Op: op, Path: name, Err: disk.Errorf(disk.ErrCorrupt, "ntfs: more than %d symbolic links", maxLinks)}
@@ -80,15 +86,9 @@ func (f *FS) resolve(op, name string, follow bool) (*node, string, error) {
 		}
 		stack = append(stack, n)
 		parts = parts[1:]
-		if len(parts) == 0 {
-			return n, p, nil
-		}
 	}
-	last := stack[len(stack)-1]
-	if len(stack) == 1 {
-		return last, ".", nil
-	}
-	return last, path.Base(name), nil
+	// The name is the one asked for, also when links led elsewhere.
+	return stack[len(stack)-1], path.Base(name), nil
 }
 
 // Open opens name, following symbolic links. A regular file is a *File; a
@@ -322,7 +322,7 @@ type File struct {
 	s    *stream
 
 	off    int64
-	closed bool
+	closed atomic.Bool
 }
 
 // Stat returns the file's information.
@@ -331,7 +331,7 @@ func (fl *File) Stat() (fs.FileInfo, error) { return fl.f.info(fl.n, fl.name), n
 // ReadAt reads len(b) bytes at off, like io.ReaderAt. Holes and bytes past
 // the initialized size read as zeros.
 func (fl *File) ReadAt(b []byte, off int64) (int, error) {
-	if fl.closed {
+	if fl.closed.Load() {
 		return 0, &fs.PathError{Op: "read", Path: fl.name, Err: fs.ErrClosed}
 	}
 	n, err := fl.s.ReadAt(b, off)
@@ -343,7 +343,7 @@ func (fl *File) ReadAt(b []byte, off int64) (int, error) {
 
 // Read reads from the file's offset.
 func (fl *File) Read(b []byte) (int, error) {
-	if len(b) == 0 && !fl.closed {
+	if len(b) == 0 && !fl.closed.Load() {
 		return 0, nil
 	}
 	n, err := fl.ReadAt(b, fl.off)
@@ -356,7 +356,7 @@ func (fl *File) Read(b []byte) (int, error) {
 
 // Seek sets the offset for Read, like io.Seeker.
 func (fl *File) Seek(off int64, whence int) (int64, error) {
-	if fl.closed {
+	if fl.closed.Load() {
 		return 0, &fs.PathError{Op: "seek", Path: fl.name, Err: fs.ErrClosed}
 	}
 	switch whence {
@@ -377,9 +377,8 @@ func (fl *File) Seek(off int64, whence int) (int64, error) {
 
 // Close closes the file; a second Close gives fs.ErrClosed.
 func (fl *File) Close() error {
-	if fl.closed {
+	if fl.closed.Swap(true) {
 		return &fs.PathError{Op: "close", Path: fl.name, Err: fs.ErrClosed}
 	}
-	fl.closed = true
 	return nil
 }

@@ -10,7 +10,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -247,6 +249,21 @@ func populate(t testing.TB, mnt string) {
 		t.Fatal(err)
 	}
 
+	// More attributes than one record holds: ntfs-3g moves them to
+	// extension records listed in an $ATTRIBUTE_LIST.
+	write("manystreams", []byte("streams"))
+	for i := range 40 {
+		if err := unix.Setxattr(filepath.Join(mnt, "manystreams"), fmt.Sprintf("user.s%02d", i), bytes.Repeat([]byte{byte(i)}, 200), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("manylinks/target", []byte("many names"))
+	for i := range 30 {
+		if err := os.Link(filepath.Join(mnt, "manylinks/target"), filepath.Join(mnt, fmt.Sprintf("manylinks/link-with-a-longer-name-%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// Compressed files: made in a directory with the compressed flag.
 	if err := os.Mkdir(filepath.Join(mnt, "comp"), 0o777); err != nil {
 		t.Fatal(err)
@@ -325,8 +342,24 @@ func TestAgainstNTFS3G(t *testing.T) {
 	f := openImage(t, img)
 	mnt, _ := mountNTFS(t, img, "ro,streams_interface=xattr")
 
+	var sf unix.Statfs_t
+	if err := unix.Statfs(mnt, &sf); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.Statfs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := st.FreeBytes, int64(sf.Bfree)*sf.Bsize; got != want {
+		t.Errorf("Statfs free %d bytes, ntfs-3g says %d", got, want)
+	}
+	if got, want := st.TotalBytes, int64(sf.Blocks)*sf.Bsize; got != want {
+		t.Errorf("Statfs total %d bytes, ntfs-3g says %d", got, want)
+	}
+	t.Logf("statfs: ours %+v; ntfs-3g files %d, free %d", st, sf.Files, sf.Ffree)
+
 	seen := 0
-	err := filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -369,6 +402,9 @@ func TestAgainstNTFS3G(t *testing.T) {
 			if st.Size != want.Size && !strings.HasPrefix(st.Target, "/") {
 				t.Errorf("%s: size %d, want %d", rel, st.Size, want.Size)
 			}
+		}
+		if want.Mode&syscall.S_IFMT == syscall.S_IFREG && st.Blocks > 0 && st.Blocks != want.Blocks*512 {
+			t.Errorf("%s: %d bytes allocated, ntfs-3g says %d", rel, st.Blocks, want.Blocks*512)
 		}
 		if w := time.Unix(want.Mtim.Sec, want.Mtim.Nsec); !st.Mtime.Equal(w) {
 			t.Errorf("%s: mtime %v, want %v", rel, st.Mtime, w)
@@ -487,6 +523,23 @@ func TestFeatures(t *testing.T) {
 	}
 	if st := stat("sparse"); st.Size != 10<<20 || st.Blocks >= 1<<20 || st.Blocks == 0 {
 		t.Errorf("sparse: size %d, blocks %d; want 10 MiB with under 1 MiB allocated", st.Size, st.Blocks)
+	}
+	if st := stat("manylinks/target"); st.Nlink != 31 {
+		t.Errorf("manylinks/target nlink = %d, want 31", st.Nlink)
+	}
+	if x, err := f.Xattrs("manystreams"); err != nil || len(x) != 40 {
+		t.Errorf("Xattrs(manystreams) = %d streams, %v; want 40", len(x), err)
+	}
+	if n, err := f.node(stat("manystreams").Ino, 0); err == nil {
+		r, _ := f.readRecord(n.num, -1)
+		as, _ := f.recordAttrs(r, nil)
+		hasList := false
+		for _, a := range as {
+			hasList = hasList || a.typ == attrAttributeList
+		}
+		if !hasList {
+			t.Errorf("manystreams has no $ATTRIBUTE_LIST; the case is not tested")
+		}
 	}
 	if st := stat("links/a"); st.Nlink != 3 {
 		t.Errorf("links/a nlink = %d, want 3", st.Nlink)
@@ -648,4 +701,172 @@ func TestConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestAgainstNTFSLS compares each directory's names and record numbers
+// with what ntfsls (ntfsprogs, reading the image without mounting it)
+// lists.
+func TestAgainstNTFSLS(t *testing.T) {
+	img := testImage(t)
+	testenv.Tool(t, "ntfsls")
+	f := openImage(t, img)
+	dirs := []string{"."}
+	for len(dirs) > 0 {
+		d := dirs[0]
+		dirs = dirs[1:]
+		ents, err := f.ReadDir(d)
+		if err != nil {
+			t.Fatalf("ReadDir(%q): %v", d, err)
+		}
+		var got []string
+		for _, e := range ents {
+			fi, err := e.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprintf("%d %s", fi.Sys().(*inode.Stat).Ino, e.Name()))
+			if e.IsDir() {
+				dirs = append(dirs, path.Join(d, e.Name()))
+			}
+		}
+		cmd := exec.Command("ntfsls", "-i", "-p", "/"+strings.TrimPrefix(d, "."), img)
+		cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("ntfsls %s: %v", d, err)
+		}
+		var want []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				ino, name, _ := strings.Cut(l, " ")
+				if name = strings.TrimSpace(name); name != "." && name != ".." {
+					want = append(want, ino+" "+name)
+				}
+			}
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: %d names, ntfsls lists %d\n got %.400q\nwant %.400q", d, len(got), len(want), got, want)
+		}
+	}
+}
+
+// TestFragmented fills a small volume with 4 KiB files, deletes every
+// other one and writes a file into the holes: its runlist is long enough
+// to be split over extension records.
+func TestFragmented(t *testing.T) {
+	dir := t.TempDir()
+	img := mkntfs(t, dir, 40<<20, "Frag")
+	mnt, umount := mountNTFS(t, img, "streams_interface=xattr")
+	var names []string
+	chunk := bytes.Repeat([]byte{0x5a}, 4096)
+	for i := 0; ; i++ {
+		p := filepath.Join(mnt, fmt.Sprintf("f%05d", i))
+		if err := os.WriteFile(p, chunk, 0o666); err != nil {
+			os.Remove(p)
+			break
+		}
+		names = append(names, p)
+	}
+	for i := 0; i < len(names); i += 2 {
+		os.Remove(names[i])
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	want := make([]byte, 4096*(len(names)/2-200))
+	for i := range want {
+		want[i] = byte(rng.Uint32())
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "frag"), want, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	umount()
+	f := openImage(t, img)
+	got, err := fs.ReadFile(f, "frag")
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("ReadFile(frag) = %d bytes, %v; want %d bytes", len(got), err, len(want))
+	}
+	fi, _ := f.Stat("frag")
+	n, err := f.node(fi.Sys().(*inode.Stat).Ino, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := f.readRecord(n.num, -1)
+	as, _ := f.recordAttrs(r, nil)
+	pieces, list := 0, false
+	for _, a := range as {
+		list = list || a.typ == attrAttributeList
+		if a.typ == attrData && a.name == "" {
+			pieces++
+		}
+	}
+	t.Logf("frag: %d runs, %d bytes, %d of its $DATA pieces in the base record", len(n.data.runs), len(want), pieces)
+	if !list || len(n.data.runs) < 300 {
+		t.Errorf("frag has %d runs and attribute list %v; the case is not tested", len(n.data.runs), list)
+	}
+}
+
+// TestClusterSizes reads volumes with small and large clusters: index
+// block VCNs count clusters when a block is at least a cluster, else
+// 512-byte units.
+func TestClusterSizes(t *testing.T) {
+	for _, cs := range []int{512, 2048, 65536} {
+		t.Run(fmt.Sprint(cs), func(t *testing.T) {
+			dir := t.TempDir()
+			img := filepath.Join(dir, "ntfs.img")
+			if err := os.WriteFile(img, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(img, 64<<20); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Run(t, "mkntfs", "-F", "-Q", "-c", fmt.Sprint(cs), "-L", "C", img)
+			mnt, umount := mountNTFS(t, img, "streams_interface=xattr")
+			want := map[string][]byte{}
+			rng := rand.New(rand.NewPCG(uint64(cs), 7))
+			for i := range 300 {
+				b := make([]byte, rng.IntN(20000))
+				for j := range b {
+					b[j] = byte(rng.Uint32())
+				}
+				name := fmt.Sprintf("d/file-number-%04d", i)
+				want[name] = b
+			}
+			if err := os.Mkdir(filepath.Join(mnt, "d"), 0o777); err != nil {
+				t.Fatal(err)
+			}
+			for name, b := range want {
+				if err := os.WriteFile(filepath.Join(mnt, name), b, 0o666); err != nil {
+					t.Fatal(err)
+				}
+			}
+			umount()
+			f := openImage(t, img)
+			ents, err := f.ReadDir("d")
+			if err != nil || len(ents) != len(want) {
+				t.Fatalf("ReadDir(d) = %d entries, %v; want %d", len(ents), err, len(want))
+			}
+			for name, b := range want {
+				got, err := fs.ReadFile(f, name)
+				if err != nil || !bytes.Equal(got, b) {
+					t.Fatalf("ReadFile(%q) = %d bytes, %v; want %d", name, len(got), err, len(b))
+				}
+			}
+			if st, err := f.Statfs(); err != nil || st.BlockSize != int64(cs) {
+				t.Errorf("Statfs = %+v, %v; want %d-byte blocks", st, err, cs)
+			}
+		})
+	}
+}
+
+// TestStatName checks that Stat names what was asked for, not what a
+// link led to.
+func TestStatName(t *testing.T) {
+	f := openImage(t, testImage(t))
+	for name, want := range map[string]string{"links/rel": "rel", "links/dirln": "dirln", ".": ".", "links/junction": "junction"} {
+		fi, err := f.Stat(name)
+		if err != nil || fi.Name() != want {
+			t.Errorf("Stat(%q).Name() = %v, %v; want %q", name, fi, err, want)
+		}
+	}
 }

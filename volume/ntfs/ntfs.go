@@ -46,9 +46,8 @@ type FS struct {
 	nodes *lru[uint64, *node]
 	dirs  *lru[uint64, *dirList]
 
-	statOnce sync.Once
-	statfs   inode.Statfs
-	statErr  error
+	statMu sync.Mutex
+	statfs *inode.Statfs // kept once computed
 }
 
 // node is what one file's MFT record (with its extension records) says.
@@ -62,6 +61,7 @@ type node struct {
 	ctime     time.Time
 	atime     time.Time
 	nlink     uint32
+	parents   []uint64 // the directories its (non-DOS) names are in
 
 	data       *attr   // unnamed $DATA, nil when absent
 	streams    []*attr // named $DATA (alternate data streams)
@@ -125,8 +125,10 @@ func (f *FS) boot() error {
 	}
 	f.clusterSize = bps * spc
 	sectors := le.Uint64(b[0x28:])
-	if sectors > uint64(f.size/bps)+1 {
-		return disk.Errorf(disk.ErrCorrupt, "ntfs: %d sectors past the end of a %d-byte volume", sectors, f.size)
+	// A volume cut short (a truncated image) still opens: reads past its
+	// end fail for the files concerned.
+	if sectors == 0 || sectors > (1<<62)/uint64(bps) {
+		return disk.Errorf(disk.ErrCorrupt, "ntfs: %d sectors out of range", sectors)
 	}
 	f.clusters = int64(sectors) / spc
 	mftLCN := le.Uint64(b[0x30:])
@@ -177,8 +179,9 @@ func (f *FS) setMFT(as []*attr) error {
 			if err != nil {
 				return fmt.Errorf("ntfs: $MFT: %w", err)
 			}
-			// Only the part the runlist maps is readable yet.
-			s.size = min(s.size, (a.lastVCN+1)*f.clusterSize)
+			// Only the part the runlist maps is readable yet, and $MFT
+			// is never larger than the volume.
+			s.size = min(s.size, (a.lastVCN+1)*f.clusterSize, f.size)
 			f.mft = s
 			return nil
 		}
@@ -288,6 +291,7 @@ func (f *FS) node(num uint64, seq uint16) (*node, error) {
 		case a.typ == attrFileName && a.resident:
 			if len(a.value) > 0x41 && a.value[0x41] != namespaceDOS {
 				n.nlink++
+				n.parents = append(n.parents, le.Uint64(a.value)&(1<<48-1))
 			}
 		case a.typ == attrData && a.name == "":
 			n.data = a
@@ -453,8 +457,16 @@ func (f *FS) UUID() string { return fmt.Sprintf("%016X", f.serial) }
 // Statfs reports the volume's size and the clusters $Bitmap marks free;
 // inodes are $MFT's records and those its $BITMAP marks free.
 func (f *FS) Statfs() (inode.Statfs, error) {
-	f.statOnce.Do(func() { f.statfs, f.statErr = f.computeStatfs() })
-	return f.statfs, f.statErr
+	f.statMu.Lock()
+	defer f.statMu.Unlock()
+	if f.statfs != nil {
+		return *f.statfs, nil
+	}
+	st, err := f.computeStatfs()
+	if err == nil {
+		f.statfs = &st
+	}
+	return st, err
 }
 
 func (f *FS) computeStatfs() (inode.Statfs, error) {

@@ -194,7 +194,7 @@ func (f *FS) parseAttr(b []byte) (*attr, error) {
 	a.allocSize = int64(le.Uint64(b[0x28:]))
 	a.size = int64(le.Uint64(b[0x30:]))
 	a.initSize = int64(le.Uint64(b[0x38:]))
-	if a.startVCN < 0 || a.lastVCN < a.startVCN-1 || a.lastVCN >= 1<<48 {
+	if a.startVCN < 0 || a.lastVCN < a.startVCN-1 || a.lastVCN >= (1<<62)/f.clusterSize {
 		return nil, disk.Errorf(disk.ErrCorrupt, "vcn range %d..%d out of range", a.startVCN, a.lastVCN)
 	}
 	if a.startVCN == 0 && (a.size < 0 || a.allocSize < 0 || a.initSize < 0 || a.initSize > a.size) {
