@@ -22,8 +22,8 @@ var readers = map[string]func(io.ReaderAt, int64) (inode.FS, error){}
 // windowsInfo reads a Windows system volume's registry and returns what
 // it says: the product and version, and the drive letters as Mounts
 // whose Spec is "PARTUUID=<GPT partition GUID>" or
-// "PARTUUID=<MBR disk signature>-<partition number>" (in hex, as Linux
-// names MBR partitions). It returns an error matching disk.ErrNotFound
+// "WINMBR=<MBR disk signature>:<partition byte offset>" (as Windows'
+// MountedDevices records MBR partitions). It returns an error matching disk.ErrNotFound
 // when fsys holds no Windows. Nil until a registry reader is linked.
 var windowsInfo func(fsys fs.FS) (*OSInfo, error)
 
@@ -347,6 +347,14 @@ func (s *Set) match(vols []*Volume, spec string) *Volume {
 		return find(func(v *Volume) bool { return v.Partition != nil && v.Partition.Name != "" && v.Partition.Name == val })
 	case "PARTUUID":
 		return find(func(v *Volume) bool { return v.Partition != nil && strings.EqualFold(s.partUUID(v), val) })
+	case "WINMBR":
+		// Windows' MountedDevices names an MBR partition by the disk's
+		// signature and the partition's byte offset.
+		sig, off, _ := strings.Cut(val, ":")
+		return find(func(v *Volume) bool {
+			return v.Partition != nil && v.Disk >= 0 && v.Disk < len(s.tables) && s.tables[v.Disk].Scheme == MBR &&
+				strings.EqualFold(s.tables[v.Disk].DiskID, sig) && strconv.FormatInt(v.Partition.Start, 10) == off
+		})
 	case "":
 	default:
 		return nil
