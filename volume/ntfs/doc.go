@@ -83,9 +83,9 @@
 // # Concurrency and caches
 //
 // An FS is safe for concurrent use, and so is each File's ReadAt. Parsed
-// records (4,096) and directory listings (262,144 entries in all; a
-// directory of over 65,536 entries is listed again on each lookup) are
-// kept in LRU caches. A read is served with one ReadAt of the volume per
+// records (4,096) and directory listings (524,288 entries in all, about
+// 50 MB; a directory of over 262,144 entries is listed again on each
+// lookup) are kept in LRU caches. A read is served with one ReadAt of the volume per
 // run it covers; a compressed file keeps its last decompressed unit.
 //
 // # Testing

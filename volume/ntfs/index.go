@@ -18,7 +18,7 @@ const (
 	maxIndexDepth   = 64
 	maxIndexBlock   = 64 << 10
 	maxDirEntries   = 1 << 22 // entries one directory may list
-	cacheDirEntries = 1 << 16 // directories larger than this are not cached
+	cacheDirEntries = 1 << 18 // directories larger than this are not cached
 )
 
 // dirent is one name in a directory's $I30 index.

@@ -17,7 +17,7 @@ import (
 // Cache sizes.
 const (
 	cacheNodes   = 4096    // parsed MFT records
-	cacheDirCost = 1 << 18 // directory entries kept across cached listings
+	cacheDirCost = 1 << 19 // directory entries kept across cached listings (about 50 MB)
 	maxLinks     = 40      // symbolic links followed in one lookup
 	maxLinkData  = 16 << 10
 	maxXattr     = 64 << 20 // bytes of one alternate data stream returned by Xattrs
