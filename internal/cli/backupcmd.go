@@ -33,6 +33,7 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	full := fs.Bool("full", false, "read every allocated area, ignoring change tracking (the point still stores only new chunks)")
 	noResume := fs.Bool("no-resume", false, "do not continue an interrupted backup of the same source; read everything again")
 	jobs := fs.Int("j", 4, "chunks read and compressed at once")
+	checkpoint := fs.Int("checkpoint", 0, "save resume state every N chunks (default 256); an interrupted backup continues from it")
 	prog := fs.String("progress", "auto", "progress: auto (a bar on a terminal), json (one JSON line per update on stderr) or none")
 	output := fs.String("output", "human", "output format: human or json")
 	pos, err := parse(fs, args)
@@ -69,7 +70,7 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				return err
 			}
 		}
-		res, err := backupOne(ctx, repo, points, conn, spec, backupFlags{tags: tags, bitmap: *bitmap, full: *full, noResume: *noResume, jobs: *jobs, progress: *prog}, stderr)
+		res, err := backupOne(ctx, repo, points, conn, spec, backupFlags{tags: tags, bitmap: *bitmap, full: *full, noResume: *noResume, jobs: *jobs, progress: *prog, checkpoint: *checkpoint}, stderr)
 		if err != nil {
 			return fmt.Errorf("backup of %s: %w", spec, err)
 		}
@@ -85,12 +86,13 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 type backupFlags struct {
-	tags     []string
-	bitmap   string
-	full     bool
-	noResume bool
-	jobs     int
-	progress string
+	tags       []string
+	bitmap     string
+	full       bool
+	noResume   bool
+	jobs       int
+	progress   string
+	checkpoint int
 }
 
 // backupResult is what one source's backup made, and the JSON output.
@@ -136,7 +138,7 @@ func backupOne(ctx context.Context, repo *backup.Repository, points []*backup.Po
 	}
 	defer src.Close(ctx)
 	res := backupResult{Source: label, Full: map[string]string{}}
-	bo := backup.BackupOptions{Source: label, Tags: f.tags, Config: src.Config, Parent: parent, Concurrency: f.jobs, NoResume: f.noResume}
+	bo := backup.BackupOptions{Source: label, Tags: f.tags, Config: src.Config, Parent: parent, Concurrency: f.jobs, NoResume: f.noResume, CheckpointEvery: f.checkpoint}
 	var total int64
 	for _, d := range src.Disks {
 		sd := backup.SourceDisk{Name: d.Name, Disk: d.Disk, ChangeID: d.ChangeID}
