@@ -591,14 +591,18 @@ func (s *Storage) List(ctx context.Context, prefix string, fn func(storage.Info)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	query, ok := listPrefix(prefix)
+	if !ok {
+		return nil // no valid name starts with prefix
+	}
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for obj := range s.client.ListObjectsIter(lctx, s.bucket, minio.ListObjectsOptions{Prefix: s.key(prefix), Recursive: true}) {
+	for obj := range s.client.ListObjectsIter(lctx, s.bucket, minio.ListObjectsOptions{Prefix: s.key(query), Recursive: true}) {
 		if obj.Err != nil {
 			return s.fail(ctx, "list", prefix, obj.Err)
 		}
 		name, ok := strings.CutPrefix(obj.Key, s.prefix)
-		if !ok || !storage.ValidName(name) {
+		if !ok || !strings.HasPrefix(name, prefix) || !storage.ValidName(name) {
 			continue
 		}
 		if err := fn(storage.Info{Name: name, Size: obj.Size, ModTime: obj.LastModified}); err != nil {
@@ -606,6 +610,31 @@ func (s *Storage) List(ctx context.Context, prefix string, fn func(storage.Info)
 		}
 	}
 	return ctx.Err()
+}
+
+// listPrefix returns the prefix to send for a listing of the names that
+// start with prefix, and false if no valid name does. Servers refuse a
+// prefix with a "." or ".." element, which a valid name cannot have as a
+// whole element but may start its last one with ("a/..b"): then the
+// listing asks for the directory and filters.
+func listPrefix(prefix string) (string, bool) {
+	if len(prefix) > storage.MaxNameLen {
+		return "", false
+	}
+	elems := strings.Split(prefix, "/")
+	for i, e := range elems {
+		last := i == len(elems)-1
+		if !last && (e == "" || e == "." || e == "..") {
+			return "", false
+		}
+		if e != "" && !storage.ValidName(e) && !(last && (e == "." || e == "..")) {
+			return "", false
+		}
+	}
+	if last := elems[len(elems)-1]; last == "." || last == ".." {
+		return prefix[:len(prefix)-len(last)], true
+	}
+	return prefix, true
 }
 
 // Delete implements [storage.Storage]. S3 answers a delete of a missing
