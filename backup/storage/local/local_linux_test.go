@@ -42,4 +42,3 @@ func TestNoSpace(t *testing.T) {
 		t.Errorf("Get on a read-only filesystem = %q, %v", b, err)
 	}
 }
-

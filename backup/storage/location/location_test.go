@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/vdisk-project/vdisk/backup/storage/location"
 	"github.com/vdisk-project/vdisk/backup/storage/local"
+	"github.com/vdisk-project/vdisk/backup/storage/location"
 	"github.com/vdisk-project/vdisk/backup/storage/retry"
 	"github.com/vdisk-project/vdisk/backup/storage/s3"
 	"github.com/vdisk-project/vdisk/backup/storage/storagetest"

@@ -86,7 +86,7 @@ const (
 	// MinPartSize is the smallest part S3 accepts in a multipart upload.
 	MinPartSize = 5 << 20
 	// MaxPartSize is the largest part S3 accepts.
-	MaxPartSize = 5 << 30
+	MaxPartSize       = 5 << 30
 	DefaultMaxRetries = 2
 	defaultEndpoint   = "https://s3.amazonaws.com"
 )
@@ -246,7 +246,7 @@ func ConfigFromEnv(location, endpointFlag string) (Config, error) {
 		c.Region = os.Getenv("AWS_DEFAULT_REGION")
 	}
 	if c.AccessKey == "" {
-		if v, err := credentials.NewFileAWSCredentials("", "").Get(); err == nil && v.AccessKeyID != "" {
+		if v, err := credentials.NewFileAWSCredentials("", "").GetWithContext(&credentials.CredContext{Client: http.DefaultClient}); err == nil && v.AccessKeyID != "" {
 			c.AccessKey, c.SecretKey, c.SessionToken = v.AccessKeyID, v.SecretAccessKey, v.SessionToken
 		} else if os.Getenv("AWS_PROFILE") != "" {
 			return Config{}, &disk.Error{Op: "s3: config", Path: location, Off: -1, Code: disk.ErrPermission,
@@ -394,7 +394,9 @@ func CreateBucket(ctx context.Context, cfg Config) error {
 
 func (s *Storage) key(name string) string { return s.prefix + name }
 
-func (s *Storage) String() string { return "s3://" + s.bucket + "/" + strings.TrimSuffix(s.prefix, "/") }
+func (s *Storage) String() string {
+	return "s3://" + s.bucket + "/" + strings.TrimSuffix(s.prefix, "/")
+}
 
 func check(op, name string) error {
 	if !storage.ValidName(name) {
