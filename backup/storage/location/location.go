@@ -1,8 +1,9 @@
 // Package location opens the Storage a repository location names: a
 // directory path (package local) or "s3://BUCKET[/PREFIX]" (package s3,
 // configured from the AWS environment variables), wrapped in package
-// retry. This is what the CLI calls; it is the one place of the storage
-// packages that reads the environment.
+// retry. This is what the CLI calls. For S3 it reads the AWS environment
+// variables through [s3.ConfigFromEnv]; nothing else in the storage
+// packages looks at the environment.
 package location
 
 import (
