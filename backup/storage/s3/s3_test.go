@@ -411,3 +411,81 @@ func TestMinIOErasure(t *testing.T) {
 		return open(t, config(srv, "erasure", fmt.Sprintf("suite/%d", n)))
 	})
 }
+
+// TestHungServer: a server that never answers is left when the caller's
+// context ends, with the context's error, not a transient one.
+func TestHungServer(t *testing.T) {
+	release := make(chan struct{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead || r.URL.Query().Has("location") {
+			return // let Open through
+		}
+		<-release
+	}))
+	defer ts.Close()
+	defer close(release)
+	st, err := s3.Open(context.Background(), s3.Config{Bucket: "bucket", Endpoint: ts.URL, AccessKey: "k", SecretKey: "s",
+		Region: "us-east-1", Lookup: s3.LookupPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = st.ReadAt(ctx, "x", make([]byte, 10), 0)
+	if !errors.Is(err, context.DeadlineExceeded) || storage.IsTransient(err) {
+		t.Errorf("ReadAt from a hung server: error %v, want context.DeadlineExceeded, not transient", err)
+	}
+}
+
+func benchStorage(b *testing.B) *s3.Storage {
+	srv := storagetest.Versitygw(b)
+	cfg := s3.Config{Bucket: "bench", Endpoint: srv.Endpoint, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Region: "us-east-1"}
+	if err := s3.CreateBucket(context.Background(), cfg); err != nil {
+		b.Fatal(err)
+	}
+	st, err := s3.Open(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	return st
+}
+
+func BenchmarkPut(b *testing.B) {
+	st := benchStorage(b)
+	for _, size := range []int{1 << 20, 16 << 20} {
+		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
+			data := storagetest.Data(1, size)
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				if err := st.Put(context.Background(), fmt.Sprintf("data/%d", i), data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkReadAt(b *testing.B) {
+	st := benchStorage(b)
+	const size = 16 << 20
+	if err := st.Put(context.Background(), "pack", storagetest.Data(1, size)); err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{64 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("%dKiB", n>>10), func(b *testing.B) {
+			p := make([]byte, n)
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				if _, err := st.ReadAt(context.Background(), "pack", p, int64(i*n)%(size-int64(n))); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
