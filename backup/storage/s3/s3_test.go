@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -487,5 +489,92 @@ func BenchmarkReadAt(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// cutProxy forwards TCP connections to a server; while cuts is positive,
+// each new connection is closed after limit bytes of the server's answer.
+type cutProxy struct {
+	l      net.Listener
+	target string
+	cuts   atomic.Int64
+	limit  int64
+}
+
+func newCutProxy(t *testing.T, target string, limit int64) *cutProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{l: l, target: target, limit: limit}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { p.serve(c) })
+		}
+	})
+	return p
+}
+
+func (p *cutProxy) serve(c net.Conn) {
+	defer c.Close()
+	s, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	var down io.Reader = s
+	if p.cuts.Add(-1) >= 0 {
+		down = io.LimitReader(s, p.limit)
+	}
+	go func() {
+		io.Copy(s, c)
+		s.Close()
+	}()
+	io.Copy(c, down)
+}
+
+// TestBodyCut cuts a GET's answer in the middle of its body: without
+// retries a transient disk.ErrAccess (and not io.ErrUnexpectedEOF), with
+// them the whole object.
+func TestBodyCut(t *testing.T) {
+	srv := storagetest.Versitygw(t)
+	newBucket(t, srv, "cut")
+	ctx := context.Background()
+	data := storagetest.Data(9, 4<<20)
+	if err := open(t, config(srv, "cut", "")).Put(ctx, "obj", data); err != nil {
+		t.Fatal(err)
+	}
+	p := newCutProxy(t, strings.TrimPrefix(srv.Endpoint, "http://"), 256<<10)
+	cfg := config(srv, "cut", "")
+	cfg.Endpoint = "http://" + p.l.Addr().String()
+	cfg.MaxRetries = 1
+	// A connection per request, so that each cut hits the next one.
+	cfg.Transport = &http.Transport{DisableKeepAlives: true}
+	bare := open(t, cfg)
+
+	p.cuts.Store(1)
+	_, err := bare.Get(ctx, "obj", 8<<20)
+	if !errors.Is(err, disk.ErrAccess) || !storage.IsTransient(err) || errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("Get with the body cut: error %v, want a transient disk.ErrAccess, not io.ErrUnexpectedEOF", err)
+	}
+	p.cuts.Store(1)
+	if _, err := bare.ReadAt(ctx, "obj", make([]byte, 1<<20), 4096); !errors.Is(err, disk.ErrAccess) || !storage.IsTransient(err) || errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("ReadAt with the body cut: error %v, want a transient disk.ErrAccess, not io.ErrUnexpectedEOF", err)
+	}
+
+	st := retry.New(bare, retry.Options{Base: time.Millisecond})
+	p.cuts.Store(2)
+	b, err := st.Get(ctx, "obj", 8<<20)
+	if err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("Get through retry with two cut answers: %d bytes, %v", len(b), err)
+	}
+	if st.Retries() != 2 {
+		t.Errorf("Retries = %d, want 2", st.Retries())
 	}
 }
