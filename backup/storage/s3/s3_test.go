@@ -493,12 +493,14 @@ func BenchmarkReadAt(b *testing.B) {
 }
 
 // cutProxy forwards TCP connections to a server; while cuts is positive,
-// each new connection is closed after limit bytes of the server's answer.
+// each new connection is closed after limit bytes of the server's answer
+// (or, with up, of the client's request).
 type cutProxy struct {
 	l      net.Listener
 	target string
 	cuts   atomic.Int64
 	limit  int64
+	up     atomic.Bool
 }
 
 func newCutProxy(t *testing.T, target string, limit int64) *cutProxy {
@@ -528,13 +530,18 @@ func (p *cutProxy) serve(c net.Conn) {
 		return
 	}
 	defer s.Close()
-	var down io.Reader = s
+	var down, up io.Reader = s, c
 	if p.cuts.Add(-1) >= 0 {
-		down = io.LimitReader(s, p.limit)
+		if p.up.Load() {
+			up = io.LimitReader(c, p.limit)
+		} else {
+			down = io.LimitReader(s, p.limit)
+		}
 	}
 	go func() {
-		io.Copy(s, c)
+		io.Copy(s, up)
 		s.Close()
+		c.Close()
 	}()
 	io.Copy(c, down)
 }
@@ -576,5 +583,32 @@ func TestBodyCut(t *testing.T) {
 	}
 	if st.Retries() != 2 {
 		t.Errorf("Retries = %d, want 2", st.Retries())
+	}
+}
+
+// TestPutCut cuts a PUT's request body in the middle: the object does not
+// appear, in part or at all, and the error is transient.
+func TestPutCut(t *testing.T) {
+	srv := storagetest.Versitygw(t)
+	newBucket(t, srv, "putcut")
+	ctx := context.Background()
+	p := newCutProxy(t, strings.TrimPrefix(srv.Endpoint, "http://"), 1<<20)
+	p.up.Store(true)
+	cfg := config(srv, "putcut", "")
+	cfg.Endpoint = "http://" + p.l.Addr().String()
+	cfg.MaxRetries = 1
+	cfg.Transport = &http.Transport{DisableKeepAlives: true}
+	bare := open(t, cfg)
+	for _, size := range []int{4 << 20, 12 << 20} { // one PUT; a multipart upload
+		name := fmt.Sprintf("obj%d", size)
+		p.cuts.Store(100) // every request in the upload
+		err := bare.Put(ctx, name, storagetest.Data(uint64(size), size))
+		p.cuts.Store(0)
+		if !errors.Is(err, disk.ErrAccess) || !storage.IsTransient(err) {
+			t.Errorf("Put of %d bytes with the upload cut: error %v, want a transient disk.ErrAccess", size, err)
+		}
+		if _, err := bare.Stat(ctx, name); !errors.Is(err, disk.ErrNotFound) {
+			t.Errorf("Stat after a cut Put of %d bytes: error %v, want disk.ErrNotFound", size, err)
+		}
 	}
 }
