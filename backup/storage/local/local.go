@@ -486,7 +486,9 @@ func (s *Storage) List(ctx context.Context, prefix string, fn func(storage.Info)
 	}
 	return s.walk(ctx, dfd, start, func(_ int, name string, st *unix.Stat_t) (descend bool, err error) {
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			return strings.HasPrefix(name+"/", prefix) || strings.HasPrefix(prefix, name+"/"), nil
+			// Only directories that valid names pass through: a
+			// foreign tree, however deep, is not walked.
+			return storage.ValidName(name) && (strings.HasPrefix(name+"/", prefix) || strings.HasPrefix(prefix, name+"/")), nil
 		}
 		if st.Mode&unix.S_IFMT == unix.S_IFREG && strings.HasPrefix(name, prefix) && storage.ValidName(name) {
 			return false, fn(info(name, st))

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -309,5 +310,30 @@ func BenchmarkReadAt(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestForeignFiles(t *testing.T) {
+	st, dir := newStore(t)
+	ctx := context.Background()
+	if err := st.Put(ctx, "data/x", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// Files no Put makes: invalid names, a deep foreign tree.
+	deep := filepath.Join(dir, "bad name", strings.Repeat("d/", 200))
+	if err := os.MkdirAll(deep, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(dir, "data", "sp ace"), filepath.Join(deep, "f"), filepath.Join(dir, "ü")} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var listed []string
+	if err := st.List(ctx, "", func(in storage.Info) error { listed = append(listed, in.Name); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(listed, []string{"data/x"}) {
+		t.Errorf("List = %q, want [data/x]", listed)
 	}
 }
