@@ -359,6 +359,10 @@ func testDelete(t *testing.T, st storage.Storage) {
 	if err := st.Delete(ctx, "never/was"); err != nil {
 		t.Errorf("Delete(never/was): %v, want nil", err)
 	}
+	// "d" is no object, only the start of other names.
+	if err := st.Delete(ctx, "d"); err != nil {
+		t.Errorf("Delete(d) with d/2 stored: %v, want nil", err)
+	}
 	if l := listAll(t, st, ""); !slices.Equal(names(l), []string{"d/2"}) {
 		t.Errorf("List after Delete = %q, want [d/2]", names(l))
 	}
