@@ -486,7 +486,9 @@ func (s *Storage) List(ctx context.Context, prefix string, fn func(storage.Info)
 	}
 	return s.walk(ctx, dfd, start, func(_ int, name string, st *unix.Stat_t) (descend bool, err error) {
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			return strings.HasPrefix(name+"/", prefix) || strings.HasPrefix(prefix, name+"/"), nil
+			// Only directories that valid names pass through: a
+			// foreign tree, however deep, is not walked.
+			return storage.ValidName(name) && (strings.HasPrefix(name+"/", prefix) || strings.HasPrefix(prefix, name+"/")), nil
 		}
 		if st.Mode&unix.S_IFMT == unix.S_IFREG && strings.HasPrefix(name, prefix) && storage.ValidName(name) {
 			return false, fn(info(name, st))
@@ -555,7 +557,8 @@ func (s *Storage) walk(ctx context.Context, dfd int, dir string,
 
 // Delete implements [storage.Storage]. Deleting is not synced to disk: an
 // object deleted just before a crash may reappear, which prune, the only
-// caller, tolerates.
+// caller, tolerates. Deleting a name that is a directory of other names
+// deletes nothing, like deleting a missing object.
 func (s *Storage) Delete(ctx context.Context, name string) error {
 	if err := check("delete", name); err != nil {
 		return err
@@ -568,7 +571,9 @@ func (s *Storage) Delete(ctx context.Context, name string) error {
 		return nil
 	}
 	if errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EPERM) && s.isDir(name) {
-		return &disk.Error{Op: "local: delete", Path: name, Off: -1, Code: disk.ErrInvalid, Err: errors.New("local: a directory of names, not an object")}
+		// A directory of names is no object: there is none to delete,
+		// as on S3.
+		return nil
 	}
 	return fail("delete", name, err)
 }

@@ -1,3 +1,5 @@
+//go:build unix
+
 package local_test
 
 import (
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,7 +20,6 @@ import (
 	"github.com/vdisk-project/vdisk/backup/storage/local"
 	"github.com/vdisk-project/vdisk/backup/storage/storagetest"
 	"github.com/vdisk-project/vdisk/disk"
-	"github.com/vdisk-project/vdisk/internal/testenv"
 )
 
 func TestConformance(t *testing.T) {
@@ -240,41 +242,14 @@ func TestCollisions(t *testing.T) {
 	if err := st.Put(ctx, "d", []byte("d")); !errors.Is(err, disk.ErrInvalid) {
 		t.Errorf("Put(d) when d/e is an object: error %v, want disk.ErrInvalid", err)
 	}
-	if err := st.Delete(ctx, "d"); !errors.Is(err, disk.ErrInvalid) {
-		t.Errorf("Delete(d) of a directory: error %v, want disk.ErrInvalid", err)
+	if err := st.Delete(ctx, "d"); err != nil {
+		t.Errorf("Delete(d) of a directory: %v, want nil", err)
+	}
+	if b, err := st.Get(ctx, "d/e", 10); err != nil || string(b) != "e" {
+		t.Errorf("Get(d/e) after Delete(d) = %q, %v", b, err)
 	}
 	if _, err := st.Get(ctx, "d", 10); !errors.Is(err, disk.ErrNotFound) {
 		t.Errorf("Get(d) of a directory: error %v, want disk.ErrNotFound", err)
-	}
-}
-
-func TestNoSpace(t *testing.T) {
-	dir := testenv.SmallFS(t, 1<<20)
-	st, err := local.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	err = st.Put(ctx, "data/big", make([]byte, 2<<20))
-	if !errors.Is(err, disk.ErrNoSpace) {
-		t.Fatalf("Put of 2 MiB into 1 MiB: error %v, want disk.ErrNoSpace", err)
-	}
-	ents, err := os.ReadDir(filepath.Join(dir, "data"))
-	if err != nil || len(ents) != 0 {
-		t.Errorf("after a failed Put the directory holds %v (%v), want nothing", ents, err)
-	}
-	if err := st.Put(ctx, "data/small", []byte("fits")); err != nil {
-		t.Errorf("Put after ENOSPC: %v", err)
-	}
-	// A read-only filesystem refuses with ErrPermission.
-	if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
-		t.Fatalf("remount read-only: %v", err)
-	}
-	if err := st.Put(ctx, "data/ro", []byte("x")); !errors.Is(err, disk.ErrPermission) {
-		t.Errorf("Put on a read-only filesystem: error %v, want disk.ErrPermission", err)
-	}
-	if b, err := st.Get(ctx, "data/small", 10); err != nil || string(b) != "fits" {
-		t.Errorf("Get on a read-only filesystem = %q, %v", b, err)
 	}
 }
 
@@ -338,5 +313,30 @@ func BenchmarkReadAt(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestForeignFiles(t *testing.T) {
+	st, dir := newStore(t)
+	ctx := context.Background()
+	if err := st.Put(ctx, "data/x", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// Files no Put makes: invalid names, a deep foreign tree.
+	deep := filepath.Join(dir, "bad name", strings.Repeat("d/", 200))
+	if err := os.MkdirAll(deep, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(dir, "data", "sp ace"), filepath.Join(deep, "f"), filepath.Join(dir, "ü")} {
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var listed []string
+	if err := st.List(ctx, "", func(in storage.Info) error { listed = append(listed, in.Name); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(listed, []string{"data/x"}) {
+		t.Errorf("List = %q, want [data/x]", listed)
 	}
 }

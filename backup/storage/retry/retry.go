@@ -33,7 +33,7 @@ type Options struct {
 	Attempts int
 	// Base is the wait before the first retry; each further retry waits
 	// twice as long, up to Max. Defaults 200ms and 10s: six attempts
-	// wait about 6s in all.
+	// wait at most 6.2s in all.
 	Base, Max time.Duration
 	// Jitter is the fraction, between 0 and 1, of each wait that is
 	// random, so that many clients do not retry in step; default 0.5

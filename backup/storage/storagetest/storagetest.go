@@ -324,11 +324,23 @@ func testInvalidNames(t *testing.T, st storage.Storage) {
 		check("Delete", st.Delete(ctx, name))
 	}
 	if l := listAll(t, st, ""); len(l) != 0 {
-		t.Errorf("after Puts of invalid names the store lists %q, want nothing", names(l))
+		t.Fatalf("after Puts of invalid names the store lists %q, want nothing", names(l))
 	}
-	// A prefix is not a name: one that climbs out lists nothing.
-	if l := listAll(t, st, "../"); len(l) != 0 {
-		t.Errorf("List(../) = %q, want nothing", names(l))
+	// A prefix is not a name: one that climbs out or that no name can
+	// start with lists nothing.
+	for _, p := range []string{"../", "..", "./", "/", "a//", "sp ace", "a/./"} {
+		if l := listAll(t, st, p); len(l) != 0 {
+			t.Errorf("List(%q) = %q, want nothing", p, names(l))
+		}
+	}
+	// A last element may start with dots.
+	put(t, st, "d/..x", []byte("x"))
+	put(t, st, "d/.y", []byte("y"))
+	put(t, st, "d/z", []byte("z"))
+	for p, want := range map[string][]string{"d/.": {"d/..x", "d/.y"}, "d/..": {"d/..x"}, "d/": {"d/..x", "d/.y", "d/z"}} {
+		if l := listAll(t, st, p); !slices.Equal(names(l), want) {
+			t.Errorf("List(%q) = %q, want %q", p, names(l), want)
+		}
 	}
 }
 
@@ -346,6 +358,10 @@ func testDelete(t *testing.T, st storage.Storage) {
 	}
 	if err := st.Delete(ctx, "never/was"); err != nil {
 		t.Errorf("Delete(never/was): %v, want nil", err)
+	}
+	// "d" is no object, only the start of other names.
+	if err := st.Delete(ctx, "d"); err != nil {
+		t.Errorf("Delete(d) with d/2 stored: %v, want nil", err)
 	}
 	if l := listAll(t, st, ""); !slices.Equal(names(l), []string{"d/2"}) {
 		t.Errorf("List after Delete = %q, want [d/2]", names(l))
