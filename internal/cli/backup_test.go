@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vdisk-project/vdisk"
+	"github.com/vdisk-project/vdisk/backup/storage/storagetest"
 	"github.com/vdisk-project/vdisk/internal/testenv"
 	"github.com/vdisk-project/vdisk/server/servertest"
 )
@@ -308,4 +309,45 @@ func TestBackupKilled(t *testing.T) {
 	}
 	restoredEquals(t, r.Point, data)
 	mustRun(t, "verify", "--read-data")
+}
+
+// TestBackupS3: the same cycle on a real S3 server (versitygw), the
+// server stopped and restarted between backups, and a wrong password.
+func TestBackupS3(t *testing.T) {
+	srv := storagetest.Versitygw(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_ENDPOINT_URL", srv.Endpoint)
+	t.Setenv("VDISK_REPO", "s3://vdisk-test/repo1")
+	t.Setenv("VDISK_REPO_PASSWORD", "s3 password")
+	mustRun(t, "repo", "init", "--chunk-size", "256K", "--pack-size", "1M")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "d.raw")
+	data := make([]byte, 8<<20)
+	rng := rand.New(rand.NewSource(5))
+	var ids []string
+	var truth [][]byte
+	for gen := 0; gen < 3; gen++ {
+		for range 4 {
+			off := rng.Intn(len(data)-65536) &^ 4095
+			rng.Read(data[off : off+65536])
+		}
+		os.WriteFile(img, data, 0o644)
+		if gen == 1 {
+			srv.Stop()
+			srv.Start() // the repository outlives its server
+		}
+		r := lastBackup(t, img)
+		ids = append(ids, r.Point)
+		truth = append(truth, bytes.Clone(data))
+	}
+	for i, id := range ids {
+		restoredEquals(t, id, truth[i])
+	}
+	mustRun(t, "verify", "--read-data")
+	t.Setenv("VDISK_REPO_PASSWORD", "wrong")
+	if _, _, code := run(t, "points"); code != ExitPermission {
+		t.Errorf("wrong password: exit %d, want %d", code, ExitPermission)
+	}
 }

@@ -8,11 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/vdisk-project/vdisk/backup"
 	"github.com/vdisk-project/vdisk/backup/storage"
-	"github.com/vdisk-project/vdisk/backup/storage/local"
+	"github.com/vdisk-project/vdisk/backup/storage/location"
 	"github.com/vdisk-project/vdisk/disk"
 )
 
@@ -40,15 +39,14 @@ func (r *repoFlags) location() (string, error) {
 	return loc, nil
 }
 
-// openStorage opens (or, with create, makes) the repository's storage.
+// openStorage opens (or, with create, makes) the repository's storage: a
+// directory or an S3 location, with retries of transient failures.
 func openStorage(ctx context.Context, loc, endpoint string, create bool) (storage.Storage, error) {
-	if strings.HasPrefix(loc, "s3://") {
-		return openS3(ctx, loc, endpoint, create)
-	}
+	o := location.Options{Endpoint: endpoint, CAFile: os.Getenv("VDISK_S3_CA_FILE"), CreateBucket: true}
 	if create {
-		return local.Create(loc)
+		return location.Create(ctx, loc, o)
 	}
-	return local.Open(loc)
+	return location.Open(ctx, loc, o)
 }
 
 // password reads the repository password ($VDISK_REPO_PASSWORD_FILE names
