@@ -114,11 +114,11 @@ type diskRun struct {
 	n       int
 	src     SourceDisk
 	m       *chunkMap
-	parent  *chunkMap   // nil: no incremental
-	touched []uint64    // chunks Changed touches, when parent != nil
-	resume  *chunkMap   // from a checkpoint, or nil
-	mu      sync.Mutex  // guards m.ids and done
-	done    int64       // bytes resolved
+	parent  *chunkMap  // nil: no incremental
+	touched []uint64   // chunks Changed touches, when parent != nil
+	resume  *chunkMap  // from a checkpoint, or nil
+	mu      sync.Mutex // guards m.ids and done
+	done    int64      // bytes resolved
 	read    atomic.Int64
 	newB    atomic.Int64
 	stored  atomic.Int64
@@ -142,7 +142,7 @@ type backupRun struct {
 
 	sum struct {
 		read, newB, dedup, zero, hole, unchanged, resumed, comp, stored, newChunks atomic.Int64
-		checkpoints                                                                 atomic.Int64
+		checkpoints                                                                atomic.Int64
 	}
 }
 
@@ -267,6 +267,13 @@ func (b *backupRun) findCheckpoint(ctx context.Context) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if disk.CodeOf(err) == disk.ErrCorrupt {
+				// Puts are atomic, so this is damage, not a checkpoint
+				// being written: garbage.
+				if err := b.r.st.Delete(ctx, name); err != nil {
+					return fmt.Errorf("backup: delete damaged checkpoint: %w", err)
+				}
 			}
 			continue // damaged or deleted: a checkpoint is only an optimisation
 		}
@@ -709,8 +716,8 @@ type packer struct {
 	buf     []byte
 	es      []packEntry
 	claimed map[chunkID]bool // stored (or being stored) by this backup
-	sem     chan struct{}     // uploads in flight
-	pending []chan struct{}   // done signals of uploads not yet waited for
+	sem     chan struct{}    // uploads in flight
+	pending []chan struct{}  // done signals of uploads not yet waited for
 
 	resMu   sync.Mutex
 	err     error

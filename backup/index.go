@@ -345,6 +345,9 @@ func (r *Repository) refreshPacks(ctx context.Context) error {
 	}
 	r.idx.mu.Lock()
 	defer r.idx.mu.Unlock()
+	for p := range listed {
+		r.idx.packLocked(p)
+	}
 	for i := range r.idx.packs {
 		ps := &r.idx.packs[i]
 		in, ok := listed[ps.name]

@@ -136,6 +136,13 @@ func (d *Disk) chunk(i int64, id chunkID) ([]byte, error) {
 func (r *Repository) readChunk(ctx context.Context, id chunkID, dst []byte) ([]byte, error) {
 	p, ref, ok := r.idx.lookup(id, false)
 	if !ok {
+		// Written by another writer since this Repository loaded the index.
+		if _, err := r.refresh(ctx); err != nil {
+			return nil, err
+		}
+		p, ref, ok = r.idx.lookup(id, false)
+	}
+	if !ok {
 		return nil, &disk.Error{Op: "backup: read chunk", Path: id.String(), Off: -1, Code: disk.ErrNotFound, Err: fmt.Errorf("chunk not in the index")}
 	}
 	return r.readBlob(ctx, p, ref, id, dst)

@@ -43,8 +43,8 @@ const (
 type crypter struct {
 	aead   cipher.AEAD // nil when unencrypted
 	encKey []byte      // nil when unencrypted
-	idKey []byte      // nil when unencrypted
-	hmacs sync.Pool   // of hash.Hash keyed with idKey
+	idKey  []byte      // nil when unencrypted
+	hmacs  sync.Pool   // of hash.Hash keyed with idKey
 
 	enc     *zstd.Encoder
 	meta    *zstd.Decoder // bounded by maxMetaRaw
