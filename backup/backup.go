@@ -409,6 +409,7 @@ func (b *backupRun) run(ctx context.Context) (*Point, error) {
 		return nil, fmt.Errorf("backup: write manifest: %w", err)
 	}
 	b.addStored(int64(len(data)))
+	b.reindexCondemned(ctx)
 	// The point exists: checkpoints are now garbage. A failure to delete
 	// them is harmless (the next backup of the source deletes them).
 	for _, name := range []string{b.ckptName, b.ckptOld} {
@@ -420,6 +421,38 @@ func (b *backupRun) run(ctx context.Context) (*Point, error) {
 }
 
 func (b *backupRun) addStored(n int64) { b.sum.stored.Add(n) }
+
+// reindexCondemned handles a prune that condemned packs this point uses
+// after the backup's last check: it writes index entries for their chunks
+// so that the point is readable at once. Prune cannot delete those packs
+// before the grace period has passed, and by then it sees the point and
+// restores them for good. This is best effort: if it fails, the next prune
+// does the same.
+func (b *backupRun) reindexCondemned(ctx context.Context) {
+	if err := b.r.refreshPacks(ctx); err != nil {
+		return
+	}
+	add := map[packName][]packEntry{}
+	seen := map[chunkID]bool{}
+	for _, dr := range b.disks {
+		for _, id := range dr.m.ids {
+			if id == holeID || id == zeroID || seen[id] {
+				continue
+			}
+			seen[id] = true
+			if _, _, ok := b.r.idx.lookup(id, true); ok {
+				continue
+			}
+			if p, ref, ok := b.r.idx.lookup(id, false); ok && b.r.packListed(p) {
+				add[p] = append(add[p], packEntry{id: id, blobRef: ref})
+			}
+		}
+	}
+	if len(add) > 0 {
+		_, n, _ := b.r.writeIndexes(ctx, add)
+		b.addStored(n)
+	}
+}
 
 type missingChunk struct {
 	dr *diskRun

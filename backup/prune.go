@@ -231,6 +231,11 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 		for _, d := range p.Disks {
 			liveMaps[d.Map] = true
 			m, err := v.loadMap(ctx, &d)
+			if errors.Is(err, disk.ErrNotFound) {
+				if _, serr := v.st.Stat(ctx, pointsPrefix+p.ID); errors.Is(serr, disk.ErrNotFound) {
+					break // forgotten while we read it
+				}
+			}
 			if err != nil {
 				return nil, fmt.Errorf("backup: prune: %w", err)
 			}
