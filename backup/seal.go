@@ -176,14 +176,6 @@ func (c *crypter) sealChunk(dst []byte, id chunkID, data []byte, zbuf []byte) ([
 	return out, zbuf, flag == flagZstd
 }
 
-// sealedOverhead is how many bytes sealing adds to a chunk body.
-func (c *crypter) sealedOverhead() int {
-	if c.aead == nil {
-		return 1
-	}
-	return nonceSize + 1 + tagSize
-}
-
 // openChunk opens a sealed chunk into dst (whose capacity must be at least
 // rawLen) and checks its length and ID. where names the chunk for errors.
 func (c *crypter) openChunk(dst []byte, id chunkID, sealed []byte, rawLen int, where string) ([]byte, error) {
