@@ -196,7 +196,7 @@ func BenchmarkIncremental(b *testing.B) {
 		b.StopTimer()
 		var changed []disk.Extent
 		for range (1 << 30) / 100 / DefaultChunkSize { // 1% of the data's chunks
-			off := rng.Int64N(d.Size() / 4096) * 4096
+			off := rng.Int64N(d.Size()/4096) * 4096
 			_, _ = fill.Read(buf)
 			_, _ = d.WriteAt(buf, off)
 			changed = append(changed, disk.Extent{Off: off, Len: 4096})
