@@ -852,8 +852,13 @@ func (p *packer) flush(ctx context.Context, stored func(int64)) error {
 	p.durable = map[packName][]packEntry{}
 	p.resMu.Unlock()
 	if len(durable) > 0 {
-		_, n, ierr := p.r.writeIndexes(ctx, durable)
+		names, n, ierr := p.r.writeIndexes(ctx, durable)
 		stored(n)
+		p.r.idx.mu.Lock()
+		for _, name := range names {
+			p.r.idx.loaded[name] = true // addDurable made its entries known
+		}
+		p.r.idx.mu.Unlock()
 		if ierr != nil {
 			return ierr
 		}

@@ -373,7 +373,9 @@ func (r *Repository) readIndex(ctx context.Context, name string) (map[packName][
 }
 
 // writeIndexes writes the entries as index objects of at most
-// maxIndexEntries entries each and returns their names.
+// maxIndexEntries entries each and returns their names and total size. The
+// in-memory index learns of them at the next refresh unless the caller
+// marks them loaded.
 func (r *Repository) writeIndexes(ctx context.Context, packs map[packName][]packEntry) ([]string, int64, error) {
 	var names []string
 	var stored int64
@@ -388,9 +390,6 @@ func (r *Repository) writeIndexes(ctx context.Context, packs map[packName][]pack
 		if err := r.st.Put(ctx, name, b); err != nil {
 			return fmt.Errorf("backup: write index: %w", err)
 		}
-		r.idx.mu.Lock()
-		r.idx.loaded[name] = true // its entries are already known here
-		r.idx.mu.Unlock()
 		names = append(names, name)
 		stored += int64(len(b))
 		part, n = map[packName][]packEntry{}, 0

@@ -365,7 +365,6 @@ func (r *Repository) RebuildIndex(ctx context.Context) (*RebuildReport, error) {
 		return nil, err
 	}
 	rep.Indexes = len(names)
-	r.idx.merge("", all)
 	for _, name := range old {
 		if err := r.st.Delete(ctx, name); err != nil {
 			return rep, fmt.Errorf("backup: rebuild index: %w", err)
