@@ -141,6 +141,12 @@ func (r *Repository) readChunk(ctx context.Context, id chunkID, dst []byte) ([]b
 			return nil, err
 		}
 		p, ref, ok = r.idx.lookup(id, false)
+		if !ok {
+			if err := r.adoptCondemned(ctx); err != nil {
+				return nil, err
+			}
+			p, ref, ok = r.idx.lookup(id, false)
+		}
 	}
 	if !ok {
 		return nil, &disk.Error{Op: "backup: read chunk", Path: id.String(), Off: -1, Code: disk.ErrNotFound, Err: fmt.Errorf("chunk not in the index")}

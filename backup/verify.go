@@ -146,8 +146,18 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		}
 	}
 	v.idx.mu.RUnlock()
+	adopted := false
 	for id := range refs {
 		p, _, ok := v.idx.lookup(id, false)
+		if !ok && !adopted {
+			// A racing prune may have condemned a pack a new point uses;
+			// the data is there until the next prune re-indexes it.
+			if err := v.adoptCondemned(ctx); err != nil {
+				return nil, err
+			}
+			adopted = true
+			p, _, ok = v.idx.lookup(id, false)
+		}
 		switch {
 		case !ok:
 			bad[id] = &Damage{Object: indexPrefix, Chunk: id.String(), Problem: "chunk is in no index"}
