@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -180,5 +181,55 @@ func TestRestoreChangedAndSubset(t *testing.T) {
 	}
 	if _, err := r.Verify(ctx, VerifyOptions{Subset: "3/2"}); !errors.Is(err, disk.ErrInvalid) {
 		t.Fatalf("bad subset: %v", err)
+	}
+}
+
+// TestHugeSparseDisk backs up a 2 TiB disk with little data at the default
+// chunk size: the map is the only thing that grows with the disk, and
+// progress reaches the end.
+func TestHugeSparseDisk(t *testing.T) {
+	ctx := context.Background()
+	r, err := Init(ctx, mem.New(), InitOptions{Unencrypted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	const size = 2 << 40
+	d := disktest.NewMemDisk(size)
+	for _, off := range []int64{0, 1 << 40, size - 100} {
+		_, _ = d.WriteAt([]byte("some data here"), off)
+	}
+	var last Progress
+	calls := 0
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	p, sum, err := r.Backup(ctx, BackupOptions{Source: "big", Disks: []SourceDisk{{Name: "d", Disk: d}},
+		Progress: func(p Progress) { last = p; calls++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if last.Done != size || last.Total != size || calls != int(chunksOf(size, DefaultChunkSize)) {
+		t.Fatalf("last progress %+v after %d calls", last, calls)
+	}
+	if sum.BytesRead != 3*DefaultChunkSize || p.Disks[0].DataChunks != 3 {
+		t.Fatalf("summary %+v, point %+v", sum, p.Disks[0])
+	}
+	// 512 Ki chunks: a 16 MiB map plus its encoding, a checkpoint's and
+	// buffers; nothing per byte of disk.
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("2 TiB sparse disk: %d MiB allocated in total", alloc>>20)
+	if alloc > 256<<20 {
+		t.Fatalf("backup of a 2 TiB sparse disk allocated %d MiB", alloc>>20)
+	}
+	od, err := r.OpenDisk(ctx, p, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer od.Close()
+	buf := make([]byte, 14)
+	if _, err := od.ReadAt(buf, 1<<40); err != nil || string(buf) != "some data here" {
+		t.Fatalf("read %q, %v", buf, err)
 	}
 }
