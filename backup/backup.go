@@ -750,6 +750,7 @@ type packer struct {
 	es      []packEntry
 	claimed map[chunkID]bool // stored (or being stored) by this backup
 	sem     chan struct{}    // uploads in flight
+	free    chan []byte      // pack buffers to reuse
 	pending []chan struct{}  // done signals of uploads not yet waited for
 
 	resMu   sync.Mutex
@@ -760,7 +761,7 @@ type packer struct {
 const uploadsInFlight = 2
 
 func newPacker(ctx context.Context, r *Repository) *packer {
-	return &packer{r: r, ctx: ctx, claimed: map[chunkID]bool{}, sem: make(chan struct{}, uploadsInFlight), durable: map[packName][]packEntry{}}
+	return &packer{r: r, ctx: ctx, claimed: map[chunkID]bool{}, sem: make(chan struct{}, uploadsInFlight), free: make(chan []byte, uploadsInFlight+1), durable: map[packName][]packEntry{}}
 }
 
 // known reports whether id is stored, by this backup or in a usable pack.
@@ -789,7 +790,11 @@ func (p *packer) add(ctx context.Context, id chunkID, sealed []byte, rawLen uint
 		}
 	}
 	if p.buf == nil {
-		p.buf = make([]byte, 0, p.r.cfg.PackSize+p.r.cfg.ChunkSize/8)
+		select {
+		case p.buf = <-p.free:
+		default:
+			p.buf = make([]byte, 0, p.r.cfg.PackSize+p.r.cfg.ChunkSize/8)
+		}
 	}
 	p.es = append(p.es, packEntry{id: id, blobRef: blobRef{off: uint32(len(p.buf)), length: uint32(len(sealed)), rawLen: rawLen}})
 	p.buf = append(p.buf, sealed...)
@@ -825,6 +830,10 @@ func (p *packer) cutLocked(ctx context.Context, stored func(int64)) error {
 			return
 		}
 		stored(int64(len(data)))
+		select {
+		case p.free <- data[:0]: // Put does not retain data
+		default:
+		}
 		p.r.idx.addDurable(name, int64(len(data)), es)
 		p.resMu.Lock()
 		p.durable[name] = es

@@ -99,13 +99,17 @@ func (r *Repository) readTrailer(ctx context.Context, name string, size int64) (
 	return decodeTrailer(name, p, size-packFooterSize-tl)
 }
 
-// readBlob reads and opens one chunk.
-func (r *Repository) readBlob(ctx context.Context, p packName, ref blobRef, id chunkID, dst []byte) ([]byte, error) {
+// readBlob reads and opens one chunk into dst (see openChunk), using
+// scratch for the sealed bytes when it is large enough.
+func (r *Repository) readBlob(ctx context.Context, p packName, ref blobRef, id chunkID, dst, scratch []byte) ([]byte, error) {
 	name := p.object()
 	if int(ref.rawLen) > r.cfg.ChunkSize || int(ref.length) > r.cfg.ChunkSize+64<<10 {
 		return nil, corrupt(name, "index entry for chunk %s has length %d, raw %d", id, ref.length, ref.rawLen)
 	}
-	sealed := make([]byte, ref.length)
+	if cap(scratch) < int(ref.length) {
+		scratch = make([]byte, ref.length)
+	}
+	sealed := scratch[:ref.length]
 	if _, err := r.st.ReadAt(ctx, name, sealed, int64(ref.off)); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, corrupt(name, "pack truncated: chunk %s at %d+%d", id, ref.off, ref.length)
