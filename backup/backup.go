@@ -155,7 +155,13 @@ type backupRun struct {
 // resume (or for prune).
 func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Point, Summary, error) {
 	b := &backupRun{r: r, o: opts, start: time.Now(), id: hex.EncodeToString(randomBytes(16))}
-	if err := b.setup(ctx); err != nil {
+	// Uploads outlive a cancellation by up to a minute, so that what was
+	// read becomes durable and a final checkpoint covers it.
+	uctx, ucancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer ucancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(time.Minute, ucancel) })
+	defer stop()
+	if err := b.setup(ctx, uctx); err != nil {
 		return nil, Summary{}, err
 	}
 	p, err := b.run(ctx)
@@ -172,7 +178,7 @@ func (b *backupRun) summary() Summary {
 	}
 }
 
-func (b *backupRun) setup(ctx context.Context) error {
+func (b *backupRun) setup(ctx, uploadCtx context.Context) error {
 	o := &b.o
 	if len(o.Disks) == 0 {
 		return disk.Errorf(disk.ErrInvalid, "backup: no disks")
@@ -246,7 +252,7 @@ func (b *backupRun) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	b.pk = newPacker(ctx, b.r)
+	b.pk = newPacker(uploadCtx, b.r)
 	b.lastCkpt.Store(time.Now().UnixNano())
 	return nil
 }
@@ -352,12 +358,16 @@ func decodeCheckpoint(name string, pl []byte) (*checkpointHeader, map[string]*ch
 
 func (b *backupRun) run(ctx context.Context) (*Point, error) {
 	err := b.pass(ctx)
-	// Whatever happened, wait for uploads and index what is durable, so
-	// that a resume finds it.
-	ferr := b.pk.flush(context.WithoutCancel(ctx), b.addStored)
 	if err != nil {
+		// Interrupted: make what was read durable and save a checkpoint,
+		// so that a resume reads none of it again. Best effort: the store
+		// may be what failed; the last periodic checkpoint still counts.
+		b.ckptMu.Lock()
+		_ = b.checkpoint(b.pk.ctx)
+		b.ckptMu.Unlock()
 		return nil, err
 	}
+	ferr := b.pk.flush(ctx, b.addStored)
 	if ferr != nil {
 		return nil, ferr
 	}

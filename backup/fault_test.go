@@ -435,3 +435,48 @@ func TestPolicy(t *testing.T) {
 }
 
 var _ = bytes.Equal
+
+// cancelDisk cancels a context after n reads.
+type cancelDisk struct {
+	countingDisk
+	n      int64
+	cancel context.CancelFunc
+}
+
+func (c *cancelDisk) ReadAt(p []byte, off int64) (int, error) {
+	if c.read.Load() >= c.n*testChunk {
+		c.cancel()
+	}
+	return c.countingDisk.ReadAt(p, off)
+}
+
+// TestResumeAfterCancel: a cancelled backup saves a final checkpoint, and
+// the resumed run reads only what the first did not (give or take the
+// chunks in flight at the cancel).
+func TestResumeAfterCancel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	const size = 64 * testChunk
+	src := randomDisk(t, rng, size)
+	r := newTestRepo(t, nil, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	cd := &cancelDisk{countingDisk: countingDisk{Disk: src}, n: 20, cancel: cancel}
+	opts := BackupOptions{Source: "vm", Concurrency: 2, Disks: []SourceDisk{{Name: "d", Disk: cd}}}
+	if _, _, err := r.Backup(ctx, opts); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled backup: %v", err)
+	}
+	first := cd.read.Load()
+	again := &countingDisk{Disk: src}
+	opts.Disks[0].Disk = again
+	p, sum, err := reopen(t, r).Backup(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Data chunks: all but the zero and the hole chunk.
+	if total := first + again.read.Load(); total > size-testChunk+int64(opts.Concurrency+1)*testChunk {
+		t.Fatalf("first run read %d, resumed run %d: %d chunks read twice", first, again.read.Load(), (total-size+testChunk)/testChunk)
+	}
+	if sum.BytesResumed < first-int64(opts.Concurrency+1)*testChunk {
+		t.Fatalf("resumed %d bytes after a first run that read %d", sum.BytesResumed, first)
+	}
+	checkPoint(t, r, p, "d", takeSnapshot(t, src))
+}
