@@ -127,8 +127,26 @@ type condemnedList struct {
 
 // condemnedSet is every condemned list.
 type condemnedSet struct {
-	lists map[string]condemnedList // object name → list
-	packs map[packName]time.Time   // pack → earliest condemnation
+	lists   map[string]condemnedList // object name → list
+	packs   map[packName]time.Time   // pack → earliest condemnation
+	damaged []string                 // lists that could not be read
+}
+
+func (r *Repository) decodeCondemned(name string, b []byte) (condemnedList, error) {
+	var l condemnedList
+	p, err := r.c.openMeta(name, "condemned", b)
+	if err != nil {
+		return l, err
+	}
+	if err := json.Unmarshal(p, &l); err != nil {
+		return l, corrupt(name, "%v", err)
+	}
+	for _, s := range l.Packs {
+		if _, ok := parsePackObject(dataPrefix + s[:min(2, len(s))] + "/" + s); !ok {
+			return l, corrupt(name, "bad pack name %q", s)
+		}
+	}
+	return l, nil
 }
 
 const maxCondemned = 64 << 20
@@ -150,20 +168,16 @@ func (r *Repository) loadCondemned(ctx context.Context) (condemnedSet, error) {
 		if err != nil {
 			return cs, fmt.Errorf("backup: read %s: %w", name, err)
 		}
-		p, err := r.c.openMeta(name, "condemned", b)
+		l, err := r.decodeCondemned(name, b)
 		if err != nil {
-			return cs, err
-		}
-		var l condemnedList
-		if err := json.Unmarshal(p, &l); err != nil {
-			return cs, corrupt(name, "%v", err)
+			// Its packs are in no index; the next prune condemns them
+			// afresh and deletes this list.
+			cs.damaged = append(cs.damaged, name)
+			continue
 		}
 		cs.lists[name] = l
 		for _, s := range l.Packs {
-			pn, ok := parsePackObject(dataPrefix + s[:min(2, len(s))] + "/" + s)
-			if !ok {
-				return cs, corrupt(name, "bad pack name %q", s)
-			}
+			pn, _ := parsePackObject(dataPrefix + s[:2] + "/" + s)
 			if t, ok := cs.packs[pn]; !ok || l.Time.Before(t) {
 				cs.packs[pn] = l.Time
 			}

@@ -441,6 +441,12 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 			}
 		}
 	}
+	// Damaged lists: their packs were condemned afresh above.
+	for _, name := range condemned.damaged {
+		if err := r.st.Delete(ctx, name); err != nil {
+			return res, fmt.Errorf("backup: prune: %w", err)
+		}
+	}
 	for _, name := range append(orphans, oldCheckpoints...) {
 		if err := r.st.Delete(ctx, name); err != nil {
 			return res, fmt.Errorf("backup: prune: %w", err)
