@@ -114,11 +114,11 @@ type diskRun struct {
 	n       int
 	src     SourceDisk
 	m       *chunkMap
-	parent  *chunkMap   // nil: no incremental
-	touched []uint64    // chunks Changed touches, when parent != nil
-	resume  *chunkMap   // from a checkpoint, or nil
-	mu      sync.Mutex  // guards m.ids and done
-	done    int64       // bytes resolved
+	parent  *chunkMap  // nil: no incremental
+	touched []uint64   // chunks Changed touches, when parent != nil
+	resume  *chunkMap  // from a checkpoint, or nil
+	mu      sync.Mutex // guards m.ids and done
+	done    int64      // bytes resolved
 	read    atomic.Int64
 	newB    atomic.Int64
 	stored  atomic.Int64
@@ -142,7 +142,7 @@ type backupRun struct {
 
 	sum struct {
 		read, newB, dedup, zero, hole, unchanged, resumed, comp, stored, newChunks atomic.Int64
-		checkpoints                                                                 atomic.Int64
+		checkpoints                                                                atomic.Int64
 	}
 }
 
@@ -155,7 +155,13 @@ type backupRun struct {
 // resume (or for prune).
 func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Point, Summary, error) {
 	b := &backupRun{r: r, o: opts, start: time.Now(), id: hex.EncodeToString(randomBytes(16))}
-	if err := b.setup(ctx); err != nil {
+	// Uploads outlive a cancellation by up to a minute, so that what was
+	// read becomes durable and a final checkpoint covers it.
+	uctx, ucancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer ucancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(time.Minute, ucancel) })
+	defer stop()
+	if err := b.setup(ctx, uctx); err != nil {
 		return nil, Summary{}, err
 	}
 	p, err := b.run(ctx)
@@ -172,7 +178,7 @@ func (b *backupRun) summary() Summary {
 	}
 }
 
-func (b *backupRun) setup(ctx context.Context) error {
+func (b *backupRun) setup(ctx, uploadCtx context.Context) error {
 	o := &b.o
 	if len(o.Disks) == 0 {
 		return disk.Errorf(disk.ErrInvalid, "backup: no disks")
@@ -246,7 +252,7 @@ func (b *backupRun) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	b.pk = newPacker(ctx, b.r)
+	b.pk = newPacker(uploadCtx, b.r)
 	b.lastCkpt.Store(time.Now().UnixNano())
 	return nil
 }
@@ -267,6 +273,13 @@ func (b *backupRun) findCheckpoint(ctx context.Context) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if disk.CodeOf(err) == disk.ErrCorrupt {
+				// Puts are atomic, so this is damage, not a checkpoint
+				// being written: garbage.
+				if err := b.r.st.Delete(ctx, name); err != nil {
+					return fmt.Errorf("backup: delete damaged checkpoint: %w", err)
+				}
 			}
 			continue // damaged or deleted: a checkpoint is only an optimisation
 		}
@@ -345,12 +358,16 @@ func decodeCheckpoint(name string, pl []byte) (*checkpointHeader, map[string]*ch
 
 func (b *backupRun) run(ctx context.Context) (*Point, error) {
 	err := b.pass(ctx)
-	// Whatever happened, wait for uploads and index what is durable, so
-	// that a resume finds it.
-	ferr := b.pk.flush(context.WithoutCancel(ctx), b.addStored)
 	if err != nil {
+		// Interrupted: make what was read durable and save a checkpoint,
+		// so that a resume reads none of it again. Best effort: the store
+		// may be what failed; the last periodic checkpoint still counts.
+		b.ckptMu.Lock()
+		_ = b.checkpoint(b.pk.ctx)
+		b.ckptMu.Unlock()
 		return nil, err
 	}
+	ferr := b.pk.flush(ctx, b.addStored)
 	if ferr != nil {
 		return nil, ferr
 	}
@@ -402,6 +419,7 @@ func (b *backupRun) run(ctx context.Context) (*Point, error) {
 		return nil, fmt.Errorf("backup: write manifest: %w", err)
 	}
 	b.addStored(int64(len(data)))
+	b.reindexCondemned(ctx)
 	// The point exists: checkpoints are now garbage. A failure to delete
 	// them is harmless (the next backup of the source deletes them).
 	for _, name := range []string{b.ckptName, b.ckptOld} {
@@ -413,6 +431,38 @@ func (b *backupRun) run(ctx context.Context) (*Point, error) {
 }
 
 func (b *backupRun) addStored(n int64) { b.sum.stored.Add(n) }
+
+// reindexCondemned handles a prune that condemned packs this point uses
+// after the backup's last check: it writes index entries for their chunks
+// so that the point is readable at once. Prune cannot delete those packs
+// before the grace period has passed, and by then it sees the point and
+// restores them for good. This is best effort: if it fails, the next prune
+// does the same.
+func (b *backupRun) reindexCondemned(ctx context.Context) {
+	if err := b.r.refreshPacks(ctx); err != nil {
+		return
+	}
+	add := map[packName][]packEntry{}
+	seen := map[chunkID]bool{}
+	for _, dr := range b.disks {
+		for _, id := range dr.m.ids {
+			if id == holeID || id == zeroID || seen[id] {
+				continue
+			}
+			seen[id] = true
+			if _, _, ok := b.r.idx.lookup(id, true); ok {
+				continue
+			}
+			if p, ref, ok := b.r.idx.lookup(id, false); ok && b.r.packListed(p) {
+				add[p] = append(add[p], packEntry{id: id, blobRef: ref})
+			}
+		}
+	}
+	if len(add) > 0 {
+		_, n, _ := b.r.writeIndexes(ctx, add)
+		b.addStored(n)
+	}
+}
 
 type missingChunk struct {
 	dr *diskRun
@@ -709,8 +759,9 @@ type packer struct {
 	buf     []byte
 	es      []packEntry
 	claimed map[chunkID]bool // stored (or being stored) by this backup
-	sem     chan struct{}     // uploads in flight
-	pending []chan struct{}   // done signals of uploads not yet waited for
+	sem     chan struct{}    // uploads in flight
+	free    chan []byte      // pack buffers to reuse
+	pending []chan struct{}  // done signals of uploads not yet waited for
 
 	resMu   sync.Mutex
 	err     error
@@ -720,7 +771,7 @@ type packer struct {
 const uploadsInFlight = 2
 
 func newPacker(ctx context.Context, r *Repository) *packer {
-	return &packer{r: r, ctx: ctx, claimed: map[chunkID]bool{}, sem: make(chan struct{}, uploadsInFlight), durable: map[packName][]packEntry{}}
+	return &packer{r: r, ctx: ctx, claimed: map[chunkID]bool{}, sem: make(chan struct{}, uploadsInFlight), free: make(chan []byte, uploadsInFlight+1), durable: map[packName][]packEntry{}}
 }
 
 // known reports whether id is stored, by this backup or in a usable pack.
@@ -749,7 +800,11 @@ func (p *packer) add(ctx context.Context, id chunkID, sealed []byte, rawLen uint
 		}
 	}
 	if p.buf == nil {
-		p.buf = make([]byte, 0, p.r.cfg.PackSize+p.r.cfg.ChunkSize/8)
+		select {
+		case p.buf = <-p.free:
+		default:
+			p.buf = make([]byte, 0, p.r.cfg.PackSize+p.r.cfg.ChunkSize/8)
+		}
 	}
 	p.es = append(p.es, packEntry{id: id, blobRef: blobRef{off: uint32(len(p.buf)), length: uint32(len(sealed)), rawLen: rawLen}})
 	p.buf = append(p.buf, sealed...)
@@ -785,6 +840,10 @@ func (p *packer) cutLocked(ctx context.Context, stored func(int64)) error {
 			return
 		}
 		stored(int64(len(data)))
+		select {
+		case p.free <- data[:0]: // Put does not retain data
+		default:
+		}
 		p.r.idx.addDurable(name, int64(len(data)), es)
 		p.resMu.Lock()
 		p.durable[name] = es
@@ -812,8 +871,13 @@ func (p *packer) flush(ctx context.Context, stored func(int64)) error {
 	p.durable = map[packName][]packEntry{}
 	p.resMu.Unlock()
 	if len(durable) > 0 {
-		_, n, ierr := p.r.writeIndexes(ctx, durable)
+		names, n, ierr := p.r.writeIndexes(ctx, durable)
 		stored(n)
+		p.r.idx.mu.Lock()
+		for _, name := range names {
+			p.r.idx.loaded[name] = true // addDurable made its entries known
+		}
+		p.r.idx.mu.Unlock()
 		if ierr != nil {
 			return ierr
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/vdisk-project/vdisk/backup/storage/mem"
@@ -100,5 +102,134 @@ func TestWrongPassword(t *testing.T) {
 	t.Log(err)
 	if _, err := Open(ctx, mem.New(), nil); !errors.Is(err, disk.ErrNotFound) {
 		t.Fatalf("open of an empty store: %v, want ErrNotFound", err)
+	}
+}
+
+func TestKeysAndCorruptManifest(t *testing.T) {
+	ctx := context.Background()
+	st := mem.New()
+	r := newTestRepo(t, st, true)
+	if err := r.AddKey(ctx, []byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Open(ctx, st, []byte("second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if r2.ID() != r.ID() || r2.ChunkSize() != testChunk || !r2.Encrypted() {
+		t.Fatalf("second key opens another repository")
+	}
+	src := disktest.NewMemDisk(3 * testChunk)
+	_, _ = src.WriteAt([]byte("hello"), 0)
+	p, _, err := r.Backup(ctx, BackupOptions{Source: "s", Disks: []SourceDisk{{Name: "d", Disk: src}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipByte(t, st, pointsPrefix+p.ID, 20)
+	_, err = r2.Point(ctx, p.ID[:6])
+	if !errors.Is(err, disk.ErrCorrupt) || !strings.Contains(err.Error(), pointsPrefix+p.ID) {
+		t.Fatalf("damaged manifest: %v, want ErrCorrupt naming it", err)
+	}
+	if _, err := r2.Point(ctx, "ffffffff"); !errors.Is(err, disk.ErrNotFound) {
+		t.Fatalf("unknown point: %v", err)
+	}
+	if _, err := Init(ctx, st, InitOptions{Unencrypted: true}); !errors.Is(err, disk.ErrInvalid) {
+		t.Fatalf("init over a repository: %v", err)
+	}
+	for _, cs := range []int{1000, 32 << 10, 128 << 20} {
+		if _, err := Init(ctx, mem.New(), InitOptions{ChunkSize: cs, Unencrypted: true}); !errors.Is(err, disk.ErrInvalid) {
+			t.Fatalf("chunk size %d: %v", cs, err)
+		}
+	}
+}
+
+// TestRestoreChangedAndSubset rolls a disk back to a point by restoring
+// only what changed since, and verifies the data in two halves.
+func TestRestoreChangedAndSubset(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRepo(t, nil, true)
+	rng := rand.New(rand.NewPCG(21, 22))
+	d := randomDisk(t, rng, 40*testChunk)
+	p, _, err := r.Backup(ctx, BackupOptions{Source: "s", Disks: []SourceDisk{{Name: "d", Disk: d}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := takeSnapshot(t, d)
+	changed := mutate(t, rng, d, 5)
+	st, err := r.Restore(ctx, p, "d", d, RestoreOptions{Existing: true, Changed: changed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, d); firstDiff(got, want.data) >= 0 {
+		t.Fatalf("rollback differs at %d", firstDiff(got, want.data))
+	}
+	if st.Skipped == 0 || st.Written+st.Zeroed == 0 {
+		t.Fatalf("rollback stats %+v", st)
+	}
+	total := 0
+	for _, sub := range []string{"1/2", "2/2"} {
+		rep, err := r.Verify(ctx, VerifyOptions{ReadData: true, Subset: sub})
+		if err != nil || !rep.OK() {
+			t.Fatalf("subset %s: %v %v", sub, err, rep)
+		}
+		total += rep.PacksRead
+	}
+	rep, _ := r.Verify(ctx, VerifyOptions{ReadData: true})
+	if total != rep.PacksRead || total != rep.Packs {
+		t.Fatalf("subsets read %d packs, all %d of %d", total, rep.PacksRead, rep.Packs)
+	}
+	if _, err := r.Verify(ctx, VerifyOptions{Subset: "3/2"}); !errors.Is(err, disk.ErrInvalid) {
+		t.Fatalf("bad subset: %v", err)
+	}
+}
+
+// TestHugeSparseDisk backs up a 2 TiB disk with little data at the default
+// chunk size: the map is the only thing that grows with the disk, and
+// progress reaches the end.
+func TestHugeSparseDisk(t *testing.T) {
+	ctx := context.Background()
+	r, err := Init(ctx, mem.New(), InitOptions{Unencrypted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	const size = 2 << 40
+	d := disktest.NewMemDisk(size)
+	for _, off := range []int64{0, 1 << 40, size - 100} {
+		_, _ = d.WriteAt([]byte("some data here"), off)
+	}
+	var last Progress
+	calls := 0
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	p, sum, err := r.Backup(ctx, BackupOptions{Source: "big", Disks: []SourceDisk{{Name: "d", Disk: d}},
+		Progress: func(p Progress) { last = p; calls++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if last.Done != size || last.Total != size || calls != int(chunksOf(size, DefaultChunkSize)) {
+		t.Fatalf("last progress %+v after %d calls", last, calls)
+	}
+	if sum.BytesRead != 3*DefaultChunkSize || p.Disks[0].DataChunks != 3 {
+		t.Fatalf("summary %+v, point %+v", sum, p.Disks[0])
+	}
+	// 512 Ki chunks: a 16 MiB map plus its encoding, a checkpoint's and
+	// buffers; nothing per byte of disk.
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("2 TiB sparse disk: %d MiB allocated in total", alloc>>20)
+	if alloc > 256<<20 {
+		t.Fatalf("backup of a 2 TiB sparse disk allocated %d MiB", alloc>>20)
+	}
+	od, err := r.OpenDisk(ctx, p, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer od.Close()
+	buf := make([]byte, 14)
+	if _, err := od.ReadAt(buf, 1<<40); err != nil || string(buf) != "some data here" {
+		t.Fatalf("read %q, %v", buf, err)
 	}
 }

@@ -74,7 +74,7 @@ func decodeMap(name string, b []byte, pending bool) (*chunkMap, []byte, error) {
 		return nil, nil, corrupt(name, "chunk map version %d", b[4])
 	}
 	shift := b[5]
-	if shift < 16 || shift > 26 {
+	if shift < 16 || shift > 26 || b[6] != 0 || b[7] != 0 {
 		return nil, nil, corrupt(name, "chunk size 2^%d", shift)
 	}
 	m := &chunkMap{chunkSize: 1 << shift}

@@ -172,11 +172,12 @@ type index struct {
 	sorted  []idxEntry           // from index objects, sorted by id
 	extra   map[chunkID]location // added by this process since the last merge
 	loaded  map[string]bool      // index objects merged
+	adopted map[packName]bool    // condemned packs whose trailer was merged
 	damaged map[string]error     // index objects that failed to load
 }
 
 func newIndex() *index {
-	return &index{packNum: map[packName]uint32{}, extra: map[chunkID]location{}, loaded: map[string]bool{}, damaged: map[string]error{}}
+	return &index{packNum: map[packName]uint32{}, extra: map[chunkID]location{}, loaded: map[string]bool{}, adopted: map[packName]bool{}, damaged: map[string]error{}}
 }
 
 // pack returns the number of p, adding it. Callers hold mu.
@@ -237,12 +238,15 @@ func (x *index) addDurable(p packName, size int64, es []packEntry) {
 	}
 }
 
-// merge adds decoded index objects' entries.
+// merge adds the entries of the index object name (or, with an empty name,
+// entries from elsewhere, such as a pack's trailer).
 func (x *index) merge(name string, packs map[packName][]packEntry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.loaded[name] = true
-	delete(x.damaged, name)
+	if name != "" {
+		x.loaded[name] = true
+		delete(x.damaged, name)
+	}
 	var add []idxEntry
 	for p, es := range packs {
 		n := x.packLocked(p)
@@ -345,6 +349,9 @@ func (r *Repository) refreshPacks(ctx context.Context) error {
 	}
 	r.idx.mu.Lock()
 	defer r.idx.mu.Unlock()
+	for p := range listed {
+		r.idx.packLocked(p)
+	}
 	for i := range r.idx.packs {
 		ps := &r.idx.packs[i]
 		in, ok := listed[ps.name]
@@ -370,7 +377,9 @@ func (r *Repository) readIndex(ctx context.Context, name string) (map[packName][
 }
 
 // writeIndexes writes the entries as index objects of at most
-// maxIndexEntries entries each and returns their names.
+// maxIndexEntries entries each and returns their names and total size. The
+// in-memory index learns of them at the next refresh unless the caller
+// marks them loaded.
 func (r *Repository) writeIndexes(ctx context.Context, packs map[packName][]packEntry) ([]string, int64, error) {
 	var names []string
 	var stored int64
@@ -385,9 +394,6 @@ func (r *Repository) writeIndexes(ctx context.Context, packs map[packName][]pack
 		if err := r.st.Put(ctx, name, b); err != nil {
 			return fmt.Errorf("backup: write index: %w", err)
 		}
-		r.idx.mu.Lock()
-		r.idx.loaded[name] = true // its entries are already known here
-		r.idx.mu.Unlock()
 		names = append(names, name)
 		stored += int64(len(b))
 		part, n = map[packName][]packEntry{}, 0
@@ -407,4 +413,36 @@ func (r *Repository) writeIndexes(ctx context.Context, packs map[packName][]pack
 		}
 	}
 	return names, stored, flush()
+}
+
+// adoptCondemned merges the trailers of listed condemned packs into the
+// in-memory index, so that a point that a racing prune left referring to
+// a condemned pack stays readable until the next prune puts the pack back
+// in the index (docs/backup.md).
+func (r *Repository) adoptCondemned(ctx context.Context) error {
+	if err := r.refreshPacks(ctx); err != nil {
+		return err
+	}
+	r.idx.mu.RLock()
+	var todo []packState
+	for _, ps := range r.idx.packs {
+		if ps.listed && ps.condemned && !r.idx.adopted[ps.name] {
+			todo = append(todo, ps)
+		}
+	}
+	r.idx.mu.RUnlock()
+	for _, ps := range todo {
+		es, err := r.readTrailer(ctx, ps.name.object(), ps.size)
+		if errors.Is(err, disk.ErrNotFound) || disk.CodeOf(err) == disk.ErrCorrupt {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		r.idx.merge("", map[packName][]packEntry{ps.name: es})
+		r.idx.mu.Lock()
+		r.idx.adopted[ps.name] = true
+		r.idx.mu.Unlock()
+	}
+	return nil
 }

@@ -99,13 +99,17 @@ func (r *Repository) readTrailer(ctx context.Context, name string, size int64) (
 	return decodeTrailer(name, p, size-packFooterSize-tl)
 }
 
-// readBlob reads and opens one chunk.
-func (r *Repository) readBlob(ctx context.Context, p packName, ref blobRef, id chunkID, dst []byte) ([]byte, error) {
+// readBlob reads and opens one chunk into dst (see openChunk), using
+// scratch for the sealed bytes when it is large enough.
+func (r *Repository) readBlob(ctx context.Context, p packName, ref blobRef, id chunkID, dst, scratch []byte) ([]byte, error) {
 	name := p.object()
 	if int(ref.rawLen) > r.cfg.ChunkSize || int(ref.length) > r.cfg.ChunkSize+64<<10 {
 		return nil, corrupt(name, "index entry for chunk %s has length %d, raw %d", id, ref.length, ref.rawLen)
 	}
-	sealed := make([]byte, ref.length)
+	if cap(scratch) < int(ref.length) {
+		scratch = make([]byte, ref.length)
+	}
+	sealed := scratch[:ref.length]
 	if _, err := r.st.ReadAt(ctx, name, sealed, int64(ref.off)); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, corrupt(name, "pack truncated: chunk %s at %d+%d", id, ref.off, ref.length)
@@ -123,8 +127,26 @@ type condemnedList struct {
 
 // condemnedSet is every condemned list.
 type condemnedSet struct {
-	lists map[string]condemnedList // object name → list
-	packs map[packName]time.Time   // pack → earliest condemnation
+	lists   map[string]condemnedList // object name → list
+	packs   map[packName]time.Time   // pack → earliest condemnation
+	damaged []string                 // lists that could not be read
+}
+
+func (r *Repository) decodeCondemned(name string, b []byte) (condemnedList, error) {
+	var l condemnedList
+	p, err := r.c.openMeta(name, "condemned", b)
+	if err != nil {
+		return l, err
+	}
+	if err := json.Unmarshal(p, &l); err != nil {
+		return l, corrupt(name, "%v", err)
+	}
+	for _, s := range l.Packs {
+		if _, ok := parsePackObject(dataPrefix + s[:min(2, len(s))] + "/" + s); !ok {
+			return l, corrupt(name, "bad pack name %q", s)
+		}
+	}
+	return l, nil
 }
 
 const maxCondemned = 64 << 20
@@ -146,20 +168,16 @@ func (r *Repository) loadCondemned(ctx context.Context) (condemnedSet, error) {
 		if err != nil {
 			return cs, fmt.Errorf("backup: read %s: %w", name, err)
 		}
-		p, err := r.c.openMeta(name, "condemned", b)
+		l, err := r.decodeCondemned(name, b)
 		if err != nil {
-			return cs, err
-		}
-		var l condemnedList
-		if err := json.Unmarshal(p, &l); err != nil {
-			return cs, corrupt(name, "%v", err)
+			// Its packs are in no index; the next prune condemns them
+			// afresh and deletes this list.
+			cs.damaged = append(cs.damaged, name)
+			continue
 		}
 		cs.lists[name] = l
 		for _, s := range l.Packs {
-			pn, ok := parsePackObject(dataPrefix + s[:min(2, len(s))] + "/" + s)
-			if !ok {
-				return cs, corrupt(name, "bad pack name %q", s)
-			}
+			pn, _ := parsePackObject(dataPrefix + s[:2] + "/" + s)
 			if t, ok := cs.packs[pn]; !ok || l.Time.Before(t) {
 				cs.packs[pn] = l.Time
 			}

@@ -116,7 +116,7 @@ func (d *Disk) chunk(i int64, id chunkID) ([]byte, error) {
 	d.loading[i] = l
 	d.mu.Unlock()
 
-	l.data, l.err = d.r.readChunk(d.ctx, id, nil)
+	l.data, l.err = d.r.readChunk(d.ctx, id, nil, nil)
 	d.mu.Lock()
 	delete(d.loading, i)
 	if l.err == nil {
@@ -133,12 +133,25 @@ func (d *Disk) chunk(i int64, id chunkID) ([]byte, error) {
 }
 
 // readChunk finds and reads a chunk by ID.
-func (r *Repository) readChunk(ctx context.Context, id chunkID, dst []byte) ([]byte, error) {
+func (r *Repository) readChunk(ctx context.Context, id chunkID, dst, scratch []byte) ([]byte, error) {
 	p, ref, ok := r.idx.lookup(id, false)
+	if !ok {
+		// Written by another writer since this Repository loaded the index.
+		if _, err := r.refresh(ctx); err != nil {
+			return nil, err
+		}
+		p, ref, ok = r.idx.lookup(id, false)
+		if !ok {
+			if err := r.adoptCondemned(ctx); err != nil {
+				return nil, err
+			}
+			p, ref, ok = r.idx.lookup(id, false)
+		}
+	}
 	if !ok {
 		return nil, &disk.Error{Op: "backup: read chunk", Path: id.String(), Off: -1, Code: disk.ErrNotFound, Err: fmt.Errorf("chunk not in the index")}
 	}
-	return r.readBlob(ctx, p, ref, id, dst)
+	return r.readBlob(ctx, p, ref, id, dst, scratch)
 }
 
 // Extents implements disk.Extenter from the chunk map.

@@ -2,8 +2,8 @@ package backup
 
 import (
 	"context"
-	"crypto/cipher"
 	"crypto/aes"
+	"crypto/cipher"
 	"encoding/hex"
 	"encoding/json"
 	"errors"

@@ -128,7 +128,7 @@ func (r *Repository) Restore(ctx context.Context, p *Point, diskName string, tar
 					return nil
 				}
 			}
-			data, err := r.readChunk(gctx, id, bb.z[:0])
+			data, err := r.readChunk(gctx, id, bb.z[:0], bb.sealed[:cap(bb.sealed)])
 			if err != nil {
 				return disk.Wrap(err, "backup: restore: read "+diskName, "", off)
 			}

@@ -43,8 +43,8 @@ const (
 type crypter struct {
 	aead   cipher.AEAD // nil when unencrypted
 	encKey []byte      // nil when unencrypted
-	idKey []byte      // nil when unencrypted
-	hmacs sync.Pool   // of hash.Hash keyed with idKey
+	idKey  []byte      // nil when unencrypted
+	hmacs  sync.Pool   // of hash.Hash keyed with idKey
 
 	enc     *zstd.Encoder
 	meta    *zstd.Decoder // bounded by maxMetaRaw
@@ -174,14 +174,6 @@ func (c *crypter) sealChunk(dst []byte, id chunkID, data []byte, zbuf []byte) ([
 	pt = append(pt, body...)
 	out := c.aead.Seal(dst[:start+nonceSize], nonce[:nonceSize], pt[start+nonceSize:], id[:])
 	return out, zbuf, flag == flagZstd
-}
-
-// sealedOverhead is how many bytes sealing adds to a chunk body.
-func (c *crypter) sealedOverhead() int {
-	if c.aead == nil {
-		return 1
-	}
-	return nonceSize + 1 + tagSize
 }
 
 // openChunk opens a sealed chunk into dst (whose capacity must be at least

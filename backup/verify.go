@@ -146,8 +146,18 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		}
 	}
 	v.idx.mu.RUnlock()
+	adopted := false
 	for id := range refs {
 		p, _, ok := v.idx.lookup(id, false)
+		if !ok && !adopted {
+			// A racing prune may have condemned a pack a new point uses;
+			// the data is there until the next prune re-indexes it.
+			if err := v.adoptCondemned(ctx); err != nil {
+				return nil, err
+			}
+			adopted = true
+			p, _, ok = v.idx.lookup(id, false)
+		}
 		switch {
 		case !ok:
 			bad[id] = &Damage{Object: indexPrefix, Chunk: id.String(), Problem: "chunk is in no index"}
@@ -365,7 +375,6 @@ func (r *Repository) RebuildIndex(ctx context.Context) (*RebuildReport, error) {
 		return nil, err
 	}
 	rep.Indexes = len(names)
-	r.idx.merge("", all)
 	for _, name := range old {
 		if err := r.st.Delete(ctx, name); err != nil {
 			return rep, fmt.Errorf("backup: rebuild index: %w", err)
