@@ -351,3 +351,49 @@ func TestBackupS3(t *testing.T) {
 		t.Errorf("wrong password: exit %d, want %d", code, ExitPermission)
 	}
 }
+
+// TestForgetPrune: forget by policy, prune with no grace, the kept points
+// still restore and verify, the repository shrinks.
+func TestForgetPrune(t *testing.T) {
+	repo := backupRepo(t)
+	img := filepath.Join(t.TempDir(), "d.raw")
+	rng := rand.New(rand.NewSource(6))
+	var truth [][]byte
+	var ids []string
+	for gen := 0; gen < 4; gen++ {
+		data := make([]byte, 4<<20)
+		rng.Read(data) // every generation new: nothing shared
+		os.WriteFile(img, data, 0o644)
+		ids = append(ids, lastBackup(t, img).Point)
+		truth = append(truth, data)
+	}
+	size := func() int64 {
+		var n int64
+		filepath.Walk(repo, func(_ string, fi os.FileInfo, err error) error {
+			if err == nil && !fi.IsDir() {
+				n += fi.Size()
+			}
+			return nil
+		})
+		return n
+	}
+	before := size()
+	out := mustRun(t, "forget", "--keep-last", "2", "--dry-run")
+	if !bytes.Contains([]byte(out), []byte("would forget 2 points")) {
+		t.Errorf("dry run: %s", out)
+	}
+	mustRun(t, "forget", "--keep-last", "2", "--prune", "--grace", "-1s")
+	mustRun(t, "forget", "--prune", "--grace", "-1s") // deletes what the first prune condemned
+	var pts []pointJSON
+	json.Unmarshal([]byte(mustRun(t, "points", "--output=json")), &pts)
+	if len(pts) != 2 || pts[0].ID != ids[2] || pts[1].ID != ids[3] {
+		t.Fatalf("points after forget: %+v", pts)
+	}
+	for i := 2; i < 4; i++ {
+		restoredEquals(t, ids[i], truth[i])
+	}
+	mustRun(t, "verify", "--read-data")
+	if after := size(); after > before*3/4 {
+		t.Errorf("repository %d bytes before, %d after forgetting half its data", before, after)
+	}
+}

@@ -50,6 +50,7 @@ func commands() []command {
 		{"points", "--repo REPO [--source S] [--tag T] [--output=json]", "list the backup points of a repository", cmdPoints},
 		{"restore", "--repo REPO [-O FMT] [-o OPTIONS] POINT[/DISK] TARGET", "restore a point's disk into a new image (thin), an existing image or host disk (only what differs), or every disk into a directory", cmdRestore},
 		{"verify", "--repo REPO [--read-data] [--subset n/m|P%]", "check that every point's chunks exist and, with --read-data, decrypt and hash correctly", cmdVerify},
+		{"forget", "--repo REPO [--keep-last N] [--keep-daily N] … [--keep-tag T] [--prune [--grace DUR]] [--dry-run]", "forget points by a retention policy per source, and prune the chunks no point needs", cmdForget},
 		{"volumes", "[--output=json] IMG… ", "list the volumes inside disks: partitions, LVM, filesystems, guest mount points and OS (VixMntapi)", cmdVolumes},
 		{"ls", "[--volume V] [-R] [-d] [--output=json] IMG [PATH]", "list files inside a disk's filesystem, like ls -l (several disks: IMG… -- PATH)", cmdLs},
 		{"cat", "[--volume V] IMG PATH…", "print files from inside a disk", cmdCat},
