@@ -172,6 +172,18 @@ func TestBackupHostVM(t *testing.T) {
 	if out := mustRun(t, "compare", "point:"+points[2]+"/scsi0:0", filepath.Join(dir, "scsi0-0.raw")); !bytes.Contains([]byte(out), []byte("identical")) {
 		t.Errorf("compare point: %s", out)
 	}
+	// A whole VM recreated from its point.
+	mustRun(t, "restore", points[3], "vdisk:vm/web2")
+	for i, k := range keys {
+		r := filepath.Join(t.TempDir(), "vm2.raw")
+		mustRun(t, "convert", "-O", "raw", "vdisk:vm/web2/"+k, r)
+		if b, _ := os.ReadFile(r); !bytes.Equal(b, truth[3][i]) {
+			t.Errorf("VM restored from its point: disk %s differs", k)
+		}
+	}
+	if _, _, code := run(t, "restore", points[3], "vdisk:vm/web2"); code == 0 {
+		t.Error("restoring a VM over an existing one succeeded")
+	}
 	// The host is left clean, and the repository verifies.
 	vm, err := c.VM(ctx, "web")
 	if err != nil || len(vm.Snapshots) != 0 {

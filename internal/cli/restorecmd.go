@@ -1,10 +1,14 @@
 package cli
 
 import (
+	"encoding/json"
+
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/vdisk-project/vdisk"
+	"github.com/vdisk-project/vdisk/hostapi"
 	"io"
 	"io/fs"
 	"os"
@@ -44,6 +48,9 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	target := pos[1]
+	if vmName, ok := strings.CutPrefix(target, "vdisk:vm/"); ok && name == "" && !strings.Contains(vmName, "/") {
+		return restoreVM(ctx, repo, p, vmName, *nj, *showProgress || isTerminal(stderr), stdout, stderr)
+	}
 	type job struct{ disk, target string }
 	var jobs []job
 	if name == "" && len(p.Disks) > 1 {
@@ -159,4 +166,52 @@ func restoreDisk(ctx context.Context, repo *backup.Repository, p *backup.Point, 
 		return backup.RestoreStats{Total: pd.Size, Written: cs.Written, Duration: time.Since(start)}, err
 	}
 	return repo.Restore(ctx, p, name, out, backup.RestoreOptions{Concurrency: f.jobs, Progress: update})
+}
+
+// restoreVM recreates a VM point on the host: a new VM of that name with a
+// disk at each key the point holds (capacity, adapter and change tracking
+// as the VM's configuration recorded them), each restored from the point.
+func restoreVM(ctx context.Context, repo *backup.Repository, p *backup.Point, name string, jobs int, showProgress bool, stdout, stderr io.Writer) error {
+	var cfg hostapi.VMInfo
+	if len(p.Config) == 0 || json.Unmarshal(p.Config, &cfg) != nil || len(cfg.Disks) == 0 {
+		return disk.Errorf(disk.ErrInvalid, "point %s is not of a host VM (it holds no VM configuration): restore its disks one by one", short(p.ID))
+	}
+	hc, err := (&hostFlags{output: "human", timeout: time.Minute}).client()
+	if err != nil {
+		return err
+	}
+	defer hc.Close()
+	if err := hc.Do(ctx, "POST", "/api/v1/vms", map[string]string{"name": name}, nil); err != nil {
+		return fmt.Errorf("create VM %s: %w", name, err)
+	}
+	c, err := hostConn(ctx, "vdisk:vm/"+name)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for _, d := range cfg.Disks {
+		pd := p.Disk(d.Key)
+		if pd == nil {
+			return disk.Errorf(disk.ErrCorrupt, "point %s: the VM configuration names disk %s, the point does not hold it", short(p.ID), d.Key)
+		}
+		spec := vdisk.Spec{VM: name, Key: d.Key}
+		if err := c.Create(ctx, spec, vdisk.CreateParams{Capacity: pd.Size, Adapter: d.Adapter, CBT: d.CBT, CBTBlockSize: d.CBTBlockSize}); err != nil {
+			return fmt.Errorf("create disk %s of VM %s: %w", d.Key, name, err)
+		}
+		h, err := c.Open(ctx, spec, 0)
+		if err != nil {
+			return err
+		}
+		update, finish := progress(stderr, showProgress, "restoring "+d.Key)
+		st, err := repo.Restore(ctx, p, d.Key, h, backup.RestoreOptions{Concurrency: jobs, Progress: update})
+		finish()
+		if cerr := h.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("restore %s of VM %s: %w", d.Key, name, err)
+		}
+		fmt.Fprintf(stdout, "restored %s/%s into VM %s: wrote %s in %s\n", short(p.ID), d.Key, name, humanSize(st.Written), st.Duration.Round(time.Millisecond))
+	}
+	return nil
 }
