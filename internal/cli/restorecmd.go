@@ -30,6 +30,7 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	options := fl.String("o", "", "options of a new target image, as for create (subformat=…)")
 	showProgress := fl.Bool("p", false, "show progress (the default on a terminal)")
 	nj := fl.Int("j", 4, "chunks restored at once")
+	overlayFile := fl.String("overlay", "", "then apply the writes an instant restore kept in this overlay (vdisk export --overlay)")
 	pos, err := parse(fl, args)
 	if err != nil {
 		return err
@@ -74,6 +75,16 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		jobs = []job{{name, target}}
 	}
+	if *overlayFile != "" && len(jobs) > 1 {
+		return usagef("--overlay holds the writes of one disk: name it as POINT/DISK")
+	}
+	if *overlayFile != "" {
+		v, err := openOverlayFile(ctx, *overlayFile, "point:"+p.ID+"/"+jobs[0].disk)
+		if err != nil {
+			return err
+		}
+		v.Close()
+	}
 	for _, j := range jobs {
 		st, err := restoreDisk(ctx, repo, p, j.disk, j.target, restoreFlags{format: *outFormat, options: *options, progress: *showProgress || isTerminal(stderr), jobs: *nj}, stderr)
 		if err != nil {
@@ -81,6 +92,20 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		fmt.Fprintf(stdout, "restored %s/%s into %s: wrote %s, zeroed %s, unchanged %s, in %s\n", short(p.ID), j.disk, j.target,
 			humanSize(st.Written), humanSize(st.Zeroed), humanSize(st.Unchanged), st.Duration.Round(time.Millisecond))
+		if *overlayFile != "" {
+			d, _, err := openImage(ctx, j.target, "", format.OpenOptions{})
+			if err != nil {
+				return err
+			}
+			n, err := applyOverlay(ctx, *overlayFile, "point:"+p.ID+"/"+j.disk, d)
+			if cerr := d.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("apply the overlay %s: %w", *overlayFile, err)
+			}
+			fmt.Fprintf(stdout, "applied %s of writes from %s\n", humanSize(n), *overlayFile)
+		}
 	}
 	return nil
 }
