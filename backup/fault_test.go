@@ -480,3 +480,64 @@ func TestResumeAfterCancel(t *testing.T) {
 	}
 	checkPoint(t, r, p, "d", takeSnapshot(t, src))
 }
+
+// TestRepack: packs half dead after a forget are repacked, and the old
+// packs go a grace period later; the surviving point never stops reading.
+func TestRepack(t *testing.T) {
+	ctx := context.Background()
+	st := newClockStorage()
+	r := newTestRepo(t, st, true)
+	rng := rand.New(rand.NewPCG(41, 42))
+	d := randomDisk(t, rng, 30*testChunk)
+	if _, _, err := r.Backup(ctx, BackupOptions{Source: "s", Disks: []SourceDisk{{Name: "d", Disk: d}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite every other chunk: each old pack becomes half dead.
+	b := make([]byte, testChunk)
+	for c := int64(0); c < 30; c += 2 {
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		_, _ = d.WriteAt(b, c*testChunk)
+	}
+	p2, _, err := r.Backup(ctx, BackupOptions{Source: "s", Disks: []SourceDisk{{Name: "d", Disk: d}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Forget(ctx, Policy{KeepLast: 1}, false); err != nil {
+		t.Fatal(err)
+	}
+	want := takeSnapshot(t, d)
+	st.advance(2 * time.Hour)
+	res, err := r.Prune(ctx, PruneOptions{Grace: time.Hour, Now: st.Now, RepackUnused: 0.3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.PacksRepacked == 0 || res.BytesRepacked == 0 {
+		t.Fatalf("prune: %+v", res)
+	}
+	checkClean(t, reopen(t, r))
+	checkPoint(t, reopen(t, r), p2, "d", want)
+	var before int64
+	for _, in := range objects(t, st, dataPrefix) {
+		before += in.Size
+	}
+	st.advance(2 * time.Hour)
+	res2, err := r.Prune(ctx, PruneOptions{Grace: time.Hour, Now: st.Now, RepackUnused: 0.3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res2.PacksDeleted != res.PacksRepacked || res2.PacksRestored != 0 || res2.BytesUnused != 0 {
+		t.Fatalf("second prune: %+v after %+v", res2, res)
+	}
+	var after int64
+	for _, in := range objects(t, st, dataPrefix) {
+		after += in.Size
+	}
+	if after >= before {
+		t.Fatalf("packs hold %d bytes, before %d", after, before)
+	}
+	r2 := reopen(t, r)
+	checkClean(t, r2)
+	checkPoint(t, r2, p2, "d", want)
+}
