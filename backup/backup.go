@@ -766,12 +766,13 @@ type packer struct {
 	resMu   sync.Mutex
 	err     error
 	durable map[packName][]packEntry // uploaded, not yet indexed
+	sizes   map[packName]int64
 }
 
 const uploadsInFlight = 2
 
 func newPacker(ctx context.Context, r *Repository) *packer {
-	return &packer{r: r, ctx: ctx, claimed: map[chunkID]bool{}, sem: make(chan struct{}, uploadsInFlight), free: make(chan []byte, uploadsInFlight+1), durable: map[packName][]packEntry{}}
+	return &packer{r: r, ctx: ctx, claimed: map[chunkID]bool{}, sem: make(chan struct{}, uploadsInFlight), free: make(chan []byte, uploadsInFlight+1), durable: map[packName][]packEntry{}, sizes: map[packName]int64{}}
 }
 
 // known reports whether id is stored, by this backup or in a usable pack.
@@ -844,9 +845,9 @@ func (p *packer) cutLocked(ctx context.Context, stored func(int64)) error {
 		case p.free <- data[:0]: // Put does not retain data
 		default:
 		}
-		p.r.idx.addDurable(name, int64(len(data)), es)
 		p.resMu.Lock()
 		p.durable[name] = es
+		p.sizes[name] = int64(len(data))
 		p.resMu.Unlock()
 	}()
 	return nil
@@ -867,20 +868,26 @@ func (p *packer) flush(ctx context.Context, stored func(int64)) error {
 	if err == nil {
 		err = p.err
 	}
-	durable := p.durable
-	p.durable = map[packName][]packEntry{}
+	durable, sizes := p.durable, p.sizes
+	p.durable, p.sizes = map[packName][]packEntry{}, map[packName]int64{}
 	p.resMu.Unlock()
 	if len(durable) > 0 {
 		names, n, ierr := p.r.writeIndexes(ctx, durable)
 		stored(n)
+		if ierr != nil {
+			return ierr
+		}
+		// Only now may other backups of this Repository reuse the chunks:
+		// a map must name only indexed chunks. (This backup's own see
+		// them through claimed.)
+		for pn, es := range durable {
+			p.r.idx.addDurable(pn, sizes[pn], es)
+		}
 		p.r.idx.mu.Lock()
 		for _, name := range names {
 			p.r.idx.loaded[name] = true // addDurable made its entries known
 		}
 		p.r.idx.mu.Unlock()
-		if ierr != nil {
-			return ierr
-		}
 	}
 	return err
 }
