@@ -157,7 +157,8 @@ func TestCrashAnywhere(t *testing.T) {
 				if err != nil {
 					t.Fatalf("after failing put %d: resume: %v", n, err)
 				}
-				if cd.read.Load() != sum.BytesRead || sum.BytesRead+sum.BytesResumed+sum.BytesHole > size {
+				if cd.read.Load() != sum.BytesRead+sum.BytesResumeChecked || sum.BytesRead+sum.BytesResumed+sum.BytesHole > size ||
+					sum.BytesResumeChecked > resumeChecks*testChunk {
 					t.Fatalf("after failing put %d: read %d (summary %d), resumed %d, holes %d of %d", n, cd.read.Load(), sum.BytesRead, sum.BytesResumed, sum.BytesHole, size)
 				}
 				checkPoint(t, r2, p, "d", want)
@@ -197,7 +198,7 @@ func TestResumeReadsOnlyWhatIsLeft(t *testing.T) {
 	if sum.BytesResumed < 16*testChunk {
 		t.Fatalf("resumed only %d bytes", sum.BytesResumed)
 	}
-	if got, want := cd.read.Load(), size-sum.BytesResumed-sum.BytesHole; got != want {
+	if got, want := cd.read.Load(), size-sum.BytesResumed-sum.BytesHole+sum.BytesResumeChecked; got != want || sum.BytesResumeChecked != resumeChecks*testChunk {
 		t.Fatalf("resumed backup read %d bytes, want %d (size %d, resumed %d)", got, want, size, sum.BytesResumed)
 	}
 	checkPoint(t, r, p, "d", takeSnapshot(t, src))
@@ -472,7 +473,7 @@ func TestResumeAfterCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Data chunks: all but the zero and the hole chunk.
-	if total := first + again.read.Load(); total > size-testChunk+int64(opts.Concurrency+1)*testChunk {
+	if total := first + again.read.Load() - sum.BytesResumeChecked; total > size-testChunk+int64(opts.Concurrency+1)*testChunk {
 		t.Fatalf("first run read %d, resumed run %d: %d chunks read twice", first, again.read.Load(), (total-size+testChunk)/testChunk)
 	}
 	if sum.BytesResumed < first-int64(opts.Concurrency+1)*testChunk {
@@ -540,4 +541,32 @@ func TestRepack(t *testing.T) {
 	r2 := reopen(t, r)
 	checkClean(t, r2)
 	checkPoint(t, r2, p2, "d", want)
+}
+
+// TestResumeChecksTheSource: a checkpoint of the same source whose chunks
+// the source no longer has (another snapshot under the same name and change
+// ID) is not resumed from.
+func TestResumeChecksTheSource(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	src := randomDisk(t, rng, 32*testChunk)
+	fs := &faultStorage{Storage: mem.New(), failAfter: -1}
+	r := newTestRepo(t, fs, true)
+	fs.mu.Lock()
+	fs.failAfter = fs.puts + 8
+	fs.mu.Unlock()
+	opts := BackupOptions{Source: "vm", CheckpointEvery: 4, Concurrency: 1, Disks: []SourceDisk{{Name: "d", Disk: src}}}
+	if _, _, err := r.Backup(context.Background(), opts); err == nil {
+		t.Fatal("interrupted backup succeeded")
+	}
+	fs.heal()
+	other := randomDisk(t, rng, 32*testChunk)
+	opts.Disks[0].Disk = other
+	p, sum, err := r.Backup(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.BytesResumed != 0 {
+		t.Fatalf("resumed %d bytes of another disk's checkpoint", sum.BytesResumed)
+	}
+	checkPoint(t, r, p, "d", takeSnapshot(t, other))
 }
