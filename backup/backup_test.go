@@ -130,7 +130,15 @@ func TestKeysAndCorruptManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	good, _, err := r.Backup(ctx, BackupOptions{Source: "s", Disks: []SourceDisk{{Name: "d", Disk: src}}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	flipByte(t, st, pointsPrefix+p.ID, 20)
+	ps, err := r2.Points(ctx)
+	if !errors.Is(err, disk.ErrCorrupt) || len(ps) != 1 || ps[0].ID != good.ID {
+		t.Fatalf("points with one damaged manifest: %v, %v", ps, err)
+	}
 	_, err = r2.Point(ctx, p.ID[:6])
 	if !errors.Is(err, disk.ErrCorrupt) || !strings.Contains(err.Error(), pointsPrefix+p.ID) {
 		t.Fatalf("damaged manifest: %v, want ErrCorrupt naming it", err)

@@ -45,7 +45,8 @@ type ForgetResult struct {
 // Forget applies pol to the points of each source and deletes the
 // manifests and maps of the points it does not keep (unless dryRun). The
 // chunks are reclaimed by Prune. An empty policy is refused with
-// disk.ErrInvalid: it would forget everything.
+// disk.ErrInvalid: it would forget everything. A damaged manifest stops
+// Forget (its point's time and source are unknown).
 func (r *Repository) Forget(ctx context.Context, pol Policy, dryRun bool) (*ForgetResult, error) {
 	if pol.empty() {
 		return nil, disk.Errorf(disk.ErrInvalid, "backup: forget: empty policy (it would forget every point)")
