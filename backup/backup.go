@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -89,11 +90,14 @@ type Summary struct {
 	BytesHole         int64 // unallocated, not read
 	BytesUnchanged    int64 // taken from the parent's map without reading
 	BytesResumed      int64 // taken from an interrupted backup's checkpoint
-	BytesCompressed   int64 // new chunks after compression (before encryption)
-	BytesStored       int64 // written to the storage: packs, indexes, maps, manifest
-	NewChunks         int64
-	Checkpoints       int
-	Duration          time.Duration
+	// BytesResumeChecked is what was read again to check that the source
+	// still matches a checkpoint before resuming from it (a few chunks).
+	BytesResumeChecked int64
+	BytesCompressed    int64 // new chunks after compression (before encryption)
+	BytesStored        int64 // written to the storage: packs, indexes, maps, manifest
+	NewChunks          int64
+	Checkpoints        int
+	Duration           time.Duration
 }
 
 // checkpointHeader is the JSON head of a checkpoint object.
@@ -141,8 +145,8 @@ type backupRun struct {
 	lastCkpt  atomic.Int64 // unix nanos
 
 	sum struct {
-		read, newB, dedup, zero, hole, unchanged, resumed, comp, stored, newChunks atomic.Int64
-		checkpoints                                                                atomic.Int64
+		read, newB, dedup, zero, hole, unchanged, resumed, checked, comp, stored, newChunks atomic.Int64
+		checkpoints                                                                         atomic.Int64
 	}
 }
 
@@ -161,6 +165,8 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Point, Su
 	defer ucancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(time.Minute, ucancel) })
 	defer stop()
+	r.running.Store(b.id, true)
+	defer r.running.Delete(b.id)
 	if err := b.setup(ctx, uctx); err != nil {
 		return nil, Summary{}, err
 	}
@@ -173,7 +179,7 @@ func (b *backupRun) summary() Summary {
 	return Summary{
 		BytesRead: s.read.Load(), BytesNew: s.newB.Load(), BytesDeduplicated: s.dedup.Load(),
 		BytesZero: s.zero.Load(), BytesHole: s.hole.Load(), BytesUnchanged: s.unchanged.Load(),
-		BytesResumed: s.resumed.Load(), BytesCompressed: s.comp.Load(), BytesStored: s.stored.Load(),
+		BytesResumed: s.resumed.Load(), BytesResumeChecked: s.checked.Load(), BytesCompressed: s.comp.Load(), BytesStored: s.stored.Load(),
 		NewChunks: s.newChunks.Load(), Checkpoints: int(s.checkpoints.Load()), Duration: time.Since(b.start),
 	}
 }
@@ -283,8 +289,8 @@ func (b *backupRun) findCheckpoint(ctx context.Context) error {
 			}
 			continue // damaged or deleted: a checkpoint is only an optimisation
 		}
-		if h.Source != b.o.Source {
-			continue
+		if _, running := b.r.running.Load(h.Point); h.Source != b.o.Source || running {
+			continue // another source, or a backup running in this process
 		}
 		if _, err := b.r.st.Stat(ctx, pointsPrefix+h.Point); err == nil {
 			// That backup finished: its checkpoint is stale.
@@ -300,16 +306,62 @@ func (b *backupRun) findCheckpoint(ctx context.Context) error {
 	if best == nil {
 		return nil
 	}
-	for i, hd := range best.Disks {
+	for _, hd := range best.Disks {
 		for _, dr := range b.disks {
 			m := bestMaps[hd.Name]
 			if dr.src.Name == hd.Name && hd.Size == dr.m.size && hd.ChangeID == dr.src.ChangeID &&
-				m != nil && m.chunkSize == dr.m.chunkSize && i >= 0 {
-				dr.resume = m
+				m != nil && m.chunkSize == dr.m.chunkSize {
+				ok, err := b.spotCheck(dr, m)
+				if err != nil {
+					return err
+				}
+				if ok {
+					dr.resume = m
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// resumeChecks is how many data chunks of a checkpoint are read again and
+// compared before resuming from it.
+const resumeChecks = 2
+
+// spotCheck re-reads a few of the checkpoint's data chunks from the source
+// and reports whether they still have the recorded IDs: a cheap guard
+// against resuming over a source that now presents other content (another
+// snapshot under the same source name and change ID).
+func (b *backupRun) spotCheck(dr *diskRun, m *chunkMap) (bool, error) {
+	var data []int64
+	for i, id := range m.ids {
+		if id != holeID && id != zeroID && id != pendingID {
+			data = append(data, int64(i))
+		}
+	}
+	if len(data) == 0 {
+		return true, nil
+	}
+	cs := int(dr.m.chunkSize)
+	bb := getBufs(cs)
+	defer putBufs(cs, bb)
+	for k := range min(resumeChecks, len(data)) {
+		i := data[int(binary.LittleEndian.Uint64(randomBytes(8))%uint64(len(data)))]
+		if k == 0 {
+			i = data[len(data)-1] // the newest work is the likeliest to differ
+		}
+		n := dr.m.chunkLen(i)
+		buf := bb.data[:n]
+		if j, err := dr.src.Disk.ReadAt(buf, i*dr.m.chunkSize); err != nil && !(errors.Is(err, io.EOF) && int64(j) == n) {
+			return false, disk.Wrap(err, "backup: read "+dr.src.Name, "", i*dr.m.chunkSize)
+		}
+		b.sum.checked.Add(n)
+		dr.read.Add(n)
+		if b.r.c.id(buf) != m.ids[i] {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // readCheckpoint loads a checkpoint object.
@@ -766,12 +818,13 @@ type packer struct {
 	resMu   sync.Mutex
 	err     error
 	durable map[packName][]packEntry // uploaded, not yet indexed
+	sizes   map[packName]int64
 }
 
 const uploadsInFlight = 2
 
 func newPacker(ctx context.Context, r *Repository) *packer {
-	return &packer{r: r, ctx: ctx, claimed: map[chunkID]bool{}, sem: make(chan struct{}, uploadsInFlight), free: make(chan []byte, uploadsInFlight+1), durable: map[packName][]packEntry{}}
+	return &packer{r: r, ctx: ctx, claimed: map[chunkID]bool{}, sem: make(chan struct{}, uploadsInFlight), free: make(chan []byte, uploadsInFlight+1), durable: map[packName][]packEntry{}, sizes: map[packName]int64{}}
 }
 
 // known reports whether id is stored, by this backup or in a usable pack.
@@ -844,9 +897,9 @@ func (p *packer) cutLocked(ctx context.Context, stored func(int64)) error {
 		case p.free <- data[:0]: // Put does not retain data
 		default:
 		}
-		p.r.idx.addDurable(name, int64(len(data)), es)
 		p.resMu.Lock()
 		p.durable[name] = es
+		p.sizes[name] = int64(len(data))
 		p.resMu.Unlock()
 	}()
 	return nil
@@ -867,20 +920,26 @@ func (p *packer) flush(ctx context.Context, stored func(int64)) error {
 	if err == nil {
 		err = p.err
 	}
-	durable := p.durable
-	p.durable = map[packName][]packEntry{}
+	durable, sizes := p.durable, p.sizes
+	p.durable, p.sizes = map[packName][]packEntry{}, map[packName]int64{}
 	p.resMu.Unlock()
 	if len(durable) > 0 {
 		names, n, ierr := p.r.writeIndexes(ctx, durable)
 		stored(n)
+		if ierr != nil {
+			return ierr
+		}
+		// Only now may other backups of this Repository reuse the chunks:
+		// a map must name only indexed chunks. (This backup's own see
+		// them through claimed.)
+		for pn, es := range durable {
+			p.r.idx.addDurable(pn, sizes[pn], es)
+		}
 		p.r.idx.mu.Lock()
 		for _, name := range names {
 			p.r.idx.loaded[name] = true // addDurable made its entries known
 		}
 		p.r.idx.mu.Unlock()
-		if ierr != nil {
-			return ierr
-		}
 	}
 	return err
 }

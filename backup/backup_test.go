@@ -29,27 +29,30 @@ func TestModel(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
 			const size = 4<<20 + 12345 // not a chunk multiple
 			d := disktest.NewMemDisk(size)
+			d1 := disktest.NewMemDisk(size / 3) // a second disk, changing less
 			type gen struct {
-				p *Point
-				s snapshot
+				p     *Point
+				s, s1 snapshot
 			}
 			var gens []gen
 			var parent *Point
 			for g := range 16 {
 				changed := mutate(t, rng, d, 1+rng.IntN(12))
+				changed1 := mutate(t, rng, d1, rng.IntN(3))
 				opts := BackupOptions{Source: "model", Parent: parent, Concurrency: 3,
-					Disks: []SourceDisk{{Name: "d0", Disk: d, ChangeID: "c" + string(rune('a'+g))}}}
+					Disks: []SourceDisk{{Name: "d0", Disk: d, ChangeID: "c" + string(rune('a'+g))}, {Name: "d1", Disk: d1}}}
 				if parent != nil && g%5 != 4 {
 					opts.Disks[0].Changed = changed
+					opts.Disks[1].Changed = append(changed1, disk.Extent{}) // non-nil even when empty
 				}
 				p, sum, err := r.Backup(ctx, opts)
 				if err != nil {
 					t.Fatalf("generation %d: %v", g, err)
 				}
-				if sum.BytesRead > size+testChunk {
+				if sum.BytesRead > size+size/3+2*testChunk {
 					t.Fatalf("generation %d read %d bytes", g, sum.BytesRead)
 				}
-				gens = append(gens, gen{p, takeSnapshot(t, d)})
+				gens = append(gens, gen{p, takeSnapshot(t, d), takeSnapshot(t, d1)})
 				parent = p
 			}
 			// Read back through a freshly opened repository.
@@ -67,6 +70,7 @@ func TestModel(t *testing.T) {
 					t.Fatal(err)
 				}
 				checkPoint(t, r2, p, "d0", g.s)
+				checkPoint(t, r2, p, "d1", g.s1)
 			}
 			// Restore an old point into the current disk (existing target).
 			old := gens[3]
@@ -126,7 +130,15 @@ func TestKeysAndCorruptManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	good, _, err := r.Backup(ctx, BackupOptions{Source: "s", Disks: []SourceDisk{{Name: "d", Disk: src}}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	flipByte(t, st, pointsPrefix+p.ID, 20)
+	ps, err := r2.Points(ctx)
+	if !errors.Is(err, disk.ErrCorrupt) || len(ps) != 1 || ps[0].ID != good.ID {
+		t.Fatalf("points with one damaged manifest: %v, %v", ps, err)
+	}
 	_, err = r2.Point(ctx, p.ID[:6])
 	if !errors.Is(err, disk.ErrCorrupt) || !strings.Contains(err.Error(), pointsPrefix+p.ID) {
 		t.Fatalf("damaged manifest: %v, want ErrCorrupt naming it", err)

@@ -293,3 +293,35 @@ func TestPointInCondemnedPack(t *testing.T) {
 	}
 	checkPoint(t, reopen(t, r), p, "d", want)
 }
+
+// TestConcurrentBackupsOneRepository runs backups of disks sharing data on
+// one Repository at once.
+func TestConcurrentBackupsOneRepository(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRepo(t, nil, true)
+	shared := randomDisk(t, rand.New(rand.NewPCG(51, 52)), 24*testChunk)
+	var wg sync.WaitGroup
+	points := make([]*Point, 4)
+	snaps := make([]snapshot, 4)
+	errs := make([]error, 4)
+	for w := range 4 {
+		d := disktest.NewMemDisk(shared.Size())
+		b := readAll(t, shared)
+		_, _ = d.WriteAt(b, 0)
+		mutate(t, rand.New(rand.NewPCG(uint64(w), 7)), d, 2)
+		snaps[w] = takeSnapshot(t, d)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			points[w], _, errs[w] = r.Backup(ctx, BackupOptions{Source: "s", CheckpointEvery: 3, Disks: []SourceDisk{{Name: "d", Disk: d}}})
+		}()
+	}
+	wg.Wait()
+	for w := range 4 {
+		if errs[w] != nil {
+			t.Fatal(errs[w])
+		}
+		checkPoint(t, r, points[w], "d", snaps[w])
+	}
+	checkClean(t, reopen(t, r))
+}

@@ -126,19 +126,25 @@ func (r *Repository) pointIDs(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// Points returns every point of the repository, oldest first. A manifest
-// that cannot be read fails the call (Verify reports such damage without
-// stopping).
+// Points returns every point of the repository, oldest first. When some
+// manifests cannot be read (damaged: disk.ErrCorrupt) it returns the
+// readable points together with an error naming the others, so that a
+// listing still shows what is there; any other failure returns no points.
 func (r *Repository) Points(ctx context.Context) ([]*Point, error) {
 	ids, err := r.pointIDs(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var ps []*Point
+	var damaged []error
 	for _, id := range ids {
 		p, err := r.readPoint(ctx, id)
 		if errors.Is(err, disk.ErrNotFound) {
 			continue // forgotten since the listing
+		}
+		if disk.CodeOf(err) == disk.ErrCorrupt {
+			damaged = append(damaged, err)
+			continue
 		}
 		if err != nil {
 			return nil, err
@@ -146,7 +152,7 @@ func (r *Repository) Points(ctx context.Context) ([]*Point, error) {
 		ps = append(ps, p)
 	}
 	slices.SortStableFunc(ps, func(a, b *Point) int { return a.Time.Compare(b.Time) })
-	return ps, nil
+	return ps, errors.Join(damaged...)
 }
 
 // Point loads the point whose ID is id or starts with id (a unique prefix

@@ -45,7 +45,8 @@ type ForgetResult struct {
 // Forget applies pol to the points of each source and deletes the
 // manifests and maps of the points it does not keep (unless dryRun). The
 // chunks are reclaimed by Prune. An empty policy is refused with
-// disk.ErrInvalid: it would forget everything.
+// disk.ErrInvalid: it would forget everything. A damaged manifest stops
+// Forget (its point's time and source are unknown).
 func (r *Repository) Forget(ctx context.Context, pol Policy, dryRun bool) (*ForgetResult, error) {
 	if pol.empty() {
 		return nil, disk.Errorf(disk.ErrInvalid, "backup: forget: empty policy (it would forget every point)")
@@ -147,6 +148,10 @@ func applyPolicy(group []*Point, pol Policy, reasons map[string][]string) []bool
 // within it (docs/backup.md).
 const DefaultGrace = 24 * time.Hour
 
+// DefaultRepackUnused is Prune's default repacking threshold: packs at
+// least half dead are repacked.
+const DefaultRepackUnused = 0.5
+
 // DefaultCheckpointMaxAge is how long Prune keeps an unfinished backup's
 // checkpoint.
 const DefaultCheckpointMaxAge = 7 * 24 * time.Hour
@@ -161,6 +166,11 @@ type PruneOptions struct {
 	// CheckpointMaxAge: checkpoints older than this are deleted and their
 	// chunks no longer kept. Zero means DefaultCheckpointMaxAge.
 	CheckpointMaxAge time.Duration
+	// RepackUnused: a pack with live chunks whose dead bytes are at least
+	// this fraction of its bytes is repacked (its live chunks copied into
+	// a new pack, the old one condemned). Zero means DefaultRepackUnused;
+	// a value above 1 disables repacking.
+	RepackUnused float64
 	// DryRun computes the result without changing anything.
 	DryRun bool
 	// Now is the clock. Default time.Now.
@@ -175,7 +185,9 @@ type PruneResult struct {
 	PacksRestored      int   // condemned earlier, referenced again, put back in the index
 	PacksDeleted       int   // deleted now
 	BytesDeleted       int64 // bytes of packs deleted
-	BytesUnused        int64 // dead chunks left in partly live packs (repacking is not done)
+	BytesUnused        int64 // dead chunks left in partly live packs (below RepackUnused)
+	PacksRepacked      int   // partly dead packs whose live chunks were copied, then condemned
+	BytesRepacked      int64 // bytes of live chunks copied
 	IndexesWritten     int
 	IndexesDeleted     int
 	MapsDeleted        int // orphan maps (no manifest)
@@ -185,8 +197,8 @@ type PruneResult struct {
 // Prune deletes what no point (and no live checkpoint) needs, by the rules
 // of docs/backup.md: mark from every map and checkpoint, condemn fully dead
 // packs older than the grace period, delete packs condemned longer ago than
-// the grace period and still dead, and replace the index objects by one
-// index of what remains. Partly dead packs are kept whole. Prune refuses to
+// the grace period and still not needed, repack partly dead packs, and
+// replace the index objects by one index of what remains. Prune refuses to
 // run (with the error) when a manifest, map or checkpoint cannot be read,
 // since it could not tell what they reference.
 func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult, error) {
@@ -197,6 +209,9 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 		opts.Grace = DefaultGrace
 	}
 	opts.Grace = max(opts.Grace, 0)
+	if opts.RepackUnused <= 0 {
+		opts.RepackUnused = DefaultRepackUnused
+	}
 	if opts.CheckpointMaxAge <= 0 {
 		opts.CheckpointMaxAge = DefaultCheckpointMaxAge
 	}
@@ -300,6 +315,14 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 	keepCondemned := map[packName]time.Time{} // still condemned after this prune
 	var newlyCondemned []packName
 	changed := false
+	type condemnedPack struct {
+		ps packState
+		es []packEntry
+		at time.Time
+	}
+	var wasCondemned []condemnedPack
+	rp := &repacker{r: r, ctx: ctx, index: newIndex, res: res}
+	// Phase 1: packs not condemned: keep, repack or condemn.
 	for _, ps := range packs {
 		if !ps.listed {
 			continue // in an index but gone: dropped from the new index
@@ -317,39 +340,82 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 			}
 			changed = true // adopted
 		}
-		isLive := false
-		var unused int64
+		if ct, ok := condemned.packs[ps.name]; ok {
+			wasCondemned = append(wasCondemned, condemnedPack{ps, es, ct})
+			continue
+		}
+		var liveN int
+		var used, unused int64
 		for _, e := range es {
 			if _, ok := live[e.id]; ok {
-				isLive = true
+				liveN++
+				used += int64(e.length)
 			} else {
 				unused += int64(e.length)
 			}
 		}
-		ct, isCondemned := condemned.packs[ps.name]
 		young := now.Sub(ps.mod) < opts.Grace
 		switch {
-		case isLive:
+		case liveN > 0 && !young && opts.RepackUnused <= 1 && unused > 0 &&
+			float64(unused) >= opts.RepackUnused*float64(used+unused):
+			// Partly dead: copy the live sealed chunks (they need no
+			// decryption: their AAD is their ID) into new packs, then
+			// condemn the old one.
+			if !opts.DryRun {
+				if err := rp.repack(ps, es, live); err != nil {
+					return res, err
+				}
+			}
+			newlyCondemned = append(newlyCondemned, ps.name)
+			res.PacksRepacked++
+			res.BytesRepacked += used
+			changed = true
+		case liveN > 0 || young:
 			newIndex[ps.name] = es
 			res.PacksKept++
 			res.BytesUnused += unused
-			if isCondemned {
-				res.PacksRestored++
-				changed = true
-			}
-		case isCondemned && now.Sub(ct) >= opts.Grace && !young:
-			toDelete = append(toDelete, ps)
-			changed = true
-		case isCondemned:
-			keepCondemned[ps.name] = ct
-			res.PacksKept++
-		case young:
-			newIndex[ps.name] = es
-			res.PacksKept++
 		default:
 			newlyCondemned = append(newlyCondemned, ps.name)
 			res.PacksCondemned++
 			changed = true
+		}
+	}
+	if !opts.DryRun {
+		if err := rp.flush(); err != nil {
+			return res, err
+		}
+	}
+	// Phase 2: packs condemned earlier. One is still needed when it holds
+	// a live chunk that no pack of the new index holds.
+	available := map[chunkID]bool{}
+	for _, es := range newIndex {
+		for _, e := range es {
+			available[e.id] = true
+		}
+	}
+	for _, cp := range wasCondemned {
+		needed := false
+		for _, e := range cp.es {
+			if _, ok := live[e.id]; ok && !available[e.id] {
+				needed = true
+				break
+			}
+		}
+		switch {
+		case needed:
+			newIndex[cp.ps.name] = cp.es
+			for _, e := range cp.es {
+				available[e.id] = true
+			}
+			res.PacksKept++
+			res.PacksRestored++
+			changed = true
+		case now.Sub(cp.at) >= opts.Grace && now.Sub(cp.ps.mod) >= opts.Grace:
+			toDelete = append(toDelete, cp.ps)
+			changed = true
+		default:
+			keepCondemned[cp.ps.name] = cp.at
+			res.PacksKept++
 		}
 	}
 	v.idx.mu.RLock()
@@ -457,4 +523,56 @@ func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (*PruneResult
 		return res, err
 	}
 	return res, nil
+}
+
+// repacker copies live sealed chunks into new packs for Prune.
+type repacker struct {
+	r     *Repository
+	ctx   context.Context
+	index map[packName][]packEntry // the new index, which gains the new packs
+	res   *PruneResult
+	buf   []byte
+	es    []packEntry
+}
+
+func (rp *repacker) repack(ps packState, es []packEntry, live map[chunkID]struct{}) error {
+	name := ps.name.object()
+	data, err := rp.r.st.Get(rp.ctx, name, maxPackObject)
+	if err != nil {
+		return fmt.Errorf("backup: prune: repack: %w", err)
+	}
+	for _, e := range es {
+		if _, ok := live[e.id]; !ok {
+			continue
+		}
+		if int64(e.off)+int64(e.length) > int64(len(data)) {
+			return corrupt(name, "chunk %s at %d+%d past the end of the pack", e.id, e.off, e.length)
+		}
+		// Check before copying: repacking must not spread damage.
+		sealed := data[e.off : e.off+e.length]
+		if _, err := rp.r.c.openChunk(nil, e.id, append([]byte(nil), sealed...), int(e.rawLen), name); err != nil {
+			return fmt.Errorf("backup: prune: repack: %w", err)
+		}
+		if len(rp.buf) > 0 && len(rp.buf)+len(sealed) > rp.r.cfg.PackSize {
+			if err := rp.flush(); err != nil {
+				return err
+			}
+		}
+		rp.es = append(rp.es, packEntry{id: e.id, blobRef: blobRef{off: uint32(len(rp.buf)), length: e.length, rawLen: e.rawLen}})
+		rp.buf = append(rp.buf, sealed...)
+	}
+	return nil
+}
+
+func (rp *repacker) flush() error {
+	if len(rp.es) == 0 {
+		return nil
+	}
+	p := newPackName()
+	if err := rp.r.st.Put(rp.ctx, p.object(), rp.r.c.finishPack(rp.buf, rp.es)); err != nil {
+		return fmt.Errorf("backup: prune: repack: %w", err)
+	}
+	rp.index[p] = rp.es
+	rp.buf, rp.es = nil, nil
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/scrypt"
@@ -115,6 +116,8 @@ type Repository struct {
 	c   *crypter
 
 	idx *index // chunk ID → location; grows with Backup and refresh
+
+	running sync.Map // IDs of the points of backups running in this process
 }
 
 // Init creates a repository in st and returns it open. A store that already
