@@ -1,20 +1,21 @@
-// Command backup is the vdisk counterpart of VDDK's sample backup program:
-// a small, complete incremental-forever backup of a VM's disks (or of one
-// host disk, or of a local image file) into a directory of raw images.
+// Command backup is the vdisk counterpart of VDDK's sample backup program,
+// written on vdisk's backup engine: an incremental-forever backup of a VM's
+// disks (or of one host disk, or of a local image file) into a
+// deduplicated, compressed, encrypted repository in a directory or on S3.
 //
 //	backup -server HOST:PORT -thumbprint TP -user U -vm NAME -repo DIR
 //	backup -server HOST:PORT -thumbprint TP -user U -disk NAME -repo DIR
 //	backup -file IMAGE -repo DIR
 //
-// The password comes from $VDISK_PASSWORD. For a host it runs the
-// canonical sequence: connect, PrepareForAccess, take a temporary snapshot,
-// then for each disk copy either the areas changed since the change ID
-// the previous run saved (an incremental) or, the first time or when the
-// host refuses that change ID, every allocated area (a full backup); then
-// remove the snapshot and end the access. Areas that now read as zeros are
-// written as zeros without being read, so a trimmed disk costs nothing.
-// Each repository image is a sparse raw file NAME.raw with NAME.changeid
-// beside it. -transports picks the modes ("direct:nbdssl" by default).
+// The host password comes from $VDISK_PASSWORD, the repository's from
+// $VDISK_REPO_PASSWORD (a repository that does not exist yet is created).
+// For a host it runs the canonical sequence through package backup/source:
+// connect, PrepareForAccess, a temporary snapshot, then for each disk the
+// areas changed since the change ID the previous point stored (an
+// incremental) or, the first time or when the host refuses that change ID,
+// every allocated area; then the snapshot is removed and the access ended.
+// Every point is a synthetic full: `vdisk restore`, `vdisk export point:…`
+// or backup.Repository.OpenDisk read it directly.
 package main
 
 import (
@@ -25,11 +26,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/vdisk-project/vdisk"
+	"github.com/vdisk-project/vdisk/backup"
+	"github.com/vdisk-project/vdisk/backup/source"
+	"github.com/vdisk-project/vdisk/backup/storage/location"
 	"github.com/vdisk-project/vdisk/disk"
 )
 
@@ -56,189 +58,121 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&o.vm, "vm", "", "back up every disk of this VM")
 	fs.StringVar(&o.disk, "disk", "", "back up this host disk")
 	fs.StringVar(&o.file, "file", "", "back up this local image file")
-	fs.StringVar(&o.repo, "repo", "", "repository directory")
+	fs.StringVar(&o.repo, "repo", "", "repository: a directory or s3://BUCKET/PREFIX")
 	fs.StringVar(&o.transports, "transports", "", "transport modes to try, colon-separated (default direct:nbdssl)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	o.password = os.Getenv("VDISK_PASSWORD")
-	n := 0
-	for _, x := range []string{o.vm, o.disk, o.file} {
-		if x != "" {
-			n++
-		}
+	spec := ""
+	switch {
+	case o.vm != "" && o.disk == "" && o.file == "":
+		spec = "vdisk:vm/" + o.vm
+	case o.disk != "" && o.vm == "" && o.file == "":
+		spec = "vdisk:disk/" + o.disk
+	case o.file != "" && o.vm == "" && o.disk == "":
+		spec = o.file
 	}
-	if o.repo == "" || n != 1 {
+	if o.repo == "" || spec == "" {
 		return fmt.Errorf("give -repo and one of -vm, -disk or -file")
 	}
-	if err := os.MkdirAll(o.repo, 0o750); err != nil {
-		return err
-	}
-	if o.file != "" {
-		c, err := vdisk.Connect(ctx, vdisk.ConnectParams{})
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		name := strings.TrimSuffix(filepath.Base(o.file), filepath.Ext(o.file))
-		return backupDisk(ctx, c, vdisk.Spec{Path: o.file}, name, "", o.repo, out)
-	}
-	c, err := vdisk.Connect(ctx, vdisk.ConnectParams{Server: o.server, Thumbprint: o.thumbprint,
-		User: o.user, Password: o.password, Transports: o.transports})
+
+	// The repository: opened, or made the first time.
+	repo, err := openRepo(ctx, o.repo, []byte(os.Getenv("VDISK_REPO_PASSWORD")))
 	if err != nil {
 		return err
 	}
-	defer func() {
-		// The session this program logged in with ends with it (its
-		// tickets and leases too), rather than waiting to expire.
-		lctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		c.Logout(lctx)
-		cancel()
-		c.Close()
-	}()
-	target := vdisk.Spec{VM: o.vm, Disk: o.disk}
+	defer repo.Close()
 
-	// 1. Keep the host from moving or deleting the disks meanwhile.
-	lease, err := c.PrepareForAccess(ctx, target, "example backup")
-	if err != nil {
-		return err
-	}
-	defer c.EndAccess(context.WithoutCancel(ctx), lease)
-
-	// 2. A consistent point in time. Temporary: if this program dies, the
-	// host's Cleanup removes it.
-	sn, err := c.CreateSnapshot(ctx, target, "backup "+time.Now().UTC().Format(time.RFC3339), true)
-	if err != nil {
-		return err
-	}
-	defer c.RemoveSnapshot(context.WithoutCancel(ctx), target, sn.ID)
-
-	// 3. Copy each disk.
-	var disks []vdisk.Spec
-	if o.vm != "" {
-		vm, err := c.VM(ctx, o.vm)
+	var c *vdisk.Conn
+	if o.file == "" {
+		c, err = vdisk.Connect(ctx, vdisk.ConnectParams{Server: o.server, Thumbprint: o.thumbprint,
+			User: o.user, Password: o.password, Transports: o.transports})
 		if err != nil {
 			return err
 		}
-		for _, d := range vm.Disks {
-			disks = append(disks, vdisk.Spec{Disk: d.Name, Snapshot: sn.ID})
-		}
-	} else {
-		disks = []vdisk.Spec{{Disk: o.disk, Snapshot: sn.ID}}
+		defer func() {
+			// The session this program logged in with ends with it (its
+			// tickets and leases too), rather than waiting to expire.
+			lctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			c.Logout(lctx)
+			cancel()
+			c.Close()
+		}()
 	}
-	for _, d := range disks {
-		cid, err := c.ChangeID(ctx, vdisk.Spec{Disk: d.Disk}, sn.ID)
-		if err != nil {
-			return err
-		}
-		if err := backupDisk(ctx, c, d, d.Disk, cid, o.repo, out); err != nil {
-			return fmt.Errorf("disk %s: %w", d.Disk, err)
+
+	// The previous point of this source is the parent of an incremental;
+	// its change IDs are where the host's changed areas start.
+	label := source.Label(spec)
+	points, err := repo.Points(ctx)
+	if err != nil {
+		return err
+	}
+	var parent *backup.Point
+	for _, p := range points {
+		if p.Source == label && (parent == nil || p.Time.After(parent.Time)) {
+			parent = p
 		}
 	}
-	// 4. The deferred calls remove the snapshot and end the access.
+	so := source.Options{Conn: c, Incremental: parent != nil, Identity: "example backup"}
+	if parent != nil {
+		so.Prev = map[string]string{}
+		for _, d := range parent.Disks {
+			so.Prev[d.Name] = d.ChangeID
+		}
+	}
+
+	// Freeze the source: access lease, temporary snapshot, changed areas.
+	src, err := source.Open(ctx, spec, so)
+	if err != nil {
+		return err
+	}
+	defer src.Close(ctx)
+	opts := backup.BackupOptions{Source: label, Config: src.Config, Parent: parent}
+	for _, d := range src.Disks {
+		sd := backup.SourceDisk{Name: d.Name, Disk: d.Disk, ChangeID: d.ChangeID}
+		if parent != nil && parent.Disk(d.Name) != nil {
+			sd.Changed = d.Changed // nil: read every allocated area
+		}
+		opts.Disks = append(opts.Disks, sd)
+	}
+	p, sum, err := repo.Backup(ctx, opts)
+	if err != nil {
+		return err
+	}
+	if err := src.Close(ctx); err != nil {
+		return err
+	}
+	kind := "full"
+	if parent != nil {
+		kind = "incremental"
+	}
+	for _, d := range src.Disks {
+		mode := "file"
+		if h, ok := d.Disk.(*vdisk.Handle); ok {
+			mode = h.TransportMode()
+		}
+		fmt.Fprintf(out, "%s: %s backup over %s\n", d.Name, kind, mode)
+	}
+	fmt.Fprintf(out, "point %s: read %d bytes, %d new, %d unchanged\n", p.ID, sum.BytesRead, sum.BytesNew, sum.BytesUnchanged)
 	return nil
 }
 
-// backupDisk copies one disk into repo/name.raw: the areas changed since
-// the saved change ID, or everything allocated.
-func backupDisk(ctx context.Context, c *vdisk.Conn, spec vdisk.Spec, name, newCID, repo string, out io.Writer) error {
-	h, err := c.Open(ctx, spec, vdisk.OpenReadOnly)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	img := filepath.Join(repo, name+".raw")
-	cidFile := filepath.Join(repo, name+".changeid")
-	prev, _ := os.ReadFile(cidFile)
-
-	var areas []vdisk.Area
-	kind := "incremental"
-	collect := func(a vdisk.Area) error { areas = append(areas, a); return nil }
-	if len(prev) > 0 && newCID != "" {
-		_, err = h.ChangedAreas(ctx, strings.TrimSpace(string(prev)), 0, collect)
-	}
-	if len(prev) == 0 || newCID == "" || errors.Is(err, vdisk.ErrNotFound) {
-		// First run, a local file, or the host no longer knows the change
-		// ID (its tracker restarted): a full backup of allocated data.
-		kind, areas, err = "full", nil, nil
-		var blocks []vdisk.Block
-		size := h.Size()
-		chunk := int64(vdisk.MinChunkSize)
-		if blocks, err = h.QueryAllocatedBlocks(ctx, 0, (size+chunk-1)/chunk*chunk, chunk); err == nil {
-			for _, b := range blocks {
-				areas = append(areas, vdisk.Area{Start: b.Offset, Length: min(b.Length, size-b.Offset)})
-			}
-		}
-		os.Remove(img)
+func openRepo(ctx context.Context, loc string, password []byte) (*backup.Repository, error) {
+	st, err := location.Open(ctx, loc, location.Options{})
+	if errors.Is(err, disk.ErrNotFound) {
+		st, err = location.Create(ctx, loc, location.Options{CreateBucket: true})
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	f, err := os.OpenFile(img, os.O_CREATE|os.O_RDWR, 0o640)
+	repo, err := backup.Open(ctx, st, password)
+	if errors.Is(err, disk.ErrNotFound) {
+		repo, err = backup.Init(ctx, st, backup.InitOptions{Password: password})
+	}
 	if err != nil {
-		return err
+		st.Close()
+		return nil, err
 	}
-	defer f.Close()
-	if err := f.Truncate(h.Size()); err != nil {
-		return err
-	}
-	// Reads are pipelined: up to 8 MiB in flight.
-	const piece = 1 << 20
-	type job struct {
-		buf []byte
-		off int64
-		fut *vdisk.Future
-	}
-	var q []job
-	var read int64
-	drain := func(keep int) error {
-		for len(q) > keep {
-			j := q[0]
-			q = q[1:]
-			if err := j.fut.Wait(ctx); err != nil {
-				return err
-			}
-			if disk.IsZero(j.buf) {
-				// Leave a hole, but clear what an older backup held.
-				if err := disk.ZeroFile(f, j.off, int64(len(j.buf))); err != nil {
-					return err
-				}
-				continue
-			}
-			if _, err := f.WriteAt(j.buf, j.off); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for _, a := range areas {
-		if a.Zero {
-			if err := disk.ZeroFile(f, a.Start, a.Length); err != nil {
-				return err
-			}
-			continue
-		}
-		for off := a.Start; off < a.Start+a.Length; off += piece {
-			n := min(piece, a.Start+a.Length-off)
-			buf := make([]byte, n)
-			q = append(q, job{buf, off, h.ReadAsync(buf, off)})
-			read += n
-			if err := drain(8); err != nil {
-				return err
-			}
-		}
-	}
-	if err := drain(0); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if newCID != "" {
-		if err := os.WriteFile(cidFile, []byte(newCID+"\n"), 0o640); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintf(out, "%s: %s backup over %s, %d areas, %d bytes read\n", name, kind, h.TransportMode(), len(areas), read)
-	return nil
+	return repo, nil
 }

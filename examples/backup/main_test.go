@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,6 +23,7 @@ func TestBackupAllTransports(t *testing.T) {
 	s := h.Server
 	api := []string{h.API}
 	t.Setenv("VDISK_PASSWORD", pw)
+	t.Setenv("VDISK_REPO_PASSWORD", "repo password")
 
 	// A local image with scattered data, cloned into a VM on the host.
 	dir := t.TempDir()
@@ -90,10 +90,7 @@ func TestBackupAllTransports(t *testing.T) {
 			if round > 0 && m != "file" && !strings.Contains(out.String(), "incremental") {
 				t.Errorf("round %d: %s backup was not incremental: %s", round, m, out.String())
 			}
-			b, err := os.ReadFile(filepath.Join(repo, "web-scsi0-0.raw"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := readPoint(t, repo)
 			outs[m] = string(b)
 		}
 		// The reference: the disk itself, read through the host.
@@ -116,4 +113,35 @@ func TestBackupAllTransports(t *testing.T) {
 	write(local, vdisk.Spec{Path: img}, 2)
 	write(host, vdisk.Spec{Disk: "web-scsi0-0"}, 2)
 	backup(1)
+}
+
+// readPoint reads the disk of the repository's newest point.
+func readPoint(t *testing.T, dir string) []byte {
+	t.Helper()
+	ctx := context.Background()
+	repo, err := openRepo(ctx, dir, []byte("repo password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repo.Close()
+	ps, err := repo.Points(ctx)
+	if err != nil || len(ps) == 0 {
+		t.Fatalf("points: %v %v", ps, err)
+	}
+	p := ps[0]
+	for _, q := range ps {
+		if q.Time.After(p.Time) {
+			p = q
+		}
+	}
+	d, err := repo.OpenDisk(ctx, p, p.Disks[0].Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	b := make([]byte, d.Size())
+	if _, err := d.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -60,6 +60,8 @@ var allowed = []struct {
 	{"volume", []string{"disk", "volume"}},
 	// backup/storage holds objects; it knows nothing of disks but the
 	// error codes.
+	// storagetest starts S3 servers found the way peer tools are.
+	{"backup/storage/storagetest", []string{"disk", "backup/storage", "internal/testenv"}},
 	{"backup/storage", []string{"disk", "backup/storage"}},
 	// backup imports the kit, never the host's storage engine.
 	{"backup", []string{"", "disk", "format", "nbd", "hostapi", "backup", "volume"}},

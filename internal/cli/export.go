@@ -19,6 +19,7 @@ import (
 type exportOptions struct {
 	forceShare bool // -U
 	readOnly   bool
+	overlay    string
 	bind       string
 	socket     string
 	tlsCert    string
@@ -38,6 +39,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var o exportOptions
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
 	fs.BoolVar(&o.readOnly, "read-only", false, "serve the image read-only")
+	fs.StringVar(&o.overlay, "overlay", "", "serve the image writable, writes going to this sparse VMDK (made if missing) and the image left untouched: instant restore of a backup point")
 	fs.StringVar(&o.bind, "bind", "127.0.0.1:10809", "TCP address to listen on (host:port, [v6addr]:port)")
 	fs.StringVar(&o.socket, "socket", "", "Unix socket to listen on instead of TCP")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "server certificate (PEM); with it TLS is required")
@@ -78,9 +80,24 @@ func runExport(ctx context.Context, o exportOptions, name string, stderr io.Writ
 	if o.handshakeTimeout < 0 {
 		return usagef("--handshake-timeout must not be negative")
 	}
-	d, _, err := openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: o.readOnly, ForceShare: o.forceShare})
-	if err != nil {
-		return err
+	var d disk.Disk
+	if o.overlay != "" {
+		if o.readOnly {
+			return usagef("--overlay serves writes; it cannot be --read-only")
+		}
+		base, _, err := openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: true, ForceShare: o.forceShare})
+		if err != nil {
+			return err
+		}
+		if d, err = openOverlay(ctx, o.overlay, base, overlayBaseName(name)); err != nil {
+			base.Close()
+			return err
+		}
+	} else {
+		var err error
+		if d, _, err = openImage(ctx, name, o.format, format.OpenOptions{ReadOnly: o.readOnly, ForceShare: o.forceShare}); err != nil {
+			return err
+		}
 	}
 	exp := &nbd.Export{Name: o.name, Description: name, Disk: d, ReadOnly: o.readOnly || disk.IsReadOnly(d)}
 	so := nbd.ServerOptions{
@@ -107,6 +124,7 @@ func runExport(ctx context.Context, o exportOptions, name string, stderr io.Writ
 			DynamicRecordSizingDisabled: true}
 	}
 	var l net.Listener
+	var err error
 	uri := ""
 	if o.socket != "" {
 		os.Remove(o.socket)

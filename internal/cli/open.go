@@ -61,6 +61,13 @@ func isURI(s string) bool {
 // "vdisk:disk/NAME[@SNAPSHOT]", through the kit and its transports.
 // Read-only commands pass o.ReadOnly.
 func openImage(ctx context.Context, name, fmtName string, o format.OpenOptions) (disk.Disk, format.Format, error) {
+	if ref, ok := strings.CutPrefix(name, "point:"); ok {
+		if !o.ReadOnly {
+			return nil, "", disk.Errorf(disk.ErrPermission, "%s: a backup point is read-only (export it with --overlay to write)", name)
+		}
+		d, err := openPointDisk(ctx, ref)
+		return d, format.Raw, err
+	}
 	if spec, ok := strings.CutPrefix(name, "vdisk:"); ok {
 		d, err := openHostDisk(ctx, spec, o.ReadOnly)
 		return d, format.Raw, err
@@ -114,6 +121,25 @@ func kitConfig() (*vdisk.Config, error) {
 	return vdisk.LoadConfig(p)
 }
 
+// hostConn connects the kit to the host of the saved login, with the kit
+// config (transports, timeouts); $VDISK_TRANSPORTS overrides the
+// transport list. what names the operation for the not-logged-in error.
+func hostConn(ctx context.Context, what string) (*vdisk.Conn, error) {
+	l, err := readLogin()
+	if err != nil {
+		return nil, err
+	}
+	if l.Token == "" {
+		return nil, disk.Errorf(disk.ErrPermission, "%s: not logged in; run 'vdisk login' first", what)
+	}
+	cfg, err := kitConfig()
+	if err != nil {
+		return nil, err
+	}
+	return vdisk.Connect(ctx, vdisk.ConnectParams{Server: l.Server, Thumbprint: l.Thumbprint, Token: l.Token,
+		Transports: os.Getenv("VDISK_TRANSPORTS"), Config: cfg})
+}
+
 // hostHandle is a kit handle that closes its connection with it.
 type hostHandle struct {
 	*vdisk.Handle
@@ -132,19 +158,7 @@ func (h hostHandle) Close() error {
 // and the kit config (transports, timeouts); $VDISK_TRANSPORTS overrides
 // the transport list.
 func openHostDisk(ctx context.Context, spec string, readOnly bool) (disk.Disk, error) {
-	l, err := readLogin()
-	if err != nil {
-		return nil, err
-	}
-	if l.Token == "" {
-		return nil, disk.Errorf(disk.ErrPermission, "vdisk:%s: not logged in; run 'vdisk login' first", spec)
-	}
-	cfg, err := kitConfig()
-	if err != nil {
-		return nil, err
-	}
-	c, err := vdisk.Connect(ctx, vdisk.ConnectParams{Server: l.Server, Thumbprint: l.Thumbprint, Token: l.Token,
-		Transports: os.Getenv("VDISK_TRANSPORTS"), Config: cfg})
+	c, err := hostConn(ctx, "vdisk:"+spec)
 	if err != nil {
 		return nil, err
 	}

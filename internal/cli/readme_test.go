@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/vdisk-project/vdisk/format"
 	"io"
 	"net"
 	"os"
@@ -298,5 +299,26 @@ func TestReadmeServeConfig(t *testing.T) {
 	}
 	if cfg.DataDir != "/srv/vdisk" || len(cfg.Listen) != 2 || cfg.Limits.DiskConns != 64 {
 		t.Errorf("the README's serve config read as %+v", cfg)
+	}
+}
+
+// TestReadmeBackup runs the README's backup block in order on an image
+// with data.
+func TestReadmeBackup(t *testing.T) {
+	cmds := readmeBlock(t, "## Backup and restore")
+	t.Chdir(t.TempDir())
+	t.Setenv("VDISK_REPO_PASSWORD", "readme")
+	t.Setenv("VDISK_REPO", "")
+	d, err := format.Create(context.Background(), "disk.vmdk", format.VMDK, 64<<20, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.WriteAt(bytes.Repeat([]byte("readme"), 100000), 5<<20)
+	d.Close()
+	for _, args := range cmds {
+		var out, errb bytes.Buffer
+		if code := Main(context.Background(), args, &out, &errb); code != 0 {
+			t.Fatalf("vdisk %s: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errb.String())
+		}
 	}
 }

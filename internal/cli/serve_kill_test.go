@@ -31,6 +31,16 @@ import (
 // TestMain lets a test run `vdisk serve` in a child process (the test
 // binary itself), so that the child can be killed with SIGKILL.
 func TestMain(m *testing.M) {
+	if args := os.Getenv("VDISK_TEST_MAIN_ARGS"); args != "" {
+		// Any command line, as JSON (for kill tests of other commands).
+		var argv []string
+		if err := json.Unmarshal([]byte(args), &argv); err != nil {
+			panic(err)
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		os.Exit(Main(ctx, argv, os.Stdout, os.Stderr))
+	}
 	if args := os.Getenv("VDISK_TEST_SERVE_ARGS"); args != "" {
 		ctx, stop := signalContext()
 		defer stop()

@@ -1,0 +1,229 @@
+package backup
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/vdisk-project/vdisk/disk"
+)
+
+// chunkID names a chunk's content: HMAC-SHA256(idKey, data) when the
+// repository is encrypted, SHA-256(data) when not.
+type chunkID [32]byte
+
+// Reserved map entries. A real ID equals one of them with probability 2^-255.
+var (
+	holeID = chunkID{}
+	zeroID = chunkID{0: 1}
+)
+
+func (id chunkID) String() string { return fmt.Sprintf("%x", id[:]) }
+
+// Sizes of the sealing overhead.
+const (
+	nonceSize  = 12
+	tagSize    = 16
+	plainSum   = 16 // truncated SHA-256 of plain metadata objects
+	flagRaw    = 0  // sealed chunk body is the raw chunk
+	flagZstd   = 1  // sealed chunk body is a zstd frame
+	maxMetaRaw = 1 << 30
+)
+
+// crypter seals and opens objects for one repository. It is safe for
+// concurrent use.
+type crypter struct {
+	aead   cipher.AEAD // nil when unencrypted
+	encKey []byte      // nil when unencrypted
+	idKey  []byte      // nil when unencrypted
+	hmacs  sync.Pool   // of hash.Hash keyed with idKey
+
+	enc     *zstd.Encoder
+	meta    *zstd.Decoder // bounded by maxMetaRaw
+	chunks  *zstd.Decoder // bounded by the destination's capacity
+	chunkSz int
+}
+
+func newCrypter(encKey, idKey []byte, chunkSize int) (*crypter, error) {
+	c := &crypter{chunkSz: chunkSize}
+	if encKey != nil {
+		b, err := aes.NewCipher(encKey)
+		if err != nil {
+			return nil, disk.Errorf(disk.ErrCorrupt, "backup: master key: %w", err)
+		}
+		c.aead, err = cipher.NewGCM(b)
+		if err != nil {
+			return nil, disk.Errorf(disk.ErrCorrupt, "backup: master key: %w", err)
+		}
+		c.encKey = append([]byte(nil), encKey...)
+		c.idKey = append([]byte(nil), idKey...)
+		c.hmacs.New = func() any { return hmac.New(sha256.New, c.idKey) }
+	}
+	var err error
+	c.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, fmt.Errorf("backup: zstd: %w", err)
+	}
+	c.meta, err = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(maxMetaRaw), zstd.WithDecoderConcurrency(0))
+	if err != nil {
+		return nil, fmt.Errorf("backup: zstd: %w", err)
+	}
+	c.chunks, err = zstd.NewReader(nil, zstd.WithDecodeAllCapLimit(true), zstd.WithDecoderMaxMemory(maxChunkSize), zstd.WithDecoderConcurrency(0))
+	if err != nil {
+		return nil, fmt.Errorf("backup: zstd: %w", err)
+	}
+	return c, nil
+}
+
+func (c *crypter) close() {
+	c.enc.Close()
+	c.meta.Close()
+	c.chunks.Close()
+}
+
+func (c *crypter) encrypted() bool { return c.aead != nil }
+
+// id returns the chunk ID of data.
+func (c *crypter) id(data []byte) chunkID {
+	var id chunkID
+	if c.aead == nil {
+		return sha256.Sum256(data)
+	}
+	h := c.hmacs.Get().(hash.Hash)
+	h.Reset()
+	h.Write(data)
+	h.Sum(id[:0])
+	c.hmacs.Put(h)
+	return id
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("backup: crypto/rand failed: " + err.Error()) // never happens: crypto/rand does not fail
+	}
+	return b
+}
+
+// sealMeta compresses and seals a metadata payload of the given kind.
+func (c *crypter) sealMeta(kind string, payload []byte) []byte {
+	z := c.enc.EncodeAll(payload, nil)
+	if c.aead == nil {
+		sum := sha256.Sum256(append([]byte(kind), z...))
+		return append(z, sum[:plainSum]...)
+	}
+	out := make([]byte, nonceSize, nonceSize+len(z)+tagSize)
+	copy(out, randomBytes(nonceSize))
+	return c.aead.Seal(out, out[:nonceSize], z, []byte(kind))
+}
+
+// openMeta opens a sealed metadata object named name.
+func (c *crypter) openMeta(name, kind string, data []byte) ([]byte, error) {
+	var z []byte
+	if c.aead == nil {
+		if len(data) < plainSum {
+			return nil, corrupt(name, "object of %d bytes is too short", len(data))
+		}
+		z = data[:len(data)-plainSum]
+		sum := sha256.Sum256(append([]byte(kind), z...))
+		if !bytes.Equal(sum[:plainSum], data[len(data)-plainSum:]) {
+			return nil, corrupt(name, "checksum mismatch")
+		}
+	} else {
+		if len(data) < nonceSize+tagSize {
+			return nil, corrupt(name, "object of %d bytes is too short", len(data))
+		}
+		var err error
+		z, err = c.aead.Open(nil, data[:nonceSize], data[nonceSize:], []byte(kind))
+		if err != nil {
+			return nil, corrupt(name, "authentication failed (damaged or not a %s object)", kind)
+		}
+	}
+	p, err := c.meta.DecodeAll(z, nil)
+	if err != nil {
+		return nil, corrupt(name, "decompress: %v", err)
+	}
+	return p, nil
+}
+
+// sealChunk compresses (when that shrinks it) and seals a chunk, appending
+// to dst. It returns the sealed bytes and whether they are compressed.
+func (c *crypter) sealChunk(dst []byte, id chunkID, data []byte, zbuf []byte) ([]byte, []byte, bool) {
+	zbuf = c.enc.EncodeAll(data, zbuf[:0])
+	body, flag := data, byte(flagRaw)
+	if len(zbuf) < len(data) {
+		body, flag = zbuf, flagZstd
+	}
+	if c.aead == nil {
+		dst = append(dst, flag)
+		return append(dst, body...), zbuf, flag == flagZstd
+	}
+	start := len(dst)
+	dst = append(dst, randomBytes(nonceSize)...)
+	nonce := dst[start:]
+	// Seal flag‖body: build the plaintext after the nonce, then seal in place.
+	pt := append(dst, flag)
+	pt = append(pt, body...)
+	out := c.aead.Seal(dst[:start+nonceSize], nonce[:nonceSize], pt[start+nonceSize:], id[:])
+	return out, zbuf, flag == flagZstd
+}
+
+// openChunk opens a sealed chunk into dst (whose capacity must be at least
+// rawLen) and checks its length and ID. where names the chunk for errors.
+func (c *crypter) openChunk(dst []byte, id chunkID, sealed []byte, rawLen int, where string) ([]byte, error) {
+	var pt []byte
+	if c.aead == nil {
+		pt = sealed
+	} else {
+		if len(sealed) < nonceSize+tagSize+1 {
+			return nil, corrupt(where, "chunk %s: sealed length %d too short", id, len(sealed))
+		}
+		var err error
+		pt, err = c.aead.Open(sealed[nonceSize:nonceSize], sealed[:nonceSize], sealed[nonceSize:], id[:])
+		if err != nil {
+			return nil, corrupt(where, "chunk %s: authentication failed", id)
+		}
+	}
+	if len(pt) < 1 {
+		return nil, corrupt(where, "chunk %s: empty", id)
+	}
+	if cap(dst) < rawLen {
+		dst = make([]byte, 0, rawLen)
+	}
+	var out []byte
+	switch pt[0] {
+	case flagRaw:
+		if len(pt)-1 != rawLen {
+			return nil, corrupt(where, "chunk %s: length %d, want %d", id, len(pt)-1, rawLen)
+		}
+		out = append(dst[:0], pt[1:]...)
+	case flagZstd:
+		var err error
+		out, err = c.chunks.DecodeAll(pt[1:], dst[:0:rawLen])
+		if err != nil {
+			return nil, corrupt(where, "chunk %s: decompress: %v", id, err)
+		}
+		if len(out) != rawLen {
+			return nil, corrupt(where, "chunk %s: length %d, want %d", id, len(out), rawLen)
+		}
+	default:
+		return nil, corrupt(where, "chunk %s: unknown flag %d", id, pt[0])
+	}
+	if c.id(out) != id {
+		return nil, corrupt(where, "chunk %s: content does not match its ID", id)
+	}
+	return out, nil
+}
+
+// corrupt returns an ErrCorrupt error naming the object.
+func corrupt(name, format string, args ...any) error {
+	return &disk.Error{Op: "backup: read", Path: name, Off: -1, Code: disk.ErrCorrupt, Err: fmt.Errorf(format, args...)}
+}
