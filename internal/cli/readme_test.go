@@ -322,3 +322,23 @@ func TestReadmeBackup(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeFiles runs the README's file commands on a FAT volume made
+// by the real tools, with /etc/hostname in it.
+func TestReadmeFiles(t *testing.T) {
+	cmds := readmeBlock(t, "## Files inside disks")
+	img, _ := guestImage(t)
+	t.Chdir(t.TempDir())
+	if err := os.Rename(img, "guest.vmdk"); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range cmds {
+		var out, errb bytes.Buffer
+		if code := Main(context.Background(), args, &out, &errb); code != 0 {
+			t.Fatalf("vdisk %s: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errb.String())
+		}
+	}
+	if b, err := os.ReadFile("restored/hostname"); err != nil || len(b) != 6 {
+		t.Errorf("extracted hostname: %q %v", b, err)
+	}
+}
