@@ -364,6 +364,17 @@ func checkDB(t *testing.T, fsys *FS, img string) {
 			t.Errorf("%s: %d bytes allocated, xfs_db says %d blocks", p, st.Blocks, nb)
 		}
 	}
+	// The directories are in the forms they are named after: inline, then
+	// in blocks, and the node form's data fork reaches the free index.
+	if out := xfsdb(t, img, "path /dirs/small", "print core.format"); !strings.Contains(out, "local") {
+		t.Errorf("dirs/small is not a short-form directory: %s", out)
+	}
+	if out := xfsdb(t, img, "path /dirs/block", "print core.format"); fsys.inodeSize <= 512 && !strings.Contains(out, "extents") {
+		t.Errorf("dirs/block is not in blocks: %s", out)
+	}
+	if out := xfsdb(t, img, "path /dirs/node", "bmap"); !strings.Contains(out, "data offset "+strconv.Itoa(64<<30/int(fsys.blockSize))) {
+		t.Errorf("dirs/node has no free index block: %s", out)
+	}
 	out := xfsdb(t, img, "sb 0", "print")
 	sf, _ := fsys.Statfs()
 	if fd, _ := strconv.ParseInt(dbField(t, out, "fdblocks"), 10, 64); fd*sf.BlockSize != sf.FreeBytes {
