@@ -349,6 +349,9 @@ func (f *FS) bmbt(n *dinode, root []byte, count uint64) ([]extent, error) {
 		if f.version == 5 && be.Uint64(b[56:]) != n.ino {
 			return corrupt("inode %d: btree block %d owned by inode %d", n.ino, ptr, be.Uint64(b[56:]))
 		}
+		if f.version == 5 && crcOf(b, 64) != le32(b[64:]) {
+			return corrupt("inode %d: btree block %d: bad CRC", n.ino, ptr)
+		}
 		nr := int(be.Uint16(b[6:]))
 		if level == 0 {
 			if nr == 0 || nr > (len(b)-hdr)/16 || uint64(len(es)+nr) > count {

@@ -514,6 +514,19 @@ func TestDamage(t *testing.T) {
 			es, _ := fsys.extents(n, false)
 			boff, _ := fsys.blockOff(es[0].start, 1)
 			patch(t, img, boff, []byte("JUNK"))
+			// A byte of a name in a directory block: only v5's CRC sees it.
+			n, _ = fsys.inode(ino("dirs/block"))
+			es, _ = fsys.extents(n, false)
+			boff, _ = fsys.blockOff(es[0].start, 1)
+			blk := make([]byte, fsys.dirBlkSize)
+			f, _ := os.Open(img)
+			f.ReadAt(blk, boff)
+			f.Close()
+			i := bytes.Index(blk, []byte("f05"))
+			if i < 0 {
+				t.Fatal("no entry f05 in dirs/block")
+			}
+			patch(t, img, boff+int64(i), []byte("F"))
 			// A device node's mode, for v5 its CRC catches it.
 			off, _ = fsys.inodeOff(ino("null"))
 			patch(t, img, off+2, []byte{0xff, 0xff})
@@ -524,6 +537,9 @@ func TestDamage(t *testing.T) {
 			}
 			if _, err := fsys.ReadDir("dirs/node"); !errors.Is(err, disk.ErrCorrupt) {
 				t.Errorf("readdir of a corrupt directory: %v, want corrupt", err)
+			}
+			if _, err := fsys.ReadDir("dirs/block"); v == "v5" && !errors.Is(err, disk.ErrCorrupt) {
+				t.Errorf("readdir of a directory block with a bad CRC: %v, want corrupt", err)
 			}
 			if _, err := fsys.Lstat("null"); !errors.Is(err, disk.ErrCorrupt) {
 				t.Errorf("lstat of a corrupt inode: %v, want corrupt", err)
