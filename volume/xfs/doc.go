@@ -62,9 +62,10 @@
 // # Concurrency
 //
 // An FS is safe for concurrent use, and so is each File's ReadAt. Caches
-// of inodes (4,096) and directories (about a million entries) are
-// bounded. A file's reads go to the volume one extent at a time, however
-// large the request.
+// of inodes (4,096 decoded, and 64 raw chunks of 16 KiB, so that a walk
+// reads inodes a chunk at a time) and of directories (about a million
+// entries) are bounded. A file's reads go to the volume one extent at a
+// time, however large the request.
 //
 // # Testing
 //
