@@ -543,6 +543,7 @@ func blkid(t *testing.T, img string) map[string]string {
 // the others follow the documented defaults.
 func TestAttributes(t *testing.T) {
 	img := mkfat(t, 12, 4<<20, "ATTR")
+	start := time.Now().UTC()
 	src := t.TempDir()
 	for _, n := range []string{"ro.txt", "rw.txt"} {
 		os.WriteFile(filepath.Join(src, n), []byte(n), 0o644)
@@ -568,9 +569,31 @@ func TestAttributes(t *testing.T) {
 		if c.name == "rw.txt" && (!st.Mtime.Equal(baseTime) || !st.Ctime.Equal(baseTime) || st.Btime.IsZero() || st.Atime.IsZero() || st.Nlink != 1) {
 			t.Errorf("%s: %+v", c.name, st)
 		}
+		// mcopy -m gives the creation time the modification time.
+		if c.name == "rw.txt" && !st.Btime.Equal(baseTime) {
+			t.Errorf("creation time %v, want %v", st.Btime, baseTime)
+		}
 		if c.name == "." && st.Nlink != 3 {
 			t.Errorf("root: nlink %d, want 3 (one subdirectory)", st.Nlink)
 		}
+	}
+	// Without -m, mtools stamps the file with the time of the copy (in UTC,
+	// as TZ=UTC), the access time as a date.
+	os.WriteFile(filepath.Join(src, "now.txt"), nil, 0o644)
+	tool(t, "mcopy", "-i", img, filepath.Join(src, "now.txt"), "::/")
+	end := time.Now().UTC()
+	fi, err := openImage(t, img).Stat("now.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*inode.Stat)
+	for _, tm := range []time.Time{st.Btime, st.Mtime} {
+		if tm.Before(start.Add(-2*time.Second)) || tm.After(end.Add(time.Second)) {
+			t.Errorf("now.txt: time %v, want between %v and %v", tm, start, end)
+		}
+	}
+	if y, m, d := st.Btime.Date(); !st.Atime.Equal(time.Date(y, m, d, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("access time %v, want the date of %v", st.Atime, st.Btime)
 	}
 	if _, err := fsys.ReadLink("rw.txt"); !errors.Is(err, fs.ErrInvalid) {
 		t.Errorf("readlink of a file: %v, want fs.ErrInvalid", err)

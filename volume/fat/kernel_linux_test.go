@@ -35,7 +35,7 @@ func TestKernel(t *testing.T) {
 		if testenv.Required("mount") {
 			t.Fatalf("mount: %v\n%s", err, out)
 		}
-		t.Skipf("cannot loop-mount (%v: %s); run as root", err, out)
+		t.Skipf("cannot loop-mount vfat (%v: %s); it needs root and the vfat module", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
 	fsys := openImage(t, img)

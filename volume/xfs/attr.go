@@ -158,6 +158,9 @@ func (f *FS) attrTree(n *dinode, es []extent, m map[string][]byte) error {
 		if v5 && magic != daNodeMagic3 || !v5 && magic != daNodeMagic {
 			return corrupt("inode %d: attribute block %d: bad magic %#x", n.ino, blk, magic)
 		}
+		if v5 && (be.Uint64(b[48:]) != n.ino || crcOf(b, 12) != le32(b[12:])) {
+			return corrupt("inode %d: attribute node %d: bad owner or CRC", n.ino, blk)
+		}
 		hdr := 16
 		if v5 {
 			hdr = 64
@@ -202,6 +205,9 @@ func (f *FS) attrLeaf(n *dinode, es []extent, b []byte, blk uint32, m map[string
 		}
 		if be.Uint64(b[48:]) != n.ino {
 			return corrupt("inode %d: attribute leaf %d owned by inode %d", n.ino, blk, be.Uint64(b[48:]))
+		}
+		if crcOf(b, 12) != le32(b[12:]) {
+			return corrupt("inode %d: attribute leaf %d: bad CRC", n.ino, blk)
 		}
 	} else if magic != attrLeafMagic {
 		return corrupt("inode %d: attribute leaf %d: bad magic %#x", n.ino, blk, magic)
@@ -272,7 +278,7 @@ func (f *FS) remoteValue(n *dinode, es []extent, blk uint32, size int64) ([]byte
 		}
 		want := min(size-int64(len(v)), bs-hdr)
 		if be.Uint32(b) != attrRmtMagic || int64(be.Uint32(b[4:])) != int64(len(v)) ||
-			int64(be.Uint32(b[8:])) != want || be.Uint64(b[32:]) != n.ino {
+			int64(be.Uint32(b[8:])) != want || be.Uint64(b[32:]) != n.ino || crcOf(b, 12) != le32(b[12:]) {
 			return nil, corrupt("inode %d: bad remote attribute block %d", n.ino, blk)
 		}
 		v = append(v, b[hdr:hdr+want]...)

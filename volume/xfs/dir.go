@@ -172,6 +172,9 @@ func (f *FS) dataBlock(n *dinode, d *directory, b []byte, blk uint64) error {
 		if be.Uint64(b[40:]) != n.ino {
 			return corrupt("inode %d: directory block %d owned by inode %d", n.ino, blk, be.Uint64(b[40:]))
 		}
+		if crcOf(b, 4) != le32(b[4:]) {
+			return corrupt("inode %d: directory block %d: bad CRC", n.ino, blk)
+		}
 	default:
 		return corrupt("inode %d: directory block %d: bad magic %#x", n.ino, blk, magic)
 	}
@@ -253,7 +256,7 @@ func (f *FS) readLink(n *dinode) (string, error) {
 		}
 		want := min(n.size-int64(len(out)), f.blockSize-hdr)
 		if hdr > 0 {
-			if be.Uint32(b) != symlinkMagic || be.Uint64(b[32:]) != n.ino ||
+			if be.Uint32(b) != symlinkMagic || be.Uint64(b[32:]) != n.ino || crcOf(b, 12) != le32(b[12:]) ||
 				int64(be.Uint32(b[4:])) != int64(len(out)) || int64(be.Uint32(b[8:])) != want {
 				return "", corrupt("inode %d: bad remote symbolic link block %d", n.ino, blk)
 			}

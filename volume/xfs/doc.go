@@ -13,9 +13,8 @@
 //
 // # Supported
 //
-// Version 5 superblocks (CRCs, the mkfs.xfs default; the superblock's and
-// each inode's CRC32C is checked) and version 4 (with version 2
-// directories); any number of allocation groups and block sizes from 512
+// Version 5 superblocks (CRCs, the mkfs.xfs default) and version 4
+// (with version 2 directories); any number of allocation groups and block sizes from 512
 // bytes to 64 KiB, with directory blocks larger than filesystem blocks.
 // Inode versions 1, 2 and 3, with bigtime (nanosecond timestamps from 1901
 // to 2486) and large extent counters (nrext64). Data forks in local,
@@ -52,18 +51,21 @@
 // bounded in depth and in records (their leaves must hold the count of
 // extents the inode claims), extents must be sorted and not overlap,
 // directory blocks must carry their magic (and on v5 their owner), and a
-// directory is read up to 256 MiB. Lookups follow at most 40 symbolic
-// links, and a directory that is its own ancestor is corrupt. Damage gives
-// an error matching disk.ErrCorrupt for the file or directory concerned;
-// the rest stays readable. Block CRCs other than the superblock's and the
-// inodes' are not checked.
+// directory is read up to 256 MiB. On v5 the CRC32C of the superblock, of
+// each inode and of every directory, btree, attribute and remote block
+// read is checked, as Linux's verifiers do. Lookups follow at most 40
+// symbolic links, and a directory that is its own ancestor is corrupt.
+// Damage gives an error matching disk.ErrCorrupt for the file or directory
+// concerned; the rest stays readable. The AG headers and the free-space
+// and inode btrees are not read.
 //
 // # Concurrency
 //
 // An FS is safe for concurrent use, and so is each File's ReadAt. Caches
-// of inodes (4,096) and directories (about a million entries) are
-// bounded. A file's reads go to the volume one extent at a time, however
-// large the request.
+// of inodes (4,096 decoded, and 64 raw chunks of 16 KiB, so that a walk
+// reads inodes a chunk at a time) and of directories (about a million
+// entries) are bounded. A file's reads go to the volume one extent at a
+// time, however large the request.
 //
 // # Testing
 //

@@ -136,7 +136,8 @@ func (f *FS) lookup(op, name string, follow bool) (*dinode, error) {
 
 // Open opens name, following symbolic links: a [inode.File] for a regular
 // file, an fs.ReadDirFile for a directory, and for other files (devices,
-// FIFOs, sockets) an fs.File whose Read fails.
+// FIFOs, sockets) an [inode.File] whose reads fail with an error matching
+// disk.ErrNotSupported.
 func (f *FS) Open(name string) (fs.File, error) {
 	n, err := f.lookup("open", name, true)
 	if err != nil {
@@ -353,6 +354,11 @@ func (s *special) Close() error               { return nil }
 func (s *special) Read([]byte) (int, error) {
 	return 0, pathErr("read", s.name, disk.Errorf(disk.ErrNotSupported, "xfs: not a regular file"))
 }
+
+func (s *special) ReadAt([]byte, int64) (int, error) { return s.Read(nil) }
+func (s *special) Seek(int64, int) (int64, error)    { return 0, nil }
+
+var _ inode.File = (*special)(nil)
 
 // File is an open regular file. ReadAt is safe for concurrent use; Read
 // and Seek share one offset.

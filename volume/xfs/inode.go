@@ -130,13 +130,51 @@ func (f *FS) inode(ino uint64) (*dinode, error) {
 	return n, nil
 }
 
+// inodeChunk is the unit in which inodes are read: the inodes allocated
+// together (64 at a time) lie together, so a walk of a directory reads
+// each chunk once rather than each inode.
+const (
+	inodeChunk     = 16 << 10
+	maxInodeChunks = 64
+)
+
+// inodeBytes returns a copy of the inode at byte off, reading the
+// 16 KiB around it through a small cache.
+func (f *FS) inodeBytes(off int64) ([]byte, error) {
+	ci := off / inodeChunk
+	f.mu.Lock()
+	c, ok := f.chunks[ci]
+	f.mu.Unlock()
+	if !ok {
+		n := min(inodeChunk, f.size-ci*inodeChunk)
+		c = make([]byte, n)
+		if err := readFull(f.r, c, ci*inodeChunk); err != nil {
+			return nil, err
+		}
+		f.mu.Lock()
+		if len(f.chunks) >= maxInodeChunks {
+			for k := range f.chunks {
+				delete(f.chunks, k)
+				break
+			}
+		}
+		f.chunks[ci] = c
+		f.mu.Unlock()
+	}
+	o := off % inodeChunk
+	if o+f.inodeSize > int64(len(c)) {
+		return nil, corrupt("inode at byte %d past the end of the volume", off)
+	}
+	return append([]byte(nil), c[o:o+f.inodeSize]...), nil
+}
+
 func (f *FS) readInode(ino uint64) (*dinode, error) {
 	off, err := f.inodeOff(ino)
 	if err != nil {
 		return nil, err
 	}
-	b := make([]byte, f.inodeSize)
-	if err := readFull(f.r, b, off); err != nil {
+	b, err := f.inodeBytes(off)
+	if err != nil {
 		return nil, err
 	}
 	if b[0] != 'I' || b[1] != 'N' {
@@ -348,6 +386,9 @@ func (f *FS) bmbt(n *dinode, root []byte, count uint64) ([]extent, error) {
 		}
 		if f.version == 5 && be.Uint64(b[56:]) != n.ino {
 			return corrupt("inode %d: btree block %d owned by inode %d", n.ino, ptr, be.Uint64(b[56:]))
+		}
+		if f.version == 5 && crcOf(b, 64) != le32(b[64:]) {
+			return corrupt("inode %d: btree block %d: bad CRC", n.ino, ptr)
 		}
 		nr := int(be.Uint16(b[6:]))
 		if level == 0 {

@@ -86,6 +86,7 @@ type FS struct {
 	inodes     map[uint64]*dinode
 	dirs       map[uint64]*directory
 	dirEntries int
+	chunks     map[int64][]byte // inode chunks, see inodeBytes
 }
 
 func corrupt(format string, args ...any) error {
@@ -123,7 +124,7 @@ func Open(r io.ReaderAt, size int64) (*FS, error) {
 	if string(sb[:4]) != "XFSB" {
 		return nil, corrupt("bad superblock magic %q", sb[:4])
 	}
-	f := &FS{r: r, size: size, inodes: map[uint64]*dinode{}, dirs: map[uint64]*directory{}}
+	f := &FS{r: r, size: size, inodes: map[uint64]*dinode{}, dirs: map[uint64]*directory{}, chunks: map[int64][]byte{}}
 	vn := be.Uint16(sb[100:])
 	f.version = int(vn & 0xf)
 	f.blockSize = int64(be.Uint32(sb[4:]))

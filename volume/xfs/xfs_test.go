@@ -364,6 +364,17 @@ func checkDB(t *testing.T, fsys *FS, img string) {
 			t.Errorf("%s: %d bytes allocated, xfs_db says %d blocks", p, st.Blocks, nb)
 		}
 	}
+	// The directories are in the forms they are named after: inline, then
+	// in blocks, and the node form's data fork reaches the free index.
+	if out := xfsdb(t, img, "path /dirs/small", "print core.format"); !strings.Contains(out, "local") {
+		t.Errorf("dirs/small is not a short-form directory: %s", out)
+	}
+	if out := xfsdb(t, img, "path /dirs/block", "print core.format"); fsys.inodeSize <= 512 && !strings.Contains(out, "extents") {
+		t.Errorf("dirs/block is not in blocks: %s", out)
+	}
+	if out := xfsdb(t, img, "path /dirs/node", "bmap"); !strings.Contains(out, "data offset "+strconv.Itoa(64<<30/int(fsys.blockSize))) {
+		t.Errorf("dirs/node has no free index block: %s", out)
+	}
 	out := xfsdb(t, img, "sb 0", "print")
 	sf, _ := fsys.Statfs()
 	if fd, _ := strconv.ParseInt(dbField(t, out, "fdblocks"), 10, 64); fd*sf.BlockSize != sf.FreeBytes {
@@ -503,6 +514,19 @@ func TestDamage(t *testing.T) {
 			es, _ := fsys.extents(n, false)
 			boff, _ := fsys.blockOff(es[0].start, 1)
 			patch(t, img, boff, []byte("JUNK"))
+			// A byte of a name in a directory block: only v5's CRC sees it.
+			n, _ = fsys.inode(ino("dirs/block"))
+			es, _ = fsys.extents(n, false)
+			boff, _ = fsys.blockOff(es[0].start, 1)
+			blk := make([]byte, fsys.dirBlkSize)
+			f, _ := os.Open(img)
+			f.ReadAt(blk, boff)
+			f.Close()
+			i := bytes.Index(blk, []byte("f05"))
+			if i < 0 {
+				t.Fatal("no entry f05 in dirs/block")
+			}
+			patch(t, img, boff+int64(i), []byte("F"))
 			// A device node's mode, for v5 its CRC catches it.
 			off, _ = fsys.inodeOff(ino("null"))
 			patch(t, img, off+2, []byte{0xff, 0xff})
@@ -513,6 +537,9 @@ func TestDamage(t *testing.T) {
 			}
 			if _, err := fsys.ReadDir("dirs/node"); !errors.Is(err, disk.ErrCorrupt) {
 				t.Errorf("readdir of a corrupt directory: %v, want corrupt", err)
+			}
+			if _, err := fsys.ReadDir("dirs/block"); v == "v5" && !errors.Is(err, disk.ErrCorrupt) {
+				t.Errorf("readdir of a directory block with a bad CRC: %v, want corrupt", err)
 			}
 			if _, err := fsys.Lstat("null"); !errors.Is(err, disk.ErrCorrupt) {
 				t.Errorf("lstat of a corrupt inode: %v, want corrupt", err)
