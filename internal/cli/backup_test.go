@@ -450,3 +450,41 @@ func TestInstantRestoreOverlay(t *testing.T) {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestPruneKilled kills forget --prune (no grace) at random moments: the
+// repository always verifies, and every point it still lists restores.
+func TestPruneKilled(t *testing.T) {
+	repo := backupRepo(t)
+	img := filepath.Join(t.TempDir(), "d.raw")
+	rng := rand.New(rand.NewSource(8))
+	truth := map[string][]byte{}
+	for gen := 0; gen < 6; gen++ {
+		data := make([]byte, 6<<20)
+		rng.Read(data)
+		os.WriteFile(img, data, 0o644)
+		truth[lastBackup(t, img).Point] = data
+	}
+	args, _ := json.Marshal([]string{"forget", "--repo", repo, "--keep-last", "1", "--prune", "--grace", "-1s"})
+	killed := 0
+	for i := 0; i < 4; i++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "VDISK_TEST_MAIN_ARGS="+string(args))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rng.Intn(400)) * time.Millisecond)
+		cmd.Process.Kill()
+		if cmd.Wait() != nil {
+			killed++
+		}
+		if out, errs, code := run(t, "verify", "--read-data"); code != 0 {
+			t.Fatalf("round %d: verify after killing prune: exit %d\n%s%s", i, code, out, errs)
+		}
+		var pts []pointJSON
+		json.Unmarshal([]byte(mustRun(t, "points", "--output=json")), &pts)
+		for _, p := range pts {
+			restoredEquals(t, p.ID, truth[p.ID])
+		}
+	}
+	t.Logf("%d of 4 prunes killed", killed)
+}
