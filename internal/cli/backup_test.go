@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -487,4 +488,45 @@ func TestPruneKilled(t *testing.T) {
 		}
 	}
 	t.Logf("%d of 4 prunes killed", killed)
+}
+
+// TestRestoreKilled kills restores into a new VMDK at random moments; the
+// same command run again continues into the image it left (an existing
+// target: only chunks that differ are written) and the result is right.
+func TestRestoreKilled(t *testing.T) {
+	repo := backupRepo(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "d.raw")
+	data := make([]byte, 48<<20)
+	rng := rand.New(rand.NewSource(9))
+	rng.Read(data)
+	os.WriteFile(img, data, 0o644)
+	id := lastBackup(t, img).Point
+	target := filepath.Join(dir, "r.vmdk")
+	args, _ := json.Marshal([]string{"restore", "--repo", repo, "-p", "-j", "1", id, target})
+	killed := 0
+	for i := 0; i < 3; i++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "VDISK_TEST_MAIN_ARGS="+string(args))
+		progress, _ := cmd.StderrPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 1)
+		progress.Read(b) // restoring has begun
+		time.Sleep(time.Duration(rng.Intn(100)) * time.Millisecond)
+		cmd.Process.Kill()
+		go io.Copy(io.Discard, progress)
+		if cmd.Wait() != nil {
+			killed++
+		}
+	}
+	t.Logf("%d of 3 restores killed", killed)
+	out := mustRun(t, "restore", id, target)
+	t.Log(strings.TrimSpace(out))
+	raw := filepath.Join(dir, "check.raw")
+	mustRun(t, "convert", "-O", "raw", target, raw)
+	if got, _ := os.ReadFile(raw); !bytes.Equal(got, data) {
+		t.Fatal("the restore continued after kills differs from the source")
+	}
 }
