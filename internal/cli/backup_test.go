@@ -521,6 +521,8 @@ func TestRestoreKilled(t *testing.T) {
 			killed++
 		}
 	}
+	// A kill while the image was being made, before it could be opened.
+	os.WriteFile(target, make([]byte, 65536), 0o644)
 	t.Logf("%d of 3 restores killed", killed)
 	out := mustRun(t, "restore", id, target)
 	t.Log(strings.TrimSpace(out))
@@ -528,5 +530,8 @@ func TestRestoreKilled(t *testing.T) {
 	mustRun(t, "convert", "-O", "raw", target, raw)
 	if got, _ := os.ReadFile(raw); !bytes.Equal(got, data) {
 		t.Fatal("the restore continued after kills differs from the source")
+	}
+	if fileExists(target + ".restoring") {
+		t.Error("the restore marker is left after the restore finished")
 	}
 }

@@ -129,12 +129,41 @@ type restoreFlags struct {
 func restoreDisk(ctx context.Context, repo *backup.Repository, p *backup.Point, name, target string, f restoreFlags, stderr io.Writer) (st backup.RestoreStats, err error) {
 	pd := p.Disk(name)
 	existing := isURI(target) || strings.HasPrefix(target, "vdisk:")
+	// A restore into a new image leaves TARGET.restoring naming the point
+	// until it has finished: run again, it continues into the image a
+	// killed run left (only chunks that differ are written), or starts
+	// that image afresh when the kill came before it could be opened.
+	marker := target + ".restoring"
+	ref := "point:" + p.ID + "/" + name + "\n"
 	if !existing {
-		if _, serr := os.Stat(target); serr == nil {
+		if b, err := os.ReadFile(marker); err == nil && string(b) == ref {
+			d, _, err := openImage(ctx, target, "", format.OpenOptions{ReadOnly: true})
+			if err == nil && d.Size() >= pd.Size {
+				d.Close()
+				existing = true
+			} else {
+				if d != nil {
+					d.Close()
+				}
+				if rerr := os.Remove(target); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+					return st, disk.Wrap(rerr, "remove", target, -1)
+				}
+			}
+		} else if _, serr := os.Stat(target); serr == nil {
 			existing = true
 		} else if !errors.Is(serr, fs.ErrNotExist) {
 			return st, disk.Wrap(serr, "stat", target, -1)
+		} else if err := disk.WriteFileAtomic(disk.OSFS{}, marker, []byte(ref), 0o600); err != nil {
+			return st, err
 		}
+		resumed := existing
+		defer func() {
+			// Kept while a continued restore can still finish it; a new
+			// image that failed is removed, and its marker with it.
+			if err == nil || !resumed {
+				os.Remove(marker)
+			}
+		}()
 	}
 	update, finish := progress(stderr, f.progress, "restoring "+name)
 	defer finish()
