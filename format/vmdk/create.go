@@ -77,7 +77,9 @@ func (o *CreateOptions) validate(size int64) error {
 			return disk.Errorf(disk.ErrInvalid, "vmdk: a vmfsSparse disk is a delta: it needs a parent")
 		}
 	case SESparse:
-		return disk.Errorf(disk.ErrNotSupported, "vmdk: creating seSparse deltas is not supported; create a vmfsSparse or monolithicSparse child")
+		if o.ZeroedGrain {
+			return disk.Errorf(disk.ErrInvalid, "vmdk: seSparse images always have zero grain entries; zeroed_grain does not apply")
+		}
 	default:
 		return disk.Errorf(disk.ErrInvalid, "vmdk: unknown subformat %q", o.Subformat)
 	}
@@ -248,6 +250,26 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 		}
 		ext := []extentLine{{Access: "RW", Sectors: int64(sectors), Type: "VMFSSPARSE", File: name}}
 		if err := writeNewFile(fsys, path, newDescriptorText(cid, parentCID, string(VMFSSparse), hint, ext, ddb), &created); err != nil {
+			return fail(err)
+		}
+	case SESparse:
+		// As ESXi names and describes them (§5.5): NAME.vmdk and
+		// NAME-sesparse.vmdk, createType "seSparse", ddb.grain = "8".
+		name := base + "-sesparse.vmdk"
+		f, err := newFile(filepath.Join(dir, name))
+		if err != nil {
+			return fail(err)
+		}
+		err = createSESparse(f, sectors)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fail(disk.Wrap(err, "vmdk: create", name, -1))
+		}
+		ddb = append(ddb, [2]string{"ddb.grain", "8"})
+		ext := []extentLine{{Access: "RW", Sectors: int64(sectors), Type: "SESPARSE", File: name}}
+		if err := writeNewFile(fsys, path, newDescriptorText(cid, parentCID, string(SESparse), hint, ext, ddb), &created); err != nil {
 			return fail(err)
 		}
 	case MonolithicFlat, VMFS, VMFSThin:

@@ -258,6 +258,12 @@ func growLast(l *link, exts []extentLine, grow int64) error {
 		}
 		exts[last].Sectors += grow
 		l.extents[last] = sized{extent: u, n: u.size_}
+	case *seSparseExtent:
+		if err := u.grow(u.h.capacity + uint64(grow)); err != nil {
+			return err
+		}
+		exts[last].Sectors += grow
+		l.extents[last] = sized{extent: u, n: u.size()}
 	default:
 		return disk.Errorf(disk.ErrNotSupported, "vmdk: this extent type cannot grow")
 	}
