@@ -50,7 +50,7 @@ const (
 	seGTCache       = 1024                              // tables kept, 32 MiB
 	seGDEAllocated  = 0x10000000 << 32
 	seAlign         = 2048 // sectors: sections start on 1 MiB boundaries
-	sePageSize          = 4096 // bytes of free bitmap or back map cached at once
+	sePageSize      = 4096 // bytes of free bitmap or back map cached at once
 	seMaxDirtyPages = 2048 // 8 MiB of dirty pages force a write-back
 	seMaxFreeList   = 1 << 20
 	seGrowReserve   = 16 // times the capacity reserved for growth
@@ -176,10 +176,10 @@ type seSparseExtent struct {
 	nDirty   int                 // dirty tables in cache
 	pendFree []uint64            // grains freed in memory, reusable after a write-back
 
-	amu      sync.Mutex       // allocation state; taken after mu, never before
-	hw       uint64           // grains in use or freed (grains_size / 8)
-	free     []uint64         // grains known free on disk, reusable now
-	scanned  uint64           // free bitmap scanned up to this grain
+	amu      sync.Mutex         // allocation state; taken after mu, never before
+	hw       uint64             // grains in use or freed (grains_size / 8)
+	free     []uint64           // grains known free on disk, reusable now
+	scanned  uint64             // free bitmap scanned up to this grain
 	bitmap   map[uint64]*sePage // free bitmap pages
 	backmap  map[uint64]*sePage // back map pages
 	hdrDirty bool
