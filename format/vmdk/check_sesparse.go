@@ -150,9 +150,10 @@ func (c *checker) checkSESparse(ctx context.Context, name string, size int64, re
 				if !free {
 					leaks++
 					fb[k/8] |= 1 << (k % 8)
+					le.PutUint64(bm[k*8:], 0)
 					changed = true
 				}
-				if back != 0 {
+				if free && back != 0 {
 					stale++
 					le.PutUint64(bm[k*8:], 0)
 					changed = true

@@ -49,7 +49,7 @@ const (
 	seMaxCapacity   = 1 << 37                           // sectors (64 TiB)
 	seGTCache       = 1024                              // tables kept, 32 MiB
 	seGDEAllocated  = 0x10000000 << 32
-	seAlign         = 2048 // sectors: sections start on 1 MiB boundaries
+	seAlign         = 8 // sectors: sections start on 4 KiB (page) boundaries
 	sePageSize      = 4096 // bytes of free bitmap or back map cached at once
 	seMaxDirtyPages = 2048 // 8 MiB of dirty pages force a write-back
 	seMaxFreeList   = 1 << 20
@@ -148,6 +148,10 @@ func parseSEHeader(b []byte, fileSize int64) (seHeader, error) {
 	}
 	return h, nil
 }
+
+// errSEFull: every grain the maps have room for is in use or waits for a
+// flush to be reused.
+var errSEFull = disk.Errorf(disk.ErrNoSpace, "vmdk: SEsparse grain section full")
 
 type seTable struct {
 	e      []uint64
@@ -252,19 +256,19 @@ func (e *seSparseExtent) loadGD(n uint64) error {
 // keep consistent: every section must be in place and large enough for
 // the capacity, and the grains must come last.
 func (e *seSparseExtent) checkWritable(size int64) error {
-	h := &e.h
-	grains := divRoundUp(h.capacity, seGrainSectors)
+	h := e.h
 	no := func(what string) error {
 		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: this SEsparse extent cannot be written (%s); open it read-only or convert it", e.name, what)
 	}
+	// Only the layout vdisk writes is written to: the maps of other
+	// writers are not documented.
+	want := seLayout(h.capacity, h.reservedGrains()*seGrainSectors)
+	want.grainsSize = h.grainsSize
 	switch {
-	case h.freeBitmapOff == 0 || h.backmapOff == 0 || h.grainsOff == 0:
-		return no("a section is missing")
-	case h.reservedGrains() < grains:
-		return no("the free bitmap, back map or grain table section is too small")
-	case h.gtOff+h.gtSize > h.grainsOff || h.freeBitmapOff+h.freeBitmapN > h.grainsOff ||
-		h.backmapOff+h.backmapSize > h.grainsOff || h.gdOff+h.gdSize > h.grainsOff:
-		return no("the grains do not come last")
+	case h.reservedGrains() < divRoundUp(h.capacity, seGrainSectors) || h != want:
+		return no("its sections are not laid out as vdisk lays them out")
+	case e.hw > h.reservedGrains():
+		return no("its grain section is larger than its maps")
 	case e.freeGT > h.gtSize/seGTSectors:
 		return no("the grain table section is full")
 	}
@@ -628,6 +632,17 @@ func (e *seSparseExtent) writeGrain(p []byte, off, in int64, parent io.ReaderAt)
 		copy(buf[in:], p)
 	}
 	gi, full, err := e.allocGrain(g)
+	if err == errSEFull {
+		// Grains freed since the last flush become reusable once it is
+		// done.
+		if err := e.flush(); err != nil {
+			return err
+		}
+		gi, full, err = e.allocGrain(g)
+		if err == errSEFull {
+			err = disk.Errorf(disk.ErrNoSpace, "vmdk: %s: SEsparse grain section is full", e.name)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -720,8 +735,8 @@ func (e *seSparseExtent) allocGrain(g uint64) (uint64, bool, error) {
 			return 0, false, err
 		}
 	} else {
-		if e.h.grainsOff+(e.hw+1)*seGrainSectors > 1<<50 {
-			return 0, false, disk.Errorf(disk.ErrNoSpace, "vmdk: %s: SEsparse grain section is full", e.name)
+		if e.hw >= e.h.reservedGrains() {
+			return 0, false, errSEFull
 		}
 		gi = e.hw
 		e.hw++
