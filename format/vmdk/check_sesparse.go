@@ -211,4 +211,3 @@ func (c *checker) checkSESparse(ctx context.Context, name string, size int64, re
 	}
 	return nil
 }
-

@@ -49,7 +49,7 @@ const (
 	seMaxCapacity   = 1 << 37                           // sectors (64 TiB)
 	seGTCache       = 1024                              // tables kept, 32 MiB
 	seGDEAllocated  = 0x10000000 << 32
-	seAlign         = 8 // sectors: sections start on 4 KiB (page) boundaries
+	seAlign         = 8    // sectors: sections start on 4 KiB (page) boundaries
 	sePageSize      = 4096 // bytes of free bitmap or back map cached at once
 	seMaxDirtyPages = 2048 // 8 MiB of dirty pages force a write-back
 	seMaxFreeList   = 1 << 20
