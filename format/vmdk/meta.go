@@ -192,11 +192,29 @@ func (d *Disk) Resize(ctx context.Context, size int64) (err error) {
 	grow := (size - d.size) / disk.SectorSize
 	exts := append([]extentLine(nil), l.desc.extents...)
 	split := strings.Contains(strings.ToLower(l.createType), "gbmaxextent")
-	if !split {
+	_, se := unwrapExtent(l.extents[len(l.extents)-1]).(*seSparseExtent)
+	switch {
+	case se:
+		// The last SEsparse extent grows within the room its sections
+		// have; past it, extents no larger than the first are added (a
+		// split link's first extent is as large as a file may hold).
+		if err := growLast(l, exts, grow); err == nil {
+			break
+		} else if disk.CodeOf(err) != disk.ErrNotSupported {
+			return err
+		}
+		var addErr error
+		exts, addErr = d.addSEExtents(l, exts, grow)
+		defer func() {
+			if err == nil {
+				err = addErr
+			}
+		}()
+	case !split:
 		if err := growLast(l, exts, grow); err != nil {
 			return err
 		}
-	} else {
+	default:
 		// Split disks fill their last extent up to the split size, then
 		// add extents as VMware does.
 		splitSectors := int64(defaultSplitSize / disk.SectorSize)
@@ -268,6 +286,55 @@ func growLast(l *link, exts []extentLine, grow int64) error {
 		return disk.Errorf(disk.ErrNotSupported, "vmdk: this extent type cannot grow")
 	}
 	return nil
+}
+
+// maxSESparseExtents bounds the extents of an SEsparse link.
+const maxSESparseExtents = 1024
+
+// addSEExtents appends SEsparse extents to l until it holds left more
+// sectors, each at most as large as the first extent of a split link
+// (whose extents are as large as a file may be), or one extent.
+func (d *Disk) addSEExtents(l *link, exts []extentLine, left int64) ([]extentLine, error) {
+	dir := filepath.Dir(l.path)
+	base := strings.TrimSuffix(filepath.Base(l.path), filepath.Ext(l.path))
+	chunk := int64(seMaxCapacity)
+	if len(exts) > 1 {
+		chunk = exts[0].Sectors
+	}
+	if int64(len(exts))+(left+chunk-1)/chunk > maxSESparseExtents {
+		return exts, disk.Errorf(disk.ErrNotSupported, "vmdk: growing by %d bytes would take more than %d SEsparse extents", left*disk.SectorSize, maxSESparseExtents)
+	}
+	for i := len(exts) + 1; left > 0; i++ {
+		n := min(left, chunk)
+		name := fmt.Sprintf("%s-sesparse-%03d.vmdk", base, i)
+		f, err := d.fsys.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+		if err != nil {
+			return exts, disk.Wrap(err, "vmdk: resize", name, -1)
+		}
+		err = createSESparse(f, uint64(n), uint64(n))
+		if len(exts) == 1 {
+			err = createSESparse(f, uint64(n), seReserve(uint64(n)))
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = d.fsys.SyncDir(dir)
+		}
+		if err != nil {
+			return exts, disk.Wrap(err, "vmdk: resize", name, -1)
+		}
+		el := extentLine{Access: "RW", Sectors: n, Type: "SESPARSE", File: name}
+		e, err := d.openExtent(dir, el, false)
+		if err != nil {
+			return exts, err
+		}
+		l.extents = append(l.extents, e)
+		l.starts = append(l.starts, 0) // recomputed by Resize
+		exts = append(exts, el)
+		left -= n
+	}
+	return exts, nil
 }
 
 // addExtents appends extents of at most splitSectors to a split link until

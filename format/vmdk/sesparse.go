@@ -1096,13 +1096,53 @@ func seReserve(capacity uint64) uint64 {
 	return max(capacity, min(seMaxCapacity, roundUp(capacity, seGrainSectors*seGTEntries)*seGrowReserve))
 }
 
-// createSESparse writes a new, empty SEsparse extent of capacity sectors.
-// Every section but the headers is a hole.
-func createSESparse(f disk.File, capacity uint64) error {
-	if capacity == 0 || capacity > seMaxCapacity {
+// seMaxFile is the size in bytes an SEsparse extent of capacity sectors,
+// with sections for reserve sectors, reaches when every grain is written
+// (grains freed and not yet reused included).
+func seMaxFile(capacity, reserve uint64) uint64 {
+	h := seLayout(capacity, reserve)
+	return (h.grainsOff + h.reservedGrains()*seGrainSectors) * disk.SectorSize
+}
+
+// seSplit returns the capacities, in sectors, of the SEsparse extents of a
+// disk of capacity sectors whose files must stay at or below maxFile bytes
+// (0: no limit), and the capacity each reserves its sections for. One
+// extent, with room to grow, when that fits.
+func seSplit(capacity, maxFile uint64) (exts []uint64, reserve func(uint64) uint64, err error) {
+	if maxFile == 0 || seMaxFile(capacity, seReserve(capacity)) <= maxFile {
+		return []uint64{capacity}, seReserve, nil
+	}
+	exact := func(c uint64) uint64 { return c }
+	const unit = seGrainSectors * seGTEntries // 16 MiB
+	// The largest whole number of 16 MiB units whose extent fits.
+	lo, hi := uint64(0), min(seMaxCapacity, capacity+unit)/unit
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if seMaxFile(mid*unit, mid*unit) <= maxFile {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	if lo == 0 {
+		return nil, nil, disk.Errorf(disk.ErrNoSpace, "vmdk: files on this filesystem hold at most %d bytes, too few for an SEsparse extent", maxFile)
+	}
+	for left := capacity; left > 0; {
+		n := min(left, lo*unit)
+		exts = append(exts, n)
+		left -= n
+	}
+	return exts, exact, nil
+}
+
+// createSESparse writes a new, empty SEsparse extent of capacity sectors
+// whose sections have room for reserve sectors. Every section but the
+// headers is a hole.
+func createSESparse(f disk.File, capacity, reserve uint64) error {
+	if capacity == 0 || capacity > seMaxCapacity || reserve < capacity || reserve > seMaxCapacity {
 		return disk.Errorf(disk.ErrNotSupported, "vmdk: an SEsparse extent holds at most 64 TiB")
 	}
-	h := seLayout(capacity, seReserve(capacity))
+	h := seLayout(capacity, reserve)
 	if err := f.Truncate(int64(h.grainsOff) * disk.SectorSize); err != nil {
 		return err
 	}

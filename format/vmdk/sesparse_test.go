@@ -233,13 +233,89 @@ func TestSESparseStandaloneGrow(t *testing.T) {
 		t.Fatal("vdisk reads the grown SEsparse disk differently from the model")
 	}
 	seQemuAgrees(t, path, m2.b, 3*size-(64<<10), 0xa5)
-	// Beyond the reserved sections growth is refused with a clear error.
+	// Beyond the reserved sections growth adds an extent.
 	d, err = Open(ctx, path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
-	if err := d.Resize(ctx, 1<<40); disk.CodeOf(err) != disk.ErrNotSupported {
-		t.Errorf("Resize past the reserve = %v, want ErrNotSupported", err)
+	if err := d.Resize(ctx, 1<<40); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.Chain()[0].Extents); n != 2 {
+		t.Errorf("%d extents after growing past the reserve, want 2", n)
+	}
+	if _, err := d.WriteAt(p[:4096], 1<<40-4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Run(t, "qemu-img", "check", "-f", "vmdk", path)
+	testenv.Run(t, "qemu-io", "-r", "-f", "vmdk", "-c", fmt.Sprintf("read -P 0xa5 %d 4k", int64(1<<40-4096)), path)
+}
+
+// TestSESparseSplit: with a file size limit an SEsparse disk is split into
+// several extents whose files stay below it when every grain is written
+// (and written again after a trim); qemu reads the split disk; growing it
+// adds extents; subformats whose one file could outgrow the limit are
+// refused with ErrNoSpace.
+func TestSESparseSplit(t *testing.T) {
+	testenv.Tool(t, "qemu-img")
+	testenv.Tool(t, "qemu-io")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.vmdk")
+	const size, limit = 40 << 20, 17 << 20
+	d, err := Create(ctx, path, size, &CreateOptions{Subformat: SESparse, MaxFileSize: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.Chain()[0].Extents); n != 3 {
+		t.Fatalf("%d extents, want 3", n)
+	}
+	m := newSEModel(make([]byte, size))
+	full := make([]byte, size)
+	for i := range full {
+		full[i] = byte(i/4096 + 1)
+	}
+	if _, err := d.WriteAt(full, 0); err != nil {
+		t.Fatal(err)
+	}
+	m.hold(0, size)
+	copy(m.b, full)
+	seOps(t, d, m, 3, 80)
+	if _, err := d.WriteAt(full, 0); err != nil { // rewrite all after trims
+		t.Fatal(err)
+	}
+	copy(m.b, full)
+	if err := d.Resize(ctx, size+20<<20); err != nil {
+		t.Fatal(err)
+	}
+	m2 := newSEModel(make([]byte, size+20<<20))
+	copy(m2.b, m.b)
+	copy(m2.held, m.held)
+	p := bytes.Repeat([]byte{0x3c}, 64<<10)
+	if _, err := d.WriteAt(p, size+10<<20); err != nil {
+		t.Fatal(err)
+	}
+	copy(m2.b[size+10<<20:], p)
+	m2.hold(size+10<<20, 64<<10)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if st, _ := e.Info(); st.Size() > limit {
+			t.Errorf("%s holds %d bytes, more than the limit %d", e.Name(), st.Size(), limit)
+		}
+	}
+	if got := seReadDisk(t, path); !bytes.Equal(got, m2.b) {
+		t.Fatal("vdisk reads the split SEsparse disk differently from the model")
+	}
+	seQemuAgrees(t, path, m2.b, size+10<<20, 0x3c)
+	for _, sf := range []Subformat{MonolithicFlat, MonolithicSparse} {
+		_, err := Create(ctx, filepath.Join(dir, "x-"+string(sf)+".vmdk"), size, &CreateOptions{Subformat: sf, MaxFileSize: limit})
+		if disk.CodeOf(err) != disk.ErrNoSpace {
+			t.Errorf("%s over the file limit: %v, want ErrNoSpace", sf, err)
+		}
 	}
 }
