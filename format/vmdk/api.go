@@ -100,6 +100,10 @@ type OpenOptions struct {
 	// a conflict is disk.ErrBusy. Only a read-only open should force
 	// sharing.
 	ForceShare bool
+	// MaxFileSize, when set, is the largest file the filesystem holds
+	// (see CreateOptions.MaxFileSize): Resize keeps every file it grows or
+	// adds below it, or fails with ErrNoSpace naming it.
+	MaxFileSize int64
 	// FS is the filesystem to open files from; nil means disk.OSFS.
 	FS disk.FS
 }

@@ -319,7 +319,7 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 	if err := fsys.SyncDir(dir); err != nil {
 		return fail(disk.Wrap(err, "vmdk: create: sync directory", dir, -1))
 	}
-	d, err := Open(ctx, path, &OpenOptions{ForceShare: opts.ForceShare, FS: fsys})
+	d, err := Open(ctx, path, &OpenOptions{ForceShare: opts.ForceShare, FS: fsys, MaxFileSize: opts.MaxFileSize})
 	if err != nil {
 		return fail(err)
 	}

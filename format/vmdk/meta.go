@@ -198,7 +198,7 @@ func (d *Disk) Resize(ctx context.Context, size int64) (err error) {
 		// The last SEsparse extent grows within the room its sections
 		// have; past it, extents no larger than the first are added (a
 		// split link's first extent is as large as a file may hold).
-		if err := growLast(l, exts, grow); err == nil {
+		if err := growLast(l, exts, grow, d.opts.MaxFileSize); err == nil {
 			break
 		} else if disk.CodeOf(err) != disk.ErrNotSupported {
 			return err
@@ -211,7 +211,7 @@ func (d *Disk) Resize(ctx context.Context, size int64) (err error) {
 			}
 		}()
 	case !split:
-		if err := growLast(l, exts, grow); err != nil {
+		if err := growLast(l, exts, grow, d.opts.MaxFileSize); err != nil {
 			return err
 		}
 	default:
@@ -223,7 +223,7 @@ func (d *Disk) Resize(ctx context.Context, size int64) (err error) {
 		}
 		first := min(grow, max(0, splitSectors-exts[len(exts)-1].Sectors))
 		if first > 0 {
-			if err := growLast(l, exts, first); err != nil {
+			if err := growLast(l, exts, first, d.opts.MaxFileSize); err != nil {
 				return err
 			}
 		}
@@ -256,11 +256,15 @@ func (d *Disk) Resize(ctx context.Context, size int64) (err error) {
 	return nil
 }
 
-// growLast grows a link's last extent by grow sectors and updates exts.
-func growLast(l *link, exts []extentLine, grow int64) error {
+// growLast grows a link's last extent by grow sectors and updates exts;
+// a flat file may not grow past lim bytes (0: no limit).
+func growLast(l *link, exts []extentLine, grow, lim int64) error {
 	last := len(l.extents) - 1
 	switch u := unwrapExtent(l.extents[last]).(type) {
 	case *flatExtent:
+		if lim > 0 && u.base+(exts[last].Sectors+grow)*disk.SectorSize > lim {
+			return disk.Errorf(disk.ErrNoSpace, "vmdk: %s: growing it to %d bytes would pass the %d bytes a file holds on this filesystem", u.name, u.base+(exts[last].Sectors+grow)*disk.SectorSize, lim)
+		}
 		if err := u.f.Truncate(u.base + (exts[last].Sectors+grow)*disk.SectorSize); err != nil {
 			return disk.Wrap(err, "vmdk: resize", u.name, -1)
 		}
@@ -292,29 +296,27 @@ func growLast(l *link, exts []extentLine, grow int64) error {
 const maxSESparseExtents = 1024
 
 // addSEExtents appends SEsparse extents to l until it holds left more
-// sectors, each at most as large as the first extent of a split link
-// (whose extents are as large as a file may be), or one extent.
+// sectors: one, or as many as the file size limit (d.opts.MaxFileSize)
+// requires.
 func (d *Disk) addSEExtents(l *link, exts []extentLine, left int64) ([]extentLine, error) {
 	dir := filepath.Dir(l.path)
 	base := strings.TrimSuffix(filepath.Base(l.path), filepath.Ext(l.path))
-	chunk := int64(seMaxCapacity)
-	if len(exts) > 1 {
-		chunk = exts[0].Sectors
+	caps, reserve, err := seSplit(uint64(left), uint64(max(d.opts.MaxFileSize, 0)))
+	if err != nil {
+		return exts, err
 	}
-	if int64(len(exts))+(left+chunk-1)/chunk > maxSESparseExtents {
+	if len(exts)+len(caps) > maxSESparseExtents {
 		return exts, disk.Errorf(disk.ErrNotSupported, "vmdk: growing by %d bytes would take more than %d SEsparse extents", left*disk.SectorSize, maxSESparseExtents)
 	}
-	for i := len(exts) + 1; left > 0; i++ {
-		n := min(left, chunk)
-		name := fmt.Sprintf("%s-sesparse-%03d.vmdk", base, i)
+	first := len(exts) + 1
+	for i, c := range caps {
+		n := int64(c)
+		name := fmt.Sprintf("%s-sesparse-%03d.vmdk", base, first+i)
 		f, err := d.fsys.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
 		if err != nil {
 			return exts, disk.Wrap(err, "vmdk: resize", name, -1)
 		}
-		err = createSESparse(f, uint64(n), uint64(n))
-		if len(exts) == 1 {
-			err = createSESparse(f, uint64(n), seReserve(uint64(n)))
-		}
+		err = createSESparse(f, c, reserve(c))
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
