@@ -481,11 +481,9 @@ func (e *seSparseExtent) lookup(off, n int64) (blockState, int64, error) {
 				break
 			}
 			st = stateAbsent
-			// Skip every unallocated table at once.
+			// Skip every unallocated table at once (a table is in the
+			// cache only once its directory entry is set).
 			for i++; i < uint64(len(e.gd)) && e.gd[i] == 0; i++ {
-				if _, ok := e.cache[i]; ok {
-					break
-				}
 			}
 			pos = int64(i) * cover
 			continue
