@@ -40,13 +40,11 @@ func (c *checker) checkSESparse(ctx context.Context, name string, size int64, re
 	maxGT := uint64(0)
 	le := binary.LittleEndian
 	b := make([]byte, seGTEntries*8)
-	for i, gde := range e.gd {
+	for _, i := range e.gd.idx {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if gde == 0 {
-			continue
-		}
+		gde := e.gd.get(i)
 		idx := gde & 0xffffffff
 		if gde>>32 != seGDEAllocated>>32 || (idx+1)*seGTSectors > h.gtSize {
 			c.problem(name, "error", "grain directory entry %d is invalid (%#x)", i, gde)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"io"
 	"math/bits"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -153,6 +154,37 @@ func parseSEHeader(b []byte, fileSize int64) (seHeader, error) {
 // flush to be reused.
 var errSEFull = disk.Errorf(disk.ErrNoSpace, "vmdk: SEsparse grain section full")
 
+// seDir is a grain directory held by its allocated entries only, so that
+// memory and scans follow the tables in use, not the capacity (a 64 TiB
+// extent has 4 Mi entries).
+type seDir struct {
+	n   uint64            // entries
+	m   map[uint64]uint64 // allocated entries
+	idx []uint64          // their indexes, sorted
+}
+
+func (d *seDir) get(i uint64) uint64 { return d.m[i] }
+
+func (d *seDir) set(i, v uint64) {
+	if d.m == nil {
+		d.m = map[uint64]uint64{}
+	}
+	if _, ok := d.m[i]; !ok {
+		j, _ := slices.BinarySearch(d.idx, i)
+		d.idx = slices.Insert(d.idx, j, i)
+	}
+	d.m[i] = v
+}
+
+// next returns the first allocated index at or after i, or d.n.
+func (d *seDir) next(i uint64) uint64 {
+	j, _ := slices.BinarySearch(d.idx, i)
+	if j == len(d.idx) {
+		return d.n
+	}
+	return d.idx[j]
+}
+
 type seTable struct {
 	e      []uint64
 	dirty  bool
@@ -173,7 +205,7 @@ type seSparseExtent struct {
 	h seHeader
 
 	mu       sync.Mutex
-	gd       []uint64            // grain directory entries for the capacity
+	gd       seDir               // grain directory entries for the capacity
 	cache    map[uint64]*seTable // GD index -> table
 	gdDirty  map[uint64]bool     // GD indices whose entry changed
 	freeGT   uint64              // next grain table slot
@@ -219,13 +251,11 @@ func openSESparse(f disk.File, path string, size int64, ro bool) (*seSparseExten
 	e := &seSparseExtent{f: f, name: path, h: h, ro: ro, cache: make(map[uint64]*seTable), gdDirty: map[uint64]bool{},
 		bitmap: map[uint64]*sePage{}, backmap: map[uint64]*sePage{}, freeGT: le.Uint64(b[8:]), txn: le.Uint64(b[16:]),
 		hw: h.grainsSize / seGrainSectors}
-	if err := e.loadGD(divRoundUp(h.capacity, seGrainSectors*seGTEntries)); err != nil {
+	if err := e.loadGD(0, divRoundUp(h.capacity, seGrainSectors*seGTEntries)); err != nil {
 		return nil, err
 	}
-	for _, v := range e.gd {
-		if v != 0 {
-			e.freeGT = max(e.freeGT, v&0xffffffff+1)
-		}
+	for _, v := range e.gd.m {
+		e.freeGT = max(e.freeGT, v&0xffffffff+1)
 	}
 	if !ro {
 		if err := e.checkWritable(size); err != nil {
@@ -238,17 +268,43 @@ func openSESparse(f disk.File, path string, size int64, ro bool) (*seSparseExten
 	return e, nil
 }
 
-// loadGD reads the first n grain directory entries.
-func (e *seSparseExtent) loadGD(n uint64) error {
-	raw := make([]byte, n*8)
-	if _, err := e.f.ReadAt(raw, int64(e.h.gdOff)*disk.SectorSize); err != nil {
-		return disk.Errorf(disk.ErrCorrupt, "vmdk: %s: cannot read SEsparse grain directory: %w", e.name, err)
+// loadGD reads grain directory entries from..n-1 into e.gd (holes of the
+// file are skipped unread) and sets its size to n.
+func (e *seSparseExtent) loadGD(from, n uint64) error {
+	const chunk = 1 << 20
+	var buf []byte
+	base := int64(e.h.gdOff) * disk.SectorSize
+	for i := from; i < n; {
+		c := min(uint64(chunk/8), n-i)
+		off := base + int64(i*8)
+		if data, run, err := disk.FileRun(e.f, off, int64(c*8)); err == nil && run >= disk.SectorSize {
+			if !data {
+				i += uint64(run) / 8
+				continue
+			}
+			c = min(c, uint64(run)/8) // read only the data run
+		}
+		if uint64(cap(buf)) < c*8 {
+			buf = make([]byte, c*8)
+		}
+		b := buf[:c*8]
+		if _, err := e.f.ReadAt(b, off); err != nil {
+			return disk.Errorf(disk.ErrCorrupt, "vmdk: %s: cannot read SEsparse grain directory: %w", e.name, err)
+		}
+		for k := uint64(0); k < c; k += disk.SectorSize / 8 {
+			sec := b[k*8 : min(c, k+disk.SectorSize/8)*8]
+			if disk.IsZero(sec) {
+				continue
+			}
+			for j := range uint64(len(sec) / 8) {
+				if v := binary.LittleEndian.Uint64(sec[j*8:]); v != 0 {
+					e.gd.set(i+k+j, v)
+				}
+			}
+		}
+		i += c
 	}
-	gd := make([]uint64, n)
-	for i := range gd {
-		gd[i] = binary.LittleEndian.Uint64(raw[i*8:])
-	}
-	e.gd = gd
+	e.gd.n = n
 	return nil
 }
 
@@ -288,11 +344,14 @@ func (e *seSparseExtent) scanFree() error {
 
 func (e *seSparseExtent) scanFreeLocked() error {
 	const chunk = 1 << 20 // bytes of bitmap per read: 8M grains
-	buf := make([]byte, chunk)
+	var buf []byte
 	for e.scanned < e.hw && len(e.free) < seMaxFreeList {
 		first := e.scanned / 8 * 8
 		n := min(uint64(chunk), divRoundUp(e.hw-first, 8))
 		off := int64(e.h.freeBitmapOff)*disk.SectorSize + int64(first/8)
+		if uint64(cap(buf)) < n {
+			buf = make([]byte, n)
+		}
 		b := buf[:n]
 		if data, hole, err := disk.FileRun(e.f, off, int64(n)); err == nil && !data && hole > 0 {
 			e.scanned = first + uint64(hole)*8
@@ -352,14 +411,14 @@ const seGrainBytes = seGrainSectors * disk.SectorSize
 // table returns grain table i, or nil when unallocated. The caller holds
 // e.mu; the lock is released while the table is read.
 func (e *seSparseExtent) tableLocked(i uint64) (*seTable, error) {
-	if i >= uint64(len(e.gd)) {
+	if i >= e.gd.n {
 		return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: grain directory index %d out of range", e.name, i)
 	}
 	for {
 		if t, ok := e.cache[i]; ok {
 			return t, nil
 		}
-		gde := e.gd[i]
+		gde := e.gd.get(i)
 		if gde == 0 {
 			return nil, nil
 		}
@@ -377,7 +436,7 @@ func (e *seSparseExtent) tableLocked(i uint64) (*seTable, error) {
 		if err != nil {
 			return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: cannot read SEsparse grain table %d: %w", e.name, idx, err)
 		}
-		if _, ok := e.cache[i]; ok || e.gd[i] != gde {
+		if _, ok := e.cache[i]; ok || e.gd.get(i) != gde {
 			continue // loaded or changed meanwhile
 		}
 		t := &seTable{e: make([]uint64, seGTEntries)}
@@ -483,8 +542,7 @@ func (e *seSparseExtent) lookup(off, n int64) (blockState, int64, error) {
 			st = stateAbsent
 			// Skip every unallocated table at once (a table is in the
 			// cache only once its directory entry is set).
-			for i++; i < uint64(len(e.gd)) && e.gd[i] == 0; i++ {
-			}
+			i = e.gd.next(i + 1)
 			pos = int64(i) * cover
 			continue
 		}
@@ -556,7 +614,7 @@ func (e *seSparseExtent) setGTE(g, v uint64) (uint64, error) {
 			return 0, disk.Errorf(disk.ErrNoSpace, "vmdk: %s: the SEsparse grain table section is full", e.name)
 		}
 		t = &seTable{e: make([]uint64, seGTEntries)}
-		e.gd[i] = seGDEAllocated | e.freeGT
+		e.gd.set(i, seGDEAllocated|e.freeGT)
 		e.freeGT++
 		e.gdDirty[i] = true
 		e.cache[i] = t
@@ -738,6 +796,9 @@ func (e *seSparseExtent) allocGrain(g uint64) (uint64, bool, error) {
 		}
 		gi = e.hw
 		e.hw++
+		if e.scanned == gi {
+			e.scanned = e.hw // a new grain is not free: nothing to scan
+		}
 		e.hdrDirty = true
 	}
 	if err := e.setBackmap(gi, g, true); err != nil {
@@ -793,7 +854,7 @@ func (e *seSparseExtent) clearRange(off, n int64, parent io.ReaderAt, marker uin
 		if marker == 0 || !partial {
 			// Skip tables that do not exist: nothing to clear there.
 			e.mu.Lock()
-			empty := e.gd[g/seGTEntries] == 0 && e.cache[g/seGTEntries] == nil
+			empty := e.gd.get(g/seGTEntries) == 0 && e.cache[g/seGTEntries] == nil
 			e.mu.Unlock()
 			if empty {
 				off = min(end, int64(g/seGTEntries+1)*seGTEntries*seGrainBytes)
@@ -857,7 +918,7 @@ func (e *seSparseExtent) writeBack() error {
 		if !t.dirty {
 			continue
 		}
-		w := tw{i: i, t: t, pos: int64(e.h.gtOff+(e.gd[i]&0xffffffff)*seGTSectors) * disk.SectorSize, b: make([]byte, seGTEntries*8)}
+		w := tw{i: i, t: t, pos: int64(e.h.gtOff+(e.gd.get(i)&0xffffffff)*seGTSectors) * disk.SectorSize, b: make([]byte, seGTEntries*8)}
 		for j, v := range t.e {
 			le.PutUint64(w.b[j*8:], v)
 		}
@@ -873,8 +934,8 @@ func (e *seSparseExtent) writeBack() error {
 	for s := range sectors {
 		b := make([]byte, disk.SectorSize)
 		for j := range uint64(disk.SectorSize / 8) {
-			if k := s*disk.SectorSize/8 + j; k < uint64(len(e.gd)) {
-				le.PutUint64(b[j*8:], e.gd[k])
+			if k := s*disk.SectorSize/8 + j; k < e.gd.n {
+				le.PutUint64(b[j*8:], e.gd.get(k))
 			}
 		}
 		gdw = append(gdw, sePageWrite{off: int64(e.h.gdOff+s) * disk.SectorSize, b: b})
@@ -1044,16 +1105,13 @@ func (e *seSparseExtent) grow(capacity uint64) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	old := e.gd
-	if err := e.loadGD(divRoundUp(grains, seGTEntries)); err != nil {
-		e.gd = old
+	oldN := e.gd.n
+	if err := e.loadGD(oldN, divRoundUp(grains, seGTEntries)); err != nil {
+		e.gd.n = oldN
 		return err
 	}
-	copy(e.gd, old)
-	for _, v := range e.gd[len(old):] {
-		if v != 0 {
-			e.freeGT = max(e.freeGT, v&0xffffffff+1)
-		}
+	for _, v := range e.gd.m {
+		e.freeGT = max(e.freeGT, v&0xffffffff+1)
 	}
 	e.amu.Lock()
 	e.h.capacity = capacity
