@@ -647,12 +647,115 @@ func (e *seSparseExtent) writeAt(p []byte, off int64, parent io.ReaderAt) error 
 	}
 	for len(p) > 0 {
 		in := off % seGrainBytes
+		if in == 0 && len(p) >= 2*seGrainBytes {
+			c := min(int64(len(p))/seGrainBytes, seBatch) * seGrainBytes
+			if err := e.writeWhole(p[:c], off); err != nil {
+				return err
+			}
+			p = p[c:]
+			off += c
+			continue
+		}
 		c := min(int64(len(p)), seGrainBytes-in)
 		if err := e.writeGrain(p[:c], off, in, parent); err != nil {
 			return err
 		}
 		p = p[c:]
 		off += c
+	}
+	return nil
+}
+
+// seBatch is the number of whole grains written in one go.
+const seBatch = 16
+
+// writeWhole writes whole grains at grain-aligned off: grains already
+// allocated in place, new ones allocated together and written with one
+// call where they lie next to each other in the file.
+func (e *seSparseExtent) writeWhole(p []byte, off int64) error {
+	g0 := uint64(off / seGrainBytes)
+	n := uint64(len(p) / seGrainBytes)
+	// Lock the grains' stripes in ascending stripe order: no deadlock
+	// with another batch.
+	var locks []int
+	for g := g0; g < g0+n; g++ {
+		locks = append(locks, int(g%allocStripes))
+	}
+	slices.Sort(locks)
+	locks = slices.Compact(locks)
+	for _, i := range locks {
+		e.stripes[i].Lock()
+	}
+	defer func() {
+		for _, i := range locks {
+			e.stripes[i].Unlock()
+		}
+	}()
+	type alloc struct{ g, gi uint64 }
+	var news []alloc
+	flush := false
+	for k := range n {
+		g := g0 + k
+		v, err := e.gte(g)
+		if err != nil {
+			return err
+		}
+		q := p[k*seGrainBytes : (k+1)*seGrainBytes]
+		if v>>60 == 3 {
+			if err := e.writeInPlace(q, v, 0); err != nil {
+				return err
+			}
+			continue
+		}
+		gi, full, err := e.allocGrain(g)
+		if err == errSEFull {
+			break // the rest goes grain by grain, which flushes to reuse
+		}
+		if err != nil {
+			return err
+		}
+		flush = flush || full
+		news = append(news, alloc{g, gi})
+	}
+	for i := 0; i < len(news); {
+		j := i + 1
+		for j < len(news) && news[j].gi == news[j-1].gi+1 && news[j].g == news[j-1].g+1 {
+			j++
+		}
+		pos := e.grainPos(news[i].gi)
+		k := news[i].g - g0
+		if _, err := e.f.WriteAt(p[k*seGrainBytes:(k+uint64(j-i))*seGrainBytes], pos); err != nil {
+			return disk.Wrap(err, "vmdk: write", e.name, pos) // the grains leak until check -r leaks
+		}
+		i = j
+	}
+	for _, a := range news {
+		if _, err := e.setGTE(a.g, encodeSEData(a.gi)); err != nil {
+			return err
+		}
+	}
+	done := uint64(len(news))
+	for k := range n {
+		if v, err := e.gte(g0 + k); err != nil || v>>60 != 3 {
+			done = k
+			break
+		}
+		done = k + 1
+	}
+	if done < n {
+		// Stopped at a full grain section: finish grain by grain.
+		for _, i := range locks {
+			e.stripes[i].Unlock()
+		}
+		locks = nil
+		for k := done; k < n; k++ {
+			if err := e.writeGrain(p[k*seGrainBytes:(k+1)*seGrainBytes], off+int64(k)*seGrainBytes, 0, nil); err != nil {
+				return err
+			}
+		}
+	}
+	if flush {
+		return e.flush()
 	}
 	return nil
 }
