@@ -207,6 +207,28 @@ func TestHugeDiskSEsparse(t *testing.T) {
 	if n := d.Info().Layers; n != 1 {
 		t.Errorf("%d layers after removing every snapshot", n)
 	}
+	// Revert to a snapshot on an SEsparse delta.
+	m.mu.Lock()
+	rs, err := d.Snapshot(ctx, SnapshotSpec{Name: "revert"})
+	m.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	atSnap := m.clone()
+	writeScattered(t, rand.New(rand.NewPCG(8, 8)), h, &sparseModel{blocks: map[int64][]byte{}}, 60)
+	h.Close()
+	if err := d.Revert(ctx, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+	if h, err = d.OpenLive(false); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	verifySparse(t, h, atSnap, "live disk after revert")
+	m.blocks = atSnap
+	if err := d.RemoveSnapshot(ctx, rs.ID); err != nil {
+		t.Fatal(err)
+	}
 	// Allocated blocks cover every written block.
 	areas, err := d.Allocated(ctx, "", 0, size, 64<<10)
 	if err != nil {
@@ -233,6 +255,28 @@ func TestHugeDiskSEsparse(t *testing.T) {
 	}
 	if alloc > 512<<20 {
 		t.Errorf("the disk's files take %d bytes of storage", alloc)
+	}
+	// Grow to the largest capacity: extents are added within the file
+	// size limit, and the new end takes writes.
+	h.Close()
+	if err := d.Grow(ctx, MaxCapacity); err != nil {
+		t.Fatal(err)
+	}
+	if h, err = d.OpenLive(false); err != nil {
+		t.Fatal(err)
+	}
+	p := bytes.Repeat([]byte{0x99}, 4096)
+	if _, err := h.WriteAt(p, MaxCapacity-4096); err != nil {
+		t.Fatal(err)
+	}
+	m.blocks[MaxCapacity/4096-1] = p
+	verifySparse(t, h, m.clone(), "grown disk")
+	limit := fileLimit(d.dataDir())
+	ents, _ = os.ReadDir(d.dataDir())
+	for _, e := range ents {
+		if st, _ := e.Info(); limit > 0 && st.Size() > limit {
+			t.Errorf("%s is %d bytes, past the file limit", e.Name(), st.Size())
+		}
 	}
 }
 
