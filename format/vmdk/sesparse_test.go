@@ -316,6 +316,14 @@ func TestSESparseSplit(t *testing.T) {
 		t.Fatal("vdisk reads the split SEsparse disk differently from the model")
 	}
 	seQemuAgrees(t, path, m2.b, size+10<<20, 0x3c)
+	// A lost descriptor is rebuilt from the split extents' files.
+	os.Remove(path)
+	if err := RebuildDescriptor(ctx, path, "", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := seReadDisk(t, path); !bytes.Equal(got, m2.b) {
+		t.Fatal("the rebuilt descriptor reads differently")
+	}
 	for _, sf := range []Subformat{MonolithicFlat, MonolithicSparse} {
 		_, err := Create(ctx, filepath.Join(dir, "x-"+string(sf)+".vmdk"), size, &CreateOptions{Subformat: sf, MaxFileSize: limit})
 		if disk.CodeOf(err) != disk.ErrNoSpace {
