@@ -493,7 +493,7 @@ func (d *Disk) Info() DiskInfo {
 	for _, e := range ents {
 		if _, ok := layerID(d.name, e.Name()); ok {
 			if fi, err := e.Info(); err == nil {
-				in.FileBytes += fi.Size()
+				in.FileBytes += allocatedBytes(fi) // SEsparse files are mostly holes
 			}
 		}
 	}
