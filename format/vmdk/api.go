@@ -50,6 +50,12 @@ type CreateOptions struct {
 	// (twoGbMaxExtent*) subformats. Default 2047 MiB (VMware's); qemu uses
 	// 2 GiB.
 	SplitSize int64
+	// MaxFileSize, when set, is the largest file the target filesystem
+	// holds (ext4: 16 TiB). An seSparse disk is then split into several
+	// SESPARSE extents, each of whose files stays below it even when every
+	// grain is written; a subformat whose file could outgrow it is refused
+	// with ErrNoSpace naming the limit.
+	MaxFileSize int64
 	// IgnoreCID accepts a Parent chain whose CIDs do not match (see
 	// OpenOptions.IgnoreCID); the new child records the parent's current CID.
 	IgnoreCID bool
@@ -94,6 +100,10 @@ type OpenOptions struct {
 	// a conflict is disk.ErrBusy. Only a read-only open should force
 	// sharing.
 	ForceShare bool
+	// MaxFileSize, when set, is the largest file the filesystem holds
+	// (see CreateOptions.MaxFileSize): Resize keeps every file it grows or
+	// adds below it, or fails with ErrNoSpace naming it.
+	MaxFileSize int64
 	// FS is the filesystem to open files from; nil means disk.OSFS.
 	FS disk.FS
 }

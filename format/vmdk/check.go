@@ -212,18 +212,17 @@ func (c *checker) checkExtentFiles(ctx context.Context, path string, desc *descr
 					}
 				}
 			}
-		case "VMFSSPARSE", "SESPARSE":
+		case "SESPARSE":
+			if err := c.checkSESparse(ctx, name, st.Size(), repair); err != nil {
+				c.problem(name, "error", "%v", err)
+			}
+		case "VMFSSPARSE":
 			f, err := c.fsys.OpenFile(name, os.O_RDONLY, 0)
 			if err != nil {
 				c.problem(name, "error", "cannot open extent: %v", err)
 				continue
 			}
-			var e extent
-			if el.Type == "VMFSSPARSE" {
-				e, err = openCOWD(f, name, st.Size(), true)
-			} else {
-				e, err = openSESparse(f, name, st.Size(), true)
-			}
+			e, err := openCOWD(f, name, st.Size(), true)
 			if err != nil {
 				c.problem(name, "error", "%v", err)
 				f.Close()

@@ -20,9 +20,9 @@ func TestCrashSafety(t *testing.T) {
 	if testenv.Required("long") || isLong() {
 		points = 2000
 	}
-	for _, sf := range []Subformat{MonolithicSparse, TwoGbMaxExtentSparse, MonolithicFlat} {
+	for _, sf := range []Subformat{MonolithicSparse, TwoGbMaxExtentSparse, MonolithicFlat, SESparse} {
 		for _, child := range []bool{false, true} {
-			if child && sf != MonolithicSparse {
+			if child && sf != MonolithicSparse && sf != SESparse {
 				continue
 			}
 			t.Run(fmt.Sprintf("%s/child=%v", sf, child), func(t *testing.T) {
@@ -68,6 +68,9 @@ func crashOnce(t *testing.T, sf Subformat, child bool, seed uint64) {
 		}
 		copy(flushed, p)
 		o = &CreateOptions{Parent: "/img/base.vmdk", FS: fsys}
+		if sf == SESparse {
+			o.Subformat = SESparse
+		}
 	}
 	d, err := Create(ctx, path, size, o)
 	if err != nil {
@@ -75,13 +78,35 @@ func crashOnce(t *testing.T, sf Subformat, child bool, seed uint64) {
 	}
 	current := append([]byte(nil), flushed...)
 	dirty := make([]bool, size/disk.SectorSize)
+	unknown := make([]bool, size/disk.SectorSize) // trimmed: as before or zeros
 	fsys.CrashAfter(1+rng.IntN(400), rand.New(rand.NewPCG(seed, 7)))
 	for range 60 {
 		if fsys.Crashed() != nil {
 			break
 		}
-		switch rng.IntN(8) {
-		case 0:
+		switch op := rng.IntN(10); {
+		case op >= 8 && sf == SESparse:
+			// Zero or trim whole grains (and, for zero, a partial one).
+			off := rng.Int64N(size/4096) * 4096
+			n := min((rng.Int64N(64)+1)*4096, size-off)
+			if op == 8 {
+				n = min(n+rng.Int64N(4096), size-off)
+				if err := d.WriteZeroes(off, n, 0); err != nil {
+					t.Fatal(err)
+				}
+				clear(current[off : off+n])
+			} else if err := d.Trim(off, n); err != nil {
+				t.Fatal(err)
+			}
+			for s := off / disk.SectorSize; s <= (off+n-1)/disk.SectorSize; s++ {
+				dirty[s] = true
+				if op == 9 {
+					unknown[s] = true
+				} else if s*disk.SectorSize >= off && (s+1)*disk.SectorSize <= off+n {
+					unknown[s] = false
+				}
+			}
+		case op == 0:
 			if err := d.Flush(); err != nil {
 				t.Fatal(err)
 			}
@@ -105,6 +130,11 @@ func crashOnce(t *testing.T, sf Subformat, child bool, seed uint64) {
 			copy(current[off:], p)
 			for s := off / disk.SectorSize; s <= (off+n-1)/disk.SectorSize; s++ {
 				dirty[s] = true
+				// The rest of a partly written trimmed sector is still
+				// as before or zeros.
+				if s*disk.SectorSize >= off && (s+1)*disk.SectorSize <= off+n {
+					unknown[s] = false
+				}
 			}
 		}
 	}
@@ -134,7 +164,7 @@ func crashOnce(t *testing.T, sf Subformat, child bool, seed uint64) {
 		t.Fatalf("seed %d: read after crash: %v", seed, err)
 	}
 	for s := range dirty {
-		if dirty[s] {
+		if dirty[s] || unknown[s] {
 			continue
 		}
 		a, b := s*disk.SectorSize, (s+1)*disk.SectorSize

@@ -77,7 +77,9 @@ func (o *CreateOptions) validate(size int64) error {
 			return disk.Errorf(disk.ErrInvalid, "vmdk: a vmfsSparse disk is a delta: it needs a parent")
 		}
 	case SESparse:
-		return disk.Errorf(disk.ErrNotSupported, "vmdk: creating seSparse deltas is not supported; create a vmfsSparse or monolithicSparse child")
+		if o.ZeroedGrain {
+			return disk.Errorf(disk.ErrInvalid, "vmdk: seSparse images always have zero grain entries; zeroed_grain does not apply")
+		}
 	default:
 		return disk.Errorf(disk.ErrInvalid, "vmdk: unknown subformat %q", o.Subformat)
 	}
@@ -165,6 +167,9 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 		created = append(created, name)
 		return f, nil
 	}
+	if err := checkFileLimit(opts, size); err != nil {
+		return nil, err
+	}
 	switch opts.Subformat {
 	case MonolithicSparse, StreamOptimized:
 		if opts.Subformat == MonolithicSparse && sectors >= maxExtentSectors {
@@ -250,6 +255,38 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 		if err := writeNewFile(fsys, path, newDescriptorText(cid, parentCID, string(VMFSSparse), hint, ext, ddb), &created); err != nil {
 			return fail(err)
 		}
+	case SESparse:
+		// As ESXi names and describes them (§5.5): NAME.vmdk and
+		// NAME-sesparse.vmdk, createType "seSparse", ddb.grain = "8".
+		// A disk whose one file could outgrow the filesystem's limit is
+		// split into several SESPARSE extents (qemu reads them).
+		caps, reserve, err := seSplit(sectors, uint64(max(opts.MaxFileSize, 0)))
+		if err != nil {
+			return fail(err)
+		}
+		var ext []extentLine
+		for i, c := range caps {
+			name := base + "-sesparse.vmdk"
+			if len(caps) > 1 {
+				name = fmt.Sprintf("%s-sesparse-%03d.vmdk", base, i+1)
+			}
+			f, err := newFile(filepath.Join(dir, name))
+			if err != nil {
+				return fail(err)
+			}
+			err = createSESparse(f, c, reserve(c))
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fail(disk.Wrap(err, "vmdk: create", name, -1))
+			}
+			ext = append(ext, extentLine{Access: "RW", Sectors: int64(c), Type: "SESPARSE", File: name})
+		}
+		ddb = append(ddb, [2]string{"ddb.grain", "8"})
+		if err := writeNewFile(fsys, path, newDescriptorText(cid, parentCID, string(SESparse), hint, ext, ddb), &created); err != nil {
+			return fail(err)
+		}
 	case MonolithicFlat, VMFS, VMFSThin:
 		name := base + "-flat.vmdk"
 		typ, ct := "FLAT", string(MonolithicFlat)
@@ -282,11 +319,37 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 	if err := fsys.SyncDir(dir); err != nil {
 		return fail(disk.Wrap(err, "vmdk: create: sync directory", dir, -1))
 	}
-	d, err := Open(ctx, path, &OpenOptions{ForceShare: opts.ForceShare, FS: fsys})
+	d, err := Open(ctx, path, &OpenOptions{ForceShare: opts.ForceShare, FS: fsys, MaxFileSize: opts.MaxFileSize})
 	if err != nil {
 		return fail(err)
 	}
 	return d, nil
+}
+
+// checkFileLimit refuses a disk one of whose files could grow past
+// o.MaxFileSize, naming the limit, before any file is made.
+func checkFileLimit(o CreateOptions, size int64) error {
+	if o.MaxFileSize <= 0 {
+		return nil
+	}
+	var biggest int64
+	switch o.Subformat {
+	case MonolithicFlat, VMFS, VMFSThin:
+		biggest = size
+	case MonolithicSparse, VMFSSparse:
+		// Grains plus at most 1/128 of metadata (4-byte entries per grain
+		// of at least 512 bytes) and the header area.
+		biggest = size + size/128 + 1<<20
+	case TwoGbMaxExtentSparse, TwoGbMaxExtentFlat:
+		biggest = min(size, o.SplitSize) + min(size, o.SplitSize)/128 + 1<<20
+	default:
+		return nil // seSparse splits; streamOptimized is compressed
+	}
+	if biggest > o.MaxFileSize {
+		return disk.Errorf(disk.ErrNoSpace, "vmdk: a %s disk of %d bytes needs a file of up to %d bytes, more than the %d bytes a file holds on this filesystem; use seSparse or twoGbMaxExtentSparse",
+			o.Subformat, size, biggest, o.MaxFileSize)
+	}
+	return nil
 }
 
 func writeNewFile(fsys disk.FS, name string, b []byte, created *[]string) error {

@@ -215,6 +215,7 @@ func TestSESparseMalformed(t *testing.T) {
 		{"bad-nibble", mut(func(b []byte) { le.PutUint64(b[3*512+3*8:], 7<<60) }), disk.ErrCorrupt},
 		{"grain-outside", mut(func(b []byte) { le.PutUint64(b[3*512+3*8:], 3<<60|0xffff) }), disk.ErrCorrupt},
 		{"huge-capacity", mut(func(b []byte) { le.PutUint64(b[16:], 1<<50) }), disk.ErrCorrupt},
+		{"huge-grain-section", mut(func(b []byte) { le.PutUint64(b[200:], 1<<49) }), 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

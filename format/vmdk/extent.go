@@ -65,3 +65,9 @@ type zeroer interface {
 	// is copied from it).
 	zeroAt(off, n int64, parent io.ReaderAt) error
 }
+
+// trimmer is an extent that can release the storage of whole grains
+// (SEsparse unmap). Partial grains are left alone: trim is advisory.
+type trimmer interface {
+	trimAt(off, n int64, parent io.ReaderAt) error
+}

@@ -192,11 +192,29 @@ func (d *Disk) Resize(ctx context.Context, size int64) (err error) {
 	grow := (size - d.size) / disk.SectorSize
 	exts := append([]extentLine(nil), l.desc.extents...)
 	split := strings.Contains(strings.ToLower(l.createType), "gbmaxextent")
-	if !split {
-		if err := growLast(l, exts, grow); err != nil {
+	_, se := unwrapExtent(l.extents[len(l.extents)-1]).(*seSparseExtent)
+	switch {
+	case se:
+		// The last SEsparse extent grows within the room its sections
+		// have; past it, extents no larger than the first are added (a
+		// split link's first extent is as large as a file may hold).
+		if err := growLast(l, exts, grow, d.opts.MaxFileSize); err == nil {
+			break
+		} else if disk.CodeOf(err) != disk.ErrNotSupported {
 			return err
 		}
-	} else {
+		var addErr error
+		exts, addErr = d.addSEExtents(l, exts, grow)
+		defer func() {
+			if err == nil {
+				err = addErr
+			}
+		}()
+	case !split:
+		if err := growLast(l, exts, grow, d.opts.MaxFileSize); err != nil {
+			return err
+		}
+	default:
 		// Split disks fill their last extent up to the split size, then
 		// add extents as VMware does.
 		splitSectors := int64(defaultSplitSize / disk.SectorSize)
@@ -205,7 +223,7 @@ func (d *Disk) Resize(ctx context.Context, size int64) (err error) {
 		}
 		first := min(grow, max(0, splitSectors-exts[len(exts)-1].Sectors))
 		if first > 0 {
-			if err := growLast(l, exts, first); err != nil {
+			if err := growLast(l, exts, first, d.opts.MaxFileSize); err != nil {
 				return err
 			}
 		}
@@ -238,11 +256,15 @@ func (d *Disk) Resize(ctx context.Context, size int64) (err error) {
 	return nil
 }
 
-// growLast grows a link's last extent by grow sectors and updates exts.
-func growLast(l *link, exts []extentLine, grow int64) error {
+// growLast grows a link's last extent by grow sectors and updates exts;
+// a flat file may not grow past lim bytes (0: no limit).
+func growLast(l *link, exts []extentLine, grow, lim int64) error {
 	last := len(l.extents) - 1
 	switch u := unwrapExtent(l.extents[last]).(type) {
 	case *flatExtent:
+		if lim > 0 && u.base+(exts[last].Sectors+grow)*disk.SectorSize > lim {
+			return disk.Errorf(disk.ErrNoSpace, "vmdk: %s: growing it to %d bytes would pass the %d bytes a file holds on this filesystem", u.name, u.base+(exts[last].Sectors+grow)*disk.SectorSize, lim)
+		}
 		if err := u.f.Truncate(u.base + (exts[last].Sectors+grow)*disk.SectorSize); err != nil {
 			return disk.Wrap(err, "vmdk: resize", u.name, -1)
 		}
@@ -258,10 +280,63 @@ func growLast(l *link, exts []extentLine, grow int64) error {
 		}
 		exts[last].Sectors += grow
 		l.extents[last] = sized{extent: u, n: u.size_}
+	case *seSparseExtent:
+		if err := u.grow(u.h.capacity + uint64(grow)); err != nil {
+			return err
+		}
+		exts[last].Sectors += grow
+		l.extents[last] = sized{extent: u, n: u.size()}
 	default:
 		return disk.Errorf(disk.ErrNotSupported, "vmdk: this extent type cannot grow")
 	}
 	return nil
+}
+
+// maxSESparseExtents bounds the extents of an SEsparse link.
+const maxSESparseExtents = 1024
+
+// addSEExtents appends SEsparse extents to l until it holds left more
+// sectors: one, or as many as the file size limit (d.opts.MaxFileSize)
+// requires.
+func (d *Disk) addSEExtents(l *link, exts []extentLine, left int64) ([]extentLine, error) {
+	dir := filepath.Dir(l.path)
+	base := strings.TrimSuffix(filepath.Base(l.path), filepath.Ext(l.path))
+	caps, reserve, err := seSplit(uint64(left), uint64(max(d.opts.MaxFileSize, 0)))
+	if err != nil {
+		return exts, err
+	}
+	if len(exts)+len(caps) > maxSESparseExtents {
+		return exts, disk.Errorf(disk.ErrNotSupported, "vmdk: growing by %d bytes would take more than %d SEsparse extents", left*disk.SectorSize, maxSESparseExtents)
+	}
+	first := len(exts) + 1
+	for i, c := range caps {
+		n := int64(c)
+		name := fmt.Sprintf("%s-sesparse-%03d.vmdk", base, first+i)
+		f, err := d.fsys.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+		if err != nil {
+			return exts, disk.Wrap(err, "vmdk: resize", name, -1)
+		}
+		err = createSESparse(f, c, reserve(c))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = d.fsys.SyncDir(dir)
+		}
+		if err != nil {
+			return exts, disk.Wrap(err, "vmdk: resize", name, -1)
+		}
+		el := extentLine{Access: "RW", Sectors: n, Type: "SESPARSE", File: name}
+		e, err := d.openExtent(dir, el, false)
+		if err != nil {
+			return exts, err
+		}
+		l.extents = append(l.extents, e)
+		l.starts = append(l.starts, 0) // recomputed by Resize
+		exts = append(exts, el)
+		left -= n
+	}
+	return exts, nil
 }
 
 // addExtents appends extents of at most splitSectors to a split link until

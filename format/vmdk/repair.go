@@ -100,9 +100,11 @@ func editDescriptor(ctx context.Context, path string, fsys disk.FS, edit func(*d
 // RebuildDescriptor writes a new descriptor at path for extent files that
 // lost theirs (the VMware KB recipe): it finds the extents by VMware's and
 // qemu's naming (NAME-flat.vmdk, NAME-f001.vmdk…, NAME-s001.vmdk…,
-// NAME-delta.vmdk, NAME-sesparse.vmdk), takes capacities from the sparse
-// headers or file sizes, and, for a delta, links it to parent (whose current
-// CID it records). The adapter type is written as given ("" for lsilogic).
+// NAME-delta.vmdk, NAME-sesparse.vmdk, NAME-sesparse-001.vmdk…), takes
+// capacities from the sparse headers or file sizes, and, for a delta, links
+// it to parent (whose current CID it records; an seSparse disk without a
+// parent is standalone). The adapter type is written as given ("" for
+// lsilogic).
 func RebuildDescriptor(ctx context.Context, path, parent, adapter string, fsys disk.FS) error {
 	if fsys == nil {
 		fsys = disk.OSFS{}
@@ -164,13 +166,24 @@ func RebuildDescriptor(ctx context.Context, path, parent, adapter string, fsys d
 		}
 		createType = "vmfsSparse"
 		add(base+"-delta.vmdk", "VMFSSPARSE", int64(binary.LittleEndian.Uint32(b[cowdOffNumSectors:])))
-	case contains(names, base+"-sesparse.vmdk"):
-		b, err := head(base + "-sesparse.vmdk")
-		if err != nil || binary.LittleEndian.Uint64(b) != seConstMagic {
-			return disk.Errorf(disk.ErrCorrupt, "vmdk: %s-sesparse.vmdk is not an SEsparse extent", base)
+	case contains(names, base+"-sesparse.vmdk") || contains(names, base+"-sesparse-001.vmdk"):
+		// One extent, or several when vdisk split the disk to fit a file
+		// size limit.
+		files := []string{base + "-sesparse.vmdk"}
+		if !contains(names, files[0]) {
+			files = nil
+			for i := 1; contains(names, fmt.Sprintf("%s-sesparse-%03d.vmdk", base, i)); i++ {
+				files = append(files, fmt.Sprintf("%s-sesparse-%03d.vmdk", base, i))
+			}
+		}
+		for _, name := range files {
+			b, err := head(name)
+			if err != nil || len(b) < 24 || binary.LittleEndian.Uint64(b) != seConstMagic {
+				return disk.Errorf(disk.ErrCorrupt, "vmdk: %s is not an SEsparse extent", name)
+			}
+			add(name, "SESPARSE", int64(binary.LittleEndian.Uint64(b[16:])))
 		}
 		createType = "seSparse"
-		add(base+"-sesparse.vmdk", "SESPARSE", int64(binary.LittleEndian.Uint64(b[16:])))
 	default:
 		for i := 1; ; i++ {
 			f, s := fmt.Sprintf("%s-f%03d.vmdk", base, i), fmt.Sprintf("%s-s%03d.vmdk", base, i)
@@ -204,7 +217,7 @@ func RebuildDescriptor(ctx context.Context, path, parent, adapter string, fsys d
 	}
 	parentCID := uint32(0xffffffff)
 	hint := ""
-	if createType == "vmfsSparse" || createType == "seSparse" {
+	if createType == "vmfsSparse" || (createType == "seSparse" && parent != "") {
 		if parent == "" {
 			return disk.Errorf(disk.ErrInvalid, "vmdk: %s is a delta: name its parent", path)
 		}

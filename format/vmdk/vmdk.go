@@ -48,7 +48,7 @@ type link struct {
 
 // Disk is an open VMDK disk: a chain of links, the first of which (the
 // leaf) receives writes. It implements disk.Disk, disk.Extenter,
-// disk.Zeroer and disk.Resizer. ReadAt, WriteAt and Extents are safe for
+// disk.Zeroer, disk.Trimmer and disk.Resizer. ReadAt, WriteAt and Extents are safe for
 // concurrent use; Resize, SetMetadata and Close must not race with I/O.
 type Disk struct {
 	links []*link
@@ -835,6 +835,29 @@ func (d *Disk) WriteZeroes(off, n int64, flags disk.ZeroFlags) error {
 			return disk.Errorf(disk.ErrNotSupported, "vmdk: fast zeroing not supported here")
 		default:
 			if err := writeZeros(e, eoff, c, d.parentFor(l.starts[x])); err != nil {
+				return err
+			}
+		}
+		off += c
+	}
+	return nil
+}
+
+// Trim releases the storage of whole grains of [off, off+n) in the leaf's
+// SEsparse extents: they read as zeros afterwards and their grains are
+// reused. On other extents it does nothing (trim is advisory).
+func (d *Disk) Trim(off, n int64) error {
+	if err := d.writable(off, n); err != nil {
+		return err
+	}
+	l := d.links[0]
+	for end := off + n; off < end; {
+		x := l.find(off)
+		e := l.extents[x]
+		eoff := off - l.starts[x]
+		c := min(end-off, e.size()-eoff)
+		if t, ok := unwrapExtent(e).(trimmer); ok {
+			if err := t.trimAt(eoff, c, d.parentFor(l.starts[x])); err != nil {
 				return err
 			}
 		}

@@ -20,7 +20,7 @@ import (
 
 var ctx = context.Background()
 
-var creatable = []Subformat{MonolithicSparse, MonolithicFlat, TwoGbMaxExtentSparse, TwoGbMaxExtentFlat, VMFS, VMFSThin}
+var creatable = []Subformat{MonolithicSparse, MonolithicFlat, TwoGbMaxExtentSparse, TwoGbMaxExtentFlat, VMFS, VMFSThin, SESparse}
 
 // create makes a disk in a temporary directory and registers a cleanup that
 // checks it with Check and, when available, qemu-img check.

@@ -174,3 +174,32 @@ func TestConvertCompressed(t *testing.T) {
 	}
 	testenv.Run(t, "qemu-img", "compare", "-f", "raw", "-F", "vmdk", src, dst)
 }
+
+// TestSESparseTarget: create -o subformat=seSparse makes standalone and
+// child SEsparse images, and convert writes one that qemu-img check and
+// compare accept.
+func TestSESparseTarget(t *testing.T) {
+	testenv.Tool(t, "qemu-img")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "s.raw")
+	b := make([]byte, 3<<20)
+	for i := 1 << 20; i < 2<<20; i++ {
+		b[i] = byte(i / 4096)
+	}
+	os.WriteFile(src, b, 0o644)
+	out := filepath.Join(dir, "c.vmdk")
+	mustRun(t, "convert", "-O", "vmdk", "-o", "subformat=seSparse", src, out)
+	testenv.Run(t, "qemu-img", "check", out)
+	testenv.Run(t, "qemu-img", "compare", "-F", "raw", out, src)
+	if info := testenv.Run(t, "qemu-img", "info", out); !strings.Contains(info, "create type: seSparse") {
+		t.Errorf("qemu-img info:\n%s", info)
+	}
+	base, child := filepath.Join(dir, "b.vmdk"), filepath.Join(dir, "ch.vmdk")
+	mustRun(t, "create", "-f", "vmdk", base, "8M")
+	mustRun(t, "create", "-f", "vmdk", "-o", "subformat=seSparse", "-b", base, child)
+	desc, _ := os.ReadFile(child)
+	if !strings.Contains(string(desc), `createType="seSparse"`) || !strings.Contains(string(desc), `parentFileNameHint="b.vmdk"`) {
+		t.Errorf("child descriptor:\n%s", desc)
+	}
+	testenv.Run(t, "qemu-img", "check", child)
+}

@@ -158,3 +158,65 @@ func BenchmarkIncrementalOverread(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkChangesBySize: a changed-area query and an allocated-block
+// query where 1% of 4 GiB (40 MiB in 64 KiB blocks, scattered over the
+// whole disk) changed between two snapshots, on a 4 GiB disk and on a
+// 62 TiB one (seSparse base and deltas). The cost should follow the
+// changes, not the capacity.
+func BenchmarkChangesBySize(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		size int64
+	}{{"4GiB", 4 << 30}, {"62TiB", MaxCapacity}} {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := context.Background()
+			s, err := Open(ctx, b.TempDir(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.CreateDisk(ctx, DiskSpec{Name: "d", Capacity: c.size, CBT: true, CBTBlockSize: 64 << 10}); err != nil {
+				b.Fatal(err)
+			}
+			d, _ := s.Disk("d")
+			s1, err := d.Snapshot(ctx, SnapshotSpec{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			h, _ := d.OpenLive(false)
+			rng := rand.New(rand.NewPCG(1, 2))
+			const block = 64 << 10
+			data := make([]byte, block)
+			for i := range data {
+				data[i] = byte(i*7 + 1)
+			}
+			for range (4 << 30) / 100 / block {
+				if _, err := h.WriteAt(data, rng.Int64N(c.size/block)*block); err != nil {
+					b.Fatal(err)
+				}
+			}
+			h.Close()
+			s2, err := d.Snapshot(ctx, SnapshotSpec{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Run("changed", func(b *testing.B) {
+				for b.Loop() {
+					if _, err := d.Changes(ctx, s2.ID, s1.ChangeID, 0, 0); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/query")
+			})
+			b.Run("allocated", func(b *testing.B) {
+				for b.Loop() {
+					if _, err := d.Allocated(ctx, s2.ID, 0, c.size, 1<<20); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/query")
+			})
+		})
+	}
+}

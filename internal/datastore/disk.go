@@ -215,8 +215,11 @@ func (s *Store) createDisk(ctx context.Context, spec DiskSpec) (*Disk, error) {
 			CBTBlockSize: spec.CBTBlockSize}}
 	// Sparse layers record zeroed grains in their tables (header version
 	// 2), so zeroing and trimming write no data.
+	// Files are made to fit the filesystem's size limit, or refused
+	// naming it.
 	zg := spec.Type == vmdk.MonolithicSparse || spec.Type == vmdk.TwoGbMaxExtentSparse
-	v, err := vmdk.Create(ctx, d.layerPath(0), spec.Capacity, &vmdk.CreateOptions{Subformat: spec.Type, Adapter: spec.Adapter, HWVersion: 14, ZeroedGrain: zg, ForceShare: true})
+	v, err := vmdk.Create(ctx, d.layerPath(0), spec.Capacity, &vmdk.CreateOptions{Subformat: spec.Type, Adapter: spec.Adapter, HWVersion: 14,
+		ZeroedGrain: zg, ForceShare: true, MaxFileSize: fileLimit(d.dataDir())})
 	if err != nil {
 		return nil, err
 	}
@@ -330,7 +333,8 @@ func (d *Disk) sweep() {
 // first when the leaf was not closed cleanly.
 func (d *Disk) openLive(ctx context.Context, check bool) error {
 	path := d.layerPath(d.st.Leaf)
-	v, err := vmdk.Open(ctx, path, &vmdk.OpenOptions{IgnoreCID: true, ForceShare: true})
+	o := &vmdk.OpenOptions{IgnoreCID: true, ForceShare: true, MaxFileSize: fileLimit(d.dataDir())}
+	v, err := vmdk.Open(ctx, path, o)
 	if err != nil {
 		return err
 	}
@@ -341,7 +345,7 @@ func (d *Disk) openLive(ctx context.Context, check bool) error {
 			return err
 		}
 		d.s.log.Warn("repaired a layer that was not closed cleanly", "disk", d.name, "leaks", rep.Leaks, "errors", rep.Errors)
-		if v, err = vmdk.Open(ctx, path, &vmdk.OpenOptions{IgnoreCID: true, ForceShare: true}); err != nil {
+		if v, err = vmdk.Open(ctx, path, o); err != nil {
 			return err
 		}
 	}
@@ -489,7 +493,7 @@ func (d *Disk) Info() DiskInfo {
 	for _, e := range ents {
 		if _, ok := layerID(d.name, e.Name()); ok {
 			if fi, err := e.Info(); err == nil {
-				in.FileBytes += fi.Size()
+				in.FileBytes += allocatedBytes(fi) // SEsparse files are mostly holes
 			}
 		}
 	}

@@ -1,11 +1,14 @@
 package datastore
 
 import (
+	"os"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/format/vmdk"
 )
 
 // Bounds on what clients store in the datastore's records. With them a
@@ -58,4 +61,55 @@ func checkCapacity(n int64) error {
 		return disk.Errorf(disk.ErrInvalid, "datastore: capacity %d bytes: a disk holds 1 byte to 62 TiB", n)
 	}
 	return nil
+}
+
+// sparseLimit is the capacity from which a monolithicSparse layer no
+// longer works (32-bit sector numbers, §3.7): bases default to seSparse
+// from there, and snapshot deltas are seSparse.
+const sparseLimit = 2 << 40
+
+// layerType is the subformat of new layers of a disk of capacity bytes:
+// deltas, and bases whose type the caller left open.
+func layerType(capacity int64) vmdk.Subformat {
+	if capacity >= sparseLimit {
+		return vmdk.SESparse
+	}
+	return vmdk.MonolithicSparse
+}
+
+var fileLimits sync.Map // directory -> int64
+
+// fileLimit returns the largest file the filesystem holding dir can hold
+// (ext4 with 4 KiB blocks: 16 TiB - 4 KiB), learnt once per directory by
+// growing an empty probe file until the filesystem refuses (EFBIG or
+// EINVAL): no block is allocated. 0 means unknown (no limit is applied).
+func fileLimit(dir string) int64 {
+	if v, ok := fileLimits.Load(dir); ok {
+		return v.(int64)
+	}
+	f, err := os.CreateTemp(dir, ".vdisk-filelimit-")
+	if err != nil {
+		return 0
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	lo, hi := int64(0), int64(1)<<62/4096 // in 4 KiB units: lo fits, hi+1 does not
+	if f.Truncate(hi*4096) == nil {
+		lo = hi
+	}
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		if f.Truncate(mid*4096) == nil {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	f.Truncate(0)
+	limit := lo * 4096
+	if lo == int64(1)<<62/4096 {
+		limit = 0 // no limit worth applying
+	}
+	fileLimits.Store(dir, limit)
+	return limit
 }

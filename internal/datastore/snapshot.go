@@ -33,8 +33,11 @@ func (d *Disk) newLeaf(ctx context.Context, parent int) (int, error) {
 	if err := removeLayer(dir, d.name, id); err != nil {
 		return 0, err
 	}
-	v, err := vmdk.Create(ctx, d.layerPath(id), 0, &vmdk.CreateOptions{Parent: d.layerPath(parent), IgnoreCID: true,
-		Adapter: d.st.Adapter, HWVersion: 14, ZeroedGrain: true, ForceShare: true})
+	// Deltas of disks of 2 TiB and more are SEsparse, split to fit the
+	// filesystem's file size limit.
+	sf := layerType(d.st.Capacity)
+	v, err := vmdk.Create(ctx, d.layerPath(id), 0, &vmdk.CreateOptions{Subformat: sf, Parent: d.layerPath(parent), IgnoreCID: true,
+		Adapter: d.st.Adapter, HWVersion: 14, ZeroedGrain: sf == vmdk.MonolithicSparse, ForceShare: true, MaxFileSize: fileLimit(dir)})
 	if err != nil {
 		return 0, err
 	}
@@ -282,12 +285,13 @@ func (d *Disk) consolidate(ctx context.Context) error {
 	}
 }
 
-// layerBytes is the storage a layer's files take.
+// layerBytes is the storage a layer's files take: blocks allocated, not
+// lengths (an SEsparse file is mostly holes).
 func (d *Disk) layerBytes(id int) int64 {
 	var n int64
 	for _, f := range layerFiles(d.dataDir(), d.name, id) {
 		if st, err := os.Stat(f); err == nil {
-			n += st.Size()
+			n += allocatedBytes(st)
 		}
 	}
 	return n

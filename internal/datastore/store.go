@@ -399,8 +399,10 @@ func (s *Store) Targets() []string {
 type DiskSpec struct {
 	Name     string
 	Capacity int64
-	// Type is the base layer's subformat; default monolithicSparse.
-	// Snapshot deltas are always monolithicSparse.
+	// Type is the base layer's subformat; default monolithicSparse below
+	// 2 TiB and seSparse from there (split into extents that fit the
+	// filesystem's file size limit). Snapshot deltas are monolithicSparse
+	// below 2 TiB and seSparse from there.
 	Type    vmdk.Subformat
 	Adapter string // default lsilogic
 	CBT     bool   // start with change tracking enabled
@@ -434,10 +436,10 @@ func (s *Store) CreateDisk(ctx context.Context, spec DiskSpec) (DiskInfo, error)
 	}
 	switch spec.Type {
 	case "":
-		spec.Type = vmdk.MonolithicSparse
-	case vmdk.MonolithicSparse, vmdk.MonolithicFlat, vmdk.TwoGbMaxExtentSparse, vmdk.TwoGbMaxExtentFlat, vmdk.VMFS, vmdk.VMFSThin:
+		spec.Type = layerType(spec.Capacity)
+	case vmdk.MonolithicSparse, vmdk.MonolithicFlat, vmdk.TwoGbMaxExtentSparse, vmdk.TwoGbMaxExtentFlat, vmdk.VMFS, vmdk.VMFSThin, vmdk.SESparse:
 	default:
-		return DiskInfo{}, disk.Errorf(disk.ErrNotSupported, "datastore: a live disk cannot be of type %s (use monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat, vmfs or vmfsThin)", spec.Type)
+		return DiskInfo{}, disk.Errorf(disk.ErrNotSupported, "datastore: a live disk cannot be of type %s (use monolithicSparse, monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat, vmfs, vmfsThin or seSparse)", spec.Type)
 	}
 	if spec.Adapter == "" {
 		spec.Adapter = "lsilogic"

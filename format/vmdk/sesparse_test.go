@@ -1,0 +1,333 @@
+package vmdk
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/internal/testenv"
+)
+
+// seModel is what an SEsparse link should read: the content, and which
+// grains the link holds (the others show the parent).
+type seModel struct {
+	b      []byte
+	parent []byte
+	held   []bool
+}
+
+func newSEModel(parent []byte) *seModel {
+	return &seModel{b: append([]byte(nil), parent...), parent: parent, held: make([]bool, divRoundUp(uint64(len(parent)), seGrainBytes))}
+}
+
+func (m *seModel) hold(off, n int64) {
+	for g := off / seGrainBytes; g <= (off+n-1)/seGrainBytes; g++ {
+		if !m.held[g] {
+			// A partly written grain copies the rest from the parent.
+			m.held[g] = true
+		}
+	}
+}
+
+// trim: whole grains the link holds read as zeros, others as before.
+func (m *seModel) trim(off, n int64) {
+	for g := (off + seGrainBytes - 1) / seGrainBytes; (g+1)*seGrainBytes <= off+n; g++ {
+		if m.held[g] {
+			clear(m.b[g*seGrainBytes : (g+1)*seGrainBytes])
+		}
+	}
+}
+
+// seOps writes, zeroes and trims d and m alike.
+func seOps(t *testing.T, d *Disk, m *seModel, seed uint64, n int) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 5))
+	size := int64(len(m.b))
+	for i := range n {
+		off := rng.Int64N(size)
+		l := min(rng.Int64N(200<<10)+1, size-off)
+		switch rng.IntN(5) {
+		case 0:
+			if err := d.WriteZeroes(off, l, 0); err != nil {
+				t.Fatal(err)
+			}
+			m.hold(off, l)
+			clear(m.b[off : off+l])
+		case 1:
+			if err := d.Trim(off, l); err != nil {
+				t.Fatal(err)
+			}
+			m.trim(off, l)
+		default:
+			p := make([]byte, l)
+			for j := range p {
+				p[j] = byte(rng.Uint32())
+			}
+			if _, err := d.WriteAt(p, off); err != nil {
+				t.Fatal(err)
+			}
+			m.hold(off, l)
+			copy(m.b[off:], p)
+		}
+		if i%7 == 6 {
+			if err := d.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func seReadDisk(t *testing.T, path string) []byte {
+	t.Helper()
+	d, err := Open(ctx, path, &OpenOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	b := make([]byte, d.Size())
+	if _, err := d.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// seQemuAgrees checks path with qemu-img check, compares it with the model
+// through qemu-img compare and checks a pattern with qemu-io read -P.
+func seQemuAgrees(t *testing.T, path string, model []byte, patOff int64, pat byte) {
+	t.Helper()
+	testenv.Run(t, "qemu-img", "check", "-f", "vmdk", path)
+	raw := filepath.Join(t.TempDir(), "model.raw")
+	if err := os.WriteFile(raw, model, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Run(t, "qemu-img", "compare", "-f", "vmdk", "-F", "raw", path, raw)
+	testenv.Run(t, "qemu-io", "-r", "-f", "vmdk", "-c", fmt.Sprintf("read -P %#x %d 64k", pat, patOff), path)
+	if r, err := Check(ctx, path, nil); err != nil || r.Errors != 0 || r.Leaks != 0 {
+		t.Fatalf("Check = %+v, %v", r, err)
+	}
+}
+
+// TestSESparseChildOfQemuBase: an SEsparse delta vdisk creates on a base
+// qemu-img made reads back, through vdisk and qemu, as the model says
+// after writes, zeroes (whole and partial grains) and trims, and grains
+// freed by trim or zero are reused rather than appended.
+func TestSESparseChildOfQemuBase(t *testing.T) {
+	testenv.Tool(t, "qemu-img")
+	testenv.Tool(t, "qemu-io")
+	dir := t.TempDir()
+	const size = 24<<20 + 4096
+	base := filepath.Join(dir, "base.vmdk")
+	testenv.Run(t, "qemu-img", "create", "-f", "vmdk", base, strconv.Itoa(size))
+	testenv.Run(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0x11 0 8M", "-c", "write -P 0x22 16M 4M", base)
+	pm := readAll(t, base, "vmdk")
+	child := filepath.Join(dir, "child.vmdk")
+	d, err := Create(ctx, child, 0, &CreateOptions{Subformat: SESparse, Parent: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := d.Info().CreateType; ct != SESparse {
+		t.Fatalf("create type %q", ct)
+	}
+	m := newSEModel(pm)
+	seOps(t, d, m, 1, 60)
+	p := bytes.Repeat([]byte{0x5a}, 64<<10)
+	if _, err := d.WriteAt(p, 5<<20+512); err != nil {
+		t.Fatal(err)
+	}
+	m.hold(5<<20+512, 64<<10)
+	copy(m.b[5<<20+512:], p)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := seReadDisk(t, child); !bytes.Equal(got, m.b) {
+		t.Fatal("vdisk reads the SEsparse child differently from the model")
+	}
+	seQemuAgrees(t, child, m.b, 5<<20+512, 0x5a)
+	desc, _ := os.ReadFile(child)
+	for _, want := range []string{`createType="seSparse"`, `parentFileNameHint="base.vmdk"`, `RW 49160 SESPARSE "child-sesparse.vmdk"`, `ddb.grain = "8"`} {
+		if !bytes.Contains(desc, []byte(want)) {
+			t.Errorf("descriptor lacks %s:\n%s", want, desc)
+		}
+	}
+
+	// Trim everything the child holds, then write as much again: the
+	// freed grains are reused and the grain section does not grow.
+	before := seGrains(t, filepath.Join(dir, "child-sesparse.vmdk"))
+	d, err = Open(ctx, child, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Trim(0, size); err != nil {
+		t.Fatal(err)
+	}
+	m.trim(0, size)
+	// Reopened, the grains come back from the free bitmap.
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err = Open(ctx, child, nil); err != nil {
+		t.Fatal(err)
+	}
+	q := bytes.Repeat([]byte{0x77}, 1<<20)
+	for off := int64(0); off+int64(len(q)) <= int64(before)*seGrainBytes && off+int64(len(q)) <= size; off += int64(len(q)) {
+		if _, err := d.WriteAt(q, off); err != nil {
+			t.Fatal(err)
+		}
+		m.hold(off, int64(len(q)))
+		copy(m.b[off:], q)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := seGrains(t, filepath.Join(dir, "child-sesparse.vmdk")); after != before {
+		t.Errorf("grain section grew from %d to %d grains: freed grains were not reused", before, after)
+	}
+	if got := seReadDisk(t, child); !bytes.Equal(got, m.b) {
+		t.Fatal("vdisk reads the reused SEsparse child differently from the model")
+	}
+	seQemuAgrees(t, child, m.b, 0, 0x77)
+}
+
+// seGrains returns the grain section's size in grains.
+func seGrains(t *testing.T, path string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return binary.LittleEndian.Uint64(b[200:]) / seGrainSectors
+}
+
+// TestSESparseStandaloneGrow: a standalone SEsparse disk written, zeroed,
+// trimmed, grown and written again past its old end reads as the model in
+// vdisk and qemu.
+func TestSESparseStandaloneGrow(t *testing.T) {
+	testenv.Tool(t, "qemu-img")
+	testenv.Tool(t, "qemu-io")
+	path := filepath.Join(t.TempDir(), "s.vmdk")
+	const size = 12 << 20
+	d, err := Create(ctx, path, size, &CreateOptions{Subformat: SESparse})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newSEModel(make([]byte, size))
+	seOps(t, d, m, 2, 50)
+	if err := d.Resize(ctx, 3*size+512); err != nil {
+		t.Fatal(err)
+	}
+	m2 := newSEModel(make([]byte, 3*size+512))
+	copy(m2.b, m.b)
+	copy(m2.held, m.held)
+	p := bytes.Repeat([]byte{0xa5}, 64<<10)
+	if _, err := d.WriteAt(p, 3*size-(64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	m2.hold(3*size-(64<<10), 64<<10)
+	copy(m2.b[3*size-(64<<10):], p)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := seReadDisk(t, path); !bytes.Equal(got, m2.b) {
+		t.Fatal("vdisk reads the grown SEsparse disk differently from the model")
+	}
+	seQemuAgrees(t, path, m2.b, 3*size-(64<<10), 0xa5)
+	// Beyond the reserved sections growth adds an extent.
+	d, err = Open(ctx, path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Resize(ctx, 1<<40); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.Chain()[0].Extents); n != 2 {
+		t.Errorf("%d extents after growing past the reserve, want 2", n)
+	}
+	if _, err := d.WriteAt(p[:4096], 1<<40-4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Run(t, "qemu-img", "check", "-f", "vmdk", path)
+	testenv.Run(t, "qemu-io", "-r", "-f", "vmdk", "-c", fmt.Sprintf("read -P 0xa5 %d 4k", int64(1<<40-4096)), path)
+}
+
+// TestSESparseSplit: with a file size limit an SEsparse disk is split into
+// several extents whose files stay below it when every grain is written
+// (and written again after a trim); qemu reads the split disk; growing it
+// adds extents; subformats whose one file could outgrow the limit are
+// refused with ErrNoSpace.
+func TestSESparseSplit(t *testing.T) {
+	testenv.Tool(t, "qemu-img")
+	testenv.Tool(t, "qemu-io")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.vmdk")
+	const size, limit = 40 << 20, 17 << 20
+	d, err := Create(ctx, path, size, &CreateOptions{Subformat: SESparse, MaxFileSize: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.Chain()[0].Extents); n != 3 {
+		t.Fatalf("%d extents, want 3", n)
+	}
+	m := newSEModel(make([]byte, size))
+	full := make([]byte, size)
+	for i := range full {
+		full[i] = byte(i/4096 + 1)
+	}
+	if _, err := d.WriteAt(full, 0); err != nil {
+		t.Fatal(err)
+	}
+	m.hold(0, size)
+	copy(m.b, full)
+	seOps(t, d, m, 3, 80)
+	if _, err := d.WriteAt(full, 0); err != nil { // rewrite all after trims
+		t.Fatal(err)
+	}
+	copy(m.b, full)
+	if err := d.Resize(ctx, size+20<<20); err != nil {
+		t.Fatal(err)
+	}
+	m2 := newSEModel(make([]byte, size+20<<20))
+	copy(m2.b, m.b)
+	copy(m2.held, m.held)
+	p := bytes.Repeat([]byte{0x3c}, 64<<10)
+	if _, err := d.WriteAt(p, size+10<<20); err != nil {
+		t.Fatal(err)
+	}
+	copy(m2.b[size+10<<20:], p)
+	m2.hold(size+10<<20, 64<<10)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if st, _ := e.Info(); st.Size() > limit {
+			t.Errorf("%s holds %d bytes, more than the limit %d", e.Name(), st.Size(), limit)
+		}
+	}
+	if got := seReadDisk(t, path); !bytes.Equal(got, m2.b) {
+		t.Fatal("vdisk reads the split SEsparse disk differently from the model")
+	}
+	seQemuAgrees(t, path, m2.b, size+10<<20, 0x3c)
+	// A lost descriptor is rebuilt from the split extents' files.
+	os.Remove(path)
+	if err := RebuildDescriptor(ctx, path, "", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := seReadDisk(t, path); !bytes.Equal(got, m2.b) {
+		t.Fatal("the rebuilt descriptor reads differently")
+	}
+	for _, sf := range []Subformat{MonolithicFlat, MonolithicSparse} {
+		_, err := Create(ctx, filepath.Join(dir, "x-"+string(sf)+".vmdk"), size, &CreateOptions{Subformat: sf, MaxFileSize: limit})
+		if disk.CodeOf(err) != disk.ErrNoSpace {
+			t.Errorf("%s over the file limit: %v, want ErrNoSpace", sf, err)
+		}
+	}
+}
