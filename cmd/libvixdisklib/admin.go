@@ -174,14 +174,23 @@ func VixDiskLib_CreateChild(hp C.VixDiskLibHandle, childPath *C.char, t C.VixDis
 	}
 	pr := newProgress(fn, data)
 	pr.report(0, 1)
-	if err := h.kit().Flush(); err != nil && !h.kit().ReadOnly() {
-		return fail(err, false)
+	create := func() error {
+		d, err := vmdk.Create(context.Background(), goString(childPath), 0, &vmdk.CreateOptions{Parent: h.spec.Path, Subformat: st})
+		if err != nil {
+			return err
+		}
+		return d.Close()
 	}
-	d, err := vmdk.Create(context.Background(), goString(childPath), 0, &vmdk.CreateOptions{Parent: h.spec.Path, Subformat: st})
+	var err error
+	if h.kit().ReadOnly() {
+		err = create()
+	} else {
+		// The parent's write lock is let go while the child is made; the
+		// parent is read-only from then on (only a chain's leaf is
+		// written).
+		err = h.reopenFlags(context.Background(), h.spec, vdisk.OpenReadOnly, create)
+	}
 	if err != nil {
-		return fail(err, false)
-	}
-	if err := d.Close(); err != nil {
 		return fail(err, false)
 	}
 	pr.report(1, 1)

@@ -48,6 +48,11 @@ func (h *diskHandle) kit() *vdisk.Handle {
 // Asynchronous requests are waited for first; the caller must not start
 // others meanwhile.
 func (h *diskHandle) reopen(ctx context.Context, spec vdisk.Spec, change func() error) error {
+	return h.reopenFlags(ctx, spec, 0, change)
+}
+
+// reopenFlags is reopen, adding flags to the handle's open flags.
+func (h *diskHandle) reopenFlags(ctx context.Context, spec vdisk.Spec, add vdisk.OpenFlags, change func() error) error {
 	h.pending.Wait()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -55,6 +60,7 @@ func (h *diskHandle) reopen(ctx context.Context, spec vdisk.Spec, change func() 
 		return err
 	}
 	err := change()
+	h.flags |= add
 	nh, oerr := h.c.conn.Open(ctx, spec, h.flags)
 	if oerr != nil {
 		// The handle stays in place, closed: every call on it fails.
