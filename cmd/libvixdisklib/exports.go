@@ -332,6 +332,18 @@ func VixDiskLib_Open(conn C.VixDiskLibConnection, path *C.char, flags C.uint32, 
 		logger.Info("wire compression flags ignored: vdisk's NBD carries data uncompressed", "flags", uint32(flags))
 	}
 	kh, err := c.conn.Open(ctx, spec, kf)
+	if err != nil && kf&vdisk.OpenReadOnly == 0 && spec.Path != "" && disk.CodeOf(err) == disk.ErrPermission {
+		// A streamOptimized disk is written only while it is made; VDDK
+		// opens it anyway and refuses the writes. So does vdisk.
+		if ro, rerr := c.conn.Open(ctx, spec, kf|vdisk.OpenReadOnly); rerr == nil {
+			if in, ierr := ro.Info(ctx); ierr == nil && in.Type == "streamOptimized" {
+				logger.Info("streamOptimized disk opened read-only", "disk", name)
+				kh, err, kf = ro, nil, kf|vdisk.OpenReadOnly
+			} else {
+				ro.Close()
+			}
+		}
+	}
 	if err != nil {
 		return fail(err, c.remote())
 	}
@@ -688,6 +700,60 @@ func VixDiskLib_Unlink(conn C.VixDiskLibConnection, path *C.char) (ret C.VixErro
 	}
 	if err := c.conn.Unlink(context.Background(), vdisk.Spec{Path: p}); err != nil {
 		return fail(err, false)
+	}
+	return vixOK
+}
+
+// ---- host coordination ------------------------------------------------------
+
+//export VixDiskLib_PrepareForAccess
+func VixDiskLib_PrepareForAccess(p *C.VixDiskLibConnectParams, identity *C.char) (ret C.VixError) {
+	defer guard(&ret)
+	gp := readParams(p)
+	if err := prepareForAccess(context.Background(), gp, goString(identity)); err != nil {
+		return fail(err, gp.serverName != "")
+	}
+	return vixOK
+}
+
+//export VixDiskLib_EndAccess
+func VixDiskLib_EndAccess(p *C.VixDiskLibConnectParams, identity *C.char) (ret C.VixError) {
+	defer guard(&ret)
+	gp := readParams(p)
+	if err := endAccess(context.Background(), gp, goString(identity)); err != nil {
+		return fail(err, gp.serverName != "")
+	}
+	return vixOK
+}
+
+//export VixDiskLib_Cleanup
+func VixDiskLib_Cleanup(p *C.VixDiskLibConnectParams, cleaned, remaining *C.uint32) (ret C.VixError) {
+	defer guard(&ret)
+	if cleaned != nil {
+		*cleaned = 0
+	}
+	if remaining != nil {
+		*remaining = 0
+	}
+	gp := readParams(p)
+	if gp.serverName == "" {
+		return vixOK // local: nothing is left behind
+	}
+	if gp.vmxSpec != "" {
+		return invalid("Cleanup: vmxSpec must be NULL")
+	}
+	ctx := context.Background()
+	c, err := connect(ctx, gp, true, "", "")
+	if err != nil {
+		return fail(err, true)
+	}
+	defer c.close()
+	rep, err := c.conn.Cleanup(ctx, false)
+	if err != nil {
+		return fail(err, true)
+	}
+	if cleaned != nil {
+		*cleaned = C.uint32(len(rep.Snapshots) + len(rep.Leases) + len(rep.Stray))
 	}
 	return vixOK
 }

@@ -257,7 +257,11 @@ func TestPluginRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			qmap := run(t, "qemu-img", "map", "--output=json", path)
-			compareMaps(t, string(m), qmap, im.size)
+			// qemu-img reports every chunk of a flat extent as data; the
+			// library asks the file (SEEK_DATA), so its data must be a
+			// subset of qemu's, and its holes read as zeros (the bytes
+			// above are equal).
+			compareMaps(t, string(m), qmap, im.size, strings.Contains(im.subformat, "Flat") || strings.HasPrefix(im.subformat, "vmfs"))
 		})
 	}
 }
@@ -266,7 +270,7 @@ const chunk = 64 << 10
 
 // compareMaps compares nbdinfo --map's data ranges with qemu-img map's,
 // at the 64 KiB chunks QueryAllocatedBlocks reports.
-func compareMaps(t *testing.T, nbdMap, qemuMap string, size int64) {
+func compareMaps(t *testing.T, nbdMap, qemuMap string, size int64, subset bool) {
 	t.Helper()
 	n := (size + chunk - 1) / chunk
 	got := make([]bool, n)
@@ -302,7 +306,7 @@ func compareMaps(t *testing.T, nbdMap, qemuMap string, size int64) {
 	diff := 0
 	first := int64(-1)
 	for i := range got {
-		if got[i] != want[i] {
+		if got[i] != want[i] && (!subset || got[i]) {
 			diff++
 			if first < 0 {
 				first = int64(i)
@@ -356,8 +360,14 @@ func TestPluginCreate(t *testing.T) {
 			dst := filepath.Join(dir, "new.vmdk")
 			src := filepath.Join(dir, "src.raw")
 			writePattern(t, src, 32<<20, 3)
-			args := []string{"file=" + dst, "create=true", "create-type=" + typ, "create-size=32M", "create-adapter-type=lsi-logic"}
-			out, err := nbdkit(t, args, fmt.Sprintf("nbdcopy %s \"$uri\"", src))
+			args := []string{"file=" + dst, "create=true", "create-type=" + typ, "create-size=32M", "create-adapter-type=scsi-lsilogic"}
+			script := fmt.Sprintf("nbdcopy %s \"$uri\"", src)
+			if typ == "stream-optimized" {
+				// A streamOptimized disk is written only while it is
+				// made; the library opens it read-only.
+				script = "nbdinfo \"$uri\""
+			}
+			out, err := nbdkit(t, args, script)
 			if typ == "vmfs-sparse" {
 				if err == nil || !strings.Contains(out, "redo log") {
 					t.Fatalf("vmfs-sparse: got err %v, want a refusal naming the redo log\n%s", err, out)
