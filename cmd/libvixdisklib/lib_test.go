@@ -119,7 +119,16 @@ func nbdkit(t *testing.T, args []string, run string) (string, error) {
 	t.Helper()
 	lib, plug := built(t)
 	testenv.Tool(t, "nbdkit")
-	full := append([]string{"-U", "-", plug, "libdir=" + lib}, args...)
+	full := []string{"-U", "-"}
+	var params []string
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			full = append(full, a) // nbdkit's own flags go before the plugin
+		} else {
+			params = append(params, a)
+		}
+	}
+	full = append(append(full, plug, "libdir="+lib), params...)
 	full = append(full, "--run", run)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
