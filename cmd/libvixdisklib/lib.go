@@ -44,7 +44,6 @@ type library struct {
 	logLevel int
 	libDir   string
 	logFile  *os.File // the default log when InitEx got no callbacks
-	callback bool     // InitEx got log callbacks
 }
 
 var lib = &library{logLevel: levelAudit, cfg: vdisk.DefaultConfig()}
@@ -161,7 +160,6 @@ func initLib(major, minor uint32, log, warn, panicFn *C.VixDiskLibGenericLogFunc
 	lib.cfg = cfg
 	lib.logLevel = level
 	lib.libDir = libDir
-	lib.callback = log != nil || warn != nil
 	lib.mu.Unlock()
 	lg := logger
 	lg.Info("initialised", "version", fmt.Sprintf("%d.%d", major, minor), "lib_dir", libDir, "config", configFile,
