@@ -45,7 +45,12 @@ func fail(err error, remote bool) C.VixError {
 		code = vixDiskOutOfRange
 	}
 	record(code, err, true)
-	logger.Debug("call failed", "vix", code, "err", err.Error())
+	if code == vixNotSupported {
+		// What vdisk cannot do is said where the program's log shows it.
+		logger.Warn("not supported", "reason", err.Error())
+	} else {
+		logger.Debug("call failed", "vix", code, "err", err.Error())
+	}
 	return C.VixError(code)
 }
 
