@@ -165,23 +165,36 @@ func run(t *testing.T, name string, args ...string) string {
 	return testenv.Run(t, name, args...)
 }
 
-// sameBytes fails unless the two files are equal.
+// sameBytes fails unless the two files are equal; it reads them a piece
+// at a time (the split images are 2.5 GiB).
 func sameBytes(t *testing.T, a, b string) {
 	t.Helper()
-	x, err := os.ReadFile(a)
+	fa, err := os.Open(a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	y, err := os.ReadFile(b)
+	defer fa.Close()
+	fb, err := os.Open(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(x, y) {
-		n := 0
-		for n < len(x) && n < len(y) && x[n] == y[n] {
-			n++
+	defer fb.Close()
+	sa, _ := fa.Stat()
+	sb, _ := fb.Stat()
+	if sa.Size() != sb.Size() {
+		t.Fatalf("%s holds %d bytes, %s %d", a, sa.Size(), b, sb.Size())
+	}
+	x, y := make([]byte, 4<<20), make([]byte, 4<<20)
+	for off := int64(0); off < sa.Size(); off += int64(len(x)) {
+		n, _ := fa.ReadAt(x, off)
+		m, _ := fb.ReadAt(y, off)
+		if n != m || !bytes.Equal(x[:n], y[:m]) {
+			i := 0
+			for i < n && i < m && x[i] == y[i] {
+				i++
+			}
+			t.Fatalf("%s and %s differ at byte %d", a, b, off+int64(i))
 		}
-		t.Fatalf("%s and %s differ (sizes %d, %d; first difference at %d)", a, b, len(x), len(y), n)
 	}
 }
 
@@ -205,16 +218,21 @@ func makeImage(t *testing.T, dir string, im image) (vmdkPath, rawPath string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		src, err := os.ReadFile(rawPath)
+		src, err := os.Open(rawPath)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for off := int64(0); off < im.size; off += 64 << 10 {
-			blk := src[off:min(off+64<<10, im.size)]
-			if bytes.Count(blk, []byte{0}) == len(blk) {
+		defer src.Close()
+		blk := make([]byte, 64<<10)
+		for off := int64(0); off < im.size; off += int64(len(blk)) {
+			n, err := src.ReadAt(blk, off)
+			if n == 0 {
+				t.Fatal(err)
+			}
+			if bytes.Count(blk[:n], []byte{0}) == n {
 				continue
 			}
-			if _, err := d.WriteAt(blk, off); err != nil {
+			if _, err := d.WriteAt(blk[:n], off); err != nil {
 				t.Fatal(err)
 			}
 		}
