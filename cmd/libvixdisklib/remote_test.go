@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -134,6 +135,31 @@ func TestPluginRemote(t *testing.T) {
 			}
 		})
 	}
+	t.Run("cookie", func(t *testing.T) {
+		// A saved host session (creds.sessionId.cookie) instead of a
+		// password.
+		c, err := vdisk.Connect(context.Background(), vdisk.ConnectParams{Server: h.API, User: "admin", Password: servertest.Password, Thumbprint: h.Thumbprint})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// nbdkit wants a password with a cookie (it is the session
+		// key); a wrong one shows the cookie alone logs in.
+		wrong := filepath.Join(t.TempDir(), "wrong")
+		if err := os.WriteFile(wrong, []byte("not the password"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		a := []string{"server=" + host, "port=" + port, "user=admin", "cookie=" + c.Token(), "password=+" + wrong, "thumbprint=" + sha1tp,
+			"vm=moref=" + moref, "snapshot=" + snap, "file=" + dsPath, "transports=nbdssl"}
+		got := filepath.Join(t.TempDir(), "snap.raw")
+		out, err := nbdkit(t, a, fmt.Sprintf("nbdcopy \"$uri\" %s", got))
+		if err != nil {
+			t.Fatalf("nbdkit: %v\n%s", err, out)
+		}
+		if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("the snapshot read with a cookie differs (err %v)", err)
+		}
+	})
 	t.Run("wrong-thumbprint", func(t *testing.T) {
 		bad := []byte(sha1tp)
 		if bad[0] == 'A' {
@@ -149,4 +175,58 @@ func TestPluginRemote(t *testing.T) {
 			t.Fatalf("nbdkit failed, but not on the thumbprint:\n%s", out)
 		}
 	})
+}
+
+// TestAccessLeases takes a PrepareForAccess lease on a VM by its
+// managed-object ID and ends it, in-process and as crash cleanup (an
+// EndAccess with no PrepareForAccess in this process).
+func TestAccessLeases(t *testing.T) {
+	h, moref, _, _, _ := remoteHost(t)
+	host, port, _ := net.SplitHostPort(h.API)
+	pn, _ := strconv.Atoi(port)
+	p := params{serverName: host, port: uint32(pn), thumbprint: sha1Thumbprint(t, h.API), credType: credUID,
+		user: "admin", password: servertest.Password, vmxSpec: "moref=" + moref}
+	ctx := context.Background()
+	leases := func() int {
+		c, err := vdisk.Connect(ctx, vdisk.ConnectParams{Server: h.API, User: "admin", Password: servertest.Password, Thumbprint: h.Thumbprint})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		in, err := c.Disk(ctx, vdisk.Spec{VM: "web01", Key: "scsi0:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, l := range in.Leases {
+			if l.Reason == "nightly" {
+				n++
+			}
+		}
+		return n
+	}
+	for _, crashed := range []bool{false, true} {
+		if err := prepareForAccess(ctx, p, "nightly"); err != nil {
+			t.Fatal(err)
+		}
+		if n := leases(); n != 1 {
+			t.Fatalf("after PrepareForAccess: %d leases named nightly, want 1", n)
+		}
+		if crashed {
+			// Forget the lease as a crashed process would (its session
+			// stays until it expires).
+			accessLeases.Lock()
+			clear(accessLeases.m)
+			accessLeases.Unlock()
+		}
+		if err := endAccess(ctx, p, "nightly"); err != nil {
+			t.Fatal(err)
+		}
+		if n := leases(); n != 0 {
+			t.Fatalf("after EndAccess (crashed %v): %d leases left", crashed, n)
+		}
+	}
+	if err := prepareForAccess(ctx, params{}, "x"); err != nil {
+		t.Errorf("local PrepareForAccess: %v, want a no-op", err)
+	}
 }
