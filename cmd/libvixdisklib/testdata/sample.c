@@ -75,7 +75,17 @@ int main(int argc, char **argv) {
 
   CHECK(VixDiskLib_InitEx(VIXDISKLIB_VERSION_MAJOR, VIXDISKLIB_VERSION_MINOR, logf_, logf_, logf_, argv[1], cfg));
   printf("modes %s\n", VixDiskLib_ListTransportModes());
-  CHECK(VixDiskLib_ConnectEx(NULL, FALSE, NULL, NULL, &conn));
+  {
+    /* Parameters the caller fills with its own strings: Free leaves them. */
+    static char none[] = "";
+    VixDiskLibConnectParams *cp = VixDiskLib_AllocateConnectParams(), *got;
+    cp->vmxSpec = none;
+    CHECK(VixDiskLib_ConnectEx(cp, FALSE, NULL, NULL, &conn));
+    VixDiskLib_FreeConnectParams(cp);
+    CHECK(VixDiskLib_GetConnectParams(conn, &got));
+    printf("params server=%s\n", got->serverName ? got->serverName : "(local)");
+    VixDiskLib_FreeConnectParams(got);
+  }
 
   VixDiskLibCreateParams cp = {VIXDISKLIB_DISK_MONOLITHIC_SPARSE, VIXDISKLIB_ADAPTER_SCSI_LSILOGIC,
                                VIXDISKLIB_HWVERSION_WORKSTATION_6, 131072, 0, 0};
