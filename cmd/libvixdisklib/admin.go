@@ -401,23 +401,41 @@ func VixDiskLib_IsAttachPossible(parent, child C.VixDiskLibHandle) (ret C.VixErr
 	if e != vixOK {
 		return e
 	}
-	if err := attachable(p, ch); err != nil {
-		return fail(err, false)
-	}
-	if err := p.c.conn.IsAttachPossible(context.Background(), p.spec, ch.spec); err != nil {
-		return fail(err, false)
+	if code, err := attachable(p, ch); err != nil {
+		record(code, err, true)
+		return C.VixError(code)
 	}
 	return vixOK
 }
 
-func attachable(p, ch *diskHandle) error {
+// attachable checks, on the open handles, that the child can be attached
+// to the parent: local disks, the same capacity, the child a sparse delta
+// (the kit's rule, which it checks on the files).
+func attachable(p, ch *diskHandle) (uint64, error) {
 	if p.remote() || ch.remote() {
-		return disk.Errorf(disk.ErrNotSupported, "vixdisklib: Attach works on local files; a host builds its chains itself")
+		return vixNotSupported, disk.Errorf(disk.ErrNotSupported, "vixdisklib: Attach works on local files; a host builds its chains itself")
 	}
 	if p == ch || p.spec.Path == ch.spec.Path {
-		return disk.Errorf(disk.ErrInvalid, "vixdisklib: a disk cannot be attached to itself")
+		return vixInvalidArg, disk.Errorf(disk.ErrInvalid, "vixdisklib: a disk cannot be attached to itself")
 	}
-	return nil
+	ctx := context.Background()
+	pi, err := p.kit().Info(ctx)
+	if err != nil {
+		return vixCode(err, false), err
+	}
+	ci, err := ch.kit().Info(ctx)
+	if err != nil {
+		return vixCode(err, false), err
+	}
+	if pi.Capacity != ci.Capacity {
+		return vixDiskCapacityMismatch, disk.Errorf(disk.ErrInvalid, "vixdisklib: the child holds %d bytes, the parent %d", ci.Capacity, pi.Capacity)
+	}
+	switch vmdk.Subformat(ci.Type) {
+	case vmdk.MonolithicSparse, vmdk.TwoGbMaxExtentSparse, vmdk.VMFSSparse, vmdk.SESparse:
+	default:
+		return vixDiskParentNotAllowed, disk.Errorf(disk.ErrInvalid, "vixdisklib: a %s disk cannot be a child", ci.Type)
+	}
+	return vixOK, nil
 }
 
 //export VixDiskLib_Attach
@@ -431,13 +449,11 @@ func VixDiskLib_Attach(parent, child C.VixDiskLibHandle) (ret C.VixError) {
 	if e != vixOK {
 		return e
 	}
-	if err := attachable(p, ch); err != nil {
-		return fail(err, false)
+	if code, err := attachable(p, ch); err != nil {
+		record(code, err, true)
+		return C.VixError(code)
 	}
 	ctx := context.Background()
-	if err := p.c.conn.IsAttachPossible(ctx, p.spec, ch.spec); err != nil {
-		return fail(err, false)
-	}
 	// The child is reopened as the combined chain; the parent handle ends,
 	// as in VDDK (the chain now owns the parent's files).
 	if err := p.close(); err != nil {

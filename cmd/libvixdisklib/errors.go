@@ -18,33 +18,35 @@ import (
 
 // The VIX numbers the library returns (vixDiskLib.h has them all).
 const (
-	vixOK                 = 0
-	vixFail               = 1
-	vixOutOfMemory        = 2
-	vixInvalidArg         = 3
-	vixFileNotFound       = 4
-	vixObjectIsBusy       = 5
-	vixNotSupported       = 6
-	vixFileError          = 7
-	vixDiskFull           = 8
-	vixCancelled          = 10
-	vixFileAlreadyExists  = 12
-	vixFileAccessError    = 13
-	vixFileAlreadyLocked  = 15
-	vixBufferTooSmall     = 24
-	vixObjectNotFound     = 25
-	vixHostConnectionLost = 36
-	vixInvalidHandle      = 1000
-	vixHostUserPerms      = 3014
-	vixDiskInval          = 16000
-	vixDiskNeedsRepair    = 16006
-	vixDiskOutOfRange     = 16007
-	vixDiskCantShrink     = 16009
-	vixDiskKeyNotFound    = 16052
-	vixDiskCantRepair     = 16062
-	vixAsync              = 25000
-	vixTimedOut           = 30028
-	vixSSLSecurity        = 30201
+	vixOK                   = 0
+	vixFail                 = 1
+	vixOutOfMemory          = 2
+	vixInvalidArg           = 3
+	vixFileNotFound         = 4
+	vixObjectIsBusy         = 5
+	vixNotSupported         = 6
+	vixFileError            = 7
+	vixDiskFull             = 8
+	vixCancelled            = 10
+	vixFileAlreadyExists    = 12
+	vixFileAccessError      = 13
+	vixFileAlreadyLocked    = 15
+	vixBufferTooSmall       = 24
+	vixObjectNotFound       = 25
+	vixHostConnectionLost   = 36
+	vixInvalidHandle        = 1000
+	vixHostUserPerms        = 3014
+	vixDiskInval            = 16000
+	vixDiskNeedsRepair      = 16006
+	vixDiskOutOfRange       = 16007
+	vixDiskCantShrink       = 16009
+	vixDiskKeyNotFound      = 16052
+	vixDiskCapacityMismatch = 16067
+	vixDiskParentNotAllowed = 16068
+	vixDiskCantRepair       = 16062
+	vixAsync                = 25000
+	vixTimedOut             = 30028
+	vixSSLSecurity          = 30201
 )
 
 // codeTable maps the kit's error codes to VIX numbers, one column for
@@ -99,33 +101,35 @@ func vixCode(err error, remote bool) uint64 {
 // vixText is the text of each number GetErrorText knows, in vdisk's
 // words.
 var vixText = map[uint64]string{
-	vixOK:                 "The operation was successful",
-	vixFail:               "Unknown error",
-	vixOutOfMemory:        "Out of memory",
-	vixInvalidArg:         "One of the parameters was invalid",
-	vixFileNotFound:       "A file was not found",
-	vixObjectIsBusy:       "The object is busy",
-	vixNotSupported:       "The operation is not supported",
-	vixFileError:          "A file access error occurred",
-	vixDiskFull:           "The disk is full",
-	vixCancelled:          "The operation was cancelled",
-	vixFileAlreadyExists:  "The file already exists",
-	vixFileAccessError:    "You do not have access rights to this file",
-	vixFileAlreadyLocked:  "The file is already in use",
-	vixBufferTooSmall:     "Buffer is too small",
-	vixObjectNotFound:     "The object does not exist",
-	vixHostConnectionLost: "The connection to the host was lost",
-	vixInvalidHandle:      "The handle is not valid",
-	vixHostUserPerms:      "Insufficient permissions on the host",
-	vixDiskInval:          "One of the parameters supplied is invalid",
-	vixDiskNeedsRepair:    "The virtual disk needs repair",
-	vixDiskOutOfRange:     "The request is outside the virtual disk",
-	vixDiskCantShrink:     "The virtual disk cannot be shrunk",
-	vixDiskKeyNotFound:    "The key is not in the disk database",
-	vixDiskCantRepair:     "The disk is corrupted and cannot be repaired",
-	vixAsync:              "The operation is in progress",
-	vixTimedOut:           "Network operation timed out",
-	vixSSLSecurity:        "The host certificate could not be verified",
+	vixOK:                   "The operation was successful",
+	vixFail:                 "Unknown error",
+	vixOutOfMemory:          "Out of memory",
+	vixInvalidArg:           "One of the parameters was invalid",
+	vixFileNotFound:         "A file was not found",
+	vixObjectIsBusy:         "The object is busy",
+	vixNotSupported:         "The operation is not supported",
+	vixFileError:            "A file access error occurred",
+	vixDiskFull:             "The disk is full",
+	vixCancelled:            "The operation was cancelled",
+	vixFileAlreadyExists:    "The file already exists",
+	vixFileAccessError:      "You do not have access rights to this file",
+	vixFileAlreadyLocked:    "The file is already in use",
+	vixBufferTooSmall:       "Buffer is too small",
+	vixObjectNotFound:       "The object does not exist",
+	vixHostConnectionLost:   "The connection to the host was lost",
+	vixInvalidHandle:        "The handle is not valid",
+	vixHostUserPerms:        "Insufficient permissions on the host",
+	vixDiskInval:            "One of the parameters supplied is invalid",
+	vixDiskNeedsRepair:      "The virtual disk needs repair",
+	vixDiskOutOfRange:       "The request is outside the virtual disk",
+	vixDiskCantShrink:       "The virtual disk cannot be shrunk",
+	vixDiskKeyNotFound:      "The key is not in the disk database",
+	vixDiskCapacityMismatch: "The parent and child capacities differ",
+	vixDiskParentNotAllowed: "This disk type cannot be a child",
+	vixDiskCantRepair:       "The disk is corrupted and cannot be repaired",
+	vixAsync:                "The operation is in progress",
+	vixTimedOut:             "Network operation timed out",
+	vixSSLSecurity:          "The host certificate could not be verified",
 }
 
 // maxThreads bounds the per-thread last-error table.

@@ -196,6 +196,35 @@ int main(int argc, char **argv) {
   CHECK(VixDiskLib_CheckRepair(conn, clonePath, FALSE));
   printf("check ok\n");
 
+  {
+    /* Grow a closed disk, then shrink and defragment it through a handle. */
+    char grown[4096], renamed[4096];
+    snprintf(grown, sizeof grown, "%s/grown.vmdk", argv[1]);
+    snprintf(renamed, sizeof renamed, "%s/renamed.vmdk", argv[1]);
+    CHECK(VixDiskLib_Clone(conn, grown, conn, path, NULL, NULL, NULL, FALSE));
+    CHECK(VixDiskLib_Grow(conn, grown, 262144, FALSE, NULL, NULL));
+    CHECK(VixDiskLib_Open(conn, grown, 0, &h));
+    CHECK(VixDiskLib_GetInfo(h, &info));
+    if (info->capacity != 262144) {
+      fprintf(stderr, "grown to %llu sectors\n", (unsigned long long)info->capacity);
+      return 1;
+    }
+    VixDiskLib_FreeInfo(info);
+    CHECK(VixDiskLib_Shrink(h, progress, NULL));
+    CHECK(VixDiskLib_Defragment(h, NULL, NULL));
+    CHECK(VixDiskLib_Read(h, 2048, 128, back));
+    if (memcmp(buf, back, 128 * 512) != 0) {
+      fprintf(stderr, "data lost by shrink\n");
+      return 1;
+    }
+    CHECK(VixDiskLib_Close(h));
+    CHECK(VixDiskLib_CheckRepair(conn, grown, FALSE));
+    CHECK(VixDiskLib_Rename(grown, renamed));
+    CHECK(VixDiskLib_Open(conn, renamed, VIXDISKLIB_FLAG_OPEN_READ_ONLY, &h));
+    CHECK(VixDiskLib_Close(h));
+    printf("grow shrink rename ok\n");
+  }
+
   CHECK(VixDiskLib_Open(conn, clonePath, 0, &h));
   CHECK(VixDiskLib_CreateChild(h, childPath, VIXDISKLIB_DISK_MONOLITHIC_SPARSE, NULL, NULL));
   CHECK(VixDiskLib_Close(h));
@@ -210,6 +239,25 @@ int main(int argc, char **argv) {
   CHECK(VixDiskLib_Read(child, 2048, 128, back));
   if (memcmp(buf, back, 128 * 512) != 0) {
     fprintf(stderr, "child does not read its parent\n");
+    return 1;
+  }
+  CHECK(VixDiskLib_Open(conn, clonePath, VIXDISKLIB_FLAG_OPEN_READ_ONLY, &h));
+  CHECK(VixDiskLib_IsAttachPossible(h, child));
+  CHECK(VixDiskLib_Close(h));
+  /* Move the child onto base.vmdk: the parent handle ends, the child
+   * handle is the new chain. */
+  CHECK(VixDiskLib_Open(conn, path, VIXDISKLIB_FLAG_OPEN_READ_ONLY, &h));
+  CHECK(VixDiskLib_Attach(h, child));
+  if (VixDiskLib_Close(h) != VIX_E_INVALID_HANDLE) {
+    fprintf(stderr, "the parent handle outlived Attach\n");
+    return 1;
+  }
+  CHECK(VixDiskLib_GetInfo(child, &info));
+  printf("attached parent=%s\n", info->parentFileNameHint ? info->parentFileNameHint : "(none)");
+  VixDiskLib_FreeInfo(info);
+  CHECK(VixDiskLib_Read(child, 2048, 128, back));
+  if (memcmp(buf, back, 128 * 512) != 0) {
+    fprintf(stderr, "the attached child does not read its new parent\n");
     return 1;
   }
   CHECK(VixDiskLib_Close(child));
