@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -443,4 +444,32 @@ func (s Spec) apiTarget() (string, error) {
 		return "/api/v1/disks/" + hostclient.Esc(s.Disk), nil
 	}
 	return "", disk.Errorf(disk.ErrInvalid, "vdisk: name a VM (without Key) or a Disk")
+}
+
+// DatastoreDisk finds a host disk by its datastore path, the way vSphere
+// names disk files: "[datastore1] web01/web01.vmdk" (DiskInfo.DatastorePath).
+// vm, when set, is the VM that must own the disk, by name or by its
+// managed-object ID ("vm-N", VMInfo.MoRef). An unknown path, or a disk of
+// another VM, is ErrNotFound.
+func (c *Conn) DatastoreDisk(ctx context.Context, vm, path string) (DiskInfo, error) {
+	var ds []DiskInfo
+	if c.api == nil {
+		return DiskInfo{}, errNoHost()
+	}
+	q := "/api/v1/disks?datastorePath=" + url.QueryEscape(path)
+	if vm != "" {
+		q += "&vm=" + url.QueryEscape(vm)
+	}
+	if err := c.api.Do(ctx, "GET", q, nil, &ds); err != nil {
+		return DiskInfo{}, err
+	}
+	for _, d := range ds {
+		if d.DatastorePath == path {
+			return d, nil
+		}
+	}
+	if vm != "" {
+		return DiskInfo{}, notFound("vdisk: VM %s has no disk %s", vm, path)
+	}
+	return DiskInfo{}, notFound("vdisk: no disk %s", path)
 }

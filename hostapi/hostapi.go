@@ -74,15 +74,19 @@ type DirectLease struct {
 
 // DiskInfo describes a disk.
 type DiskInfo struct {
-	Name      string    `json:"name"`
-	VM        string    `json:"vm,omitempty"`
-	Key       string    `json:"key,omitempty"`
-	Datastore string    `json:"datastore"`
-	Capacity  int64     `json:"capacity"`
-	Type      string    `json:"type"` // the VMDK create type of the base, e.g. monolithicSparse
-	Adapter   string    `json:"adapter"`
-	Created   time.Time `json:"created"`
-	CBT       bool      `json:"cbt"`
+	Name      string `json:"name"`
+	VM        string `json:"vm,omitempty"`
+	Key       string `json:"key,omitempty"`
+	Datastore string `json:"datastore"`
+	// DatastorePath names the disk's file the way vSphere does,
+	// "[datastore1] VMNAME/DISK.vmdk" (a detached disk: "[datastore1]
+	// DISK/DISK.vmdk"); VixDiskLib_Open takes it. The host derives it.
+	DatastorePath string    `json:"datastorePath,omitempty"`
+	Capacity      int64     `json:"capacity"`
+	Type          string    `json:"type"` // the VMDK create type of the base, e.g. monolithicSparse
+	Adapter       string    `json:"adapter"`
+	Created       time.Time `json:"created"`
+	CBT           bool      `json:"cbt"`
 	// CBTBlockSize is the change tracking granularity (0: the default).
 	CBTBlockSize int64 `json:"cbtBlockSize,omitempty"`
 	// ChangeID is the current change ID when CBT is on.
@@ -117,7 +121,10 @@ type SnapshotInfo struct {
 
 // VMInfo describes a VM.
 type VMInfo struct {
-	Name      string         `json:"name"`
+	Name string `json:"name"`
+	// MoRef is the VM's managed-object ID, "vm-N", stable for the VM's
+	// name: ConnectParams' vmxSpec "moref=vm-N" finds the VM by it.
+	MoRef     string         `json:"moref,omitempty"`
 	Created   time.Time      `json:"created"`
 	Disks     []DiskInfo     `json:"disks"`
 	Snapshots []SnapshotInfo `json:"snapshots"`

@@ -214,6 +214,14 @@ func (s *Server) routes() http.Handler {
 func (s *Server) apiRoutes() []route {
 	var rs []route
 	handle := func(pattern string, need auth.Privilege, h call) {
+		if strings.Contains(pattern, "{vm}") {
+			// VMs are found by name or by managed-object ID ("vm-N").
+			inner := h
+			h = func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
+				s.resolveVMPath(r)
+				return inner(ctx, sess, r)
+			}
+		}
 		rs = append(rs, route{pattern: pattern, need: need, h: h})
 	}
 	handle("POST /api/v1/logout", anyone, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
@@ -253,7 +261,11 @@ func (s *Server) apiRoutes() []route {
 
 	// VMs.
 	handle("GET /api/v1/vms", auth.Read, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
-		return nonNil(s.store.VMs()), nil
+		vms := nonNil(s.store.VMs())
+		for i := range vms {
+			vms[i] = withMoRef(vms[i])
+		}
+		return vms, nil
 	})
 	handle("POST /api/v1/vms", auth.Write, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
 		var req struct{ Name string }
@@ -263,7 +275,11 @@ func (s *Server) apiRoutes() []route {
 		return s.store.CreateVM(req.Name)
 	})
 	handle("GET /api/v1/vms/{vm}", auth.Read, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
-		return s.store.VM(r.PathValue("vm"))
+		vm, err := s.store.VM(r.PathValue("vm"))
+		if err != nil {
+			return nil, err
+		}
+		return withMoRef(vm), nil
 	})
 	handle("DELETE /api/v1/vms/{vm}", auth.Admin, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
 		return nil, s.store.DeleteVM(ctx, r.PathValue("vm"), r.URL.Query().Get("keepDisks") == "true")
@@ -355,7 +371,7 @@ func (s *Server) apiRoutes() []route {
 
 	// Disks.
 	handle("GET /api/v1/disks", auth.Read, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
-		return s.store.Disks(), nil
+		return s.disksByPath(r), nil
 	})
 	handle("POST /api/v1/disks", auth.Write, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
 		var req diskRequest
@@ -365,7 +381,7 @@ func (s *Server) apiRoutes() []route {
 		return s.store.CreateDisk(ctx, req.spec())
 	})
 	handle("GET /api/v1/disks/{disk}", auth.Read, s.onDisk(func(ctx context.Context, d *datastore.Disk, sess auth.Session, r *http.Request) (any, error) {
-		return d.Info(), nil
+		return withPath(d.Info()), nil
 	}))
 	handle("DELETE /api/v1/disks/{disk}", auth.Admin, func(ctx context.Context, sess auth.Session, r *http.Request) (any, error) {
 		return nil, s.store.DeleteDisk(ctx, r.PathValue("disk"))

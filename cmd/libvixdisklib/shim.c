@@ -1,0 +1,71 @@
+#include <pthread.h>
+#include <stdarg.h>
+#include "shim.h"
+
+static VixDiskLibGenericLogFunc *loggers[3];
+static pthread_mutex_t loggers_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void vixlib_set_loggers(VixDiskLibGenericLogFunc *log, VixDiskLibGenericLogFunc *warn,
+                        VixDiskLibGenericLogFunc *panicFunc) {
+  pthread_mutex_lock(&loggers_lock);
+  loggers[VIXLIB_LOG] = log;
+  loggers[VIXLIB_WARN] = warn;
+  loggers[VIXLIB_PANIC] = panicFunc;
+  pthread_mutex_unlock(&loggers_lock);
+}
+
+/* call_with_va builds the va_list the VDDK callback type wants. */
+static void call_with_va(VixDiskLibGenericLogFunc *fn, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fn(fmt, ap);
+  va_end(ap);
+}
+
+int vixlib_log(int level, const char *msg) {
+  VixDiskLibGenericLogFunc *fn;
+  if (level < 0 || level > 2)
+    return 0;
+  pthread_mutex_lock(&loggers_lock);
+  fn = loggers[level];
+  pthread_mutex_unlock(&loggers_lock);
+  if (fn == NULL)
+    return 0;
+  call_with_va(fn, "%s", msg);
+  return 1;
+}
+
+void vixlib_complete(VixDiskLibCompletionCB cb, void *data, VixError result) {
+  if (cb != NULL)
+    cb(data, result);
+}
+
+void vixlib_progress(VixDiskLibProgressFunc fn, void *data, int percent) {
+  if (fn != NULL)
+    (void)fn(data, percent);
+}
+
+uint64_t vixlib_thread_id(void) { return (uint64_t)pthread_self(); }
+uintptr_t vixlib_p2u(const void *p) { return (uintptr_t)p; }
+void *vixlib_u2p(uintptr_t u) { return (void *)u; }
+
+const char *vixlib_cred(const VixDiskLibConnectParams *p, int which) {
+  switch (which) {
+  case VIXLIB_UID_USER: return p->creds.uid.userName;
+  case VIXLIB_UID_PASSWORD: return p->creds.uid.password;
+  case VIXLIB_SID_COOKIE: return p->creds.sessionId.cookie;
+  case VIXLIB_SID_USER: return p->creds.sessionId.userName;
+  case VIXLIB_SID_KEY: return p->creds.sessionId.key;
+  }
+  return NULL;
+}
+
+void vixlib_set_cred(VixDiskLibConnectParams *p, int which, char *v) {
+  switch (which) {
+  case VIXLIB_UID_USER: p->creds.uid.userName = v; break;
+  case VIXLIB_UID_PASSWORD: p->creds.uid.password = v; break;
+  case VIXLIB_SID_COOKIE: p->creds.sessionId.cookie = v; break;
+  case VIXLIB_SID_USER: p->creds.sessionId.userName = v; break;
+  case VIXLIB_SID_KEY: p->creds.sessionId.key = v; break;
+  }
+}

@@ -1,0 +1,29 @@
+/* C helpers of the cgo layer: calls through C function pointers, which Go
+ * cannot make itself. Not part of the installed API. */
+#ifndef VDISK_VIXDISKLIB_SHIM_H
+#define VDISK_VIXDISKLIB_SHIM_H
+
+#define VIXDISKLIB_NO_PROTOTYPES 1
+#include "vixDiskLib.h"
+#include <stdlib.h>
+
+/* Levels of vixlib_log. */
+enum { VIXLIB_LOG = 0, VIXLIB_WARN = 1, VIXLIB_PANIC = 2 };
+
+void vixlib_set_loggers(VixDiskLibGenericLogFunc *log, VixDiskLibGenericLogFunc *warn,
+                        VixDiskLibGenericLogFunc *panicFunc);
+/* vixlib_log hands msg to the callback of the level, with the format "%s".
+ * It returns 0 when no callback is set. */
+int vixlib_log(int level, const char *msg);
+void vixlib_complete(VixDiskLibCompletionCB cb, void *data, VixError result);
+void vixlib_progress(VixDiskLibProgressFunc fn, void *data, int percent);
+uint64_t vixlib_thread_id(void);
+uintptr_t vixlib_p2u(const void *p);
+void *vixlib_u2p(uintptr_t u);
+
+/* Accessors of the credentials union. */
+const char *vixlib_cred(const VixDiskLibConnectParams *p, int which);
+void vixlib_set_cred(VixDiskLibConnectParams *p, int which, char *v);
+enum { VIXLIB_UID_USER, VIXLIB_UID_PASSWORD, VIXLIB_SID_COOKIE, VIXLIB_SID_USER, VIXLIB_SID_KEY };
+
+#endif
