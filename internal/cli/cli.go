@@ -195,7 +195,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	err := checkOutputArgs(args[1:])
 	if err == nil {
+		stopProfile := startProfile(stderr)
 		err = c.run(ctx, args[1:], stdout, stderr)
+		stopProfile()
 	}
 	var he *helpError
 	if errors.As(err, &he) {
