@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vdisk-project/vdisk/internal/testenv"
+	"github.com/vdisk-project/vdisk/server/servertest"
 )
 
 // guestImage builds a VMDK with a GPT holding a FAT volume made and filled
@@ -164,5 +165,48 @@ func TestMountCommand(t *testing.T) {
 	cancel2()
 	if code := <-done; code != 0 || fuseMounts()[mnt] {
 		t.Errorf("after Ctrl-C: exit %d, mounted %v", code, fuseMounts()[mnt])
+	}
+}
+
+// TestFileCommandsPeers: the same guest read through qemu-nbd and as a
+// host disk's snapshot through the kit.
+func TestFileCommandsPeers(t *testing.T) {
+	qnbd := testenv.Tool(t, "qemu-nbd")
+	img, src := guestImage(t)
+	want, _ := os.ReadFile(filepath.Join(src, "docs/a.txt"))
+	sock := filepath.Join(t.TempDir(), "s")
+	cmd := exec.Command(qnbd, "-r", "-t", "-e", "4", "-f", "vmdk", "-k", sock, img)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	uri := "nbd+unix:///?socket=" + sock
+	if got := mustRun(t, "cat", uri, "/docs/a.txt"); got != string(want) {
+		t.Errorf("cat through qemu-nbd: %d bytes, want %d", len(got), len(want))
+	}
+	// A host disk and its snapshot.
+	t.Setenv("VDISK_CONFIG_DIR", t.TempDir())
+	h := servertest.New(t, nil)
+	pwf := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pwf, []byte(servertest.Password+"\n"), 0o600)
+	mustRun(t, "login", "--server", h.API, "--thumbprint", h.Thumbprint, "--password-file", pwf)
+	mustRun(t, "disk", "create", "guest", "48M")
+	mustRun(t, "convert", "-n", img, "vdisk:disk/guest")
+	var sn struct{ ID string }
+	json.Unmarshal([]byte(mustRun(t, "snapshot", "create", "--disk", "guest", "--name", "s1", "--output=json")), &sn)
+	if sn.ID == "" {
+		t.Fatal("no snapshot ID")
+	}
+	if got := mustRun(t, "cat", "vdisk:disk/guest@"+sn.ID, "/docs/a.txt"); got != string(want) {
+		t.Errorf("cat of a host snapshot: %d bytes, want %d", len(got), len(want))
+	}
+	if out := mustRun(t, "ls", "vdisk:disk/guest@"+sn.ID, "/deep/x/y"); !strings.Contains(out, "z.txt") {
+		t.Errorf("ls of a host snapshot:\n%s", out)
 	}
 }
