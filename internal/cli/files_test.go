@@ -210,3 +210,19 @@ func TestFileCommandsPeers(t *testing.T) {
 		t.Errorf("ls of a host snapshot:\n%s", out)
 	}
 }
+
+// TestFileCommandsOnPoint: files read straight out of a backup point.
+func TestFileCommandsOnPoint(t *testing.T) {
+	img, src := guestImage(t)
+	backupRepo(t)
+	lastBackup(t, img)
+	want, _ := os.ReadFile(filepath.Join(src, "docs/a.txt"))
+	if got := mustRun(t, "cat", "point:latest", "/docs/a.txt"); got != string(want) {
+		t.Errorf("cat of a backup point: %d bytes, want %d", len(got), len(want))
+	}
+	dest := filepath.Join(t.TempDir(), "deep")
+	mustRun(t, "extract", "point:latest", "/deep", dest)
+	if out, err := exec.Command("diff", "-r", filepath.Join(src, "deep"), dest).CombinedOutput(); err != nil {
+		t.Errorf("extract from a point: %v\n%s", err, out)
+	}
+}
