@@ -11,6 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+
 	"github.com/vdisk-project/vdisk"
 	"github.com/vdisk-project/vdisk/backup"
 	"github.com/vdisk-project/vdisk/backup/source"
@@ -139,7 +142,6 @@ func backupOne(ctx context.Context, repo *backup.Repository, points []*backup.Po
 	defer src.Close(ctx)
 	res := backupResult{Source: label, Full: map[string]string{}}
 	bo := backup.BackupOptions{Source: label, Tags: f.tags, Config: src.Config, Parent: parent, Concurrency: f.jobs, NoResume: f.noResume, CheckpointEvery: f.checkpoint}
-	var total int64
 	for _, d := range src.Disks {
 		sd := backup.SourceDisk{Name: d.Name, Disk: d.Disk, ChangeID: d.ChangeID}
 		if parent != nil && parent.Disk(d.Name) != nil && d.Changed != nil {
@@ -149,27 +151,13 @@ func backupOne(ctx context.Context, repo *backup.Repository, points []*backup.Po
 		}
 		bo.Disks = append(bo.Disks, sd)
 		res.Disks = append(res.Disks, d.Name)
-		total += d.Disk.Size()
 	}
 	finish := func() {}
 	switch {
 	case f.progress == "json":
 		bo.Progress = jsonProgress(stderr, label)
 	case f.progress == "auto" && isTerminal(stderr):
-		update, fin := progress(stderr, true, "backup "+label)
-		var mu sync.Mutex
-		done := map[string]int64{}
-		bo.Progress = func(p backup.Progress) {
-			mu.Lock()
-			done[p.Disk] = p.Done
-			var sum int64
-			for _, v := range done {
-				sum += v
-			}
-			mu.Unlock()
-			update(sum, total)
-		}
-		finish = fin
+		bo.Progress, finish = diskBars(stderr, label, src.Disks)
 	}
 	p, sum, err := repo.Backup(ctx, bo)
 	finish()
@@ -236,3 +224,44 @@ func short(id string) string { return id[:min(len(id), 8)] }
 
 var _ = errors.New
 var _ = disk.ErrInvalid
+
+// diskBars draws one progress bar per disk on a terminal, with the bytes
+// dealt with, the rate and the time left; the returned function ends them.
+func diskBars(w io.Writer, label string, disks []source.Disk) (func(backup.Progress), func()) {
+	p := mpb.New(mpb.WithOutput(w), mpb.WithAutoRefresh(), mpb.WithWidth(30), mpb.WithRefreshRate(150*time.Millisecond))
+	bars := map[string]*mpb.Bar{}
+	for _, d := range disks {
+		name := d.Name
+		if len(disks) == 1 {
+			name = label
+		}
+		bars[d.Name] = p.AddBar(d.Disk.Size(),
+			mpb.PrependDecorators(decor.Name(name, decor.WC{W: len(name) + 1, C: decor.DindentRight})),
+			mpb.AppendDecorators(
+				decor.CountersKibiByte("% .1f / % .1f"),
+				decor.Name("  "),
+				decor.AverageSpeed(decor.SizeB1024(0), "% .1f"),
+				decor.Name("  ETA "),
+				decor.AverageETA(decor.ET_STYLE_GO),
+			))
+	}
+	var mu sync.Mutex
+	update := func(pr backup.Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		if b := bars[pr.Disk]; b != nil {
+			b.SetCurrent(pr.Done)
+		}
+	}
+	finish := func() {
+		mu.Lock()
+		for _, b := range bars {
+			if !b.Completed() {
+				b.Abort(false)
+			}
+		}
+		mu.Unlock()
+		p.Wait()
+	}
+	return update, finish
+}
