@@ -133,10 +133,22 @@ func (r *Repository) Restore(ctx context.Context, p *Point, diskName string, tar
 				return disk.Wrap(err, "backup: restore: read "+diskName, "", off)
 			}
 			bb.z = data[:0]
-			if _, err := target.WriteAt(data, off); err != nil {
-				return disk.Wrap(err, "backup: restore: write", "", off)
+			if opts.Existing {
+				if _, err := target.WriteAt(data, off); err != nil {
+					return disk.Wrap(err, "backup: restore: write", "", off)
+				}
+				written.Add(ln)
+			} else {
+				// A new target reads as zeros: the zero blocks inside a
+				// chunk (the unallocated parts of a partly used chunk)
+				// stay holes, so a thin disk restores thin.
+				n, err := writeNonZero(target, data, off)
+				if err != nil {
+					return disk.Wrap(err, "backup: restore: write", "", off)
+				}
+				written.Add(n)
+				skipped.Add(ln - n)
 			}
-			written.Add(ln)
 			report(ln)
 			return nil
 		})
@@ -153,4 +165,32 @@ func (r *Repository) Restore(ctx context.Context, p *Point, diskName string, tar
 	st.Written, st.Zeroed, st.Unchanged, st.Skipped = written.Load(), zeroed.Load(), unchanged.Load(), skipped.Load()
 	st.Duration = time.Since(start)
 	return st, err
+}
+
+// sparseBlock is the granularity at which a restore into a new target
+// leaves zeros unwritten (qemu-img convert's default -S).
+const sparseBlock = 4096
+
+// writeNonZero writes the runs of data that are not whole zero blocks of
+// sparseBlock bytes at off, and returns the bytes written.
+func writeNonZero(target disk.Disk, data []byte, off int64) (int64, error) {
+	var n int64
+	for p := 0; p < len(data); {
+		for p < len(data) && disk.IsZero(data[p:min(p+sparseBlock, len(data))]) {
+			p += sparseBlock
+		}
+		q := p
+		for q < len(data) && !disk.IsZero(data[q:min(q+sparseBlock, len(data))]) {
+			q += sparseBlock
+		}
+		q = min(q, len(data))
+		if q > p {
+			if _, err := target.WriteAt(data[p:q], off+int64(p)); err != nil {
+				return n, err
+			}
+			n += int64(q - p)
+		}
+		p = q
+	}
+	return n, nil
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vdisk-project/vdisk"
 	"github.com/vdisk-project/vdisk/backup/storage/storagetest"
 	"github.com/vdisk-project/vdisk/internal/testenv"
@@ -533,5 +535,36 @@ func TestRestoreKilled(t *testing.T) {
 	}
 	if fileExists(target + ".restoring") {
 		t.Error("the restore marker is left after the restore finished")
+	}
+}
+
+// TestRestoreThin: a disk with a little data in each chunk restores into
+// a new image holding about that data, not whole chunks of zeros.
+func TestRestoreThin(t *testing.T) {
+	backupRepo(t) // 256 KiB chunks
+	dir := t.TempDir()
+	img := filepath.Join(dir, "d.raw")
+	f, _ := os.Create(img)
+	f.Truncate(16 << 20)
+	rng := rand.New(rand.NewSource(10))
+	b := make([]byte, 8192)
+	for off := int64(0); off < 16<<20; off += 256 << 10 {
+		rng.Read(b)
+		f.WriteAt(b, off+4096)
+	}
+	f.Close()
+	id := lastBackup(t, img).Point
+	out := filepath.Join(dir, "r.raw")
+	mustRun(t, "restore", "-O", "raw", id, out)
+	var st unix.Stat_t
+	if err := unix.Stat(out, &st); err != nil {
+		t.Fatal(err)
+	}
+	if data := int64(64 * 8192); st.Blocks*512 > 2*data {
+		t.Errorf("restored image allocates %d bytes for %d bytes of data", st.Blocks*512, data)
+	}
+	want, _ := os.ReadFile(img)
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+		t.Error("thin restore differs")
 	}
 }
