@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/vdisk-project/vdisk/volume/ext4"
 	fatfs "github.com/vdisk-project/vdisk/volume/fat"
 	"github.com/vdisk-project/vdisk/volume/inode"
 	"github.com/vdisk-project/vdisk/volume/ntfs"
@@ -16,6 +17,9 @@ import (
 
 // The filesystem readers, by blkid type.
 func init() {
+	for _, t := range []string{"ext2", "ext3", "ext4"} {
+		readers[t] = func(r io.ReaderAt, n int64) (inode.FS, error) { return asFS(ext4.Open(r, n)) }
+	}
 	readers["xfs"] = func(r io.ReaderAt, n int64) (inode.FS, error) { return asFS(xfs.Open(r, n)) }
 	readers["vfat"] = func(r io.ReaderAt, n int64) (inode.FS, error) { return asFS(fatfs.Open(r, n)) }
 	readers["ntfs"] = func(r io.ReaderAt, n int64) (inode.FS, error) { return asFS(ntfs.Open(r, n)) }

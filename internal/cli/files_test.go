@@ -226,3 +226,64 @@ func TestFileCommandsOnPoint(t *testing.T) {
 		t.Errorf("extract from a point: %v\n%s", err, out)
 	}
 }
+
+// TestGuestOS: a Linux guest as the tools make it — an ext4 root made by
+// mkfs.ext4 -d with os-release and an fstab naming the EFI partition by
+// UUID — shows its OS and mount points, and the root is the default
+// volume of ls.
+func TestGuestOS(t *testing.T) {
+	mkext4 := testenv.Tool(t, "mkfs.ext4")
+	mkfat := testenv.Tool(t, "mkfs.vfat")
+	sfdisk := testenv.Tool(t, "sfdisk")
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	os.MkdirAll(filepath.Join(root, "boot/efi"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc/os-release"), []byte("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "etc/fstab"), []byte("LABEL=rootfs / ext4 errors=remount-ro 0 1\nUUID=1234-ABCD /boot/efi vfat umask=0077 0 1\ntmpfs /tmp tmpfs defaults 0 0\n"), 0o644)
+	os.Symlink("os-release", filepath.Join(root, "etc/os-release.link"))
+	sh := func(name string, args ...string) {
+		t.Helper()
+		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+	}
+	fat, ext := filepath.Join(dir, "efi.img"), filepath.Join(dir, "root.img")
+	sh(mkfat, "-C", "-i", "1234ABCD", "-n", "EFI", fat, "16384")
+	sh(mkext4, "-q", "-L", "rootfs", "-d", root, ext, "32M")
+	raw := filepath.Join(dir, "d.raw")
+	sh("truncate", "-s", "64M", raw)
+	cmd := exec.Command(sfdisk, "-q", raw)
+	cmd.Stdin = strings.NewReader("label: gpt\nstart=2048, size=32768, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\nstart=34816, size=65536, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v\n%s", err, out)
+	}
+	sh("dd", "if="+fat, "of="+raw, "bs=512", "seek=2048", "conv=notrunc", "status=none")
+	sh("dd", "if="+ext, "of="+raw, "bs=512", "seek=34816", "conv=notrunc", "status=none")
+	var vols struct {
+		Volumes []guestVolume `json:"volumes"`
+		OS      *guestOS      `json:"os"`
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, "volumes", "--output=json", raw)), &vols); err != nil {
+		t.Fatal(err)
+	}
+	if vols.OS == nil || vols.OS.Pretty != "Debian GNU/Linux 12 (bookworm)" || vols.OS.RootID != "disk0/p2" {
+		t.Errorf("OS: %+v", vols.OS)
+	}
+	mp := map[string]string{}
+	for _, v := range vols.Volumes {
+		mp[v.ID] = v.MountPoint
+	}
+	if mp["disk0/p1"] != "/boot/efi" || mp["disk0/p2"] != "/" {
+		t.Errorf("mount points %v", mp)
+	}
+	if out := mustRun(t, "ls", raw, "/etc"); !strings.Contains(out, "os-release.link -> os-release") || !strings.Contains(out, "fstab") {
+		t.Errorf("ls /etc of the root:\n%s", out)
+	}
+	if out := mustRun(t, "volumes", raw); !strings.Contains(out, "OS: Debian GNU/Linux 12 (bookworm)") {
+		t.Errorf("volumes:\n%s", out)
+	}
+	if _, _, code := run(t, "cat", "--volume", "/boot/efi", raw, "/"); code != ExitInvalid {
+		t.Errorf("cat of a directory: exit %d, want %d", code, ExitInvalid)
+	}
+}
