@@ -175,6 +175,27 @@ func TestBackupHostVM(t *testing.T) {
 	if out := mustRun(t, "compare", "point:"+points[2]+"/scsi0:0", filepath.Join(dir, "scsi0-0.raw")); !bytes.Contains([]byte(out), []byte("identical")) {
 		t.Errorf("compare point: %s", out)
 	}
+	// Into the host disk itself after it changed: only the areas its
+	// change tracking reports since the point are restored.
+	last := len(points) - 1
+	d, err := c.Open(ctx, vdisk.Spec{VM: "web", Key: "scsi0:0"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 64<<10)
+	rng.Read(junk)
+	d.WriteAt(junk, 3<<20)
+	d.WriteAt(junk, 11<<20)
+	d.Close()
+	msg = mustRun(t, "restore", points[last]+"/scsi0:0", "vdisk:vm/web/scsi0:0")
+	if !strings.Contains(msg, "unchanged 0 B, not touched 15.5 MiB") {
+		t.Errorf("restore by changed areas looked at more than the two changed chunks: %s", msg)
+	}
+	live := filepath.Join(t.TempDir(), "live.raw")
+	mustRun(t, "convert", "-O", "raw", "vdisk:vm/web/scsi0:0", live)
+	if b, _ := os.ReadFile(live); !bytes.Equal(b, truth[last][0]) {
+		t.Error("the host disk restored by changed areas differs from its point")
+	}
 	// A whole VM recreated from its point.
 	mustRun(t, "restore", points[3], "vdisk:vm/web2")
 	for i, k := range keys {

@@ -90,8 +90,8 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return fmt.Errorf("restore %s/%s into %s: %w", short(p.ID), j.disk, j.target, err)
 		}
-		fmt.Fprintf(stdout, "restored %s/%s into %s: wrote %s, zeroed %s, unchanged %s, in %s\n", short(p.ID), j.disk, j.target,
-			humanSize(st.Written), humanSize(st.Zeroed), humanSize(st.Unchanged), st.Duration.Round(time.Millisecond))
+		fmt.Fprintf(stdout, "restored %s/%s into %s: wrote %s, zeroed %s, unchanged %s, not touched %s, in %s\n", short(p.ID), j.disk, j.target,
+			humanSize(st.Written), humanSize(st.Zeroed), humanSize(st.Unchanged), humanSize(st.Skipped), st.Duration.Round(time.Millisecond))
 		if *overlayFile != "" {
 			d, _, err := openImage(ctx, j.target, "", format.OpenOptions{})
 			if err != nil {
@@ -168,6 +168,17 @@ func restoreDisk(ctx context.Context, repo *backup.Repository, p *backup.Point, 
 	update, finish := progress(stderr, f.progress, "restoring "+name)
 	defer finish()
 	if existing {
+		// A host disk with change tracking says what changed since the
+		// point: only those chunks are read and written. It is asked
+		// before the disk is opened for writing (a restore by direct
+		// lease holds the disk's tracking until it ends).
+		var changed []disk.Extent
+		if strings.HasPrefix(target, "vdisk:") && pd.ChangeID != "" {
+			if rd, _, err := openImage(ctx, target, "", format.OpenOptions{ReadOnly: true}); err == nil {
+				changed, _ = changedSincePoint(ctx, rd, pd.ChangeID)
+				rd.Close()
+			}
+		}
 		d, _, err := openImage(ctx, target, "", format.OpenOptions{})
 		if err != nil {
 			return st, err
@@ -180,7 +191,8 @@ func restoreDisk(ctx context.Context, repo *backup.Repository, p *backup.Point, 
 		if d.Size() < pd.Size {
 			return st, disk.Errorf(disk.ErrInvalid, "%s holds %d bytes, the disk %d: grow it first", target, d.Size(), pd.Size)
 		}
-		return repo.Restore(ctx, p, name, d, backup.RestoreOptions{Existing: true, Concurrency: f.jobs, Progress: update})
+		ro := backup.RestoreOptions{Existing: true, Concurrency: f.jobs, Progress: update, Changed: changed}
+		return repo.Restore(ctx, p, name, d, ro)
 	}
 	fmtName, err := checkFormat(f.format)
 	if err != nil {
@@ -268,4 +280,25 @@ func restoreVM(ctx context.Context, repo *backup.Repository, p *backup.Point, na
 		fmt.Fprintf(stdout, "restored %s/%s into VM %s: wrote %s in %s\n", short(p.ID), d.Key, name, humanSize(st.Written), st.Duration.Round(time.Millisecond))
 	}
 	return nil
+}
+
+// changedSincePoint asks a host disk for the areas changed since the
+// change ID a point recorded of it. It reports false when the target is
+// no host disk, has no change tracking, or does not know the change ID
+// (another disk, or tracking reset): the restore then compares every
+// chunk by hash.
+func changedSincePoint(ctx context.Context, d disk.Disk, changeID string) ([]disk.Extent, bool) {
+	h, ok := d.(hostHandle)
+	if !ok || changeID == "" {
+		return nil, false
+	}
+	ch := []disk.Extent{}
+	_, err := h.Handle.ChangedAreas(ctx, changeID, 0, func(a vdisk.Area) error {
+		ch = append(ch, disk.Extent{Off: a.Start, Len: a.Length})
+		return nil
+	})
+	if err != nil {
+		return nil, false
+	}
+	return ch, true
 }
