@@ -384,6 +384,14 @@ func TestBackupS3(t *testing.T) {
 		restoredEquals(t, id, truth[i])
 	}
 	mustRun(t, "verify", "--read-data")
+	// The figures for a textfile collector, in Prometheus' format.
+	mf := filepath.Join(dir, "backup.prom")
+	mustRun(t, "backup", "--metrics-file", mf, img)
+	b, err := os.ReadFile(mf)
+	if err != nil || !bytes.Contains(b, []byte("# TYPE vdisk_backup_read_bytes gauge\nvdisk_backup_read_bytes{source=\""+img+"\"} ")) ||
+		!bytes.Contains(b, []byte("vdisk_backup_incremental{source=\""+img+"\"} 1")) {
+		t.Errorf("metrics file: %v\n%s", err, b)
+	}
 	t.Setenv("VDISK_REPO_PASSWORD", "wrong")
 	if _, _, code := run(t, "points"); code != ExitPermission {
 		t.Errorf("wrong password: exit %d, want %d", code, ExitPermission)

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,6 +38,7 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	checkpoint := fs.Int("checkpoint", 0, "save resume state every N chunks (default 256); an interrupted backup continues from it")
 	prog := fs.String("progress", "auto", "progress: auto (a bar on a terminal), json (one JSON line per update on stderr) or none")
 	output := fs.String("output", "human", "output format: human or json")
+	metricsFile := fs.String("metrics-file", "", "write the backups' figures to this file in Prometheus text format (for node_exporter's textfile collector), replacing it atomically")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -82,10 +82,47 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			printBackup(stdout, res)
 		}
 	}
+	if *metricsFile != "" {
+		if err := writeBackupMetrics(*metricsFile, results); err != nil {
+			return err
+		}
+	}
 	if *output == "json" {
 		return writeJSON(stdout, results)
 	}
 	return nil
+}
+
+// writeBackupMetrics writes the figures of the backups just made in
+// Prometheus' text exposition format, one series per source.
+func writeBackupMetrics(path string, results []backupResult) error {
+	var b strings.Builder
+	type metric struct {
+		name, help, typ string
+		value           func(backupResult) float64
+	}
+	ms := []metric{
+		{"vdisk_backup_last_success_timestamp_seconds", "When the source's last backup finished.", "gauge", func(backupResult) float64 { return float64(time.Now().Unix()) }},
+		{"vdisk_backup_duration_seconds", "How long the source's last backup took.", "gauge", func(r backupResult) float64 { return r.Summary.Duration.Seconds() }},
+		{"vdisk_backup_read_bytes", "Bytes the last backup read from the source.", "gauge", func(r backupResult) float64 { return float64(r.Summary.BytesRead) }},
+		{"vdisk_backup_new_bytes", "Bytes of chunks the repository did not hold.", "gauge", func(r backupResult) float64 { return float64(r.Summary.BytesNew) }},
+		{"vdisk_backup_deduplicated_bytes", "Bytes read that the repository already held.", "gauge", func(r backupResult) float64 { return float64(r.Summary.BytesDeduplicated) }},
+		{"vdisk_backup_unchanged_bytes", "Bytes taken from the previous point without reading.", "gauge", func(r backupResult) float64 { return float64(r.Summary.BytesUnchanged) }},
+		{"vdisk_backup_stored_bytes", "Bytes written to the repository's storage.", "gauge", func(r backupResult) float64 { return float64(r.Summary.BytesStored) }},
+		{"vdisk_backup_incremental", "1 when the last backup was incremental.", "gauge", func(r backupResult) float64 {
+			if r.Parent != "" {
+				return 1
+			}
+			return 0
+		}},
+	}
+	for _, m := range ms {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", m.name, m.help, m.name, m.typ)
+		for _, r := range results {
+			fmt.Fprintf(&b, "%s{source=\"%s\"} %g\n", m.name, promLabel.Replace(r.Source), m.value(r))
+		}
+	}
+	return disk.WriteFileAtomic(disk.OSFS{}, path, []byte(b.String()), 0o644)
 }
 
 type backupFlags struct {
@@ -222,9 +259,6 @@ func printBackup(w io.Writer, r backupResult) {
 
 func short(id string) string { return id[:min(len(id), 8)] }
 
-var _ = errors.New
-var _ = disk.ErrInvalid
-
 // diskBars draws one progress bar per disk on a terminal, with the bytes
 // dealt with, the rate and the time left; the returned function ends them.
 func diskBars(w io.Writer, label string, disks []source.Disk) (func(backup.Progress), func()) {
@@ -265,3 +299,6 @@ func diskBars(w io.Writer, label string, disks []source.Disk) (func(backup.Progr
 	}
 	return update, finish
 }
+
+// promLabel escapes a label value as Prometheus' text format wants.
+var promLabel = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
