@@ -116,7 +116,7 @@ func (r *Repository) readBlob(ctx context.Context, p packName, ref blobRef, id c
 		}
 		return nil, fmt.Errorf("backup: read %s: %w", name, err)
 	}
-	return r.c.openChunk(dst, id, sealed, int(ref.rawLen), name)
+	return r.c.openChunk(dst, id, sealed, int(ref.rawLen), name, true)
 }
 
 // condemnedList is the JSON payload of a condemned/ object.

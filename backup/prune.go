@@ -550,7 +550,7 @@ func (rp *repacker) repack(ps packState, es []packEntry, live map[chunkID]struct
 		}
 		// Check before copying: repacking must not spread damage.
 		sealed := data[e.off : e.off+e.length]
-		if _, err := rp.r.c.openChunk(nil, e.id, append([]byte(nil), sealed...), int(e.rawLen), name); err != nil {
+		if _, err := rp.r.c.openChunk(nil, e.id, append([]byte(nil), sealed...), int(e.rawLen), name, false); err != nil {
 			return fmt.Errorf("backup: prune: repack: %w", err)
 		}
 		if len(rp.buf) > 0 && len(rp.buf)+len(sealed) > rp.r.cfg.PackSize {

@@ -283,7 +283,7 @@ func (r *Repository) verifyPacks(ctx context.Context, opts VerifyOptions, subN, 
 			}
 			rep.ChunksRead++
 			sealed := append([]byte(nil), data[e.off:e.off+e.length]...)
-			if _, err := r.c.openChunk(buf, e.id, sealed, int(e.rawLen), name); err != nil {
+			if _, err := r.c.openChunk(buf, e.id, sealed, int(e.rawLen), name, false); err != nil {
 				mark(e.id, name, err.Error())
 			}
 		}

@@ -30,6 +30,7 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	options := fl.String("o", "", "options of a new target image, as for create (subformat=…)")
 	showProgress := fl.Bool("p", false, "show progress (the default on a terminal)")
 	nj := fl.Int("j", 4, "chunks restored at once")
+	cache := fl.String("t", "writeback", "cache mode of a new target image: writeback (durable: synced at the end) or unsafe (never synced, as restic and borg restore)")
 	overlayFile := fl.String("overlay", "", "then apply the writes an instant restore kept in this overlay (vdisk export --overlay)")
 	pos, err := parse(fl, args)
 	if err != nil {
@@ -86,7 +87,7 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		v.Close()
 	}
 	for _, j := range jobs {
-		st, err := restoreDisk(ctx, repo, p, j.disk, j.target, restoreFlags{format: *outFormat, options: *options, progress: *showProgress || isTerminal(stderr), jobs: *nj}, stderr)
+		st, err := restoreDisk(ctx, repo, p, j.disk, j.target, restoreFlags{format: *outFormat, options: *options, cache: *cache, progress: *showProgress || isTerminal(stderr), jobs: *nj}, stderr)
 		if err != nil {
 			return fmt.Errorf("restore %s/%s into %s: %w", short(p.ID), j.disk, j.target, err)
 		}
@@ -121,9 +122,9 @@ func fileName(s string) string {
 }
 
 type restoreFlags struct {
-	format, options string
-	progress        bool
-	jobs            int
+	format, options, cache string
+	progress               bool
+	jobs                   int
 }
 
 func restoreDisk(ctx context.Context, repo *backup.Repository, p *backup.Point, name, target string, f restoreFlags, stderr io.Writer) (st backup.RestoreStats, err error) {
@@ -200,6 +201,9 @@ func restoreDisk(ctx context.Context, repo *backup.Repository, p *backup.Point, 
 	}
 	opts, _ := parseOptions(f.options)
 	var co format.CreateOptions
+	if co.FS, err = cacheFS(f.cache); err != nil {
+		return st, err
+	}
 	if fmtName == format.VMDK {
 		if co.VMDK, err = vmdkOptions(opts); err != nil {
 			return st, err
