@@ -6,7 +6,6 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	"github.com/vdisk-project/vdisk/disk"
 )
@@ -223,9 +222,7 @@ type seSparseExtent struct {
 
 	stripes [allocStripes]sync.Mutex
 
-	flushMu    sync.Mutex
-	flushBegun atomic.Uint64
-	flushOK    uint64
+	commit groupCommit // serializes write-back (see groupCommit)
 }
 
 // openSESparse opens an SEsparse extent.
@@ -986,18 +983,7 @@ func (e *seSparseExtent) flush() error {
 	if e.ro {
 		return nil
 	}
-	arrived := e.flushBegun.Load()
-	e.flushMu.Lock()
-	defer e.flushMu.Unlock()
-	if e.flushOK > arrived {
-		return nil
-	}
-	n := e.flushBegun.Add(1)
-	err := e.writeBack()
-	if err == nil {
-		e.flushOK = n
-	}
-	return err
+	return e.commit.flush(e.writeBack)
 }
 
 type sePageWrite struct {
@@ -1005,7 +991,7 @@ type sePageWrite struct {
 	b   []byte
 }
 
-// writeBack is one flush; the caller holds e.flushMu. See the comment at
+// writeBack is one flush; the caller holds e.commit.mu. See the comment at
 // the top of the file for the order.
 func (e *seSparseExtent) writeBack() error {
 	le := binary.LittleEndian
@@ -1201,8 +1187,8 @@ func (e *seSparseExtent) grow(capacity uint64) error {
 		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: this SEsparse extent has room for %d bytes; convert it to grow beyond", e.name,
 			min(e.h.reservedGrains(), e.h.gdSize*disk.SectorSize/8*seGTEntries)*seGrainBytes)
 	}
-	e.flushMu.Lock()
-	defer e.flushMu.Unlock()
+	e.commit.mu.Lock()
+	defer e.commit.mu.Unlock()
 	if err := e.writeBack(); err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"io"
 	"sync"
-	"sync/atomic"
 
 	"github.com/vdisk-project/vdisk/disk"
 )
@@ -55,13 +54,7 @@ type sparseExtent struct {
 
 	stripes [allocStripes]sync.Mutex // serialize allocation per grain
 
-	// Write-back is serialized: two flushes writing the same table out of
-	// order would leave the older copy on disk. A flush that arrives while
-	// another runs waits, and returns at once if a flush that began after
-	// it arrived has succeeded meanwhile (group commit).
-	flushMu    sync.Mutex
-	flushBegun atomic.Uint64 // flushes that have taken their tables
-	flushOK    uint64        // the last flush that succeeded; guarded by flushMu
+	commit groupCommit // serializes write-back (see groupCommit)
 }
 
 // openSparseExtent opens a KDMV extent whose header is h.
@@ -590,23 +583,10 @@ func (e *sparseExtent) flush() error {
 	if e.ro {
 		return nil
 	}
-	arrived := e.flushBegun.Load()
-	e.flushMu.Lock()
-	defer e.flushMu.Unlock()
-	if e.flushOK > arrived {
-		// A flush that took its tables after this call arrived has made
-		// everything completed before it durable.
-		return nil
-	}
-	n := e.flushBegun.Add(1)
-	err := e.writeBack()
-	if err == nil {
-		e.flushOK = n
-	}
-	return err
+	return e.commit.flush(e.writeBack)
 }
 
-// writeBack is one flush. The caller holds e.flushMu.
+// writeBack is one flush. The caller holds e.commit.mu.
 func (e *sparseExtent) writeBack() error {
 	e.mu.Lock()
 	var gd []byte
@@ -726,8 +706,8 @@ func (e *sparseExtent) grow(capacity uint64) error {
 		// Like Create: VMware opens no sparse extent of 2 TiB or more.
 		return disk.Errorf(disk.ErrNotSupported, "vmdk: %s: a sparse extent must stay below 2 TiB; convert to twoGbMaxExtentSparse or a flat format", e.name)
 	}
-	e.flushMu.Lock() // no write-back while the directory moves
-	defer e.flushMu.Unlock()
+	e.commit.mu.Lock() // no write-back while the directory moves
+	defer e.commit.mu.Unlock()
 	if err := e.writeBack(); err != nil {
 		return err
 	}
