@@ -293,16 +293,8 @@ func (fl *file) WriteTo(w io.Writer) (int64, error) {
 }
 
 func (fl *file) Seek(offset int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += fl.off
-	case io.SeekEnd:
-		offset += fl.fi.st.Size
-	default:
-		offset = -1
-	}
-	if offset < 0 {
+	offset, ok := inode.SeekOffset(fl.off, fl.fi.st.Size, offset, whence)
+	if !ok {
 		return 0, &fs.PathError{Op: "seek", Path: fl.name, Err: disk.Errorf(disk.ErrInvalid, "bad seek")}
 	}
 	fl.off = offset

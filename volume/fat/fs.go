@@ -358,17 +358,9 @@ func (f *File) Read(p []byte) (int, error) {
 func (f *File) Seek(offset int64, whence int) (int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += f.off
-	case io.SeekEnd:
-		offset += f.size
-	default:
-		return 0, pathErr("seek", f.name, disk.Errorf(disk.ErrInvalid, "fat: bad whence %d", whence))
-	}
-	if offset < 0 {
-		return 0, pathErr("seek", f.name, disk.Errorf(disk.ErrInvalid, "fat: negative offset"))
+	offset, ok := inode.SeekOffset(f.off, f.size, offset, whence)
+	if !ok {
+		return 0, pathErr("seek", f.name, disk.Errorf(disk.ErrInvalid, "fat: bad seek (whence %d)", whence))
 	}
 	f.off = offset
 	return offset, nil

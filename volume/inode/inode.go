@@ -102,3 +102,19 @@ type Statfs struct {
 	TotalInodes int64 // 0 when the filesystem has no fixed inode count
 	FreeInodes  int64
 }
+
+// SeekOffset is the offset io.Seeker's Seek(offset, whence) moves to from
+// cur in a file of size bytes, for the readers' File.Seek. ok is false for
+// an unknown whence or a negative result.
+func SeekOffset(cur, size, offset int64, whence int) (int64, bool) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += cur
+	case io.SeekEnd:
+		offset += size
+	default:
+		return 0, false
+	}
+	return offset, offset >= 0
+}

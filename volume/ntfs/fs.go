@@ -359,16 +359,8 @@ func (fl *File) Seek(off int64, whence int) (int64, error) {
 	if fl.closed.Load() {
 		return 0, &fs.PathError{Op: "seek", Path: fl.name, Err: fs.ErrClosed}
 	}
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		off += fl.off
-	case io.SeekEnd:
-		off += fl.s.size
-	default:
-		return 0, &fs.PathError{Op: "seek", Path: fl.name, Err: fs.ErrInvalid}
-	}
-	if off < 0 {
+	off, ok := inode.SeekOffset(fl.off, fl.s.size, off, whence)
+	if !ok {
 		return 0, &fs.PathError{Op: "seek", Path: fl.name, Err: fs.ErrInvalid}
 	}
 	fl.off = off

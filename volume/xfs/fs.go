@@ -416,17 +416,9 @@ func (f *File) Read(p []byte) (int, error) {
 func (f *File) Seek(offset int64, whence int) (int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += f.off
-	case io.SeekEnd:
-		offset += f.size
-	default:
-		return 0, pathErr("seek", f.name, disk.Errorf(disk.ErrInvalid, "xfs: bad whence %d", whence))
-	}
-	if offset < 0 {
-		return 0, pathErr("seek", f.name, disk.Errorf(disk.ErrInvalid, "xfs: negative offset"))
+	offset, ok := inode.SeekOffset(f.off, f.size, offset, whence)
+	if !ok {
+		return 0, pathErr("seek", f.name, disk.Errorf(disk.ErrInvalid, "xfs: bad seek (whence %d)", whence))
 	}
 	f.off = offset
 	return offset, nil
