@@ -522,7 +522,7 @@ func mountNames(vols []guestVolume) []string {
 func cmdMount(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fl := flag.NewFlagSet("mount", flag.ContinueOnError)
 	allowOther := fl.Bool("allow-other", false, "let other users read the mount (their access is checked against each file's mode)")
-	sel := fl.String("volume", "", "mount only this volume (its number, ID, label, UUID or mount point), at DIR itself")
+	sel := fl.String("volume", "", "mount only this volume (its number, ID, label, UUID or mount point)")
 	var share bool
 	forceShareFlags(fl, &share)
 	fa, err := parseFileArgs(fl, args, false)
@@ -540,21 +540,6 @@ func cmdMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer g.Close()
 	var vols []mount.Volume
 	var opened []guestVolume
-	for _, v := range g.vols {
-		if *sel != "" {
-			continue
-		}
-		if v.open == nil {
-			continue
-		}
-		f, err := v.fs()
-		if err != nil {
-			fmt.Fprintf(stderr, "vdisk mount: volume %s not mounted: %v\n", v.ID, err)
-			continue
-		}
-		vols = append(vols, mount.Volume{FS: f})
-		opened = append(opened, v)
-	}
 	if *sel != "" {
 		v, err := g.pick(*sel)
 		if err != nil {
@@ -565,6 +550,19 @@ func cmdMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		vols, opened = []mount.Volume{{FS: f}}, []guestVolume{*v}
+	} else {
+		for _, v := range g.vols {
+			if v.open == nil {
+				continue
+			}
+			f, err := v.fs()
+			if err != nil {
+				fmt.Fprintf(stderr, "vdisk mount: volume %s not mounted: %v\n", v.ID, err)
+				continue
+			}
+			vols = append(vols, mount.Volume{FS: f})
+			opened = append(opened, v)
+		}
 	}
 	if len(vols) == 0 {
 		return disk.Errorf(disk.ErrNotSupported, "no volume of %s holds a filesystem vdisk reads", strings.Join(fa.images, ", "))
@@ -582,30 +580,29 @@ func cmdMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stderr, "mounted read-only at %s; Ctrl-C or 'vdisk umount %s' unmounts\n", dir, dir)
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
+	stop := ctx.Done()
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-done:
 			return nil
-		case <-ctx.Done():
-			err := srv.Unmount()
-			if err == nil {
-				<-done
-				return nil
-			}
-			if !errors.Is(err, disk.ErrBusy) {
-				return err
-			}
-			fmt.Fprintf(stderr, "vdisk mount: %s is busy (a file is open or a shell is inside it); retrying every second\n", dir)
-			ctx = retryCtx(time.Second)
+		case <-stop:
+		case <-retry:
 		}
+		stop = nil
+		err := srv.Unmount()
+		if err == nil {
+			<-done
+			return nil
+		}
+		if !errors.Is(err, disk.ErrBusy) {
+			return err
+		}
+		if retry == nil {
+			fmt.Fprintf(stderr, "vdisk mount: %s is busy (a file is open or a shell is inside it); retrying every second\n", dir)
+		}
+		retry = time.After(time.Second)
 	}
-}
-
-// retryCtx is done after d.
-func retryCtx(d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	_ = cancel // released when it fires
-	return ctx
 }
 
 // fuseMounts lists the mount points of vdisk's FUSE mounts.
