@@ -552,19 +552,29 @@ func TestRestoreKilled(t *testing.T) {
 			killed++
 		}
 	}
-	// A kill while the image was being made, before it could be opened.
-	os.WriteFile(target, make([]byte, 65536), 0o644)
 	t.Logf("%d of 3 restores killed", killed)
-	out := mustRun(t, "restore", id, target)
-	t.Log(strings.TrimSpace(out))
-	raw := filepath.Join(dir, "check.raw")
-	mustRun(t, "convert", "-O", "raw", target, raw)
-	if got, _ := os.ReadFile(raw); !bytes.Equal(got, data) {
-		t.Fatal("the restore continued after kills differs from the source")
+	check := func(target string) {
+		t.Helper()
+		out := mustRun(t, "restore", id, target)
+		t.Log(strings.TrimSpace(out))
+		raw := filepath.Join(dir, "check.raw")
+		os.Remove(raw)
+		mustRun(t, "convert", "-O", "raw", target, raw)
+		if got, _ := os.ReadFile(raw); !bytes.Equal(got, data) {
+			t.Fatalf("the restore continued into %s differs from the source", target)
+		}
+		if fileExists(target + ".restoring") {
+			t.Errorf("the restore marker of %s is left after the restore finished", target)
+		}
 	}
-	if fileExists(target + ".restoring") {
-		t.Error("the restore marker is left after the restore finished")
-	}
+	// Into the image the kills left, as they left it.
+	check(target)
+	// A kill while the image was being made, before it could be opened:
+	// its marker and a file that is no image yet.
+	early := filepath.Join(dir, "early.vmdk")
+	os.WriteFile(early, make([]byte, 65536), 0o644)
+	os.WriteFile(early+".restoring", []byte("point:"+id+"/disk\n"), 0o600)
+	check(early)
 }
 
 // TestRestoreThin: a disk with a little data in each chunk restores into
