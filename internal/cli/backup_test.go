@@ -642,3 +642,37 @@ func TestBackupMinIOErasure(t *testing.T) {
 	}
 	mustRun(t, "verify", "--read-data")
 }
+
+// TestBackupNeedsPrivilege: a read-only user cannot back up a host VM, and
+// the refusal leaves no snapshot or lease behind.
+func TestBackupNeedsPrivilege(t *testing.T) {
+	t.Setenv("VDISK_CONFIG_DIR", t.TempDir())
+	h := servertest.New(t, nil)
+	pwf := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pwf, []byte(servertest.Password+"\n"), 0o600)
+	mustRun(t, "login", "--server", h.API, "--thumbprint", h.Thumbprint, "--password-file", pwf)
+	mustRun(t, "vm", "create", "web")
+	mustRun(t, "vm", "add-disk", "--cbt", "web", "scsi0:0", "4M")
+	vpw := filepath.Join(t.TempDir(), "vpw")
+	os.WriteFile(vpw, []byte("viewer password 1\n"), 0o600)
+	mustRun(t, "user", "add", "--password-file", vpw, "viewer", "read-only")
+	backupRepo(t)
+	mustRun(t, "login", "--server", h.API, "--thumbprint", h.Thumbprint, "--user", "viewer", "--password-file", vpw)
+	if _, errs, code := run(t, "backup", "vdisk:vm/web"); code != ExitPermission {
+		t.Errorf("backup as a read-only user: exit %d, want %d\n%s", code, ExitPermission, errs)
+	}
+	mustRun(t, "login", "--server", h.API, "--thumbprint", h.Thumbprint, "--password-file", pwf)
+	var vm struct {
+		Snapshots []any
+		Disks     []struct{ Leases []any }
+	}
+	json.Unmarshal([]byte(mustRun(t, "vm", "show", "--output=json", "web")), &vm)
+	if len(vm.Snapshots) != 0 || len(vm.Disks) != 1 || len(vm.Disks[0].Leases) != 0 {
+		t.Errorf("after a refused backup: %+v", vm)
+	}
+	var pts []pointJSON
+	json.Unmarshal([]byte(mustRun(t, "points", "--output=json")), &pts)
+	if len(pts) != 0 {
+		t.Errorf("a refused backup made points: %+v", pts)
+	}
+}
