@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/vdisk-project/vdisk"
@@ -41,7 +44,7 @@ func benchData() []byte {
 
 // benchLocal makes a monolithicSparse VMDK holding data and opens it
 // through the exported functions.
-func benchLocal(b *testing.B, data []byte) (conn, h uintptr) {
+func benchLocal(b testing.TB, data []byte) (conn, h uintptr) {
 	b.Helper()
 	path := filepath.Join(b.TempDir(), "bench.vmdk")
 	d, err := vmdk.Create(context.Background(), path, int64(len(data)), &vmdk.CreateOptions{Subformat: vmdk.MonolithicSparse})
@@ -67,7 +70,7 @@ func benchLocal(b *testing.B, data []byte) (conn, h uintptr) {
 
 // benchRemote puts data in a host's disk and opens it over nbdssl through
 // the exported functions.
-func benchRemote(b *testing.B, data []byte) (conn, h uintptr) {
+func benchRemote(b testing.TB, data []byte) (conn, h uintptr) {
 	b.Helper()
 	host := servertest.New(b, nil)
 	ctx := context.Background()
@@ -114,7 +117,7 @@ func BenchmarkReadAsync(b *testing.B) {
 	data := benchData()
 	for _, tc := range []struct {
 		name string
-		open func(*testing.B, []byte) (uintptr, uintptr)
+		open func(testing.TB, []byte) (uintptr, uintptr)
 	}{
 		{"local", benchLocal},
 		{"nbdssl", benchRemote},
@@ -187,7 +190,7 @@ func BenchmarkThreadReads(b *testing.B) {
 	data := benchData()
 	for _, tc := range []struct {
 		name string
-		open func(*testing.B, []byte) (uintptr, uintptr)
+		open func(testing.TB, []byte) (uintptr, uintptr)
 	}{
 		{"local", benchLocal},
 		{"nbdssl", benchRemote},
@@ -207,5 +210,95 @@ func BenchmarkThreadReads(b *testing.B) {
 				b.Fatalf("%d requests: error %d, %d failed", b.N, e, failed)
 			}
 		})
+	}
+}
+
+// TestAsyncSlots: a handle runs at most its slots of asynchronous requests
+// at once, a ReadAsync past them waits for one, and every request still
+// completes with the disk's bytes.
+func TestAsyncSlots(t *testing.T) {
+	for _, tc := range []struct {
+		mode string
+		want int
+	}{
+		{vdisk.ModeFile, 16},
+		{vdisk.ModeDirect, 16},
+		{vdisk.ModeNBDSSL, 256},
+		{vdisk.ModeNBD, 256},
+	} {
+		if got := asyncSlots(vdisk.DefaultConfig(), tc.mode); got != tc.want {
+			t.Errorf("asyncSlots(defaults, %s) = %d, want %d", tc.mode, got, tc.want)
+		}
+	}
+
+	data := benchData()[:8<<20]
+	conn, hp := benchLocal(t, data)
+	defer cDisconnect(conn)
+	defer cClose(hp)
+	v, _ := reg.get(hp)
+	h := v.(*diskHandle)
+	const sectors = benchRequest / 512
+	const n = 4 * 16
+	bufs := cMalloc(n * benchRequest)
+	defer cFree(bufs)
+	cnt := newCCounter()
+	defer cnt.free()
+
+	// Every slot taken: a request has to wait.
+	for range cap(h.slots) {
+		h.slots <- struct{}{}
+	}
+	returned := make(chan uint64)
+	go func() { returned <- cReadAsync(hp, 0, sectors, bufs, cnt) }()
+	select {
+	case e := <-returned:
+		t.Fatalf("ReadAsync returned %d with every slot taken", e)
+	case <-time.After(100 * time.Millisecond):
+	}
+	for range cap(h.slots) {
+		<-h.slots
+	}
+	if e := <-returned; e != vixAsync {
+		t.Fatalf("ReadAsync: %d", e)
+	}
+	// More requests than slots.
+	for i := 1; i < n; i++ {
+		start := uint64(i%(len(data)/benchRequest)) * sectors
+		if e := cReadAsync(hp, start, sectors, unsafe.Add(bufs, i*benchRequest), cnt); e != vixAsync {
+			t.Fatalf("ReadAsync %d: %d", i, e)
+		}
+	}
+	if e := cWait(hp); e != vixOK {
+		t.Fatalf("Wait: %d", e)
+	}
+	if cnt.done() != n || cnt.failed() != 0 {
+		t.Fatalf("%d requests: %d callbacks, %d failed", n, cnt.done(), cnt.failed())
+	}
+	for i := range n {
+		off := (i % (len(data) / benchRequest)) * benchRequest
+		if !bytes.Equal(cBytes(unsafe.Add(bufs, i*benchRequest), benchRequest), data[off:off+benchRequest]) {
+			t.Fatalf("request %d read other bytes than the disk's at %d", i, off)
+		}
+	}
+}
+
+// TestCPUProfile: VDISK_CPUPROFILE makes InitEx start a CPU profile that
+// Exit writes out.
+func TestCPUProfile(t *testing.T) {
+	if f := flag.Lookup("test.cpuprofile"); f != nil && f.Value.String() != "" {
+		t.Skip("go test -cpuprofile runs the one CPU profile a process can have")
+	}
+	p := filepath.Join(t.TempDir(), "cpu.prof")
+	t.Setenv("VDISK_CPUPROFILE", p)
+	if e := VixDiskLib_InitEx(8, 0, nil, nil, nil, nil, nil); e != vixOK {
+		t.Fatalf("InitEx: %d", e)
+	}
+	VixDiskLib_Exit()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("%s holds %d bytes, not a gzipped pprof profile", p, len(b))
 	}
 }
