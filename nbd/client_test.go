@@ -492,10 +492,7 @@ func TestClientPayloads(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			var sizes []int
-			for _, n := range []int{1, 4096, directPayload - 1, directPayload, directPayload + 1, 100<<10 + 3, 256 << 10, 1<<20 + 512} {
-				sizes = append(sizes, n)
-			}
+			sizes := []int{1, 4096, directPayload - 1, directPayload, directPayload + 1, 100<<10 + 3, 256 << 10, 1<<20 + 512}
 			type req struct {
 				off int64
 				buf []byte
