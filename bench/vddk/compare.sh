@@ -109,6 +109,7 @@ printf 'bench password' >pw
 	--admin-password-file pw >host/log 2>&1 & hpid=$!; pids+=($hpid)
 for _ in $(seq 50); do [ -f host/data/tls/server.crt ] && break; sleep 0.2; done
 sleep 1
+kill -0 "$hpid" 2>/dev/null || { echo "vdisk serve did not start (is 127.0.0.1:18443 or :18809 taken?):"; cat host/log; exit 1; }
 tp=$(openssl x509 -in host/data/tls/server.crt -noout -fingerprint -sha256 | cut -d= -f2)
 tp1=$(openssl x509 -in host/data/tls/server.crt -noout -fingerprint -sha1 | cut -d= -f2)
 export VDISK_CONFIG_DIR=$work/host/cfg VDISK_PASSWORD='bench password'
