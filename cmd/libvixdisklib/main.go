@@ -41,7 +41,7 @@
 // # Profiling
 //
 // VDISK_CPUPROFILE=FILE in the program's environment writes a CPU profile
-// of the library from the first VixDiskLib_InitEx to VixDiskLib_Exit.
+// of the library from VixDiskLib_InitEx to VixDiskLib_Exit.
 //
 // # Errors
 //

@@ -7,8 +7,9 @@ import (
 )
 
 // profile is the CPU profile VDISK_CPUPROFILE asks for, as the vdisk
-// command writes one: it runs from the first InitEx to Exit (a program
-// that never calls Exit leaves an empty file).
+// command writes one: it runs from InitEx to Exit (a program that never
+// calls Exit leaves an empty file; an InitEx after Exit starts a new
+// profile in the same file).
 var profile struct {
 	sync.Mutex
 	f *os.File
