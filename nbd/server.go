@@ -680,7 +680,7 @@ func (c *conn) limits(contexts int) {
 		avail -= tlsMem + tlsSendBuf - tlsNegBuf
 	}
 	p := int64(MaxPayload)
-	for p > 4096 && 2*(p+reqMem) > avail {
+	for p > 4096 && 2*(bufSize(uint64(p))+reqMem) > avail {
 		p /= 2
 	}
 	c.maxPayload = uint32(p)
