@@ -12,7 +12,13 @@ import (
 // benchClient connects to the server at addr (network "unix" or "tcp"),
 // under TLS when tc is set, negotiates structured replies as nbdcopy does
 // and enters transmission.
-func benchClient(b *testing.B, network, addr string, tc *tls.Config) net.Conn {
+func benchClient(b testing.TB, network, addr string, tc *tls.Config) net.Conn {
+	return rawTransmission(b, network, addr, tc, true)
+}
+
+// rawTransmission connects to the server at addr, under TLS when tc is
+// set, negotiates structured replies when asked and enters transmission.
+func rawTransmission(b testing.TB, network, addr string, tc *tls.Config, structured bool) net.Conn {
 	b.Helper()
 	c, err := net.Dial(network, addr)
 	if err != nil {
@@ -36,9 +42,11 @@ func benchClient(b *testing.B, network, addr string, tc *tls.Config) net.Conn {
 		}
 		c = t
 	}
-	c.Write(option(optStructuredReply, nil))
-	if _, typ, _, err := readReply(c); err != nil || typ != repAck {
-		b.Fatalf("structured replies: %#x %v", typ, err)
+	if structured {
+		c.Write(option(optStructuredReply, nil))
+		if _, typ, _, err := readReply(c); err != nil || typ != repAck {
+			b.Fatalf("structured replies: %#x %v", typ, err)
+		}
 	}
 	goDefault(b, c)
 	return c

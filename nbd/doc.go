@@ -74,7 +74,8 @@
 // crypto/tls cuts full-size records (16 KiB) from it. Below crypto/tls a
 // buffer gathers whole records, 64 KiB while negotiating and, in
 // transmission, 17 records (a 256 KiB reply in one system call), the
-// difference held from the connection's budget. The connection's log
+// difference held from the connection's budget; every reply ends with a
+// flush (while negotiating, so does every read). The connection's log
 // names the TLS version and cipher suite (TLS 1.3 picks AES-128-GCM on
 // CPUs with AES instructions).
 //

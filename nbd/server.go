@@ -397,15 +397,19 @@ type conn struct {
 	maxExtents int        // per BLOCK_STATUS reply and context
 }
 
-// flushConn buffers writes to a connection until Flush, or until the next
-// Read (so a TLS handshake's writes go out before it waits for an answer).
-// crypto/tls writes one record (16 KiB at most) per call; the buffer
-// gathers whole records, so that a large reply leaves in few system calls
-// and no record is split between two of them.
+// flushConn buffers writes to a connection until Flush, or, while the
+// connection negotiates, until the next Read (so a TLS handshake's writes
+// go out before it waits for an answer). crypto/tls writes one record
+// (16 KiB at most) per call; the buffer gathers whole records, so that a
+// large reply leaves in few system calls and no record is split between
+// two of them.
 type flushConn struct {
 	net.Conn
 	mu  sync.Mutex
 	buf []byte // records not yet sent; its capacity is the buffer's size
+	// replying: in transmission every reply ends with a Flush, and a Read
+	// (the next request) must not send half of a reply being written.
+	replying bool
 }
 
 func newFlushConn(nc net.Conn, size int) *flushConn {
@@ -442,18 +446,27 @@ func (f *flushConn) Flush() error {
 	return f.flushLocked()
 }
 
-// grow replaces the buffer by one of size bytes.
-func (f *flushConn) grow(size int) {
+// transmission switches to replies: the buffer becomes size bytes, and
+// Read no longer flushes.
+func (f *flushConn) transmission(size int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	b := make([]byte, len(f.buf), size)
-	copy(b, f.buf)
-	f.buf = b
+	f.replying = true
+	if size > cap(f.buf) {
+		b := make([]byte, len(f.buf), size)
+		copy(b, f.buf)
+		f.buf = b
+	}
 }
 
 func (f *flushConn) Read(p []byte) (int, error) {
-	if err := f.Flush(); err != nil {
-		return 0, err
+	f.mu.Lock()
+	replying := f.replying
+	f.mu.Unlock()
+	if !replying {
+		if err := f.Flush(); err != nil {
+			return 0, err
+		}
 	}
 	return f.Conn.Read(p)
 }
@@ -516,10 +529,14 @@ func (c *conn) serve(ctx context.Context) {
 	}
 	c.raw.SetDeadline(time.Time{})
 	c.dmu.Unlock()
-	if c.fc != nil && c.mem.hold(tlsSendBuf-tlsNegBuf) == nil {
-		// Replies get the larger buffer: a 256 KiB READ reply leaves in
-		// one system call.
-		c.fc.grow(tlsSendBuf)
+	if c.fc != nil {
+		// Replies get the larger buffer, when the budget has room: a
+		// 256 KiB READ reply leaves in one system call.
+		size := tlsNegBuf
+		if c.mem.hold(tlsSendBuf-tlsNegBuf) == nil {
+			size = tlsSendBuf
+		}
+		c.fc.transmission(size)
 	}
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		st := tc.ConnectionState()
