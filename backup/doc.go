@@ -9,7 +9,9 @@
 // chunk map per disk, so that every point is a synthetic full however it was
 // taken. Incrementals read only what changed (SourceDisk.Changed: the host's
 // changed block tracking or an NBD dirty bitmap) and take the rest from the
-// parent point's map; hashing decides what is stored. Interrupted backups
+// parent point's map; a chunk that changed in part is completed from the
+// parent's copy of it (BackupOptions.MergeBelow), so only the changed bytes
+// are read. Hashing decides what is stored. Interrupted backups
 // resume from a checkpoint.
 //
 // A point's disk opens as a read-only [disk.Disk] with [Repository.OpenDisk]
