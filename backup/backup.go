@@ -774,7 +774,7 @@ func (b *backupRun) storeChunk(ctx context.Context, j chunkJob, force bool) erro
 		return nil
 	}
 	var compressed bool
-	bb.sealed, bb.z, compressed = b.r.c.sealChunk(bb.sealed[:0], id, data, bb.z, known)
+	bb.sealed, bb.z, compressed = b.r.c.sealChunk(bb.sealed[:0], id, data, bb.z)
 	added, err := b.pk.add(ctx, id, bb.sealed, uint32(n), force, b.addStored)
 	if err != nil {
 		return err

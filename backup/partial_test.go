@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -361,69 +360,6 @@ func TestChunkIDFormats(t *testing.T) {
 	st.Put(ctx, configName, b)
 	if _, err := Open(ctx, st, testPassword); !errors.Is(err, disk.ErrNotSupported) || !strings.Contains(err.Error(), "version 3") {
 		t.Fatalf("open of a newer format: %v", err)
-	}
-}
-
-// TestZeroFrames: chunks compressed with known data spans (runs of zeros
-// as hand-made RLE frames) decode to the chunk, through the decoder every
-// reader uses, and the zero frames are valid zstd for the zstd tool too.
-func TestZeroFrames(t *testing.T) {
-	c, err := newCrypter(nil, nil, 4<<20, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.close()
-	rng := rand.New(rand.NewPCG(29, 30))
-	for _, n := range []int64{1, 128 << 10, 128<<10 + 1, 3<<20 + 17} {
-		z := appendZeroFrame(nil, n)
-		got, err := c.chunks.DecodeAll(z, make([]byte, 0, n))
-		if err != nil || int64(len(got)) != n || !disk.IsZero(got) {
-			t.Fatalf("zero frame of %d: %d bytes, %v", n, len(got), err)
-		}
-		if zs, err := exec.LookPath("zstd"); err == nil {
-			cmd := exec.Command(zs, "-d", "-c")
-			cmd.Stdin = bytes.NewReader(z)
-			out, err := cmd.Output()
-			if err != nil || int64(len(out)) != n || !disk.IsZero(out) {
-				t.Fatalf("zstd -d of a zero frame of %d: %d bytes, %v", n, len(out), err)
-			}
-		}
-	}
-	for range 20 {
-		data := make([]byte, 1+rng.IntN(2<<20))
-		var known []span
-		for pos := int64(rng.IntN(300 << 10)); pos < int64(len(data)); {
-			end := min(pos+1+rng.Int64N(100<<10), int64(len(data)))
-			fill(rng, data[pos:end])
-			for i := pos; i < end; i += 2 {
-				data[i] = 0 // compressible
-			}
-			known = append(known, span{pos, end})
-			pos = end + rng.Int64N(400<<10)
-		}
-		var id chunkID
-		sealed, z, compressed := c.sealChunk(nil, id, data, nil, known)
-		if !compressed || sealed[0] != flagZstd {
-			continue
-		}
-		runs, prev := 0, int64(0)
-		for _, s := range append(known, span{int64(len(data)), 0}) {
-			if s.off-prev >= minZeroFrame {
-				runs++
-			}
-			prev = s.end
-		}
-		if got := bytes.Count(z, []byte{0x28, 0xb5, 0x2f, 0xfd, 0xe0}); got < runs {
-			t.Errorf("%d zero frames for %d runs of zeros", got, runs)
-		}
-		got, err := c.openChunk(nil, c.id(data), sealed, len(data), "test", false)
-		if err != nil {
-			// Plain: openChunk checks the ID, which the test sealed as zero.
-			got, err = c.chunks.DecodeAll(sealed[1:], make([]byte, 0, len(data)))
-		}
-		if err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("chunk of %d bytes in %d spans: %v", len(data), len(known), err)
-		}
 	}
 }
 

@@ -208,13 +208,8 @@ func (c *crypter) openMeta(name, kind string, data []byte) ([]byte, error) {
 
 // sealChunk compresses (when that shrinks it) and seals a chunk, appending
 // to dst. It returns the sealed bytes and whether they are compressed.
-//
-// known, when not nil, are sorted spans outside which data is zeros: the
-// runs of zeros between them then become zstd frames of RLE blocks written
-// directly, and only the spans go through the compressor. A zstd stream
-// may hold several frames; it decodes to their concatenation.
-func (c *crypter) sealChunk(dst []byte, id chunkID, data []byte, zbuf []byte, known []span) ([]byte, []byte, bool) {
-	zbuf = c.compress(data, zbuf[:0], known)
+func (c *crypter) sealChunk(dst []byte, id chunkID, data []byte, zbuf []byte) ([]byte, []byte, bool) {
+	zbuf = c.enc.EncodeAll(data, zbuf[:0])
 	body, flag := data, byte(flagRaw)
 	if len(zbuf) < len(data) {
 		body, flag = zbuf, flagZstd
@@ -231,58 +226,6 @@ func (c *crypter) sealChunk(dst []byte, id chunkID, data []byte, zbuf []byte, kn
 	pt = append(pt, body...)
 	out := c.aead.Seal(dst[:start+nonceSize], nonce[:nonceSize], pt[start+nonceSize:], id[:])
 	return out, zbuf, flag == flagZstd
-}
-
-// minZeroFrame is the shortest run of zeros that compress writes as a
-// frame of its own; shorter ones go through the compressor with the data
-// around them.
-const minZeroFrame = 128 << 10
-
-// compress appends data as zstd frames to dst (see sealChunk for known).
-func (c *crypter) compress(data, dst []byte, known []span) []byte {
-	if known == nil {
-		return c.enc.EncodeAll(data, dst)
-	}
-	n := int64(len(data))
-	pos := int64(0) // data[pos:] is not in dst yet
-	zeros := func(off, end int64) {
-		if end-off < minZeroFrame {
-			return
-		}
-		if off > pos {
-			dst = c.enc.EncodeAll(data[pos:off], dst)
-		}
-		dst = appendZeroFrame(dst, end-off)
-		pos = end
-	}
-	prev := int64(0)
-	for _, s := range known {
-		zeros(prev, s.off)
-		prev = s.end
-	}
-	zeros(prev, n)
-	if pos < n {
-		dst = c.enc.EncodeAll(data[pos:], dst)
-	}
-	return dst
-}
-
-// appendZeroFrame appends a zstd frame (RFC 8878) that decodes to n zero
-// bytes: a single-segment header with an 8-byte content size, then RLE
-// blocks of at most 128 KiB.
-func appendZeroFrame(dst []byte, n int64) []byte {
-	dst = append(dst, 0x28, 0xb5, 0x2f, 0xfd, 0xe0)
-	dst = binary.LittleEndian.AppendUint64(dst, uint64(n))
-	for n > 0 {
-		b := min(n, 128<<10)
-		n -= b
-		h := uint32(1)<<1 | uint32(b)<<3 // block type 1: RLE
-		if n == 0 {
-			h |= 1 // last block
-		}
-		dst = append(dst, byte(h), byte(h>>8), byte(h>>16), 0)
-	}
-	return dst
 }
 
 // openChunk opens a sealed chunk into dst (whose capacity must be at least
