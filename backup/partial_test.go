@@ -111,7 +111,7 @@ func checkBytes(t testing.TB, r *Repository, p *Point, name string, want []byte)
 // writes, zeroes and trims, each incremental reads at most 1.05 times the
 // changed bytes (it takes the rest of a partly changed chunk from the
 // parent's chunk), stores at most the changed chunks, and every point
-// restores bit for bit; also after the disk grows.
+// restores bit for bit; also after the disk grows and after it shrinks.
 func TestPartialChunkIncrementals(t *testing.T) {
 	for _, enc := range []bool{true, false} {
 		t.Run(map[bool]string{true: "encrypted", false: "plain"}[enc], func(t *testing.T) {
@@ -127,10 +127,16 @@ func TestPartialChunkIncrementals(t *testing.T) {
 			points := []*Point{p}
 			truth := [][]byte{readAll(t, d)}
 			var merged int64
-			for gen := 1; gen < 10; gen++ {
-				if gen == 7 {
+			for gen := 1; gen < 11; gen++ {
+				switch gen {
+				case 7:
 					// Grown: the parent covers only the old chunks.
 					if err := d.Resize(ctx, d.Size()+3*mergeChunk+4096); err != nil {
+						t.Fatal(err)
+					}
+				case 9:
+					// Shrunk: the parent's chunk at the new end is longer.
+					if err := d.Resize(ctx, d.Size()-2*mergeChunk-10000); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -143,8 +149,11 @@ func TestPartialChunkIncrementals(t *testing.T) {
 				}
 				changed, chunks := unionBytes(ch, d.Size(), mergeChunk)
 				limit := int64(float64(changed) * 1.05)
-				if gen == 7 {
-					limit += 4 * mergeChunk // the new end is read (it is a hole: nothing)
+				switch gen {
+				case 7:
+					limit += 4 * mergeChunk // the new end is read (a hole: nothing)
+				case 9:
+					limit += mergeChunk // the new last chunk is read
 				}
 				if got := cd.read.Load(); got > limit || got != sum.BytesRead {
 					t.Errorf("gen %d: read %d bytes (summary %d) for %d changed", gen, got, sum.BytesRead, changed)
@@ -212,6 +221,49 @@ func TestPartialChunkParentGone(t *testing.T) {
 		t.Errorf("read %d bytes", sum.BytesRead)
 	}
 	checkBytes(t, reopen(t, r), p1, "d", readAll(t, d))
+}
+
+// TestPartialChunkOverMarkers: a partly changed chunk whose parent entry
+// is a hole or zero marker is built on zeros without any repository read;
+// one over data from the parent's chunk.
+func TestPartialChunkOverMarkers(t *testing.T) {
+	ctx := context.Background()
+	r := newMergeRepo(t, nil, true)
+	d := disktest.NewMemDisk(3 * mergeChunk)
+	// Chunk 0 a hole, chunk 1 allocated zeros, chunk 2 data.
+	if _, err := d.WriteAt(make([]byte, mergeChunk), mergeChunk); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt(bytes.Repeat([]byte{5}, mergeChunk), 2*mergeChunk); err != nil {
+		t.Fatal(err)
+	}
+	p0, _, err := r.Backup(ctx, BackupOptions{Source: "s", Disks: []SourceDisk{{Name: "d", Disk: d}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := r.loadMap(ctx, &p0.Disks[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ids[0] != holeID || m.ids[1] != zeroID {
+		t.Fatalf("parent entries %s %s, want a hole and a zero marker", m.ids[0], m.ids[1])
+	}
+	var ch []disk.Extent
+	for c := int64(0); c < 3; c++ {
+		e := disk.Extent{Off: c*mergeChunk + 70000, Len: 4096}
+		if _, err := d.WriteAt(bytes.Repeat([]byte{byte(c + 1)}, 4096), e.Off); err != nil {
+			t.Fatal(err)
+		}
+		ch = append(ch, e)
+	}
+	p1, sum, err := r.Backup(ctx, BackupOptions{Source: "s", Parent: p0, Disks: []SourceDisk{{Name: "d", Disk: d, Changed: ch}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.BytesRead != 3*4096 || sum.BytesFromParent != mergeChunk-4096 || sum.NewChunks != 3 {
+		t.Fatalf("summary %+v", sum)
+	}
+	checkBytes(t, r, p1, "d", readAll(t, d))
 }
 
 // TestPartialChunkResume: an incremental of partly changed chunks that is
