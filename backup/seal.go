@@ -208,11 +208,18 @@ func (c *crypter) openMeta(name, kind string, data []byte) ([]byte, error) {
 
 // sealChunk compresses (when that shrinks it) and seals a chunk, appending
 // to dst. It returns the sealed bytes and whether they are compressed.
+//
+// A chunk whose samples all look like random bytes (see looksRandom) is
+// stored raw without trying the compressor; any other is compressed and
+// still stored raw if that does not shrink it.
 func (c *crypter) sealChunk(dst []byte, id chunkID, data []byte, zbuf []byte) ([]byte, []byte, bool) {
-	zbuf = c.enc.EncodeAll(data, zbuf[:0])
 	body, flag := data, byte(flagRaw)
-	if len(zbuf) < len(data) {
-		body, flag = zbuf, flagZstd
+	zbuf = zbuf[:0]
+	if !looksRandom(data) {
+		zbuf = c.enc.EncodeAll(data, zbuf)
+		if len(zbuf) < len(data) {
+			body, flag = zbuf, flagZstd
+		}
 	}
 	if c.aead == nil {
 		dst = append(dst, flag)
@@ -226,6 +233,44 @@ func (c *crypter) sealChunk(dst []byte, id chunkID, data []byte, zbuf []byte) ([
 	pt = append(pt, body...)
 	out := c.aead.Seal(dst[:start+nonceSize], nonce[:nonceSize], pt[start+nonceSize:], id[:])
 	return out, zbuf, flag == flagZstd
+}
+
+// Random-data probe: probeSamples windows of probeWindow bytes, spread
+// over the chunk. A window looks random when it holds at least
+// probeDistinct distinct byte values and none more than probeMax times
+// (uniform bytes: about 255.9 distinct values and a largest count near
+// 17 in 2 KiB; text, code, tables and zeros are far from that).
+const (
+	probeSamples  = 16
+	probeWindow   = 2048
+	probeDistinct = 248
+	probeMax      = 28
+)
+
+// looksRandom reports whether every probe window of data looks like
+// random bytes (compressed or encrypted content), which zstd cannot
+// shrink. Chunks under 64 KiB are never judged so.
+func looksRandom(data []byte) bool {
+	if len(data) < 64<<10 {
+		return false
+	}
+	step := (len(data) - probeWindow) / (probeSamples - 1)
+	var h [256]uint16
+	for k := range probeSamples {
+		clear(h[:])
+		distinct, most := 0, uint16(0)
+		for _, b := range data[k*step : k*step+probeWindow] {
+			h[b]++
+			if h[b] == 1 {
+				distinct++
+			}
+			most = max(most, h[b])
+		}
+		if distinct < probeDistinct || most > probeMax {
+			return false
+		}
+	}
+	return true
 }
 
 // openChunk opens a sealed chunk into dst (whose capacity must be at least
