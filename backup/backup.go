@@ -561,9 +561,10 @@ func (b *backupRun) missingChunks(ctx context.Context) ([]missingChunk, error) {
 	return out, nil
 }
 
-// chunkJob is a chunk to read and store. A partial job reads only reads
-// from the source; the rest of the chunk is zeros (base zeroID) or the
-// parent's chunk base with zeros cleared first.
+// chunkJob is a chunk to read and store. A whole job reads the chunk from
+// the source. A partial one reads only the spans reads; the rest of the
+// chunk is zeros (base zeroID) or the parent's chunk base, with the spans
+// zeros cleared in it first.
 type chunkJob struct {
 	dr      *diskRun
 	i       int64
@@ -873,7 +874,9 @@ type packer struct {
 	sizes   map[packName]int64
 }
 
-const uploadsInFlight = 2
+// uploadsInFlight is how many packs are uploaded at once. Four keep the
+// workers busy while a local store's fsyncs or an S3 PUT stall.
+const uploadsInFlight = 4
 
 func newPacker(ctx context.Context, r *Repository) *packer {
 	return &packer{r: r, ctx: ctx, claimed: map[chunkID]bool{}, sem: make(chan struct{}, uploadsInFlight), free: make(chan []byte, uploadsInFlight+1), durable: map[packName][]packEntry{}, sizes: map[packName]int64{}}

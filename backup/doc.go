@@ -52,8 +52,8 @@
 // Open loads the whole index: 48 bytes per stored chunk (10 million chunks,
 // 40 TiB of distinct data at 4 MiB, take about 480 MiB). A backup holds 32
 // bytes per chunk of each disk's map (16 MiB for a 2 TiB disk at 4 MiB
-// chunks), two chunk-sized buffers per worker, the open pack and at most
-// two packs being uploaded: with the defaults under 150 MiB whatever the
+// chunks), three chunk-sized buffers per worker, the open pack and at most
+// four packs being uploaded: with the defaults under 200 MiB whatever the
 // disk size. An open point Disk caches 8 chunks.
 //
 // # Errors
