@@ -65,6 +65,12 @@ type BackupOptions struct {
 	// first. Defaults 256 chunks and one minute.
 	CheckpointEvery    int
 	CheckpointInterval time.Duration
+	// MergeBelow decides how an incremental builds a chunk that changed
+	// only in part: when the changed areas cover less than this fraction
+	// of it, only they are read from the source and the rest is taken from
+	// the parent's chunk in the repository; otherwise the chunk is read
+	// whole. Zero means DefaultMergeBelow, negative never merges.
+	MergeBelow float64
 	// Hostname is stored in the point. Default os.Hostname().
 	Hostname string
 	// Time is the point's time. Default: when the backup starts.
@@ -93,11 +99,20 @@ type Summary struct {
 	// BytesResumeChecked is what was read again to check that the source
 	// still matches a checkpoint before resuming from it (a few chunks).
 	BytesResumeChecked int64
-	BytesCompressed    int64 // new chunks after compression (before encryption)
-	BytesStored        int64 // written to the storage: packs, indexes, maps, manifest
-	NewChunks          int64
-	Checkpoints        int
-	Duration           time.Duration
+	// BytesChanged is what the sources' changed areas cover (incrementals),
+	// ChunksChanged the chunks they touch.
+	BytesChanged  int64
+	ChunksChanged int64
+	// BytesFromParent is what partly changed chunks took from the parent's
+	// chunks instead of reading it; ParentFallbacks counts chunks read
+	// whole because the parent's chunk could not be read (pruned).
+	BytesFromParent int64
+	ParentFallbacks int64
+	BytesCompressed int64 // new chunks after compression (before encryption)
+	BytesStored     int64 // written to the storage: packs, indexes, maps, manifest
+	NewChunks       int64
+	Checkpoints     int
+	Duration        time.Duration
 }
 
 // checkpointHeader is the JSON head of a checkpoint object.
@@ -118,11 +133,12 @@ type diskRun struct {
 	n       int
 	src     SourceDisk
 	m       *chunkMap
-	parent  *chunkMap  // nil: no incremental
-	touched []uint64   // chunks Changed touches, when parent != nil
-	resume  *chunkMap  // from a checkpoint, or nil
-	mu      sync.Mutex // guards m.ids and done
-	done    int64      // bytes resolved
+	parent  *chunkMap     // nil: no incremental
+	touched []uint64      // chunks Changed touches, when parent != nil
+	changed []disk.Extent // Changed sorted, merged and clipped, when parent != nil
+	resume  *chunkMap     // from a checkpoint, or nil
+	mu      sync.Mutex    // guards m.ids and done
+	done    int64         // bytes resolved
 	read    atomic.Int64
 	newB    atomic.Int64
 	stored  atomic.Int64
@@ -146,7 +162,7 @@ type backupRun struct {
 
 	sum struct {
 		read, newB, dedup, zero, hole, unchanged, resumed, checked, comp, stored, newChunks atomic.Int64
-		checkpoints                                                                         atomic.Int64
+		checkpoints, changed, changedChunks, base, baseFallback                             atomic.Int64
 	}
 }
 
@@ -180,6 +196,7 @@ func (b *backupRun) summary() Summary {
 		BytesRead: s.read.Load(), BytesNew: s.newB.Load(), BytesDeduplicated: s.dedup.Load(),
 		BytesZero: s.zero.Load(), BytesHole: s.hole.Load(), BytesUnchanged: s.unchanged.Load(),
 		BytesResumed: s.resumed.Load(), BytesResumeChecked: s.checked.Load(), BytesCompressed: s.comp.Load(), BytesStored: s.stored.Load(),
+		BytesChanged: s.changed.Load(), ChunksChanged: s.changedChunks.Load(), BytesFromParent: s.base.Load(), ParentFallbacks: s.baseFallback.Load(),
 		NewChunks: s.newChunks.Load(), Checkpoints: int(s.checkpoints.Load()), Duration: time.Since(b.start),
 	}
 }
@@ -198,6 +215,9 @@ func (b *backupRun) setup(ctx, uploadCtx context.Context) error {
 	}
 	if o.CheckpointInterval <= 0 {
 		o.CheckpointInterval = time.Minute
+	}
+	if o.MergeBelow == 0 {
+		o.MergeBelow = DefaultMergeBelow
 	}
 	if o.Hostname == "" {
 		o.Hostname, _ = os.Hostname()
@@ -242,12 +262,13 @@ func (b *backupRun) setup(ctx, uploadCtx context.Context) error {
 			}
 			dr.parent = m
 			dr.touched = make([]uint64, (len(dr.m.ids)+63)/64)
-			for _, e := range dr.src.Changed {
-				off, end := max(e.Off, 0), min(e.End(), dr.m.size)
-				if e.Len <= 0 || off >= end {
-					continue
-				}
-				for c := off / cs; c <= (end-1)/cs; c++ {
+			dr.changed = mergeChanged(dr.src.Changed, dr.m.size)
+			for _, e := range dr.changed {
+				b.sum.changed.Add(e.Len)
+				for c := e.Off / cs; c <= (e.End()-1)/cs; c++ {
+					if dr.touched[c/64]&(1<<(c%64)) == 0 {
+						b.sum.changedChunks.Add(1)
+					}
 					dr.touched[c/64] |= 1 << (c % 64)
 				}
 			}
@@ -437,7 +458,7 @@ func (b *backupRun) run(ctx context.Context) (*Point, error) {
 			return nil, &disk.Error{Op: "backup", Off: -1, Code: disk.ErrBusy, Err: errors.New("packs keep disappearing under a concurrent prune")}
 		}
 		for _, mc := range missing {
-			if err := b.storeChunk(ctx, mc.dr, mc.i, true); err != nil {
+			if err := b.storeChunk(ctx, chunkJob{dr: mc.dr, i: mc.i}, true); err != nil {
 				return nil, err
 			}
 		}
@@ -540,9 +561,17 @@ func (b *backupRun) missingChunks(ctx context.Context) ([]missingChunk, error) {
 	return out, nil
 }
 
+// chunkJob is a chunk to read and store. A whole job reads the chunk from
+// the source. A partial one reads only the spans reads; the rest of the
+// chunk is zeros (base zeroID) or the parent's chunk base, with the spans
+// zeros cleared in it first.
 type chunkJob struct {
-	dr *diskRun
-	i  int64
+	dr      *diskRun
+	i       int64
+	partial bool
+	base    chunkID
+	reads   []span
+	zeros   []span
 }
 
 // pass resolves every chunk of every disk.
@@ -561,7 +590,7 @@ func (b *backupRun) pass(ctx context.Context) error {
 	for range b.o.Concurrency {
 		g.Go(func() error {
 			for j := range jobs {
-				if err := b.storeChunk(gctx, j.dr, j.i, false); err != nil {
+				if err := b.storeChunk(gctx, j, false); err != nil {
 					return err
 				}
 				if err := b.maybeCheckpoint(gctx); err != nil {
@@ -584,13 +613,15 @@ func (b *backupRun) pass(ctx context.Context) error {
 }
 
 // produce decides each chunk of a disk: known from a checkpoint or the
-// parent, a hole or zero by the extents, or a job to read.
+// parent, a hole or zero by the extents, or a job that reads its data (only
+// the changed data, for a partly changed chunk of an incremental).
 func (b *backupRun) produce(ctx context.Context, dr *diskRun, jobs chan<- chunkJob) error {
 	const window = 256
 	cs := dr.m.chunkSize
 	n := int64(len(dr.m.ids))
 	var need [window]bool
-	var hasData, hasZero [window]bool
+	var hasZero [window]bool
+	var data [window][]span
 	for w := int64(0); w < n; w += window {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -603,7 +634,7 @@ func (b *backupRun) produce(ctx context.Context, dr *diskRun, jobs chan<- chunkJ
 			switch {
 			case dr.resume != nil && i < int64(len(dr.resume.ids)) && dr.resume.ids[i] != pendingID && dr.resume.chunkLen(i) == dr.m.chunkLen(i):
 				b.resolve(dr, i, dr.resume.ids[i], &b.sum.resumed)
-			case dr.parent != nil && dr.touched[i/64]&(1<<(i%64)) == 0 && i < int64(len(dr.parent.ids)) && dr.parent.chunkLen(i) == dr.m.chunkLen(i):
+			case dr.parentCovers(i) && dr.touched[i/64]&(1<<(i%64)) == 0:
 				b.resolve(dr, i, dr.parent.ids[i], &b.sum.unchanged)
 			default:
 				need[k], any = true, true
@@ -612,8 +643,10 @@ func (b *backupRun) produce(ctx context.Context, dr *diskRun, jobs chan<- chunkJ
 		if !any {
 			continue
 		}
-		clear(hasData[:])
 		clear(hasZero[:])
+		for k := range data {
+			data[k] = data[k][:0]
+		}
 		off := w * cs
 		err := disk.Extents(ctx, dr.src.Disk, off, min(wn*cs, dr.m.size-off), func(e disk.Extent) error {
 			if e.Len <= 0 {
@@ -622,7 +655,8 @@ func (b *backupRun) produce(ctx context.Context, dr *diskRun, jobs chan<- chunkJ
 			first, last := max(e.Off/cs-w, 0), min((e.End()-1)/cs-w, wn-1)
 			for k := first; k <= last; k++ {
 				if e.Flags.Data() {
-					hasData[k] = true
+					c := (w + k) * cs
+					data[k] = addSpan(data[k], max(e.Off, c)-c, min(e.End(), c+cs)-c, spanGap)
 				} else if e.Flags&disk.Hole == 0 {
 					hasZero[k] = true
 				}
@@ -638,9 +672,21 @@ func (b *backupRun) produce(ctx context.Context, dr *diskRun, jobs chan<- chunkJ
 			}
 			i := w + k
 			switch {
-			case hasData[k]:
+			case len(data[k]) > 0:
+				j, ok := chunkJob{}, false
+				if dr.parentCovers(i) {
+					j, ok = b.planMerge(dr, i, dr.parent.ids[i], data[k])
+				}
+				if !ok {
+					j = planRead(dr, i, data[k])
+				}
+				if j.partial && len(j.reads) == 0 && j.base == zeroID {
+					// Only zeros were written over zeros.
+					b.resolve(dr, i, zeroID, &b.sum.zero)
+					continue
+				}
 				select {
-				case jobs <- chunkJob{dr, i}:
+				case jobs <- j:
 				case <-ctx.Done():
 					return ctx.Err()
 				}
@@ -652,6 +698,12 @@ func (b *backupRun) produce(ctx context.Context, dr *diskRun, jobs chan<- chunkJ
 		}
 	}
 	return nil
+}
+
+// parentCovers reports whether the parent's map has an entry for chunk i
+// of the same length (a grown disk's parent does not cover the new end).
+func (dr *diskRun) parentCovers(i int64) bool {
+	return dr.parent != nil && i < int64(len(dr.parent.ids)) && dr.parent.chunkLen(i) == dr.m.chunkLen(i)
 }
 
 // resolve records chunk i's map entry and reports progress.
@@ -698,25 +750,26 @@ func putBufs(cs int, bb *chunkBufs) {
 	p.(*sync.Pool).Put(bb)
 }
 
-// storeChunk reads chunk i, and stores it unless the repository holds it
-// (force: store it whatever the index says).
-func (b *backupRun) storeChunk(ctx context.Context, dr *diskRun, i int64, force bool) error {
+// storeChunk reads the chunk of job j, and stores it unless the
+// repository holds it (force: store it whatever the index says).
+func (b *backupRun) storeChunk(ctx context.Context, j chunkJob, force bool) error {
+	dr, i := j.dr, j.i
 	cs := int(dr.m.chunkSize)
 	bb := getBufs(cs)
 	defer putBufs(cs, bb)
 	n := dr.m.chunkLen(i)
-	off := i * dr.m.chunkSize
 	data := bb.data[:n]
-	if k, err := dr.src.Disk.ReadAt(data, off); err != nil && !(errors.Is(err, io.EOF) && int64(k) == n) {
-		return disk.Wrap(err, "backup: read "+dr.src.Name, "", off)
+	read, zero, known, err := b.fill(ctx, j, data, bb)
+	b.sum.read.Add(read)
+	dr.read.Add(read)
+	if err != nil {
+		return err
 	}
-	b.sum.read.Add(n)
-	dr.read.Add(n)
-	if disk.IsZero(data) {
+	if zero {
 		b.resolve(dr, i, zeroID, &b.sum.zero)
 		return nil
 	}
-	id := b.r.c.id(data)
+	id := b.r.c.idKnown(data, known)
 	if !force && b.pk.known(id) {
 		b.resolve(dr, i, id, &b.sum.dedup)
 		return nil
@@ -821,7 +874,9 @@ type packer struct {
 	sizes   map[packName]int64
 }
 
-const uploadsInFlight = 2
+// uploadsInFlight is how many packs are uploaded at once. Four keep the
+// workers busy while a local store's fsyncs or an S3 PUT stall.
+const uploadsInFlight = 4
 
 func newPacker(ctx context.Context, r *Repository) *packer {
 	return &packer{r: r, ctx: ctx, claimed: map[chunkID]bool{}, sem: make(chan struct{}, uploadsInFlight), free: make(chan []byte, uploadsInFlight+1), durable: map[packName][]packEntry{}, sizes: map[packName]int64{}}
@@ -865,7 +920,8 @@ func (p *packer) add(ctx context.Context, id chunkID, sealed []byte, rawLen uint
 	return true, nil
 }
 
-// cutLocked closes the open pack and starts its upload.
+// cutLocked closes the open pack and starts its upload; ctx bounds only
+// the wait for an upload slot.
 func (p *packer) cutLocked(ctx context.Context, stored func(int64)) error {
 	if len(p.es) == 0 {
 		return nil
@@ -884,7 +940,10 @@ func (p *packer) cutLocked(ctx context.Context, stored func(int64)) error {
 		defer func() { <-p.sem }()
 		name := newPackName()
 		data := p.r.c.finishPack(buf, es)
-		if err := p.r.st.Put(ctx, name.object(), data); err != nil {
+		// The backup's upload context, not ctx: a flush that a cancelled
+		// worker starts must still make the pack durable for the final
+		// checkpoint.
+		if err := p.r.st.Put(p.ctx, name.object(), data); err != nil {
 			p.resMu.Lock()
 			if p.err == nil {
 				p.err = fmt.Errorf("backup: write pack: %w", err)
@@ -927,6 +986,14 @@ func (p *packer) flush(ctx context.Context, stored func(int64)) error {
 		names, n, ierr := p.r.writeIndexes(ctx, durable)
 		stored(n)
 		if ierr != nil {
+			// Keep them for the next flush (the final checkpoint of a
+			// cancelled backup), or its maps would name chunks that no
+			// index does.
+			p.resMu.Lock()
+			for pn, es := range durable {
+				p.durable[pn], p.sizes[pn] = es, sizes[pn]
+			}
+			p.resMu.Unlock()
 			return ierr
 		}
 		// Only now may other backups of this Repository reuse the chunks:

@@ -9,7 +9,9 @@
 // chunk map per disk, so that every point is a synthetic full however it was
 // taken. Incrementals read only what changed (SourceDisk.Changed: the host's
 // changed block tracking or an NBD dirty bitmap) and take the rest from the
-// parent point's map; hashing decides what is stored. Interrupted backups
+// parent point's map; a chunk that changed in part is completed from the
+// parent's copy of it (BackupOptions.MergeBelow), so only the changed bytes
+// are read. Hashing decides what is stored. Interrupted backups
 // resume from a checkpoint.
 //
 // A point's disk opens as a read-only [disk.Disk] with [Repository.OpenDisk]
@@ -50,8 +52,8 @@
 // Open loads the whole index: 48 bytes per stored chunk (10 million chunks,
 // 40 TiB of distinct data at 4 MiB, take about 480 MiB). A backup holds 32
 // bytes per chunk of each disk's map (16 MiB for a 2 TiB disk at 4 MiB
-// chunks), two chunk-sized buffers per worker, the open pack and at most
-// two packs being uploaded: with the defaults under 150 MiB whatever the
+// chunks), three chunk-sized buffers per worker, the open pack and at most
+// four packs being uploaded: with the defaults under 200 MiB whatever the
 // disk size. An open point Disk caches 8 chunks.
 //
 // # Errors

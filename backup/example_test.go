@@ -40,7 +40,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println("incremental read", sum.BytesRead>>20, "MiB")
+	fmt.Println("incremental read", sum.BytesRead, "bytes")
 
 	r, err := repo.OpenDisk(ctx, incr, "scsi0:0")
 	if err != nil {
@@ -51,6 +51,6 @@ func Example() {
 	_, _ = r.ReadAt(buf, 32<<20)
 	fmt.Printf("%s\n", buf)
 	// Output:
-	// incremental read 4 MiB
+	// incremental read 6 bytes
 	// second
 }

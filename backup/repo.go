@@ -37,7 +37,14 @@ const (
 	// DefaultScryptN is the scrypt cost of new keys (r=8, p=1): about 32 MiB
 	// of memory and a tenth of a second.
 	DefaultScryptN = 1 << 15
-	formatVersion  = 1
+	// formatVersion is the version of manifests, maps, checkpoints and
+	// the other objects, unchanged since the first format.
+	formatVersion = 1
+	// configVersion is the repository format Init creates. Version 2
+	// names chunks by a hash of their 64 KiB blocks' hashes (zero blocks
+	// cost no hashing); version 1, still read and written, hashes the
+	// whole chunk. See seal.go and docs/backup.md.
+	configVersion = 2
 
 	maxConfigSize = 64 << 10
 	maxKeySize    = 64 << 10
@@ -74,6 +81,10 @@ type InitOptions struct {
 	// ScryptN is the scrypt cost parameter (a power of two ≥ 1024) of the
 	// key. Zero means DefaultScryptN. Tests use small values.
 	ScryptN int
+
+	// version is the format version to create; zero means configVersion.
+	// Tests set 1 to make a repository of the earlier format.
+	version int
 }
 
 // config is the plain JSON object "config".
@@ -154,8 +165,11 @@ func Init(ctx context.Context, st storage.Storage, opts InitOptions) (*Repositor
 	} else if !errors.Is(err, disk.ErrNotFound) {
 		return nil, fmt.Errorf("backup: init: %w", err)
 	}
+	if opts.version == 0 {
+		opts.version = configVersion
+	}
 	cfg := config{
-		Version: formatVersion, ID: hex.EncodeToString(randomBytes(16)),
+		Version: opts.version, ID: hex.EncodeToString(randomBytes(16)),
 		ChunkSize: opts.ChunkSize, PackSize: opts.PackSize,
 		Encryption: "aes-256-gcm", Compression: "zstd",
 	}
@@ -181,7 +195,7 @@ func Init(ctx context.Context, st storage.Storage, opts InitOptions) (*Repositor
 	if err := st.Put(ctx, configName, b); err != nil {
 		return nil, fmt.Errorf("backup: init: write config: %w", err)
 	}
-	c, err := newCrypter(encKey, idKey, cfg.ChunkSize)
+	c, err := newCrypter(encKey, idKey, cfg.ChunkSize, cfg.Version >= 2)
 	if err != nil {
 		return nil, err
 	}
@@ -232,8 +246,8 @@ func Open(ctx context.Context, st storage.Storage, password []byte) (*Repository
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		return nil, corrupt(configName, "%v", err)
 	}
-	if cfg.Version != formatVersion {
-		return nil, &disk.Error{Op: "backup: open", Path: configName, Off: -1, Code: disk.ErrNotSupported, Err: fmt.Errorf("repository format version %d (this program reads %d)", cfg.Version, formatVersion)}
+	if cfg.Version < 1 || cfg.Version > configVersion {
+		return nil, &disk.Error{Op: "backup: open", Path: configName, Off: -1, Code: disk.ErrNotSupported, Err: fmt.Errorf("repository format version %d (this program reads 1 to %d)", cfg.Version, configVersion)}
 	}
 	if cfg.ChunkSize < MinChunkSize || cfg.ChunkSize > MaxChunkSize || cfg.ChunkSize&(cfg.ChunkSize-1) != 0 ||
 		cfg.PackSize < MinPackSize || cfg.PackSize > MaxPackSize || cfg.Compression != "zstd" {
@@ -256,7 +270,7 @@ func Open(ctx context.Context, st storage.Storage, password []byte) (*Repository
 	default:
 		return nil, &disk.Error{Op: "backup: open", Path: configName, Off: -1, Code: disk.ErrNotSupported, Err: fmt.Errorf("encryption %q", cfg.Encryption)}
 	}
-	c, err := newCrypter(encKey, idKey, cfg.ChunkSize)
+	c, err := newCrypter(encKey, idKey, cfg.ChunkSize, cfg.Version >= 2)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"hash"
 	"sync"
@@ -16,9 +17,17 @@ import (
 	"github.com/vdisk-project/vdisk/disk"
 )
 
-// chunkID names a chunk's content: HMAC-SHA256(idKey, data) when the
-// repository is encrypted, SHA-256(data) when not.
+// chunkID names a chunk's content. In a repository of format 2 it is
+// HMAC-SHA256(idKey, T) when the repository is encrypted and SHA-256(T)
+// when not, where T is "VDID" ‖ u64 len(data) ‖ one 32-byte leaf per 64
+// KiB block of data (the last one may be shorter): SHA-256 of the block,
+// or 32 zero bytes for a block of zeros. Zero blocks thus cost a memory
+// scan, not a hash. In format 1 it is HMAC-SHA256(idKey, data) or
+// SHA-256(data).
 type chunkID [32]byte
+
+// idLeaf is the block size of format 2 chunk IDs.
+const idLeaf = 64 << 10
 
 // Reserved map entries. A real ID equals one of them with probability 2^-255.
 var (
@@ -45,6 +54,7 @@ type crypter struct {
 	encKey []byte      // nil when unencrypted
 	idKey  []byte      // nil when unencrypted
 	hmacs  sync.Pool   // of hash.Hash keyed with idKey
+	tree   bool        // format 2 IDs
 
 	enc     *zstd.Encoder
 	meta    *zstd.Decoder // bounded by maxMetaRaw
@@ -52,8 +62,8 @@ type crypter struct {
 	chunkSz int
 }
 
-func newCrypter(encKey, idKey []byte, chunkSize int) (*crypter, error) {
-	c := &crypter{chunkSz: chunkSize}
+func newCrypter(encKey, idKey []byte, chunkSize int, tree bool) (*crypter, error) {
+	c := &crypter{chunkSz: chunkSize, tree: tree}
 	if encKey != nil {
 		b, err := aes.NewCipher(encKey)
 		if err != nil {
@@ -68,7 +78,9 @@ func newCrypter(encKey, idKey []byte, chunkSize int) (*crypter, error) {
 		c.hmacs.New = func() any { return hmac.New(sha256.New, c.idKey) }
 	}
 	var err error
-	c.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	c.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+		// The AEAD or the chunk ID already checks what a frame decodes to.
+		zstd.WithEncoderCRC(false))
 	if err != nil {
 		return nil, fmt.Errorf("backup: zstd: %w", err)
 	}
@@ -92,14 +104,54 @@ func (c *crypter) close() {
 func (c *crypter) encrypted() bool { return c.aead != nil }
 
 // id returns the chunk ID of data.
-func (c *crypter) id(data []byte) chunkID {
+func (c *crypter) id(data []byte) chunkID { return c.idKnown(data, nil) }
+
+// idKnown returns the chunk ID of data. When known is not nil, the caller
+// guarantees that data is zero outside those sorted spans, so that (in
+// format 2) blocks outside them are not even scanned.
+func (c *crypter) idKnown(data []byte, known []span) chunkID {
+	if !c.tree {
+		return c.sum(data)
+	}
+	n := (len(data) + idLeaf - 1) / idLeaf
+	var stack [4 + 8 + 64*32]byte // enough for 4 MiB chunks
+	t := stack[:0]
+	if need := 12 + n*32; need > len(stack) {
+		t = make([]byte, 0, need)
+	}
+	t = append(t, "VDID"...)
+	t = binary.LittleEndian.AppendUint64(t, uint64(len(data)))
+	for k := range n {
+		lo, hi := k*idLeaf, min((k+1)*idLeaf, len(data))
+		blk := data[lo:hi]
+		if known != nil {
+			for len(known) > 0 && known[0].end <= int64(lo) {
+				known = known[1:]
+			}
+			if len(known) == 0 || known[0].off >= int64(hi) {
+				t = append(t, make([]byte, 32)...)
+				continue
+			}
+		}
+		if disk.IsZero(blk) {
+			t = append(t, make([]byte, 32)...)
+			continue
+		}
+		leaf := sha256.Sum256(blk)
+		t = append(t, leaf[:]...)
+	}
+	return c.sum(t)
+}
+
+// sum is the keyed (encrypted repository) or plain hash of b.
+func (c *crypter) sum(b []byte) chunkID {
 	var id chunkID
 	if c.aead == nil {
-		return sha256.Sum256(data)
+		return sha256.Sum256(b)
 	}
 	h := c.hmacs.Get().(hash.Hash)
 	h.Reset()
-	h.Write(data)
+	h.Write(b)
 	h.Sum(id[:0])
 	c.hmacs.Put(h)
 	return id
@@ -156,11 +208,18 @@ func (c *crypter) openMeta(name, kind string, data []byte) ([]byte, error) {
 
 // sealChunk compresses (when that shrinks it) and seals a chunk, appending
 // to dst. It returns the sealed bytes and whether they are compressed.
+//
+// A chunk whose samples all look like random bytes (see looksRandom) is
+// stored raw without trying the compressor; any other is compressed and
+// still stored raw if that does not shrink it.
 func (c *crypter) sealChunk(dst []byte, id chunkID, data []byte, zbuf []byte) ([]byte, []byte, bool) {
-	zbuf = c.enc.EncodeAll(data, zbuf[:0])
 	body, flag := data, byte(flagRaw)
-	if len(zbuf) < len(data) {
-		body, flag = zbuf, flagZstd
+	zbuf = zbuf[:0]
+	if !looksRandom(data) {
+		zbuf = c.enc.EncodeAll(data, zbuf)
+		if len(zbuf) < len(data) {
+			body, flag = zbuf, flagZstd
+		}
 	}
 	if c.aead == nil {
 		dst = append(dst, flag)
@@ -174,6 +233,44 @@ func (c *crypter) sealChunk(dst []byte, id chunkID, data []byte, zbuf []byte) ([
 	pt = append(pt, body...)
 	out := c.aead.Seal(dst[:start+nonceSize], nonce[:nonceSize], pt[start+nonceSize:], id[:])
 	return out, zbuf, flag == flagZstd
+}
+
+// Random-data probe: probeSamples windows of probeWindow bytes, spread
+// over the chunk. A window looks random when it holds at least
+// probeDistinct distinct byte values and none more than probeMax times
+// (uniform bytes: about 255.9 distinct values and a largest count near
+// 17 in 2 KiB; text, code, tables and zeros are far from that).
+const (
+	probeSamples  = 16
+	probeWindow   = 2048
+	probeDistinct = 248
+	probeMax      = 28
+)
+
+// looksRandom reports whether every probe window of data looks like
+// random bytes (compressed or encrypted content), which zstd cannot
+// shrink. Chunks under 64 KiB are never judged so.
+func looksRandom(data []byte) bool {
+	if len(data) < 64<<10 {
+		return false
+	}
+	step := (len(data) - probeWindow) / (probeSamples - 1)
+	var h [256]uint16
+	for k := range probeSamples {
+		clear(h[:])
+		distinct, most := 0, uint16(0)
+		for _, b := range data[k*step : k*step+probeWindow] {
+			h[b]++
+			if h[b] == 1 {
+				distinct++
+			}
+			most = max(most, h[b])
+		}
+		if distinct < probeDistinct || most > probeMax {
+			return false
+		}
+	}
+	return true
 }
 
 // openChunk opens a sealed chunk into dst (whose capacity must be at least

@@ -255,6 +255,14 @@ func printBackup(w io.Writer, r backupResult) {
 		fmt.Fprintf(w, ", resumed %s", humanSize(s.BytesResumed))
 	}
 	fmt.Fprintf(w, " in %s\n", s.Duration.Round(time.Millisecond))
+	if s.ChunksChanged > 0 {
+		fmt.Fprintf(w, "  changed areas: %s in %d chunks; %d new chunks; %s taken from the parent's chunks instead of read",
+			humanSize(s.BytesChanged), s.ChunksChanged, s.NewChunks, humanSize(s.BytesFromParent))
+		if s.ParentFallbacks > 0 {
+			fmt.Fprintf(w, "; %d chunks read whole (parent's chunk unreadable)", s.ParentFallbacks)
+		}
+		fmt.Fprintln(w)
+	}
 }
 
 func short(id string) string { return id[:min(len(id), 8)] }
