@@ -331,3 +331,56 @@ func TestSESparseSplit(t *testing.T) {
 		}
 	}
 }
+
+// TestSESparseTableBudget: the grain tables the SEsparse extents of one
+// open disk cache stay within one budget however many extents it has, and
+// a walk of more tables than fit still reports every grain.
+func TestSESparseTableBudget(t *testing.T) {
+	const size = 32 << 30
+	const cover = seGTEntries * seGrainBytes // 16 MiB: one table
+	path := filepath.Join(t.TempDir(), "b.vmdk")
+	d, err := Create(ctx, path, size, &CreateOptions{Subformat: SESparse, MaxFileSize: 8<<30 + 64<<20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.links[0].extents); n < 4 {
+		t.Fatalf("%d extents, want 4 or more", n)
+	}
+	buf := bytes.Repeat([]byte{7}, seGrainBytes)
+	const tables = size / cover // 2048, twice what one budget caches
+	for i := range int64(tables) {
+		if _, err := d.WriteAt(buf, i*cover+seGrainBytes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d, err = Open(ctx, path, &OpenOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var data int64
+	if err := d.Extents(ctx, 0, size, func(e disk.Extent) error {
+		if e.Flags.Data() {
+			data += e.Len
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if data != tables*seGrainBytes {
+		t.Errorf("walk found %d bytes of data, want %d", data, tables*seGrainBytes)
+	}
+	cached := 0
+	for _, e := range d.links[0].extents {
+		se := unwrapExtent(e).(*seSparseExtent)
+		se.mu.Lock()
+		cached += len(se.cache)
+		se.mu.Unlock()
+	}
+	if cached > seGTCache {
+		t.Errorf("%d grain tables cached, the budget is %d", cached, seGTCache)
+	}
+}

@@ -669,15 +669,23 @@ func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64
 			sel = append(sel, e)
 		}
 	}
-	keys := map[uint64]bool{}
-	for _, e := range sel {
-		for k := range e.chunks {
-			keys[k] = true
+	var idx []uint64
+	if len(sel) == 1 {
+		idx = make([]uint64, 0, len(sel[0].chunks))
+		for k := range sel[0].chunks {
+			idx = append(idx, k)
 		}
-	}
-	idx := make([]uint64, 0, len(keys))
-	for k := range keys {
-		idx = append(idx, k)
+	} else {
+		keys := map[uint64]bool{}
+		for _, e := range sel {
+			for k := range e.chunks {
+				keys[k] = true
+			}
+		}
+		idx = make([]uint64, 0, len(keys))
+		for k := range keys {
+			idx = append(idx, k)
+		}
 	}
 	slices.Sort(idx)
 	// Union per chunk under the lock, into private bitmaps; report after.
@@ -693,33 +701,83 @@ func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64
 	tmp := make([]uint64, chunkBlocks/64)  // one epoch's changes
 	tmpz := make([]uint64, chunkBlocks/64) // one epoch's zeroed blocks
 	cov := int64(chunkBlocks) * t.block
+	var words []int                    // the words of bm and zb a chunk of lists touched
+	cs := make([]*container, len(sel)) // the chunk's containers, by epoch
+	zs := make([]*container, len(sel))
+	runs = make([]run, 0, len(idx))
 	for _, k := range idx {
 		if int64(k)*cov >= end || int64(k+1)*cov <= off {
 			continue
 		}
-		clear(bm)
-		clear(zb)
-		for x := len(sel) - 1; x >= 0; x-- {
-			e := sel[x]
-			c := e.chunks[k]
-			if c == nil {
-				continue
-			}
-			z := e.zero[k]
-			if z == nil {
-				c.orInto(bm)
-				continue
-			}
-			clear(tmp)
-			clear(tmpz)
-			c.orInto(tmp)
-			z.orInto(tmpz)
-			for i := range bm {
-				zb[i] |= tmp[i] &^ bm[i] & tmpz[i]
-				bm[i] |= tmp[i]
+		// A chunk every epoch holds as a short list is merged word by word,
+		// touching only the words it names: a few blocks changed in each of
+		// many chunks (a large disk) cost what they name, not 4 KiB each.
+		sparse := true
+		for x, e := range sel {
+			cs[x], zs[x] = e.chunks[k], nil
+			if cs[x] != nil {
+				zs[x] = e.zero[k]
+				sparse = sparse && cs[x].bits == nil && (zs[x] == nil || zs[x].bits == nil)
 			}
 		}
-		for i, w := range bm {
+		words = words[:0]
+		if sparse {
+			for x := len(sel) - 1; x >= 0; x-- {
+				c, z := cs[x], zs[x]
+				if c == nil {
+					continue
+				}
+				if z != nil {
+					for _, b := range z.list {
+						tmpz[b/64] |= 1 << (b % 64)
+					}
+				}
+				for _, b := range c.list {
+					w, m := int(b/64), uint64(1)<<(b%64)
+					if bm[w]&m != 0 {
+						continue // a newer epoch decided
+					}
+					if bm[w] == 0 {
+						words = append(words, w)
+					}
+					bm[w] |= m
+					zb[w] |= m & tmpz[w]
+				}
+				if z != nil {
+					for _, b := range z.list {
+						tmpz[b/64] = 0
+					}
+				}
+			}
+			slices.Sort(words)
+		} else {
+			clear(bm)
+			clear(zb)
+			for x := len(sel) - 1; x >= 0; x-- {
+				c, z := cs[x], zs[x]
+				if c == nil {
+					continue
+				}
+				if z == nil {
+					c.orInto(bm)
+					continue
+				}
+				clear(tmp)
+				clear(tmpz)
+				c.orInto(tmp)
+				z.orInto(tmpz)
+				for i := range bm {
+					zb[i] |= tmp[i] &^ bm[i] & tmpz[i]
+					bm[i] |= tmp[i]
+				}
+			}
+			clear(tmpz)
+			for i := range bm {
+				words = append(words, i)
+			}
+		}
+		for _, i := range words {
+			w := bm[i]
 			for w != 0 {
 				j := bits.TrailingZeros64(w)
 				b := int64(k)*chunkBlocks + int64(i*64+j)
@@ -732,6 +790,7 @@ func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64
 				}
 				w &= w - 1
 			}
+			bm[i], zb[i] = 0, 0
 		}
 	}
 	t.mu.Unlock()

@@ -191,6 +191,7 @@ func (d *Disk) commit() error {
 			return err
 		}
 	}
+	d.pruneViews(false)
 	return writeJSON(filepath.Join(d.dir, "disk.json"), &d.st)
 }
 
@@ -384,6 +385,7 @@ func (d *Disk) close() error {
 	defer d.gate.Unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.pruneViews(true)
 	var errs []error
 	sealed := false
 	if d.live != nil {
