@@ -50,6 +50,10 @@ type Options struct {
 	// tables. Defaults DefaultViews and DefaultViewFiles; a negative Views
 	// keeps none.
 	Views, ViewFiles int
+
+	// failReclaim, set by tests, stops the leak reclamation of a layer at
+	// load, as a crash would, when it returns an error.
+	failReclaim func(layer int) error
 }
 
 // Store is an open datastore. See the package doc.
