@@ -46,9 +46,10 @@ type Options struct {
 	// Views is the number of snapshot chains kept open between queries
 	// (allocated blocks, metadata), so that a query costs what it reads,
 	// not the opening of a chain of large extents; ViewFiles bounds the
-	// files they hold together. Each chain caches a bounded number of grain
-	// tables. Defaults DefaultViews and DefaultViewFiles; a negative Views
-	// keeps none.
+	// files they hold together. Each chain caches at most 56 MiB of grain
+	// tables (24 MiB hosted sparse, 32 MiB SEsparse), usually far less.
+	// Defaults DefaultViews and DefaultViewFiles; a negative Views keeps
+	// none.
 	Views, ViewFiles int
 
 	// failReclaim, set by tests, stops the leak reclamation of a layer at
