@@ -472,9 +472,14 @@ func (e *seSparseExtent) tableLocked(i uint64) (*seTable, error) {
 			continue // loaded or changed meanwhile
 		}
 		t := &seTable{e: make([]uint64, seGTEntries)}
-		for j := range uint64(seGTEntries) {
-			if v := binary.LittleEndian.Uint64(b[j*8:]); v != 0 {
-				t.set(j, v)
+		for s := uint64(0); s < seGTEntries*8; s += disk.SectorSize {
+			if disk.IsZero(b[s : s+disk.SectorSize]) {
+				continue // most of a table is unallocated entries
+			}
+			for j := s / 8; j < (s+disk.SectorSize)/8; j++ {
+				if v := binary.LittleEndian.Uint64(b[j*8:]); v != 0 {
+					t.set(j, v)
+				}
 			}
 		}
 		seTableBufs.Put(bp)

@@ -51,6 +51,7 @@
 package cbt
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -138,6 +139,32 @@ type epoch struct {
 	seq    uint64
 	chunks map[uint64]*container
 	zero   map[uint64]*container
+	// index lists an ended epoch's chunks in order, with their containers,
+	// for queries; built by the first one, reset when a merge changes the
+	// epoch. The current epoch has none (writes add chunks).
+	index []chunkRef
+}
+
+type chunkRef struct {
+	k       uint64
+	c, zero *container
+}
+
+// sortedChunks returns the epoch's chunks in order. The caller holds t.mu;
+// cache is set for an ended epoch.
+func (e *epoch) sortedChunks(cache bool) []chunkRef {
+	if e.index != nil {
+		return e.index
+	}
+	idx := make([]chunkRef, 0, len(e.chunks))
+	for k, c := range e.chunks {
+		idx = append(idx, chunkRef{k, c, e.zero[k]})
+	}
+	slices.SortFunc(idx, func(a, b chunkRef) int { return cmp.Compare(a.k, b.k) })
+	if cache {
+		e.index = idx
+	}
+	return idx
 }
 
 func newEpoch(seq uint64) *epoch {
@@ -435,6 +462,7 @@ func (t *Tracker) Snapshot() string {
 			}
 			b.chunks[k] = fromBitmap(bm)
 		}
+		b.index = nil
 		t.old = t.old[1:]
 	}
 	t.dirty = true
@@ -663,17 +691,25 @@ func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64
 		return disk.Errorf(disk.ErrInvalid, "cbt: change ID %s is newer than %s: nothing can be answered for a reversed range", since, until)
 	}
 	// Collect the chunk indexes of the selected epochs (seq in (lo, hi]).
+	// An epoch that older ones were merged into covers their sequence
+	// numbers too: the one covering hi is taken whole (over-reporting,
+	// never under).
 	var sel []*epoch
 	for _, e := range append(append([]*epoch(nil), t.old...), t.cur) {
-		if e.seq > lo && e.seq <= hi {
+		if e.seq > lo {
 			sel = append(sel, e)
+		}
+		if e.seq >= hi {
+			break
 		}
 	}
 	var idx []uint64
+	var one []chunkRef // a single epoch's chunks, in order
 	if len(sel) == 1 {
-		idx = make([]uint64, 0, len(sel[0].chunks))
-		for k := range sel[0].chunks {
-			idx = append(idx, k)
+		one = sel[0].sortedChunks(sel[0] != t.cur)
+		idx = make([]uint64, len(one))
+		for i, r := range one {
+			idx[i] = r.k
 		}
 	} else {
 		keys := map[uint64]bool{}
@@ -705,7 +741,7 @@ func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64
 	cs := make([]*container, len(sel)) // the chunk's containers, by epoch
 	zs := make([]*container, len(sel))
 	runs = make([]run, 0, len(idx))
-	for _, k := range idx {
+	for n, k := range idx {
 		if int64(k)*cov >= end || int64(k+1)*cov <= off {
 			continue
 		}
@@ -714,9 +750,15 @@ func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64
 		// many chunks (a large disk) cost what they name, not 4 KiB each.
 		sparse := true
 		for x, e := range sel {
-			cs[x], zs[x] = e.chunks[k], nil
+			if one != nil {
+				cs[x], zs[x] = one[n].c, one[n].zero
+			} else {
+				cs[x], zs[x] = e.chunks[k], nil
+				if cs[x] != nil {
+					zs[x] = e.zero[k]
+				}
+			}
 			if cs[x] != nil {
-				zs[x] = e.zero[k]
 				sparse = sparse && cs[x].bits == nil && (zs[x] == nil || zs[x].bits == nil)
 			}
 		}

@@ -616,3 +616,32 @@ func TestChangedModel(t *testing.T) {
 		}
 	}
 }
+
+// TestEpochIndexAfterMerge: an ended epoch answered once (its chunk index
+// built) and then merged with the epoch before it answers with the merged
+// changes, not the index of before; and a range whose epochs were merged
+// into a later one is answered by that one (over-reported, not lost).
+func TestEpochIndexAfterMerge(t *testing.T) {
+	const bs = DefaultBlockSize
+	tr, _ := Create(disktest.NewCrashFS(), "/m.ctk", 64*chunkBlocks*bs, 0)
+	first := tr.ChangeID()
+	tr.MarkWritten(5*chunkBlocks*bs, 1) // epoch a
+	ida := tr.Snapshot()
+	tr.MarkWritten(9*chunkBlocks*bs, 1) // epoch b
+	idb := tr.Snapshot()
+	if got := blocksOf(t, tr, ida, idb); len(got) != 1 || !got[9*chunkBlocks] {
+		t.Fatalf("epoch b alone: %v", got)
+	}
+	for range MaxEpochs - 1 {
+		tr.Snapshot() // the last one merges a into b
+	}
+	if got := blocksOf(t, tr, first, idb); !got[5*chunkBlocks] || !got[9*chunkBlocks] {
+		t.Fatalf("after a merged into b: %v, want the blocks of both", got)
+	}
+	for range 2 {
+		tr.Snapshot() // b merges into the epochs after it
+	}
+	if got := blocksOf(t, tr, ida, idb); !got[9*chunkBlocks] {
+		t.Fatalf("epoch b, merged into a later one: %v, want its block", got)
+	}
+}
