@@ -106,6 +106,12 @@ type OpenOptions struct {
 	MaxFileSize int64
 	// FS is the filesystem to open files from; nil means disk.OSFS.
 	FS disk.FS
+	// Warm, for a read-only open, is an open disk that holds some of the
+	// same SEsparse files, flushed and getting no more writes (a
+	// snapshot's chain opened as the live chain that wrote it is about to
+	// close): their grain directories and grain tables are taken from it
+	// instead of read again.
+	Warm *Disk
 }
 
 // Info describes an open disk.

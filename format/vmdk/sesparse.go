@@ -3,7 +3,9 @@ package vmdk
 import (
 	"encoding/binary"
 	"io"
+	"maps"
 	"math/bits"
+	"path/filepath"
 	"slices"
 	"sync"
 
@@ -256,6 +258,14 @@ type seSparseExtent struct {
 
 // openSESparse opens an SEsparse extent.
 func openSESparse(f disk.File, path string, size int64, ro bool) (*seSparseExtent, error) {
+	return openSESparseWarm(f, path, size, ro, nil, nil)
+}
+
+// openSESparseWarm opens an SEsparse extent whose tables count against
+// budget. warm, when not nil, is the same file open elsewhere and no
+// longer written (OpenOptions.Warm): a read-only extent takes its grain
+// directory and clean tables instead of reading them.
+func openSESparseWarm(f disk.File, path string, size int64, ro bool, budget *seBudget, warm *seSparseExtent) (*seSparseExtent, error) {
 	b := make([]byte, disk.SectorSize)
 	if _, err := f.ReadAt(b, 0); err != nil {
 		return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: cannot read SEsparse header: %w", path, err)
@@ -276,9 +286,11 @@ func openSESparse(f disk.File, path string, size int64, ro bool) (*seSparseExten
 	}
 	e := &seSparseExtent{f: f, name: path, h: h, ro: ro, cache: make(map[uint64]*seTable), gdDirty: map[uint64]bool{},
 		bitmap: map[uint64]*sePage{}, backmap: map[uint64]*sePage{}, freeGT: le.Uint64(b[8:]), txn: le.Uint64(b[16:]),
-		hw: h.grainsSize / seGrainSectors}
-	if err := e.loadGD(0, divRoundUp(h.capacity, seGrainSectors*seGTEntries)); err != nil {
-		return nil, err
+		hw: h.grainsSize / seGrainSectors, budget: budget}
+	if !ro || warm == nil || !e.seedFrom(warm) {
+		if err := e.loadGD(0, divRoundUp(h.capacity, seGrainSectors*seGTEntries)); err != nil {
+			return nil, err
+		}
 	}
 	for _, v := range e.gd.m {
 		e.freeGT = max(e.freeGT, v&0xffffffff+1)
@@ -292,6 +304,50 @@ func openSESparse(f disk.File, path string, size int64, ro bool) (*seSparseExten
 		}
 	}
 	return e, nil
+}
+
+// seedFrom takes the grain directory and the tables of src, the same
+// file open for writing elsewhere, when src holds nothing unwritten and
+// describes the same sections as the header e read from the file. The
+// tables' entries are shared, not copied: src gets no more writes (the
+// caller's promise, OpenOptions.Warm) and e never writes them. It reports
+// whether it took them.
+func (e *seSparseExtent) seedFrom(src *seSparseExtent) bool {
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	src.amu.Lock()
+	same := src.hw == e.hw && src.h.capacity == e.h.capacity && src.h.gdOff == e.h.gdOff && src.h.gtOff == e.h.gtOff && src.h.gtSize == e.h.gtSize
+	src.amu.Unlock()
+	if !same || len(src.gdDirty) > 0 || src.nDirty > 0 || src.gd.n != divRoundUp(e.h.capacity, seGrainSectors*seGTEntries) {
+		return false
+	}
+	e.gd = seDir{n: src.gd.n, m: maps.Clone(src.gd.m), idx: slices.Clone(src.gd.idx)}
+	for i, t := range src.cache {
+		if t.dirty || t.pinned {
+			continue
+		}
+		if e.budget.add(e, 1) {
+			e.budget.add(e, -1)
+			break
+		}
+		e.cache[i] = &seTable{e: t.e, nz: t.nz}
+	}
+	return true
+}
+
+// seExtent returns the SEsparse extent of file name open in d, or nil.
+func (d *Disk) seExtent(name string) *seSparseExtent {
+	if d == nil {
+		return nil
+	}
+	for _, l := range d.links {
+		for _, x := range l.extents {
+			if se, ok := unwrapExtent(x).(*seSparseExtent); ok && filepath.Clean(se.name) == filepath.Clean(name) {
+				return se
+			}
+		}
+	}
+	return nil
 }
 
 // loadGD reads grain directory entries from..n-1 into e.gd (holes of the

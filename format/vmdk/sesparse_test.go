@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -487,5 +488,69 @@ func TestSESparseLeakRepairCrash(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("cut after %d operations: the data changed", n)
 		}
+	}
+}
+
+// TestSESparseWarmOpen: a read-only open that takes its grain directory
+// and tables from the live disk that wrote them (OpenOptions.Warm) reads
+// and maps exactly what a cold open does, without reading the tables; a
+// live disk with unflushed changes is not taken from.
+func TestSESparseWarmOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w.vmdk")
+	const size = 256 << 20
+	live, err := Create(ctx, path, size, &CreateOptions{Subformat: SESparse, ForceShare: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	rng := rand.New(rand.NewPCG(4, 4))
+	for range 200 {
+		p := bytes.Repeat([]byte{byte(rng.Uint32() | 1)}, 4096*(1+rng.IntN(4)))
+		if _, err := live.WriteAt(p, rng.Int64N(size/4096-4)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := live.WriteZeroes(64<<20, 1<<20, 0); err != nil {
+		t.Fatal(err)
+	}
+	open := func(warm *Disk) *Disk {
+		d, err := Open(ctx, path, &OpenOptions{ReadOnly: true, ForceShare: true, Warm: warm})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		return d
+	}
+	cached := func(d *Disk) int {
+		se := unwrapExtent(d.links[0].extents[0]).(*seSparseExtent)
+		se.mu.Lock()
+		defer se.mu.Unlock()
+		return len(se.cache)
+	}
+	if n := cached(open(live)); n != 0 {
+		t.Errorf("took %d tables from a disk with unflushed writes", n)
+	}
+	if err := live.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	warm, cold := open(live), open(nil)
+	if cached(warm) == 0 {
+		t.Fatal("no table taken from the flushed live disk")
+	}
+	ext := func(d *Disk) []disk.Extent {
+		var out []disk.Extent
+		if err := d.Extents(ctx, 0, size, func(e disk.Extent) error { out = append(out, e); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if a, b := ext(warm), ext(cold); !slices.Equal(a, b) {
+		t.Fatalf("warm open maps %v, cold open %v", a, b)
+	}
+	a, b := make([]byte, size), make([]byte, size)
+	warm.ReadAt(a, 0)
+	cold.ReadAt(b, 0)
+	if !bytes.Equal(a, b) {
+		t.Fatal("warm and cold opens read different data")
 	}
 }

@@ -507,8 +507,7 @@ func (d *Disk) openExtent(dir string, el extentLine, ro bool) (extent, error) {
 		}
 	case "SESPARSE":
 		var se *seSparseExtent
-		if se, err = openSESparse(f, name, st.Size(), ro); err == nil {
-			se.budget = d.seBudget
+		if se, err = openSESparseWarm(f, name, st.Size(), ro, d.seBudget, d.opts.Warm.seExtent(name)); err == nil {
 			e = se
 		}
 	default:

@@ -570,7 +570,7 @@ func (d *Disk) OpenSnapshot(ctx context.Context, id string) (*Handle, error) {
 	if rec == nil {
 		return nil, disk.Errorf(disk.ErrNotFound, "datastore: disk %s has no snapshot %s", d.name, id)
 	}
-	v, err := d.openFrozen(ctx, rec.Layer)
+	v, err := d.openFrozen(ctx, rec.Layer, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -578,10 +578,11 @@ func (d *Disk) OpenSnapshot(ctx context.Context, id string) (*Handle, error) {
 	return &Handle{d: d, snap: id, frozen: v, ro: true}, nil
 }
 
-// openFrozen opens the chain topped by a pinned layer read-only. The
+// openFrozen opens the chain topped by a pinned layer read-only, taking
+// what it can from warm (see vmdk.OpenOptions.Warm) when not nil. The
 // caller holds d.mu.
-func (d *Disk) openFrozen(ctx context.Context, top int) (*vmdk.Disk, error) {
-	v, err := vmdk.Open(ctx, d.layerPath(top), &vmdk.OpenOptions{ReadOnly: true, IgnoreCID: true, ForceShare: true})
+func (d *Disk) openFrozen(ctx context.Context, top int, warm *vmdk.Disk) (*vmdk.Disk, error) {
+	v, err := vmdk.Open(ctx, d.layerPath(top), &vmdk.OpenOptions{ReadOnly: true, IgnoreCID: true, ForceShare: true, Warm: warm})
 	if err != nil {
 		return nil, err
 	}

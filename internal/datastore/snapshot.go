@@ -157,9 +157,13 @@ func snapshotDisks(ctx context.Context, ds []*Disk, id string, spec SnapshotSpec
 				continue
 			}
 		}
+		warm := d.warmView(ctx) // the snapshot's chain, before the leaf closes
 		if err := d.closeLive(); err != nil {
 			// The leaf's write-back failed: the disk goes offline (I/O
 			// fails cleanly) rather than switch over data not on disk.
+			if warm != nil {
+				warm.Close()
+			}
 			removeLayer(d.dataDir(), d.name, leaves[i])
 			errs = append(errs, err)
 			d.mu.Unlock()
@@ -172,11 +176,17 @@ func snapshotDisks(ctx context.Context, ds []*Disk, id string, spec SnapshotSpec
 		d.st.Snapshots = append(slices.Clone(d.st.Snapshots), recs[i])
 		if err := d.commit(); err != nil {
 			// Not recorded: back on the old leaf, which closed cleanly.
+			if warm != nil {
+				warm.Close()
+			}
 			d.st = old
 			removeLayer(d.dataDir(), d.name, leaves[i])
 			errs = append(errs, err, d.openLive(ctx, false))
 			d.mu.Unlock()
 			continue
+		}
+		if warm != nil {
+			d.cacheView(&d.st.Snapshots[len(d.st.Snapshots)-1], warm, 0)
 		}
 		errs = append(errs, d.openLive(ctx, false))
 		d.mu.Unlock()

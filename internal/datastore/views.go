@@ -96,21 +96,36 @@ func (d *Disk) snapshotView(ctx context.Context, rec *snapshotRec) (*view, error
 	}
 	c.misses++
 	c.mu.Unlock()
-	top, err := d.openFrozen(ctx, rec.Layer)
+	top, err := d.openFrozen(ctx, rec.Layer, nil)
 	if err != nil {
 		return nil, err
 	}
-	v := &view{d: d, snap: rec.ID, rec: *rec, path: d.st.path(rec.Layer), dir: d.dataDir(), v: top, files: len(top.Info().Files), refs: 1}
+	return d.cacheView(rec, top, 1), nil
+}
+
+// cacheView puts the open chain top of snapshot rec in the cache (unless
+// it cannot hold it) and returns its view with refs references besides
+// the cache's. The caller holds d.mu.
+func (d *Disk) cacheView(rec *snapshotRec, top *vmdk.Disk, refs int) *view {
+	c := d.s.views
+	k := viewKey{d, rec.ID}
+	v := &view{d: d, snap: rec.ID, rec: *rec, path: d.st.path(rec.Layer), dir: d.dataDir(), v: top, files: len(top.Info().Files), refs: refs}
+	var stale []*view
+	defer closeViews(&stale)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.max <= 0 || v.files > c.maxFiles || d.retired {
-		return v, nil // not cached: closed at release
+		if refs == 0 {
+			stale = append(stale, v)
+		}
+		return v // not cached: closed at release
 	}
 	if old := c.m[k]; old != nil {
 		c.removeLocked(old, &stale)
 	}
 	c.tick++
-	v.used, v.cached, v.refs = c.tick, true, 2
+	v.used, v.cached = c.tick, true
+	v.refs++
 	c.m[k] = v
 	c.files += v.files
 	for len(c.m) > c.max || c.files > c.maxFiles {
@@ -122,7 +137,25 @@ func (d *Disk) snapshotView(ctx context.Context, rec *snapshotRec) (*view, error
 		}
 		c.removeLocked(lru, &stale)
 	}
-	return v, nil
+	return v
+}
+
+// warmView opens, as a snapshot of the leaf is taken, the chain the
+// snapshot will read, taking the SEsparse grain directories and tables
+// the live chain holds (flushed, and closed right after) instead of
+// reading them again: the first query after a snapshot then costs what
+// the later ones do. It returns nil when there is nothing to take or the
+// open fails (the first query opens the chain then). The caller holds
+// d.gate exclusively and d.mu.
+func (d *Disk) warmView(ctx context.Context) *vmdk.Disk {
+	if d.s.views.max <= 0 || d.live == nil || !hasSESparse(d.live) {
+		return nil
+	}
+	v, err := d.openFrozen(ctx, d.st.Leaf, d.live)
+	if err != nil {
+		return nil
+	}
+	return v
 }
 
 // removeLocked takes v out of the cache; it is closed once no query uses

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/format/vmdk"
 )
 
 // uncachedAllocated is what Allocated must answer for a snapshot: the same
@@ -21,7 +22,7 @@ func uncachedAllocated(t *testing.T, d *Disk, snap string, chunk int64) []Area {
 		d.mu.Unlock()
 		t.Fatalf("no snapshot %s", snap)
 	}
-	v, err := d.openFrozen(context.Background(), rec.Layer)
+	v, err := d.openFrozen(context.Background(), rec.Layer, nil)
 	d.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
@@ -68,11 +69,20 @@ func covers(areas []Area, content []byte) (int64, bool) {
 // (served from the view cache) and reads it: the answers must equal those
 // of a chain opened afresh, cover every byte the model says holds data,
 // and the reads must equal the model.
+// With SEsparse layers the view of a new snapshot is opened from the live
+// chain's tables as the snapshot is taken (warmView), so every first query
+// is served from the cache.
 func TestViewCacheModel(t *testing.T) {
+	for _, typ := range []vmdk.Subformat{vmdk.MonolithicSparse, vmdk.SESparse} {
+		t.Run(string(typ), func(t *testing.T) { viewCacheModel(t, typ) })
+	}
+}
+
+func viewCacheModel(t *testing.T, typ vmdk.Subformat) {
 	ctx := context.Background()
 	s := openStore(t, t.TempDir())
 	defer s.Close()
-	if _, err := s.CreateDisk(ctx, DiskSpec{Name: "d", Capacity: testSize, CBT: true}); err != nil {
+	if _, err := s.CreateDisk(ctx, DiskSpec{Name: "d", Capacity: testSize, CBT: true, Type: typ}); err != nil {
 		t.Fatal(err)
 	}
 	d, _ := s.Disk("d")
@@ -83,6 +93,7 @@ func TestViewCacheModel(t *testing.T) {
 	live := &model{buf: make([]byte, testSize)}
 	snaps := map[string][]byte{} // snapshot ID -> content
 	rng := rand.New(rand.NewPCG(11, 12))
+	warmed := 0
 	for step := range 24 {
 		switch op := rng.IntN(10); {
 		case op < 4:
@@ -91,11 +102,23 @@ func TestViewCacheModel(t *testing.T) {
 			if err := h.Flush(); err != nil {
 				t.Fatal(err)
 			}
+			d.gate.RLock()
+			seLeaf := hasSESparse(d.live) // the base (small disks have sparse deltas)
+			d.gate.RUnlock()
 			si, err := d.Snapshot(ctx, SnapshotSpec{Name: fmt.Sprintf("s%d", rng.IntN(3))})
 			if err != nil {
 				t.Fatal(err)
 			}
 			snaps[si.ID] = live.snapshot()
+			if seLeaf {
+				warmed++
+				s.views.mu.Lock()
+				warm := s.views.m[viewKey{d, si.ID}] != nil
+				s.views.mu.Unlock()
+				if !warm {
+					t.Fatalf("step %d: no view of the new snapshot %s was opened from the live chain", step, si.ID)
+				}
+			}
 		case op < 8:
 			id := pick(rng, snaps)
 			if err := d.RemoveSnapshot(ctx, id); err != nil {
@@ -151,6 +174,9 @@ func TestViewCacheModel(t *testing.T) {
 	h.Close()
 	if c := s.views; c.hits == 0 {
 		t.Error("no query was served from the cache")
+	}
+	if typ == vmdk.SESparse && warmed == 0 {
+		t.Error("no snapshot of an SEsparse leaf was taken")
 	}
 }
 
