@@ -56,7 +56,8 @@
 // the Store keeps open between queries (Options.Views): a cached chain is
 // used only while its snapshot's record and path of layers are those it
 // was opened for, and every commit of a disk's state drops the ones it
-// makes stale (views.go).
+// makes stale (views.go). A snapshot of an SEsparse leaf opens its view as
+// it is taken, from the tables the live chain holds.
 //
 // # SEsparse after an unclean stop
 //
