@@ -213,12 +213,14 @@ func BenchmarkChangesBySize(b *testing.B) {
 				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/query")
 			})
 			b.Run("allocated", func(b *testing.B) {
+				misses := s.views.misses
 				for b.Loop() {
 					if _, err := d.Allocated(ctx, s2.ID, 0, c.size, 1<<20); err != nil {
 						b.Fatal(err)
 					}
 				}
 				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/query")
+				b.ReportMetric(float64(s.views.misses-misses), "chain-opens")
 			})
 			b.Run("allocated-first", func(b *testing.B) {
 				for b.Loop() {
