@@ -64,8 +64,8 @@ func newViewCache(max, maxFiles int) *viewCache {
 	return &viewCache{max: max, maxFiles: maxFiles, m: map[viewKey]*view{}}
 }
 
-// valid reports whether v still reads what snapshot v.snap holds now. The
-// caller holds d.mu.
+// validView reports whether v still reads what snapshot v.snap holds now.
+// The caller holds d.mu.
 func (d *Disk) validView(v *view) bool {
 	if d.retired {
 		return false
@@ -74,9 +74,8 @@ func (d *Disk) validView(v *view) bool {
 	return rec != nil && *rec == v.rec && slices.Equal(d.st.path(rec.Layer), v.path) && d.dataDir() == v.dir
 }
 
-// snapshotView returns an open view of a snapshot, from the cache when it
-// holds a valid one, and the snapshot's record. The caller holds d.mu and
-// must release the view.
+// snapshotView returns an open view of snapshot rec, from the cache when
+// it holds a valid one. The caller holds d.mu and must release the view.
 func (d *Disk) snapshotView(ctx context.Context, rec *snapshotRec) (*view, error) {
 	c := d.s.views
 	k := viewKey{d, rec.ID}
