@@ -113,7 +113,7 @@ func TestKeysAndCorruptManifest(t *testing.T) {
 	ctx := context.Background()
 	st := mem.New()
 	r := newTestRepo(t, st, true)
-	if err := r.AddKey(ctx, []byte("second")); err != nil {
+	if _, err := r.AddKey(ctx, []byte("second")); err != nil {
 		t.Fatal(err)
 	}
 	r2, err := Open(ctx, st, []byte("second"))

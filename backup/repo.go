@@ -117,6 +117,10 @@ type Repository struct {
 
 	idx *index // chunk ID → location; grows with Backup and refresh
 
+	keyMu sync.Mutex
+	key   string // the key object that opened the repository; "" if unencrypted; guarded by keyMu
+	keyN  int    // its scrypt cost, which new keys get too
+
 	running sync.Map // IDs of the points of backups running in this process
 }
 
@@ -156,6 +160,7 @@ func Init(ctx context.Context, st storage.Storage, opts InitOptions) (*Repositor
 		Encryption: "aes-256-gcm", Compression: "zstd",
 	}
 	var encKey, idKey []byte
+	var keyName string
 	if opts.Unencrypted {
 		cfg.Encryption = "none"
 	} else {
@@ -167,7 +172,8 @@ func Init(ctx context.Context, st storage.Storage, opts InitOptions) (*Repositor
 		// The key goes first: a config without a key is an unusable
 		// repository, which a retried Init can replace; a key without a
 		// config is not a repository at all.
-		if err := st.Put(ctx, keysPrefix+hex.EncodeToString(randomBytes(16)), kf); err != nil {
+		keyName = keysPrefix + hex.EncodeToString(randomBytes(16))
+		if err := st.Put(ctx, keyName, kf); err != nil {
 			return nil, fmt.Errorf("backup: init: write key: %w", err)
 		}
 	}
@@ -179,7 +185,7 @@ func Init(ctx context.Context, st storage.Storage, opts InitOptions) (*Repositor
 	if err != nil {
 		return nil, err
 	}
-	return &Repository{st: st, cfg: cfg, c: c, idx: newIndex()}, nil
+	return &Repository{st: st, cfg: cfg, c: c, idx: newIndex(), key: keyName, keyN: opts.ScryptN}, nil
 }
 
 func wrapKey(mk masterKey, password []byte, n int) ([]byte, error) {
@@ -234,17 +240,19 @@ func Open(ctx context.Context, st storage.Storage, password []byte) (*Repository
 		return nil, corrupt(configName, "bad parameters (chunk size %d, pack size %d, compression %q)", cfg.ChunkSize, cfg.PackSize, cfg.Compression)
 	}
 	var encKey, idKey []byte
+	var keyName string
+	var keyN int
 	switch cfg.Encryption {
 	case "none":
 	case "aes-256-gcm":
-		mk, err := unlock(ctx, st, password)
+		mk, name, n, err := unlock(ctx, st, password)
 		if err != nil {
 			return nil, err
 		}
 		if mk.Repository != cfg.ID {
 			return nil, corrupt(configName, "repository ID %s does not match the key's %s", cfg.ID, mk.Repository)
 		}
-		encKey, idKey = mk.EncKey, mk.IDKey
+		encKey, idKey, keyName, keyN = mk.EncKey, mk.IDKey, name, n
 	default:
 		return nil, &disk.Error{Op: "backup: open", Path: configName, Off: -1, Code: disk.ErrNotSupported, Err: fmt.Errorf("encryption %q", cfg.Encryption)}
 	}
@@ -252,7 +260,7 @@ func Open(ctx context.Context, st storage.Storage, password []byte) (*Repository
 	if err != nil {
 		return nil, err
 	}
-	r := &Repository{st: st, cfg: cfg, c: c, idx: newIndex()}
+	r := &Repository{st: st, cfg: cfg, c: c, idx: newIndex(), key: keyName, keyN: keyN}
 	if _, err := r.refresh(ctx); err != nil {
 		c.close()
 		return nil, err
@@ -260,8 +268,9 @@ func Open(ctx context.Context, st storage.Storage, password []byte) (*Repository
 	return r, nil
 }
 
-// unlock finds the key object that password opens.
-func unlock(ctx context.Context, st storage.Storage, password []byte) (masterKey, error) {
+// unlock finds the key object that password opens and returns the master
+// key it wraps and the object's name.
+func unlock(ctx context.Context, st storage.Storage, password []byte) (masterKey, string, int, error) {
 	var names []string
 	err := st.List(ctx, keysPrefix, func(in storage.Info) error {
 		if len(names) >= maxKeys {
@@ -271,20 +280,19 @@ func unlock(ctx context.Context, st storage.Storage, password []byte) (masterKey
 		return nil
 	})
 	if err != nil {
-		return masterKey{}, fmt.Errorf("backup: open: list keys: %w", err)
+		return masterKey{}, "", 0, fmt.Errorf("backup: open: list keys: %w", err)
 	}
 	if len(names) == 0 {
-		return masterKey{}, corrupt(keysPrefix, "encrypted repository without keys")
+		return masterKey{}, "", 0, corrupt(keysPrefix, "encrypted repository without keys")
 	}
 	var damaged error
 	for _, name := range names {
 		b, err := st.Get(ctx, name, maxKeySize)
 		if err != nil {
-			return masterKey{}, fmt.Errorf("backup: open: %w", err)
+			return masterKey{}, "", 0, fmt.Errorf("backup: open: %w", err)
 		}
-		var kf keyFile
-		if err := json.Unmarshal(b, &kf); err != nil || kf.KDF != "scrypt" || kf.R != 8 || kf.P != 1 ||
-			kf.N < 1024 || kf.N > 1<<22 || kf.N&(kf.N-1) != 0 || len(kf.Data) < nonceSize+tagSize {
+		kf, ok := parseKeyFile(b)
+		if !ok {
 			damaged = corrupt(name, "bad key object")
 			continue
 		}
@@ -295,7 +303,7 @@ func unlock(ctx context.Context, st storage.Storage, password []byte) (masterKey
 		}
 		aead, err := newGCM(kek)
 		if err != nil {
-			return masterKey{}, err
+			return masterKey{}, "", 0, err
 		}
 		pt, err := aead.Open(nil, kf.Data[:nonceSize], kf.Data[nonceSize:], []byte(keyAAD))
 		if err != nil {
@@ -303,34 +311,14 @@ func unlock(ctx context.Context, st storage.Storage, password []byte) (masterKey
 		}
 		var mk masterKey
 		if err := json.Unmarshal(pt, &mk); err != nil || len(mk.EncKey) != 32 || len(mk.IDKey) != 32 {
-			return masterKey{}, corrupt(name, "bad master key")
+			return masterKey{}, "", 0, corrupt(name, "bad master key")
 		}
-		return mk, nil
+		return mk, name, kf.N, nil
 	}
 	if damaged != nil && len(names) == 1 {
-		return masterKey{}, damaged
+		return masterKey{}, "", 0, damaged
 	}
-	return masterKey{}, &disk.Error{Op: "backup: open", Off: -1, Code: disk.ErrPermission, Err: errors.New("wrong password: no key of the repository opens with it")}
-}
-
-// AddKey adds a key object that opens the repository with password, next to
-// the existing ones. It fails with disk.ErrNotSupported on an unencrypted
-// repository.
-func (r *Repository) AddKey(ctx context.Context, password []byte) error {
-	if !r.c.encrypted() {
-		return disk.Errorf(disk.ErrNotSupported, "backup: add key: the repository is not encrypted")
-	}
-	if len(password) == 0 {
-		return disk.Errorf(disk.ErrInvalid, "backup: add key: empty password")
-	}
-	kf, err := wrapKey(masterKey{Repository: r.cfg.ID, EncKey: r.c.encKey, IDKey: r.c.idKey}, password, DefaultScryptN)
-	if err != nil {
-		return err
-	}
-	if err := r.st.Put(ctx, keysPrefix+hex.EncodeToString(randomBytes(16)), kf); err != nil {
-		return fmt.Errorf("backup: add key: %w", err)
-	}
-	return nil
+	return masterKey{}, "", 0, &disk.Error{Op: "backup: open", Off: -1, Code: disk.ErrPermission, Err: errors.New("wrong password: no key of the repository opens with it")}
 }
 
 // ID returns the repository's ID (32 hex digits).

@@ -546,7 +546,7 @@ func (cc *clientConn) readReplies() error {
 			if e := binary.BigEndian.Uint32(h[4:]); e != 0 {
 				c.err = errOfErrno(e)
 			} else if c.typ == cmdRead {
-				if _, err := io.ReadFull(cc.br, c.buf); err != nil {
+				if err := cc.payload(c.buf); err != nil {
 					return err
 				}
 			}
@@ -594,6 +594,27 @@ func (cc *clientConn) readReplies() error {
 	}
 }
 
+// directPayload is the payload size from which payload bypasses br.
+const directPayload = 64 << 10
+
+// payload reads a reply's data into p. A large payload is read from the
+// connection straight into p once br has handed over what it holds: read
+// through br's buffer it would be copied twice (with TLS the decrypted
+// record into the buffer and on into p; without, the socket into the
+// buffer), which for bulk reads costs as much CPU as the decryption.
+func (cc *clientConn) payload(p []byte) error {
+	if len(p) < directPayload {
+		_, err := io.ReadFull(cc.br, p)
+		return err
+	}
+	n := 0
+	if k := cc.br.Buffered(); k > 0 {
+		n, _ = cc.br.Read(p[:min(k, len(p))])
+	}
+	_, err := io.ReadFull(cc.nc, p[n:])
+	return err
+}
+
 func (cc *clientConn) chunk(c *call, typ uint16, n uint64) error {
 	if n > MaxPayload+1024 {
 		return protoErr("chunk of %d bytes", n)
@@ -627,7 +648,7 @@ func (cc *clientConn) chunk(c *call, typ uint16, n uint64) error {
 			return protoErr("chunk outside the request")
 		}
 		if typ == chunkOffsetData {
-			if _, err := io.ReadFull(cc.br, c.buf[off:off+l]); err != nil {
+			if err := cc.payload(c.buf[off : off+l]); err != nil {
 				return err
 			}
 		} else {

@@ -459,3 +459,65 @@ func TestExtendedHeaders(t *testing.T) {
 		})
 	}
 }
+
+// TestClientPayloads reads pieces of every size around directPayload, at
+// odd offsets and many at once, plain and over TLS, from a disk of data
+// and holes: what the reader buffered and what payload reads straight from
+// the connection must join up into the disk's bytes.
+func TestClientPayloads(t *testing.T) {
+	const size = 8 << 20
+	m := disktest.NewMemDisk(size)
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i*7 + i>>11)
+	}
+	for off := 0; off < size; off += 1 << 20 {
+		clear(data[off+300<<10 : off+500<<10]) // a hole in each MiB
+	}
+	m.WriteAt(data, 0)
+	dir := t.TempDir()
+	cfg := writeCerts(t, dir)
+	for _, tc := range []struct {
+		name string
+		uri  func() string
+	}{
+		{"plain", func() string { return "nbd+unix:///?socket=" + serve(t, m, ServerOptions{}) }},
+		{"tls", func() string {
+			return "nbds+unix:///?socket=" + serve(t, m, ServerOptions{TLSConfig: cfg}) + "&tls-certificates=" + dir
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Dial(context.Background(), tc.uri(), &ClientOptions{Connections: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			sizes := []int{1, 4096, directPayload - 1, directPayload, directPayload + 1, 100<<10 + 3, 256 << 10, 1<<20 + 512}
+			type req struct {
+				off int64
+				buf []byte
+				f   *Future
+			}
+			var reqs []req
+			off := int64(12345)
+			for i := range 64 {
+				n := sizes[i%len(sizes)]
+				if off+int64(n) > size {
+					off = int64(i)
+				}
+				r := req{off: off, buf: make([]byte, n)}
+				r.f = c.ReadAsync(r.buf, r.off)
+				reqs = append(reqs, r)
+				off += int64(n) + 777
+			}
+			for i, r := range reqs {
+				if err := r.f.Wait(context.Background()); err != nil {
+					t.Fatalf("read %d (%d bytes at %d): %v", i, len(r.buf), r.off, err)
+				}
+				if !bytes.Equal(r.buf, data[r.off:r.off+int64(len(r.buf))]) {
+					t.Fatalf("read %d (%d bytes at %d) differs from the disk", i, len(r.buf), r.off)
+				}
+			}
+		})
+	}
+}

@@ -397,29 +397,76 @@ type conn struct {
 	maxExtents int        // per BLOCK_STATUS reply and context
 }
 
-// flushConn buffers writes to a connection until Flush, or until the next
-// Read (so a TLS handshake's writes go out before it waits for an answer).
+// flushConn buffers writes to a connection until Flush, or, while the
+// connection negotiates, until the next Read (so a TLS handshake's writes
+// go out before it waits for an answer). crypto/tls writes one record
+// (16 KiB at most) per call; the buffer gathers whole records, so that a
+// large reply leaves in few system calls and no record is split between
+// two of them.
 type flushConn struct {
 	net.Conn
-	mu sync.Mutex
-	w  *bufio.Writer
+	mu  sync.Mutex
+	buf []byte // records not yet sent; its capacity is the buffer's size
+	// replying: in transmission every reply ends with a Flush, and a Read
+	// (the next request) must not send half of a reply being written.
+	replying bool
+}
+
+func newFlushConn(nc net.Conn, size int) *flushConn {
+	return &flushConn{Conn: nc, buf: make([]byte, 0, size)}
 }
 
 func (f *flushConn) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.w.Write(p)
+	if len(f.buf)+len(p) > cap(f.buf) {
+		if err := f.flushLocked(); err != nil {
+			return 0, err
+		}
+		if len(p) > cap(f.buf) {
+			return f.Conn.Write(p)
+		}
+	}
+	f.buf = append(f.buf, p...)
+	return len(p), nil
+}
+
+func (f *flushConn) flushLocked() error {
+	if len(f.buf) == 0 {
+		return nil
+	}
+	_, err := f.Conn.Write(f.buf)
+	f.buf = f.buf[:0]
+	return err
 }
 
 func (f *flushConn) Flush() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.w.Flush()
+	return f.flushLocked()
+}
+
+// transmission switches to replies: the buffer becomes size bytes, and
+// Read no longer flushes.
+func (f *flushConn) transmission(size int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.replying = true
+	if size > cap(f.buf) {
+		b := make([]byte, len(f.buf), size)
+		copy(b, f.buf)
+		f.buf = b
+	}
 }
 
 func (f *flushConn) Read(p []byte) (int, error) {
-	if err := f.Flush(); err != nil {
-		return 0, err
+	f.mu.Lock()
+	replying := f.replying
+	f.mu.Unlock()
+	if !replying {
+		if err := f.Flush(); err != nil {
+			return 0, err
+		}
 	}
 	return f.Conn.Read(p)
 }
@@ -482,7 +529,22 @@ func (c *conn) serve(ctx context.Context) {
 	}
 	c.raw.SetDeadline(time.Time{})
 	c.dmu.Unlock()
-	c.log().Info("transmission", "export", c.exp.Name, "tls", c.tls)
+	if c.fc != nil {
+		// Replies get the larger buffer, when the budget has room: a
+		// 256 KiB READ reply leaves in one system call.
+		size := tlsNegBuf
+		if c.mem.hold(tlsSendBuf-tlsNegBuf) == nil {
+			size = tlsSendBuf
+		}
+		c.fc.transmission(size)
+	}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		c.log().Info("transmission", "export", c.exp.Name, "tls", c.tls,
+			"tls_version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
+	} else {
+		c.log().Info("transmission", "export", c.exp.Name, "tls", c.tls)
+	}
 	err := c.transmit(ctx, waits)
 	c.inFlight.Wait()
 	if c.exp != nil && !c.exp.ReadOnly {
@@ -632,10 +694,10 @@ func (c *conn) enter(e *Export) error {
 func (c *conn) limits(contexts int) {
 	avail := c.s.o.ConnMemory - ioMem
 	if c.s.o.TLSConfig != nil {
-		avail -= tlsMem
+		avail -= tlsMem + tlsSendBuf - tlsNegBuf
 	}
 	p := int64(MaxPayload)
-	for p > 4096 && 2*(p+reqMem) > avail {
+	for p > 4096 && 2*(bufSize(uint64(p))+reqMem) > avail {
 		p /= 2
 	}
 	c.maxPayload = uint32(p)
@@ -720,10 +782,7 @@ func (c *conn) option(ctx context.Context, opt uint32, data []byte, noZeros bool
 		if err := c.optReply(opt, repAck, nil); err != nil {
 			return false, err
 		}
-		// TLS writes one record (16 KiB at most) per call; a buffer
-		// under it turns a large reply into few system calls.
-		fc := &flushConn{Conn: c.nc}
-		fc.w = bufio.NewWriterSize(c.nc, 64<<10)
+		fc := newFlushConn(c.nc, tlsNegBuf)
 		c.fc = fc
 		tc := tls.Server(fc, c.s.o.TLSConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {

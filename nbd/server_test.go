@@ -196,7 +196,7 @@ func TestNbdcopy(t *testing.T) {
 
 // writeCerts makes a CA and a server certificate for localhost in dir, in
 // the file names GnuTLS clients (nbdinfo, qemu) look for.
-func writeCerts(t *testing.T, dir string) *tls.Config {
+func writeCerts(t testing.TB, dir string) *tls.Config {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vdisk test CA"},

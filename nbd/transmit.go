@@ -63,24 +63,32 @@ func (r *request) release() {
 	requestPool.Put(r)
 }
 
-// Buffer pools by power-of-two size class, 4 KiB to MaxPayload.
+// Buffer pools by power-of-two size class, 4 KiB to MaxPayload. Each
+// buffer has bufRoom bytes beyond its class, so that a READ reply's
+// header can sit in front of the data read into it and the reply leave in
+// one write (see sendData).
 var bufPools [27]sync.Pool // classes up to 2^26 = 2×MaxPayload
 
-// getBuf returns a pooled buffer of n bytes (n > 0), by pointer so that
-// returning it to the pool allocates nothing.
+// bufRoom is the headroom of a pooled buffer: room for the largest header
+// of a data reply (an extended chunk header and its offset, 40 bytes).
+const bufRoom = 64
+
+// getBuf returns a pooled buffer of n bytes (n > 0) with at least bufRoom
+// more capacity, by pointer so that returning it to the pool allocates
+// nothing.
 func getBuf(n int) *[]byte {
 	c := max(12, bits.Len(uint(n-1)))
 	if p, ok := bufPools[c].Get().(*[]byte); ok {
 		*p = (*p)[:n]
 		return p
 	}
-	b := make([]byte, n, 1<<c)
+	b := make([]byte, n, 1<<c+bufRoom)
 	return &b
 }
 
 func putBuf(p *[]byte) {
-	c := bits.Len(uint(cap(*p) - 1))
-	if cap(*p) != 1<<c || c >= len(bufPools) {
+	c := bits.Len(uint(cap(*p) - bufRoom - 1))
+	if cap(*p) != 1<<c+bufRoom || c >= len(bufPools) {
 		return
 	}
 	bufPools[c].Put(p)
@@ -458,22 +466,14 @@ func (c *conn) read(ctx context.Context, r *request) {
 		return
 	}
 	r.buf = getBuf(int(r.n))
-	buf := *r.buf
+	full := (*r.buf)[:bufRoom+r.n]
+	buf := full[bufRoom:]
 	if !c.structured || r.flags&cmdFlagDF != 0 {
 		if _, err := d.ReadAt(buf, int64(r.off)); err != nil && !errors.Is(err, io.EOF) {
 			c.replyErr(r, errnoOf(err), err.Error())
 			return
 		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.structured {
-			c.chunkHeader(r, replyFlagDone, chunkOffsetData, 8+len(buf))
-			c.offsetField(r.off, -1)
-		} else {
-			c.simpleHeader(r, 0)
-		}
-		c.bw.Write(buf)
-		c.flush()
+		c.sendData(r, full)
 		return
 	}
 	err := disk.Extents(ctx, d, int64(r.off), int64(r.n), r.collect)
@@ -493,6 +493,10 @@ func (c *conn) read(ctx context.Context, r *request) {
 		c.replyErr(r, errnoOf(err), err.Error())
 		return
 	}
+	if len(r.pieces) == 1 && r.pieces[0].data {
+		c.sendData(r, full)
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, p := range r.pieces {
@@ -510,6 +514,53 @@ func (c *conn) read(ctx context.Context, r *request) {
 		}
 	}
 	c.flush()
+}
+
+// sendData answers a READ whose whole range is data, held in
+// full[bufRoom:]: its header goes into the headroom in front of the data
+// and the reply leaves in one write, so that no buffer copies the payload
+// (under TLS, crypto/tls cuts it into full-size records straight from
+// here).
+func (c *conn) sendData(r *request, full []byte) {
+	n := len(full) - bufRoom
+	var h []byte
+	switch {
+	case c.extended:
+		h = full[bufRoom-40 : bufRoom]
+		binary.BigEndian.PutUint32(h[0:], magicExtReply)
+		binary.BigEndian.PutUint16(h[4:], replyFlagDone)
+		binary.BigEndian.PutUint16(h[6:], chunkOffsetData)
+		binary.BigEndian.PutUint64(h[8:], r.cookie)
+		binary.BigEndian.PutUint64(h[16:], r.off)
+		binary.BigEndian.PutUint64(h[24:], uint64(8+n))
+		binary.BigEndian.PutUint64(h[32:], r.off)
+	case c.structured:
+		h = full[bufRoom-28 : bufRoom]
+		binary.BigEndian.PutUint32(h[0:], magicStructured)
+		binary.BigEndian.PutUint16(h[4:], replyFlagDone)
+		binary.BigEndian.PutUint16(h[6:], chunkOffsetData)
+		binary.BigEndian.PutUint64(h[8:], r.cookie)
+		binary.BigEndian.PutUint32(h[16:], uint32(8+n))
+		binary.BigEndian.PutUint64(h[20:], r.off)
+	default:
+		h = full[bufRoom-16 : bufRoom]
+		binary.BigEndian.PutUint32(h[0:], magicSimple)
+		binary.BigEndian.PutUint32(h[4:], 0)
+		binary.BigEndian.PutUint64(h[8:], r.cookie)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// Replies are written whole under mu, so the writer holds nothing
+	// here; writing past it keeps the order.
+	if err := c.bw.Flush(); err != nil {
+		return
+	}
+	if _, err := c.nc.Write(full[bufRoom-len(h):]); err != nil {
+		return
+	}
+	if c.fc != nil {
+		c.fc.Flush()
+	}
 }
 
 // blockStatus answers BLOCK_STATUS with one chunk per selected context

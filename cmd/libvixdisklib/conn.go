@@ -25,7 +25,8 @@ type connection struct {
 	snapshot string // ConnectEx's snapshotRef
 	vm       string // the VM vmxSpec names, "" for none
 	readOnly bool
-	modes    string // the kit's mode list
+	modes    string       // the kit's mode list
+	cfg      vdisk.Config // the kit configuration it was made with
 
 	mu      sync.Mutex
 	handles map[*diskHandle]bool
@@ -120,6 +121,7 @@ func connect(ctx context.Context, p params, readOnly bool, snapshot, modes strin
 	}
 	c := &connection{p: p, snapshot: snapshot, readOnly: readOnly, modes: kmodes, handles: map[*diskHandle]bool{}}
 	cfg := lib.config()
+	c.cfg = cfg
 	kp := vdisk.ConnectParams{Transports: kmodes, ReadOnly: readOnly, Config: &cfg, Logger: logger}
 	if remote {
 		vm, err := parseVMXSpec(p.vmxSpec)

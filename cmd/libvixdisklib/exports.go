@@ -352,7 +352,8 @@ func VixDiskLib_Open(conn C.VixDiskLibConnection, path *C.char, flags C.uint32, 
 	if err != nil {
 		return fail(err, c.remote())
 	}
-	h := &diskHandle{c: c, h: kh, path: name, spec: spec, flags: kf}
+	h := &diskHandle{c: c, h: kh, path: name, spec: spec, flags: kf,
+		slots: make(chan struct{}, asyncSlots(c.cfg, kh.TransportMode()))}
 	c.mu.Lock()
 	c.handles[h] = true
 	c.mu.Unlock()

@@ -30,8 +30,10 @@ type diskHandle struct {
 	// pending counts asynchronous requests whose callback has not
 	// returned yet; Wait and Close wait for it.
 	pending sync.WaitGroup
-	once    sync.Once
-	err     error
+	// slots bounds the asynchronous requests running at once.
+	slots chan struct{}
+	once  sync.Once
+	err   error
 }
 
 func (h *diskHandle) remote() bool { return h.c.remote() }
@@ -102,18 +104,28 @@ type outOfRange struct{}
 
 func (outOfRange) Error() string { return "out of range" }
 
-// async starts a request whose completion cb gets from a goroutine.
+// async starts a request whose completion cb gets from a goroutine. The
+// goroutine makes the kit's synchronous call and then calls cb: one
+// goroutine per request, and one hand-off, where the kit's ReadAsync would
+// add a goroutine of its own and a second hand-off to reach cb (the
+// library's hot path: nbdkit's VDDK plugin reads with ReadAsync only).
+// The synchronous calls have the same semantics: over NBD the requests of
+// all goroutines are pipelined on the wire, each bounded by the request
+// timeout and retried on a new connection when the old one broke. At most
+// cap(h.slots) requests run at once; the caller waits for a slot.
 func (h *diskHandle) async(p []byte, off int64, write bool, cb C.VixDiskLibCompletionCB, data unsafe.Pointer) {
-	var f *vdisk.Future
-	if write {
-		f = h.kit().WriteAsync(p, off)
-	} else {
-		f = h.kit().ReadAsync(p, off)
-	}
+	h.slots <- struct{}{}
 	h.pending.Add(1)
 	go func() {
 		defer h.pending.Done()
-		err := f.Wait(context.Background())
+		var err error
+		if write {
+			_, err = h.kit().WriteAt(p, off)
+		} else {
+			_, err = h.kit().ReadAt(p, off)
+		}
+		// The slot is free before cb runs: cb may start another request.
+		<-h.slots
 		code := uint64(vixOK)
 		if err != nil {
 			code = vixCode(err, h.remote())
@@ -122,4 +134,16 @@ func (h *diskHandle) async(p []byte, off int64, write bool, cb C.VixDiskLibCompl
 		}
 		C.vixlib_complete(cb, data, C.VixError(code))
 	}()
+}
+
+// asyncSlots is how many asynchronous requests a handle runs at once: the
+// kit's bound for its own asynchronous requests on local and direct
+// handles (Config.AsyncWorkers), and the wire's on NBD ones (in flight per
+// connection times connections).
+func asyncSlots(cfg vdisk.Config, mode string) int {
+	switch mode {
+	case vdisk.ModeNBD, vdisk.ModeNBDSSL:
+		return max(cfg.NBDConnections*cfg.NBDInFlight, 1)
+	}
+	return max(cfg.AsyncWorkers, 1)
 }

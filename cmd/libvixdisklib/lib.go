@@ -155,6 +155,7 @@ func initLib(major, minor uint32, log, warn, panicFn *C.VixDiskLibGenericLogFunc
 		cfg, level, unknown = c, n, u
 	}
 	C.vixlib_set_loggers(log, warn, panicFn)
+	startProfile()
 	lib.mu.Lock()
 	lib.inited = true
 	lib.cfg = cfg
@@ -290,6 +291,7 @@ func exitLib() {
 		}
 	}
 	C.vixlib_set_loggers(nil, nil, nil)
+	stopProfile()
 	lib.mu.Lock()
 	defer lib.mu.Unlock()
 	lib.inited = false

@@ -31,11 +31,17 @@
 // # Threads
 //
 // Any thread may call any function at any time, including several threads
-// on one handle. ReadAsync and WriteAsync run on Go goroutines; their
+// on one handle. ReadAsync and WriteAsync run on Go goroutines, one per
+// request, bounded per handle (see docs/vddk.md); their
 // completion callbacks, and the progress callbacks of Create, Clone and
 // the like, are called from library threads, never from the thread that
 // made the request (VDDK also calls them from its own threads).
 // VixDiskLib_Wait returns after every callback of the handle has returned.
+//
+// # Profiling
+//
+// VDISK_CPUPROFILE=FILE in the program's environment writes a CPU profile
+// of the library from VixDiskLib_InitEx to VixDiskLib_Exit.
 //
 // # Errors
 //

@@ -69,3 +69,10 @@ void vixlib_set_cred(VixDiskLibConnectParams *p, int which, char *v) {
   case VIXLIB_SID_KEY: p->creds.sessionId.key = v; break;
   }
 }
+
+void vixlib_count_done(void *data, VixError result) {
+  vixlib_counter *c = data;
+  if (result != VIX_OK)
+    __atomic_add_fetch(&c->failed, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&c->done, 1, __ATOMIC_RELEASE);
+}

@@ -21,6 +21,20 @@ uint64_t vixlib_thread_id(void);
 uintptr_t vixlib_p2u(const void *p);
 void *vixlib_u2p(uintptr_t u);
 
+/* vixlib_count_done is a completion callback counting into a
+ * vixlib_counter: the package's benchmarks use it as a C program's
+ * callback. */
+typedef struct {
+  int64_t done, failed;
+} vixlib_counter;
+void vixlib_count_done(void *data, VixError result);
+
+/* vixlib_thread_reads reads from a C thread as nbdkit's VDDK plugin does
+ * (cthread.c), for the benchmarks: requests ReadAsync calls of sectors
+ * each over slots positions, depth in flight, then Wait. */
+int vixlib_thread_reads(VixDiskLibHandle h, uint64_t requests, uint64_t sectors, uint64_t slots, int depth,
+                        uint8_t *bufs, uint64_t *failed, VixError *err);
+
 /* Accessors of the credentials union. */
 const char *vixlib_cred(const VixDiskLibConnectParams *p, int which);
 void vixlib_set_cred(VixDiskLibConnectParams *p, int which, char *v);

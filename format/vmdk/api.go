@@ -4,6 +4,8 @@ package vmdk
 // the format registry and the host code against.
 
 import (
+	"io"
+
 	"github.com/vdisk-project/vdisk/disk"
 )
 
@@ -106,6 +108,14 @@ type OpenOptions struct {
 	MaxFileSize int64
 	// FS is the filesystem to open files from; nil means disk.OSFS.
 	FS disk.FS
+	// Base, for a disk without a parent link, is what the disk lies over
+	// when it is an overlay of something that is not a VMDK (a backup
+	// point served for instant restore): a write of part of an
+	// unallocated grain fills the rest of the grain from Base instead of
+	// zeros, as a child fills it from its parent. Reads of unallocated
+	// grains still return zeros (Extents reports them as holes), so the
+	// caller reads Base there. Base must be at least the disk's size.
+	Base io.ReaderAt
 	// Warm, for a read-only open, is an open disk that holds some of the
 	// same SEsparse files, flushed and getting no more writes (a
 	// snapshot's chain opened as the live chain that wrote it is about to

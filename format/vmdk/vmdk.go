@@ -661,6 +661,9 @@ func (r parentReader) ReadAt(p []byte, off int64) (int, error) {
 
 func (d *Disk) parentFor(start int64) io.ReaderAt {
 	if len(d.links) < 2 {
+		if d.opts.Base != nil {
+			return io.NewSectionReader(d.opts.Base, start, d.size-start)
+		}
 		return nil
 	}
 	return parentReader{d: d, base: start}

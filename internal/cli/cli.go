@@ -45,7 +45,7 @@ func commands() []command {
 		{"compact", "IMG", "shrink a sparse image: drop zero and unreferenced grains", cmdCompact},
 		{"meta", "[--output=json] IMG [KEY [VALUE]]", "list, read or write an image's metadata (disk database) keys", cmdMeta},
 		{"export", "[--read-only] [--bind ADDR:PORT | --socket PATH] [--tls-cert FILE --tls-key FILE] [--shared N] [--name NAME] IMG", "serve an image over NBD until interrupted", cmdExport},
-		{"repo", "init|rebuild-index [--repo REPO] …", "create a backup repository (a directory or s3://BUCKET/PREFIX), or rebuild its index from the packs", cmdRepo},
+		{"repo", "init|rebuild-index|key list|add|remove|passwd [--repo REPO] …", "create a backup repository (a directory or s3://BUCKET/PREFIX), rebuild its index from the packs, or manage its passwords", cmdRepo},
 		{"backup", "--repo REPO [--tag T] [--bitmap NAME] [--full] [--progress auto|json|none] SOURCE…", "back up images, NBD exports, host disks (vdisk:disk/NAME) or VMs (vdisk:vm/NAME): incremental forever, deduplicated, compressed, encrypted", cmdBackup},
 		{"points", "--repo REPO [--source S] [--tag T] [--output=json]", "list the backup points of a repository", cmdPoints},
 		{"restore", "--repo REPO [-O FMT] [-o OPTIONS] POINT[/DISK] TARGET", "restore a point's disk into a new image (thin), an existing image or host disk (only what differs), or every disk into a directory", cmdRestore},

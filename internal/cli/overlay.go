@@ -27,40 +27,38 @@ type overlay struct {
 
 // openOverlay opens the overlay file over base, or creates it. baseName
 // identifies the base (the point and disk); an existing overlay made over
-// another base is refused.
+// another base is refused. The overlay is opened with base as its
+// vmdk.OpenOptions.Base, so that a write of part of a grain keeps the
+// base's data in the rest of the grain.
 func openOverlay(ctx context.Context, path string, base disk.Disk, baseName string) (*overlay, error) {
-	var top disk.Disk
-	var err error
 	if _, serr := os.Stat(path); errors.Is(serr, fs.ErrNotExist) {
-		top, err = format.Create(ctx, path, format.VMDK, base.Size(), &format.CreateOptions{VMDK: vmdk.CreateOptions{ZeroedGrain: true}})
-		if err == nil {
-			if err = top.(*vmdk.Disk).SetMetadata(overlayKey, baseName); err == nil {
-				err = top.Flush()
-			}
+		top, err := format.Create(ctx, path, format.VMDK, base.Size(), &format.CreateOptions{VMDK: vmdk.CreateOptions{ZeroedGrain: true}})
+		if err != nil {
+			return nil, err
 		}
-	} else {
-		top, _, err = format.Open(ctx, path, &format.OpenOptions{Format: format.VMDK})
+		err = top.(*vmdk.Disk).SetMetadata(overlayKey, baseName)
 		if err == nil {
-			if v, merr := top.(*vmdk.Disk).Metadata(overlayKey); merr != nil || v != baseName {
-				top.Close()
-				return nil, disk.Errorf(disk.ErrInvalid, "%s is not an overlay of %s (it records %q)", path, baseName, v)
-			}
-			if top.Size() != base.Size() {
-				top.Close()
-				return nil, disk.Errorf(disk.ErrInvalid, "%s is %d bytes, its base %d", path, top.Size(), base.Size())
-			}
+			err = top.Flush()
+		}
+		if err = errors.Join(err, top.Close()); err != nil {
+			return nil, err
 		}
 	}
+	v, err := vmdk.Open(ctx, path, &vmdk.OpenOptions{Base: base})
 	if err != nil {
-		if top != nil {
-			top.Close()
-		}
 		return nil, err
 	}
-	v, ok := top.(*vmdk.Disk)
-	if !ok {
-		top.Close()
-		return nil, disk.Errorf(disk.ErrInvalid, "%s: an overlay must be a sparse VMDK", path)
+	if len(v.Chain()) != 1 || v.Info().CreateType != vmdk.MonolithicSparse {
+		v.Close()
+		return nil, disk.Errorf(disk.ErrInvalid, "%s: an overlay must be a monolithicSparse VMDK of its own, not a %s of %d links", path, v.Info().CreateType, len(v.Chain()))
+	}
+	if b, merr := v.Metadata(overlayKey); merr != nil || b != baseName {
+		v.Close()
+		return nil, disk.Errorf(disk.ErrInvalid, "%s is not an overlay of %s (it records %q)", path, baseName, b)
+	}
+	if v.Size() != base.Size() {
+		v.Close()
+		return nil, disk.Errorf(disk.ErrInvalid, "%s is %d bytes, its base %d", path, v.Size(), base.Size())
 	}
 	return &overlay{top: v, base: base}, nil
 }

@@ -96,17 +96,19 @@ func (r *repoFlags) open(ctx context.Context, stderr io.Writer) (*backup.Reposit
 
 func cmdRepo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("repo takes a subcommand: init, rebuild-index")
+		return usagef("repo takes a subcommand: init, rebuild-index, key")
 	}
 	switch args[0] {
 	case "init":
 		return cmdRepoInit(ctx, args[1:], stdout, stderr)
 	case "rebuild-index":
 		return cmdRepoRebuild(ctx, args[1:], stdout, stderr)
+	case "key":
+		return cmdRepoKey(ctx, args[1:], stdout, stderr)
 	case "-h", "--help":
 		return &helpError{}
 	}
-	return usagef("unknown repo subcommand %q (init, rebuild-index)", args[0])
+	return usagef("unknown repo subcommand %q (init, rebuild-index, key)", args[0])
 }
 
 func cmdRepoInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
