@@ -116,6 +116,12 @@ type OpenOptions struct {
 	// grains still return zeros (Extents reports them as holes), so the
 	// caller reads Base there. Base must be at least the disk's size.
 	Base io.ReaderAt
+	// Warm, for a read-only open, is an open disk that holds some of the
+	// same SEsparse files, flushed and getting no more writes (a
+	// snapshot's chain opened as the live chain that wrote it is about to
+	// close): their grain directories and grain tables are taken from it
+	// instead of read again.
+	Warm *Disk
 }
 
 // Info describes an open disk.

@@ -49,7 +49,18 @@
 // opens as it was at the last flush, plus possibly some later writes, with
 // at worst leaked grains (below the high-water mark, named by no table,
 // not marked free), which Check reports and repair marks free. The
-// journal is not needed for any of this, and is left empty.
+// journal is not needed for any of this, and is left empty. The format
+// has no mark for "not closed cleanly": a writer that wants leaks
+// reclaimed after a crash must remember which extents it had open (the
+// host's datastore does, in writing.json) and run Check with RepairLeaks
+// on them. That repair only sets the free bits (and clears the back map
+// entries) of grains no table names, so a crash during it leaves an image
+// with the same data and at most the same leaks.
+//
+// Reading. The grain tables of the SEsparse extents of one open disk are
+// cached together, at most 1024 (32 MiB); a table in memory knows which of
+// its entries are allocated, so Extents skips unallocated ones 64 at a
+// time and costs what the tables hold.
 //
 // Growing stays within R (the tables, bitmap and back map have room);
 // beyond it Resize adds SESPARSE extents. A disk whose one file could

@@ -3,7 +3,9 @@ package vmdk
 import (
 	"encoding/binary"
 	"io"
+	"maps"
 	"math/bits"
+	"path/filepath"
 	"slices"
 	"sync"
 
@@ -186,8 +188,35 @@ func (d *seDir) next(i uint64) uint64 {
 
 type seTable struct {
 	e      []uint64
+	nz     [seGTEntries / 64]uint64 // bit j set: e[j] != 0
 	dirty  bool
 	pinned bool // being written back: not evictable
+}
+
+// set sets entry j.
+func (t *seTable) set(j, v uint64) {
+	t.e[j] = v
+	if v != 0 {
+		t.nz[j/64] |= 1 << (j % 64)
+	} else {
+		t.nz[j/64] &^= 1 << (j % 64)
+	}
+}
+
+// nextSet returns the first entry at or after j that is not 0
+// (unallocated), or seGTEntries: walks skip the unallocated entries of a
+// table 64 at a time, so a scan costs what the table holds.
+func (t *seTable) nextSet(j uint64) uint64 {
+	for w := j / 64; w < uint64(len(t.nz)); w++ {
+		x := t.nz[w]
+		if w == j/64 {
+			x &^= 1<<(j%64) - 1
+		}
+		if x != 0 {
+			return w*64 + uint64(bits.TrailingZeros64(x))
+		}
+	}
+	return seGTEntries
 }
 
 type sePage struct {
@@ -222,11 +251,21 @@ type seSparseExtent struct {
 
 	stripes [allocStripes]sync.Mutex
 
+	budget *seBudget // shared by the extents of one disk; nil: none
+
 	commit groupCommit // serializes write-back (see groupCommit)
 }
 
 // openSESparse opens an SEsparse extent.
 func openSESparse(f disk.File, path string, size int64, ro bool) (*seSparseExtent, error) {
+	return openSESparseWarm(f, path, size, ro, nil, nil)
+}
+
+// openSESparseWarm opens an SEsparse extent whose tables count against
+// budget. warm, when not nil, is the same file open elsewhere and no
+// longer written (OpenOptions.Warm): a read-only extent takes its grain
+// directory and clean tables instead of reading them.
+func openSESparseWarm(f disk.File, path string, size int64, ro bool, budget *seBudget, warm *seSparseExtent) (*seSparseExtent, error) {
 	b := make([]byte, disk.SectorSize)
 	if _, err := f.ReadAt(b, 0); err != nil {
 		return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: cannot read SEsparse header: %w", path, err)
@@ -247,9 +286,11 @@ func openSESparse(f disk.File, path string, size int64, ro bool) (*seSparseExten
 	}
 	e := &seSparseExtent{f: f, name: path, h: h, ro: ro, cache: make(map[uint64]*seTable), gdDirty: map[uint64]bool{},
 		bitmap: map[uint64]*sePage{}, backmap: map[uint64]*sePage{}, freeGT: le.Uint64(b[8:]), txn: le.Uint64(b[16:]),
-		hw: h.grainsSize / seGrainSectors}
-	if err := e.loadGD(0, divRoundUp(h.capacity, seGrainSectors*seGTEntries)); err != nil {
-		return nil, err
+		hw: h.grainsSize / seGrainSectors, budget: budget}
+	if !ro || warm == nil || !e.seedFrom(warm) {
+		if err := e.loadGD(0, divRoundUp(h.capacity, seGrainSectors*seGTEntries)); err != nil {
+			return nil, err
+		}
 	}
 	for _, v := range e.gd.m {
 		e.freeGT = max(e.freeGT, v&0xffffffff+1)
@@ -263,6 +304,50 @@ func openSESparse(f disk.File, path string, size int64, ro bool) (*seSparseExten
 		}
 	}
 	return e, nil
+}
+
+// seedFrom takes the grain directory and the tables of src, the same
+// file open for writing elsewhere, when src holds nothing unwritten and
+// describes the same sections as the header e read from the file. The
+// tables' entries are shared, not copied: src gets no more writes (the
+// caller's promise, OpenOptions.Warm) and e never writes them. It reports
+// whether it took them.
+func (e *seSparseExtent) seedFrom(src *seSparseExtent) bool {
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	src.amu.Lock()
+	same := src.hw == e.hw && src.h.capacity == e.h.capacity && src.h.gdOff == e.h.gdOff && src.h.gtOff == e.h.gtOff && src.h.gtSize == e.h.gtSize
+	src.amu.Unlock()
+	if !same || len(src.gdDirty) > 0 || src.nDirty > 0 || src.gd.n != divRoundUp(e.h.capacity, seGrainSectors*seGTEntries) {
+		return false
+	}
+	e.gd = seDir{n: src.gd.n, m: maps.Clone(src.gd.m), idx: slices.Clone(src.gd.idx)}
+	for i, t := range src.cache {
+		if t.dirty || t.pinned {
+			continue
+		}
+		if e.budget.add(e, 1) {
+			e.budget.add(e, -1)
+			break
+		}
+		e.cache[i] = &seTable{e: t.e, nz: t.nz}
+	}
+	return true
+}
+
+// seExtent returns the SEsparse extent of file name open in d, or nil.
+func (d *Disk) seExtent(name string) *seSparseExtent {
+	if d == nil {
+		return nil
+	}
+	for _, l := range d.links {
+		for _, x := range l.extents {
+			if se, ok := unwrapExtent(x).(*seSparseExtent); ok && filepath.Clean(se.name) == filepath.Clean(name) {
+				return se
+			}
+		}
+	}
+	return nil
 }
 
 // loadGD reads grain directory entries from..n-1 into e.gd (holes of the
@@ -405,6 +490,9 @@ func (e *seSparseExtent) size() int64 { return int64(e.h.capacity) * disk.Sector
 
 const seGrainBytes = seGrainSectors * disk.SectorSize
 
+// seTableBufs holds the buffers grain tables are read into.
+var seTableBufs = sync.Pool{New: func() any { return new([seGTEntries * 8]byte) }}
+
 // table returns grain table i, or nil when unallocated. The caller holds
 // e.mu; the lock is released while the table is read.
 func (e *seSparseExtent) tableLocked(i uint64) (*seTable, error) {
@@ -427,31 +515,107 @@ func (e *seSparseExtent) tableLocked(i uint64) (*seTable, error) {
 			return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: SEsparse grain table %d lies outside its section", e.name, idx)
 		}
 		e.mu.Unlock()
-		b := make([]byte, seGTEntries*8)
+		bp := seTableBufs.Get().(*[seGTEntries * 8]byte)
+		b := bp[:]
 		err := e.readZeroPadded(b, int64(e.h.gtOff+idx*seGTSectors)*disk.SectorSize)
 		e.mu.Lock()
 		if err != nil {
+			seTableBufs.Put(bp)
 			return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: %s: cannot read SEsparse grain table %d: %w", e.name, idx, err)
 		}
 		if _, ok := e.cache[i]; ok || e.gd.get(i) != gde {
+			seTableBufs.Put(bp)
 			continue // loaded or changed meanwhile
 		}
 		t := &seTable{e: make([]uint64, seGTEntries)}
-		for j := range t.e {
-			t.e[j] = binary.LittleEndian.Uint64(b[j*8:])
-		}
-		if len(e.cache) >= seGTCache {
-			for k, v := range e.cache {
-				if !v.dirty && !v.pinned {
-					delete(e.cache, k)
-					if len(e.cache) < seGTCache {
-						break
-					}
+		for s := uint64(0); s < seGTEntries*8; s += disk.SectorSize {
+			if disk.IsZero(b[s : s+disk.SectorSize]) {
+				continue // most of a table is unallocated entries
+			}
+			for j := s / 8; j < (s+disk.SectorSize)/8; j++ {
+				if v := binary.LittleEndian.Uint64(b[j*8:]); v != 0 {
+					t.set(j, v)
 				}
 			}
 		}
+		seTableBufs.Put(bp)
+		if over := e.budget.add(e, 1); over || len(e.cache) >= seGTCache {
+			e.evictLocked()
+		}
 		e.cache[i] = t
 		return t, nil
+	}
+}
+
+// seBudget bounds the grain tables cached by the SEsparse extents of one
+// open disk together (a 62 TiB disk has several extents per link and
+// several links): max tables, 32 KiB each.
+type seBudget struct {
+	mu    sync.Mutex
+	held  int
+	max   int
+	users []*seSparseExtent
+}
+
+// add accounts n tables (negative: dropped) cached by e and reports
+// whether the budget is exceeded. A nil budget is never exceeded.
+func (b *seBudget) add(e *seSparseExtent, n int) bool {
+	if b == nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n > 0 && !slices.Contains(b.users, e) {
+		b.users = append(b.users, e)
+	}
+	b.held += n
+	return b.held > b.max
+}
+
+func (b *seBudget) others(e *seSparseExtent) []*seSparseExtent {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(b.users), func(x *seSparseExtent) bool { return x == e })
+}
+
+// evictLocked drops clean tables until the extent's cache is under its own
+// limit and the shared budget is kept: from this extent first, then from
+// the disk's other SEsparse extents not busy right now. Dirty and pinned
+// tables stay (they wait for a write-back). The caller holds e.mu.
+func (e *seSparseExtent) evictLocked() {
+	over := true
+	for k, v := range e.cache {
+		if v.dirty || v.pinned {
+			continue
+		}
+		delete(e.cache, k)
+		if over = e.budget.add(e, -1); !over && len(e.cache) < seGTCache {
+			return
+		}
+	}
+	if !over {
+		return
+	}
+	for _, x := range e.budget.others(e) {
+		if !x.mu.TryLock() { // lock order: never wait for another extent
+			continue
+		}
+		for k, v := range x.cache {
+			if v.dirty || v.pinned {
+				continue
+			}
+			delete(x.cache, k)
+			if over = x.budget.add(x, -1); !over {
+				break
+			}
+		}
+		x.mu.Unlock()
+		if !over {
+			return
+		}
 	}
 }
 
@@ -544,6 +708,18 @@ func (e *seSparseExtent) lookup(off, n int64) (blockState, int64, error) {
 			continue
 		}
 		for j := uint64(pos/seGrainBytes) % seGTEntries; j < seGTEntries && pos < end; j++ {
+			if t.e[j] == 0 {
+				// A run of unallocated entries, skipped at once.
+				if pos == off {
+					st = stateAbsent
+				} else if st != stateAbsent {
+					return st, min(pos, end) - off, nil
+				}
+				j = t.nextSet(j)
+				pos = int64(i)*cover + int64(j)*seGrainBytes
+				j--
+				continue
+			}
 			s, _, err := e.decode(t.e[j])
 			if err != nil {
 				if first && pos == off {
@@ -615,12 +791,13 @@ func (e *seSparseExtent) setGTE(g, v uint64) (uint64, error) {
 		e.freeGT++
 		e.gdDirty[i] = true
 		e.cache[i] = t
+		e.budget.add(e, 1) // dirty: evicted after its write-back, if need be
 		e.amu.Lock()
 		e.hdrDirty = true
 		e.amu.Unlock()
 	}
 	old := t.e[g%seGTEntries]
-	t.e[g%seGTEntries] = v
+	t.set(g%seGTEntries, v)
 	if !t.dirty {
 		t.dirty = true
 		e.nDirty++
@@ -1172,6 +1349,10 @@ func (e *seSparseExtent) close() error {
 	if cerr := e.f.Close(); err == nil {
 		err = cerr
 	}
+	e.mu.Lock()
+	e.budget.add(e, -len(e.cache))
+	e.cache = map[uint64]*seTable{}
+	e.mu.Unlock()
 	return err
 }
 

@@ -7,10 +7,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 
 	"github.com/vdisk-project/vdisk/disk"
+	"github.com/vdisk-project/vdisk/disk/disktest"
 	"github.com/vdisk-project/vdisk/internal/testenv"
 )
 
@@ -329,5 +331,226 @@ func TestSESparseSplit(t *testing.T) {
 		if disk.CodeOf(err) != disk.ErrNoSpace {
 			t.Errorf("%s over the file limit: %v, want ErrNoSpace", sf, err)
 		}
+	}
+}
+
+// TestSESparseTableBudget: the grain tables the SEsparse extents of one
+// open disk cache stay within one budget however many extents it has, and
+// a walk of more tables than fit still reports every grain.
+func TestSESparseTableBudget(t *testing.T) {
+	const size = 32 << 30
+	const cover = seGTEntries * seGrainBytes // 16 MiB: one table
+	path := filepath.Join(t.TempDir(), "b.vmdk")
+	d, err := Create(ctx, path, size, &CreateOptions{Subformat: SESparse, MaxFileSize: 8<<30 + 64<<20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.links[0].extents); n < 4 {
+		t.Fatalf("%d extents, want 4 or more", n)
+	}
+	buf := bytes.Repeat([]byte{7}, seGrainBytes)
+	const tables = size / cover // 2048, twice what one budget caches
+	for i := range int64(tables) {
+		if _, err := d.WriteAt(buf, i*cover+seGrainBytes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d, err = Open(ctx, path, &OpenOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var data int64
+	if err := d.Extents(ctx, 0, size, func(e disk.Extent) error {
+		if e.Flags.Data() {
+			data += e.Len
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if data != tables*seGrainBytes {
+		t.Errorf("walk found %d bytes of data, want %d", data, tables*seGrainBytes)
+	}
+	cached := 0
+	for _, e := range d.links[0].extents {
+		se := unwrapExtent(e).(*seSparseExtent)
+		se.mu.Lock()
+		cached += len(se.cache)
+		se.mu.Unlock()
+	}
+	if cached > seGTCache {
+		t.Errorf("%d grain tables cached, the budget is %d", cached, seGTCache)
+	}
+}
+
+// TestSESparseLeakRepairCrash: a power cut at any point of a leak repair
+// (Check with RepairLeaks, which the datastore runs after an unclean stop)
+// leaves an image with no error and the same data, whose leaks a second
+// repair reclaims.
+func TestSESparseLeakRepairCrash(t *testing.T) {
+	const size = 64 << 20
+	fsys := disktest.NewCrashFS()
+	path := "/img/d.vmdk"
+	d, err := Create(ctx, path, size, &CreateOptions{Subformat: SESparse, FS: fsys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, size)
+	write := func(off int64, n int, v byte) {
+		p := bytes.Repeat([]byte{v}, n)
+		if _, err := d.WriteAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], p)
+	}
+	for i := range 40 {
+		write(int64(i)*(1<<20)+4096, 8192, byte(i+1))
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ext := "/img/d-sesparse.vmdk"
+	before := fsys.Bytes(ext)
+	if before == nil {
+		t.Fatalf("no %s in %v", ext, fsys.Names())
+	}
+	// Grains written and allocated, their tables lost: leaks.
+	d, err = Open(ctx, path, &OpenOptions{FS: fsys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		if _, err := d.WriteAt(bytes.Repeat([]byte{0xee}, 4096), int64(i)*(1<<20)+(512<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := fsys.Bytes(ext)
+	h, err := parseSEHeader(b, int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fsys.OpenFile(ext, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := h.gdOff*disk.SectorSize, h.freeBitmapOff*disk.SectorSize
+	if _, err := f.WriteAt(before[lo:hi], int64(lo)); err != nil {
+		t.Fatal(err)
+	}
+	f.Sync()
+	f.Close()
+	rep, err := Check(ctx, path, &CheckOptions{FS: fsys})
+	if err != nil || rep.Leaks == 0 || rep.Errors != 0 {
+		t.Fatalf("setup: %v, %d leaks, %d errors", err, rep.Leaks, rep.Errors)
+	}
+	leaks := rep.Leaks
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 1; ; n++ {
+		img := fsys.Crash(rng)
+		img.CrashAfter(n, rand.New(rand.NewPCG(uint64(n), 3)))
+		if _, err := Check(ctx, path, &CheckOptions{FS: img, Repair: RepairLeaks}); err != nil {
+			t.Fatal(err)
+		}
+		cut := img.Crashed()
+		if cut == nil {
+			if n == 1 {
+				t.Fatal("the repair wrote nothing")
+			}
+			break // the repair finished in fewer operations
+		}
+		rep, err := Check(ctx, path, &CheckOptions{FS: cut})
+		if err != nil || rep.Errors != 0 || rep.Leaks > leaks {
+			t.Fatalf("cut after %d operations: %v, %d errors, %d leaks (had %d): %+v", n, err, rep.Errors, rep.Leaks, leaks, rep.Problems)
+		}
+		if _, err := Check(ctx, path, &CheckOptions{FS: cut, Repair: RepairLeaks}); err != nil {
+			t.Fatal(err)
+		}
+		rep, err = Check(ctx, path, &CheckOptions{FS: cut})
+		if err != nil || rep.Errors != 0 || rep.Leaks != 0 {
+			t.Fatalf("repaired again after a cut at %d: %v, %d errors, %d leaks", n, err, rep.Errors, rep.Leaks)
+		}
+		v, err := Open(ctx, path, &OpenOptions{FS: cut, ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, size)
+		if _, err := v.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		v.Close()
+		if !bytes.Equal(got, want) {
+			t.Fatalf("cut after %d operations: the data changed", n)
+		}
+	}
+}
+
+// TestSESparseWarmOpen: a read-only open that takes its grain directory
+// and tables from the live disk that wrote them (OpenOptions.Warm) reads
+// and maps exactly what a cold open does, without reading the tables; a
+// live disk with unflushed changes is not taken from.
+func TestSESparseWarmOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w.vmdk")
+	const size = 256 << 20
+	live, err := Create(ctx, path, size, &CreateOptions{Subformat: SESparse, ForceShare: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	rng := rand.New(rand.NewPCG(4, 4))
+	for range 200 {
+		p := bytes.Repeat([]byte{byte(rng.Uint32() | 1)}, 4096*(1+rng.IntN(4)))
+		if _, err := live.WriteAt(p, rng.Int64N(size/4096-4)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := live.WriteZeroes(64<<20, 1<<20, 0); err != nil {
+		t.Fatal(err)
+	}
+	open := func(warm *Disk) *Disk {
+		d, err := Open(ctx, path, &OpenOptions{ReadOnly: true, ForceShare: true, Warm: warm})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		return d
+	}
+	cached := func(d *Disk) int {
+		se := unwrapExtent(d.links[0].extents[0]).(*seSparseExtent)
+		se.mu.Lock()
+		defer se.mu.Unlock()
+		return len(se.cache)
+	}
+	if n := cached(open(live)); n != 0 {
+		t.Errorf("took %d tables from a disk with unflushed writes", n)
+	}
+	if err := live.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	warm, cold := open(live), open(nil)
+	if cached(warm) == 0 {
+		t.Fatal("no table taken from the flushed live disk")
+	}
+	ext := func(d *Disk) []disk.Extent {
+		var out []disk.Extent
+		if err := d.Extents(ctx, 0, size, func(e disk.Extent) error { out = append(out, e); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if a, b := ext(warm), ext(cold); !slices.Equal(a, b) {
+		t.Fatalf("warm open maps %v, cold open %v", a, b)
+	}
+	a, b := make([]byte, size), make([]byte, size)
+	warm.ReadAt(a, 0)
+	cold.ReadAt(b, 0)
+	if !bytes.Equal(a, b) {
+		t.Fatal("warm and cold opens read different data")
 	}
 }

@@ -56,8 +56,10 @@ type Disk struct {
 	ro    bool
 	fsys  disk.FS
 	opts  OpenOptions
-	// budget bounds the grain tables cached by all sparse extents.
-	budget *gtBudget
+	// budget bounds the grain tables cached by all sparse extents, and
+	// seBudget those of all SEsparse extents.
+	budget   *gtBudget
+	seBudget *seBudget
 
 	mu      sync.Mutex // CID rotation, metadata writes
 	rotated bool
@@ -88,7 +90,8 @@ func Open(ctx context.Context, path string, o *OpenOptions) (*Disk, error) {
 	if opts.Salvage {
 		opts.ReadOnly = true
 	}
-	d := &Disk{ro: opts.ReadOnly, fsys: opts.fs(), opts: opts, budget: newGTBudget(gtCacheBytes)}
+	d := &Disk{ro: opts.ReadOnly, fsys: opts.fs(), opts: opts, budget: newGTBudget(gtCacheBytes),
+		seBudget: &seBudget{max: seGTCache}}
 	leaf, err := d.openLink(path, opts.ReadOnly)
 	if err != nil {
 		return nil, err
@@ -503,7 +506,10 @@ func (d *Disk) openExtent(dir string, el extentLine, ro bool) (extent, error) {
 			se.budget = d.budget
 		}
 	case "SESPARSE":
-		e, err = openSESparse(f, name, st.Size(), ro)
+		var se *seSparseExtent
+		if se, err = openSESparseWarm(f, name, st.Size(), ro, d.seBudget, d.opts.Warm.seExtent(name)); err == nil {
+			e = se
+		}
 	default:
 		err = disk.Errorf(disk.ErrNotSupported, "vmdk: unsupported extent type %s", el.Type)
 	}

@@ -51,6 +51,7 @@
 package cbt
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -138,6 +139,32 @@ type epoch struct {
 	seq    uint64
 	chunks map[uint64]*container
 	zero   map[uint64]*container
+	// index lists an ended epoch's chunks in order, with their containers,
+	// for queries; built by the first one, reset when a merge changes the
+	// epoch. The current epoch has none (writes add chunks).
+	index []chunkRef
+}
+
+type chunkRef struct {
+	k       uint64
+	c, zero *container
+}
+
+// sortedChunks returns the epoch's chunks in order. The caller holds t.mu;
+// cache is set for an ended epoch.
+func (e *epoch) sortedChunks(cache bool) []chunkRef {
+	if e.index != nil {
+		return e.index
+	}
+	idx := make([]chunkRef, 0, len(e.chunks))
+	for k, c := range e.chunks {
+		idx = append(idx, chunkRef{k, c, e.zero[k]})
+	}
+	slices.SortFunc(idx, func(a, b chunkRef) int { return cmp.Compare(a.k, b.k) })
+	if cache {
+		e.index = idx
+	}
+	return idx
 }
 
 func newEpoch(seq uint64) *epoch {
@@ -435,6 +462,7 @@ func (t *Tracker) Snapshot() string {
 			}
 			b.chunks[k] = fromBitmap(bm)
 		}
+		b.index = nil
 		t.old = t.old[1:]
 	}
 	t.dirty = true
@@ -663,21 +691,37 @@ func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64
 		return disk.Errorf(disk.ErrInvalid, "cbt: change ID %s is newer than %s: nothing can be answered for a reversed range", since, until)
 	}
 	// Collect the chunk indexes of the selected epochs (seq in (lo, hi]).
+	// An epoch that older ones were merged into covers their sequence
+	// numbers too: the one covering hi is taken whole (over-reporting,
+	// never under).
 	var sel []*epoch
 	for _, e := range append(append([]*epoch(nil), t.old...), t.cur) {
-		if e.seq > lo && e.seq <= hi {
+		if e.seq > lo {
 			sel = append(sel, e)
 		}
-	}
-	keys := map[uint64]bool{}
-	for _, e := range sel {
-		for k := range e.chunks {
-			keys[k] = true
+		if e.seq >= hi {
+			break
 		}
 	}
-	idx := make([]uint64, 0, len(keys))
-	for k := range keys {
-		idx = append(idx, k)
+	var idx []uint64
+	var one []chunkRef // a single epoch's chunks, in order
+	if len(sel) == 1 {
+		one = sel[0].sortedChunks(sel[0] != t.cur)
+		idx = make([]uint64, len(one))
+		for i, r := range one {
+			idx[i] = r.k
+		}
+	} else {
+		keys := map[uint64]bool{}
+		for _, e := range sel {
+			for k := range e.chunks {
+				keys[k] = true
+			}
+		}
+		idx = make([]uint64, 0, len(keys))
+		for k := range keys {
+			idx = append(idx, k)
+		}
 	}
 	slices.Sort(idx)
 	// Union per chunk under the lock, into private bitmaps; report after.
@@ -693,33 +737,89 @@ func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64
 	tmp := make([]uint64, chunkBlocks/64)  // one epoch's changes
 	tmpz := make([]uint64, chunkBlocks/64) // one epoch's zeroed blocks
 	cov := int64(chunkBlocks) * t.block
-	for _, k := range idx {
+	var words []int                    // the words of bm and zb a chunk of lists touched
+	cs := make([]*container, len(sel)) // the chunk's containers, by epoch
+	zs := make([]*container, len(sel))
+	runs = make([]run, 0, len(idx))
+	for n, k := range idx {
 		if int64(k)*cov >= end || int64(k+1)*cov <= off {
 			continue
 		}
-		clear(bm)
-		clear(zb)
-		for x := len(sel) - 1; x >= 0; x-- {
-			e := sel[x]
-			c := e.chunks[k]
-			if c == nil {
-				continue
+		// A chunk every epoch holds as a short list is merged word by word,
+		// touching only the words it names: a few blocks changed in each of
+		// many chunks (a large disk) cost what they name, not 4 KiB each.
+		sparse := true
+		for x, e := range sel {
+			if one != nil {
+				cs[x], zs[x] = one[n].c, one[n].zero
+			} else {
+				cs[x], zs[x] = e.chunks[k], nil
+				if cs[x] != nil {
+					zs[x] = e.zero[k]
+				}
 			}
-			z := e.zero[k]
-			if z == nil {
-				c.orInto(bm)
-				continue
-			}
-			clear(tmp)
-			clear(tmpz)
-			c.orInto(tmp)
-			z.orInto(tmpz)
-			for i := range bm {
-				zb[i] |= tmp[i] &^ bm[i] & tmpz[i]
-				bm[i] |= tmp[i]
+			if cs[x] != nil {
+				sparse = sparse && cs[x].bits == nil && (zs[x] == nil || zs[x].bits == nil)
 			}
 		}
-		for i, w := range bm {
+		words = words[:0]
+		if sparse {
+			for x := len(sel) - 1; x >= 0; x-- {
+				c, z := cs[x], zs[x]
+				if c == nil {
+					continue
+				}
+				if z != nil {
+					for _, b := range z.list {
+						tmpz[b/64] |= 1 << (b % 64)
+					}
+				}
+				for _, b := range c.list {
+					w, m := int(b/64), uint64(1)<<(b%64)
+					if bm[w]&m != 0 {
+						continue // a newer epoch decided
+					}
+					if bm[w] == 0 {
+						words = append(words, w)
+					}
+					bm[w] |= m
+					zb[w] |= m & tmpz[w]
+				}
+				if z != nil {
+					for _, b := range z.list {
+						tmpz[b/64] = 0
+					}
+				}
+			}
+			slices.Sort(words)
+		} else {
+			clear(bm)
+			clear(zb)
+			for x := len(sel) - 1; x >= 0; x-- {
+				c, z := cs[x], zs[x]
+				if c == nil {
+					continue
+				}
+				if z == nil {
+					c.orInto(bm)
+					continue
+				}
+				clear(tmp)
+				clear(tmpz)
+				c.orInto(tmp)
+				z.orInto(tmpz)
+				for i := range bm {
+					zb[i] |= tmp[i] &^ bm[i] & tmpz[i]
+					bm[i] |= tmp[i]
+				}
+			}
+			clear(tmpz)
+			for i := range bm {
+				words = append(words, i)
+			}
+		}
+		for _, i := range words {
+			w := bm[i]
 			for w != 0 {
 				j := bits.TrailingZeros64(w)
 				b := int64(k)*chunkBlocks + int64(i*64+j)
@@ -732,6 +832,7 @@ func (t *Tracker) Changed(ctx context.Context, since, until string, off, n int64
 				}
 				w &= w - 1
 			}
+			bm[i], zb[i] = 0, 0
 		}
 	}
 	t.mu.Unlock()

@@ -540,3 +540,108 @@ func TestStateSymlinkRefused(t *testing.T) {
 		t.Errorf("a symlinked state file: %v, want ErrPermission", err)
 	}
 }
+
+// TestChangedModel: writes and whole-block zeroings over epochs, into
+// chunks that stay short lists and chunks that turn dense, answered for
+// every pair of change IDs and compared with a model of each block's last
+// change (data or zeros).
+func TestChangedModel(t *testing.T) {
+	const bs = 4096
+	const size = 6 * chunkBlocks * bs
+	tr, err := Create(disktest.NewCrashFS(), "/m.ctk", size, bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	ids := []string{tr.ChangeID()}
+	// last[e][b]: what epoch e did to block b last (0 nothing, 1 data, 2 zeros).
+	var last []map[int64]byte
+	for ep := range 6 {
+		m := map[int64]byte{}
+		for i := range 400 {
+			chunk := int64(rng.IntN(6))
+			n := int64(1 + rng.IntN(8))
+			if chunk == int64(ep%6) && i%2 == 0 {
+				n = 400 // this epoch turns this chunk dense
+			}
+			b := chunk*chunkBlocks + rng.Int64N(chunkBlocks-n)
+			if rng.IntN(3) == 0 {
+				z, err := tr.BeginZero(b*bs, n*bs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tr.EndZero(z, true)
+				for x := b; x < b+n; x++ {
+					m[x] = 2
+				}
+			} else {
+				tr.MarkWritten(b*bs, n*bs)
+				for x := b; x < b+n; x++ {
+					m[x] = 1
+				}
+			}
+		}
+		last = append(last, m)
+		ids = append(ids, tr.Snapshot())
+	}
+	for i := range ids {
+		for j := i + 1; j < len(ids); j++ {
+			want := map[int64]byte{}
+			for _, m := range last[i:j] {
+				for b, v := range m {
+					want[b] = v
+				}
+			}
+			got := map[int64]byte{}
+			if err := tr.Changed(ctx, ids[i], ids[j], 0, size, func(e disk.Extent) error {
+				v := byte(1)
+				if e.Flags&disk.Zero != 0 {
+					v = 2
+				}
+				for b := e.Off / bs; b < e.End()/bs; b++ {
+					got[b] = v
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("Changed(%d, %d): %d blocks, want %d", i, j, len(got), len(want))
+			}
+			for b, v := range want {
+				if got[b] != v {
+					t.Fatalf("Changed(%d, %d): block %d is %d, want %d", i, j, b, got[b], v)
+				}
+			}
+		}
+	}
+}
+
+// TestEpochIndexAfterMerge: an ended epoch answered once (its chunk index
+// built) and then merged with the epoch before it answers with the merged
+// changes, not the index of before; and a range whose epochs were merged
+// into a later one is answered by that one (over-reported, not lost).
+func TestEpochIndexAfterMerge(t *testing.T) {
+	const bs = DefaultBlockSize
+	tr, _ := Create(disktest.NewCrashFS(), "/m.ctk", 64*chunkBlocks*bs, 0)
+	first := tr.ChangeID()
+	tr.MarkWritten(5*chunkBlocks*bs, 1) // epoch a
+	ida := tr.Snapshot()
+	tr.MarkWritten(9*chunkBlocks*bs, 1) // epoch b
+	idb := tr.Snapshot()
+	if got := blocksOf(t, tr, ida, idb); len(got) != 1 || !got[9*chunkBlocks] {
+		t.Fatalf("epoch b alone: %v", got)
+	}
+	for range MaxEpochs - 1 {
+		tr.Snapshot() // the last one merges a into b
+	}
+	if got := blocksOf(t, tr, first, idb); !got[5*chunkBlocks] || !got[9*chunkBlocks] {
+		t.Fatalf("after a merged into b: %v, want the blocks of both", got)
+	}
+	for range 2 {
+		tr.Snapshot() // b merges into the epochs after it
+	}
+	if got := blocksOf(t, tr, ida, idb); !got[9*chunkBlocks] {
+		t.Fatalf("epoch b, merged into a later one: %v, want its block", got)
+	}
+}

@@ -149,11 +149,11 @@ func (d *Disk) endDirect(ctx context.Context, id string) error {
 // Metadata returns the disk database (ddb.*) of the live disk or of a
 // snapshot, keyed without the "ddb." prefix as VixDiskLib shows them.
 func (d *Disk) Metadata(ctx context.Context, snapshot string) (map[string]string, error) {
-	v, _, err := d.view(ctx, snapshot)
+	v, _, release, err := d.view(ctx, snapshot)
 	if err != nil {
 		return nil, err
 	}
-	defer v.Close()
+	defer release()
 	var md interface {
 		MetadataKeys() []string
 		Metadata(string) (string, error)

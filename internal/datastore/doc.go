@@ -8,6 +8,7 @@
 //	ROOT/vms/NAME.json           a VM: its disks by controller key, its snapshots, access leases
 //	ROOT/disks/NAME/disk.json    a disk: layers, snapshots, change tracking, pending operation
 //	ROOT/disks/NAME/cbt.state    the change tracker (internal/cbt)
+//	ROOT/disks/NAME/writing.json the SEsparse layers open for writing (writing.go)
 //	DIR/disks/NAME/NAME-000007.vmdk   layer 7 of the disk (DIR is ROOT or a relocation target)
 //
 // Every name is checked ([CheckName]) and every path is built from checked
@@ -47,6 +48,23 @@
 // stop (SIGKILL, power loss) every change ID stays valid and its answer
 // complete (see internal/cbt). Only when that cannot be proved does the
 // tracker rotate its UUID, and the client takes a full backup.
+//
+// # Queries
+//
+// [Disk.Changes] answers from the tracker without opening the chain.
+// [Disk.Allocated] (and Changes from "*") walk the snapshot's chain, which
+// the Store keeps open between queries (Options.Views): a cached chain is
+// used only while its snapshot's record and path of layers are those it
+// was opened for, and every commit of a disk's state drops the ones it
+// makes stale (views.go). A snapshot of an SEsparse leaf opens its view as
+// it is taken, from the tables the live chain holds.
+//
+// # SEsparse after an unclean stop
+//
+// The SEsparse layers open for writing are named in
+// ROOT/disks/NAME/writing.json before the first write reaches them; a
+// disk that loads with layers named there has their leaked grains
+// reclaimed before it is served (writing.go).
 //
 // # Faults
 //

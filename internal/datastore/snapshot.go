@@ -56,6 +56,9 @@ func (d *Disk) closeLive() error {
 	}
 	err := d.live.Close()
 	d.live = nil
+	if err == nil {
+		d.unmarkWriting(d.liveID) // closed cleanly: no leaks left
+	}
 	return err
 }
 
@@ -154,9 +157,13 @@ func snapshotDisks(ctx context.Context, ds []*Disk, id string, spec SnapshotSpec
 				continue
 			}
 		}
+		warm := d.warmView(ctx) // the snapshot's chain, before the leaf closes
 		if err := d.closeLive(); err != nil {
 			// The leaf's write-back failed: the disk goes offline (I/O
 			// fails cleanly) rather than switch over data not on disk.
+			if warm != nil {
+				warm.Close()
+			}
 			removeLayer(d.dataDir(), d.name, leaves[i])
 			errs = append(errs, err)
 			d.mu.Unlock()
@@ -169,11 +176,17 @@ func snapshotDisks(ctx context.Context, ds []*Disk, id string, spec SnapshotSpec
 		d.st.Snapshots = append(slices.Clone(d.st.Snapshots), recs[i])
 		if err := d.commit(); err != nil {
 			// Not recorded: back on the old leaf, which closed cleanly.
+			if warm != nil {
+				warm.Close()
+			}
 			d.st = old
 			removeLayer(d.dataDir(), d.name, leaves[i])
 			errs = append(errs, err, d.openLive(ctx, false))
 			d.mu.Unlock()
 			continue
+		}
+		if warm != nil {
+			d.cacheView(&d.st.Snapshots[len(d.st.Snapshots)-1], warm, 0)
 		}
 		errs = append(errs, d.openLive(ctx, false))
 		d.mu.Unlock()
@@ -362,7 +375,7 @@ func (d *Disk) merge(ctx context.Context, from, into int) error {
 		}
 		return err
 	}
-	err = mergeLayer(ctx, d.layerPath(from), d.layerPath(into))
+	err = d.mergeLayer(ctx, from, into)
 	merged := err == nil
 	if merged && d.s.crashAfterMerge != nil && d.s.crashAfterMerge() {
 		return errCrash
@@ -438,16 +451,24 @@ func (d *Disk) finishMerge(ctx context.Context) error {
 	return errors.Join(err, d.openLive(ctx, false))
 }
 
-// mergeLayer writes what layer file from holds (data and zeroed grains)
-// into the chain topped by into, which may have children.
-func mergeLayer(ctx context.Context, from, into string) error {
-	src, err := vmdk.Open(ctx, from, &vmdk.OpenOptions{ReadOnly: true, SingleLink: true, IgnoreCID: true, ForceShare: true})
+// mergeLayer writes what layer from holds (data and zeroed grains) into
+// the chain topped by layer into, which may have children. The caller does
+// not hold d.mu.
+func (d *Disk) mergeLayer(ctx context.Context, fromID, intoID int) error {
+	src, err := vmdk.Open(ctx, d.layerPath(fromID), &vmdk.OpenOptions{ReadOnly: true, SingleLink: true, IgnoreCID: true, ForceShare: true})
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	dst, err := vmdk.Open(ctx, into, &vmdk.OpenOptions{IgnoreCID: true, AllowChildren: true, ForceShare: true})
+	dst, err := vmdk.Open(ctx, d.layerPath(intoID), &vmdk.OpenOptions{IgnoreCID: true, AllowChildren: true, ForceShare: true})
 	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	err = d.markWriting(intoID, dst)
+	d.mu.Unlock()
+	if err != nil {
+		dst.Close()
 		return err
 	}
 	if dst.Size() < src.Size() {
@@ -469,7 +490,12 @@ func mergeLayer(ctx context.Context, from, into string) error {
 	if err == nil {
 		err = dst.Flush()
 	}
-	return errors.Join(err, dst.Close())
+	if err = errors.Join(err, dst.Close()); err == nil {
+		d.mu.Lock()
+		d.unmarkWriting(intoID) // closed cleanly: no leaks left
+		d.mu.Unlock()
+	}
+	return err
 }
 
 // recover finishes an operation recorded in disk.json. It runs at load,
@@ -481,7 +507,7 @@ func (d *Disk) recover(ctx context.Context) error {
 		if d.st.layer(op.From) == nil || d.st.layer(op.Into) == nil {
 			return disk.Errorf(disk.ErrCorrupt, "datastore: disk %s: interrupted merge names unknown layers", d.name)
 		}
-		if err := mergeLayer(ctx, d.layerPath(op.From), d.layerPath(op.Into)); err != nil {
+		if err := d.mergeLayer(ctx, op.From, op.Into); err != nil {
 			return err
 		}
 		// finishMerge reopens the live chain.
