@@ -31,10 +31,14 @@ type Options struct {
 }
 
 // Disk is a raw image. It implements disk.Disk, disk.Extenter,
-// disk.Zeroer, disk.Trimmer and disk.Resizer, and is safe for concurrent
-// use (Resize excepted).
+// disk.Zeroer, disk.Trimmer, disk.Resizer and disk.WriteBehinder, and is
+// safe for concurrent use (Resize excepted).
+//
+// A disk made by Create is written behind (see disk.WriteBehind): it is
+// being filled, and its final Flush then finds little left to write.
 type Disk struct {
 	f          disk.File
+	wb         disk.WriteBehind
 	name       string
 	ro         bool
 	unbuffered bool
@@ -81,7 +85,12 @@ func Open(_ context.Context, path string, o *Options) (*Disk, error) {
 		f.Close()
 		return nil, disk.Wrap(err, "raw: stat", path, -1)
 	}
-	return &Disk{f: f, name: path, ro: ro, unbuffered: o != nil && o.Unbuffered, size: st.Size()}, nil
+	d := &Disk{name: path, ro: ro, unbuffered: o != nil && o.Unbuffered, size: st.Size()}
+	d.f = f
+	if !ro && !d.unbuffered {
+		d.f = d.wb.File(f) // O_DIRECT leaves no dirty pages to write behind
+	}
+	return d, nil
 }
 
 // Create makes a new sparse raw image of size bytes; it never overwrites an
@@ -110,8 +119,17 @@ func Create(ctx context.Context, path string, size int64, o *Options) (*Disk, er
 		opts = *o
 	}
 	opts.ReadOnly = false
-	return Open(ctx, path, &opts)
+	d, err := Open(ctx, path, &opts)
+	if err != nil {
+		return nil, err
+	}
+	d.wb.Set(true)
+	return d, nil
 }
+
+// SetWriteBehind turns write-behind on or off (see disk.WriteBehinder) and
+// returns whether it was on.
+func (d *Disk) SetWriteBehind(on bool) bool { return d.wb.Set(on) }
 
 // Size returns the image size in bytes.
 func (d *Disk) Size() int64 {

@@ -187,3 +187,57 @@ func BenchmarkExtents(b *testing.B) {
 		}
 	}
 }
+
+// TestWriteBehind checks that a disk made by Create is written behind
+// (its file's write-back starts while data comes in) and that one opened
+// with Open is not, until it is the destination of a Copy.
+func TestWriteBehind(t *testing.T) {
+	const size = 4 * disk.DefaultWriteBehindWindow
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i%251) + 1
+	}
+	src := disktest.NewMemDisk(size)
+	if _, err := src.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	fsys := &disktest.WriteBackFS{}
+	name := filepath.Join(t.TempDir(), "d.raw")
+	d, err := Create(ctx, name, size, &Options{FS: fsys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := int64(0); off < size; off += 1 << 20 {
+		if _, err := d.WriteAt(data[off:off+1<<20], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := fsys.Starts(); got < 3 {
+		t.Errorf("a new disk written with %d windows started write-back %d times, want at least 3", size/disk.DefaultWriteBehindWindow, got)
+	}
+
+	fsys = &disktest.WriteBackFS{}
+	d, err = Open(ctx, name, &Options{FS: fsys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := d.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := fsys.Starts(); got != 0 {
+		t.Errorf("an opened disk started write-back %d times, want none outside a copy", got)
+	}
+	if _, err := disk.Copy(ctx, d, src, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := fsys.Starts(); got < 2 {
+		t.Errorf("a copy of 4 windows into an opened disk started write-back %d times, want at least 2", got)
+	}
+	if d.SetWriteBehind(false) {
+		t.Error("write-behind still on after the copy")
+	}
+}

@@ -108,7 +108,8 @@ func newUUID() string {
 // Create makes a new, empty disk of size bytes (rounded up to a sector) at
 // path and opens it for writing. With o.Parent it makes a child of that disk
 // instead (size 0 means the parent's size). Files are created exclusively:
-// an existing file is never overwritten.
+// an existing file is never overwritten. The new disk is written behind
+// (see Disk.SetWriteBehind): it is about to be filled.
 func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Disk, error) {
 	var opts CreateOptions
 	if o != nil {
@@ -183,12 +184,13 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 			return fail(err)
 		}
 		if opts.Subformat == StreamOptimized {
-			w, err := newStreamWriter(f, path, size, desc, opts.Workers)
+			d := &Disk{size: size, fsys: fsys, rotated: true}
+			d.wb.Set(true)
+			w, err := newStreamWriter(d.wb.File(f), path, size, desc, opts.Workers)
 			if err != nil {
 				f.Close()
 				return fail(err)
 			}
-			d := &Disk{size: size, fsys: fsys, rotated: true}
 			pd, _ := parseDescriptor(desc)
 			l := &link{path: path, desc: pd, selfContained: true}
 			if err := l.initMany([]extent{w}); err != nil {
@@ -323,6 +325,7 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 	if err != nil {
 		return fail(err)
 	}
+	d.wb.Set(true) // a new disk is about to be filled
 	return d, nil
 }
 

@@ -59,6 +59,10 @@ type Disk struct {
 	// budget bounds the grain tables cached by all sparse extents.
 	budget *gtBudget
 
+	// wb writes the leaf's files behind (see disk.WriteBehind): on for a
+	// disk being filled (made by Create, or Copy's destination).
+	wb disk.WriteBehind
+
 	mu      sync.Mutex // CID rotation, metadata writes
 	rotated bool
 	closed  bool
@@ -241,6 +245,9 @@ func (d *Disk) openLink(path string, ro bool) (l *link, err error) {
 	}()
 	if err := d.lock(f, path, ro, false); err != nil {
 		return nil, err
+	}
+	if !ro {
+		f = d.wb.File(f)
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -467,6 +474,9 @@ func (d *Disk) openExtent(dir string, el extentLine, ro bool) (extent, error) {
 	if err != nil {
 		f.Close()
 		return nil, disk.Wrap(err, "vmdk: stat", name, -1)
+	}
+	if !ro && !(flat && d.opts.Unbuffered) {
+		f = d.wb.File(f) // an unbuffered flat extent leaves no dirty pages
 	}
 	var e extent
 	switch el.Type {
@@ -979,6 +989,11 @@ func (d *Disk) Flush() error {
 	}
 	return errors.Join(errs...)
 }
+
+// SetWriteBehind turns write-behind of the leaf's files on or off (see
+// disk.WriteBehinder) and returns whether it was on. A disk made by Create
+// starts with it on.
+func (d *Disk) SetWriteBehind(on bool) bool { return d.wb.Set(on) }
 
 // Close flushes and closes every file of the chain. A sparse leaf that was
 // marked as being written is marked clean again.
