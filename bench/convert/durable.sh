@@ -29,8 +29,10 @@
 # machine is shared. The sources live in EXT4DIR/src, read from the page
 # cache whichever filesystem is written, and are removed at the end unless
 # KEEP=1. EXT4DIR (default /tmp/vdisk-durable) and TMPFSDIR (default
-# /dev/shm/vdisk-durable) choose the directories, FORMATS the targets,
-# VDISK=PATH another vdisk build (for a before/after comparison). Ratios
+# /dev/shm/vdisk-durable; TMPFSDIR= skips it) choose the directories,
+# FORMATS the targets,
+# CASES and EXTRAS the cases (EXTRAS= skips create and restore), VDISK=PATH
+# another vdisk build (for a before/after comparison). Ratios
 # are to dd-sync and cp-sync (vdisk, clone, qemu-wb) and to qemu's default
 # (unsafe): below 1 is faster.
 set -euo pipefail
@@ -38,7 +40,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 rounds=${1:-5}
 formats=${FORMATS:-raw monolithicSparse twoGbMaxExtentSparse monolithicFlat streamOptimized seSparse}
-dirs=("${EXT4DIR:-/tmp/vdisk-durable}" "${TMPFSDIR:-/dev/shm/vdisk-durable}")
+dirs=("${EXT4DIR:-/tmp/vdisk-durable}")
+[ -n "${TMPFSDIR-x}" ] && dirs+=("${TMPFSDIR:-/dev/shm/vdisk-durable}") # TMPFSDIR= skips tmpfs
 command -v qemu-img >/dev/null || { echo "qemu-img is needed (apt-get install qemu-utils)"; exit 1; }
 [ -x /usr/bin/time ] || { echo "/usr/bin/time is needed (apt-get install time)"; exit 1; }
 
@@ -82,11 +85,11 @@ cmd() {
 	qemu) [ "$f" = seSparse ] || echo "qemu-img convert -f vmdk $args $src/ref.vmdk $out" ;;
 	vdisk) echo "$vd convert -f vmdk $args $src/ref.vmdk $out" ;;
 	unsafe) echo "$vd convert -t unsafe -f vmdk $args $src/ref.vmdk $out" ;;
-	clone) echo "$bin/clone $src/ref.vmdk $out $(clonetype "$f")" ;;
+	clone) [ "$f" = streamOptimized ] || echo "$bin/clone $src/ref.vmdk $out $(clonetype "$f")" ;; # Clone reopens what it creates: a stream cannot be
 	esac
 }
-cases="dd-sync cp-sync dd-cache qemu-wb qemu vdisk unsafe clone"
-extras="create-floor create qemu-create restore-floor restore restore-unsafe"
+cases=${CASES:-dd-sync cp-sync dd-cache qemu-wb qemu vdisk unsafe clone}
+extras=${EXTRAS-create-floor create qemu-create restore-floor restore restore-unsafe}
 xcmd() {
 	case $1 in
 	create-floor) echo "fallocate -l 4G out-flat.vmdk && sync out-flat.vmdk" ;;
@@ -104,12 +107,26 @@ timeit() {
 	local key=$1 c=$2
 	rm -f out.* out-*
 	sync
-	/usr/bin/time -f "%e %U %S" -o t.txt bash -c "$c" >/dev/null 2>err.txt || { echo "failed: $c"; cat err.txt; exit 1; }
+	/usr/bin/time -f "%e %U %S" -o t.txt bash -c "$c" >/dev/null 2>err.txt || { echo "failed: $c" >&2; cat err.txt >&2; return 0; }
 	read -r t u s <t.txt
 	if [ -z "${best[$key]:-}" ] || awk "BEGIN{exit !($t < ${best[$key]})}"; then
 		best[$key]=$t
 		cpu[$key]=$(awk "BEGIN{printf \"%.2f\", $u + $s}")
 	fi
+}
+# row FORMAT: prints the format's line of the table.
+row() {
+	local f=$1 c k
+	printf '%-21s' "$f"
+	for c in $cases; do
+		k="$f/$c"
+		if [ -n "${best[$k]:-}" ]; then printf ' %6s (%4s)' "${best[$k]}" "${cpu[$k]}"; else printf ' %13s' -; fi
+	done
+	printf ' %8s %8s %8s %8s %8s\n' "$(ratio "${best[$f/vdisk]:-}" "${best[$f/dd-sync]:-}")" \
+		"$(ratio "${best[$f/vdisk]:-}" "${best[$f/cp-sync]:-}")" \
+		"$(ratio "${best[$f/clone]:-}" "${best[$f/dd-sync]:-}")" \
+		"$(ratio "${best[$f/qemu-wb]:-}" "${best[$f/dd-sync]:-}")" \
+		"$(ratio "${best[$f/unsafe]:-}" "${best[$f/qemu]:-}")"
 }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && awk "BEGIN{printf \"%.2fx\", $1 / ($2 > 0 ? $2 : 0.001)}" || echo -; }
 
@@ -134,6 +151,11 @@ for dir in "${dirs[@]}"; do
 	cd "$dir"
 	fstype=$(df -T . | awk 'NR == 2 {print $2}')
 	best=() cpu=()
+	echo
+	echo "== $dir ($fstype): best of $rounds, seconds (CPU seconds of the best run in parentheses)"
+	printf '%-21s' format
+	for c in $cases; do printf ' %13s' "$c"; done
+	printf ' %8s %8s %8s %8s %8s\n' vdisk/dd vdisk/cp clone/dd qemu-wb/dd unsafe/q
 	# One format at a time, its cases interleaved round by round.
 	for f in $formats; do
 		if [ "$f" != raw ] && [ ! -d "$src/same-$f" ]; then
@@ -147,7 +169,7 @@ for dir in "${dirs[@]}"; do
 				[ -n "$x" ] && timeit "$f/$c" "$x"
 			done
 		done
-		echo "  $dir: $f done" >&2
+		row "$f"
 	done
 	for r in $(seq "$rounds"); do
 		for c in $extras; do
@@ -156,27 +178,11 @@ for dir in "${dirs[@]}"; do
 			timeit "x/$c" "$(xcmd "$c")"
 		done
 	done
-	echo
-	echo "== $dir ($fstype): best of $rounds, seconds (CPU seconds of the best run in parentheses)"
-	printf '%-21s' format
-	for c in $cases; do printf ' %13s' "$c"; done
-	printf ' %8s %8s %8s %8s %8s\n' vdisk/dd vdisk/cp clone/dd qemu-wb/dd unsafe/q
-	for f in $formats; do
-		printf '%-21s' "$f"
-		for c in $cases; do
-			k="$f/$c"
-			if [ -n "${best[$k]:-}" ]; then printf ' %6s (%4s)' "${best[$k]}" "${cpu[$k]}"; else printf ' %13s' -; fi
-		done
-		printf ' %8s %8s %8s %8s %8s\n' "$(ratio "${best[$f/vdisk]}" "${best[$f/dd-sync]}")" \
-			"$(ratio "${best[$f/vdisk]}" "${best[$f/cp-sync]}")" \
-			"$(ratio "${best[$f/clone]}" "${best[$f/dd-sync]}")" \
-			"$(ratio "${best[$f/qemu-wb]:-}" "${best[$f/dd-sync]}")" \
-			"$(ratio "${best[$f/unsafe]}" "${best[$f/qemu]:-}")"
-	done
-	[ "$fstype" = tmpfs ] ||
+	[ -z "${best[x/create]:-}" ] ||
 		echo "create vmfs (preallocated): fallocate+fsync ${best[x/create-floor]}s, vdisk ${best[x/create]}s ($(ratio "${best[x/create]}" "${best[x/create-floor]}")), qemu-img raw falloc ${best[x/qemu-create]}s"
-	echo "restore to raw: dd-sync ${best[x/restore-floor]}s, vdisk restore ${best[x/restore]}s ($(ratio "${best[x/restore]}" "${best[x/restore-floor]}")), -t unsafe ${best[x/restore-unsafe]}s (durable/unsafe $(ratio "${best[x/restore]}" "${best[x/restore-unsafe]}"))"
+	[ -z "${best[x/restore]:-}" ] ||
+		echo "restore to raw: dd-sync ${best[x/restore-floor]}s, vdisk restore ${best[x/restore]}s ($(ratio "${best[x/restore]}" "${best[x/restore-floor]}")), -t unsafe ${best[x/restore-unsafe]}s (durable/unsafe $(ratio "${best[x/restore]}" "${best[x/restore-unsafe]}"))"
 	rm -f out.* out-* t.txt err.txt
 	cd - >/dev/null
 done
-[ -n "${KEEP:-}" ] || rm -rf "$src" "${dirs[1]}" # KEEP=1 keeps the reference files
+[ -n "${KEEP:-}" ] || rm -rf "$src" "${dirs[@]:1}" # KEEP=1 keeps the reference files
