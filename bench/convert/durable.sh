@@ -30,11 +30,10 @@
 # cache whichever filesystem is written, and are removed at the end unless
 # KEEP=1. EXT4DIR (default /tmp/vdisk-durable) and TMPFSDIR (default
 # /dev/shm/vdisk-durable; TMPFSDIR= skips it) choose the directories,
-# FORMATS the targets,
-# CASES and EXTRAS the cases (EXTRAS= skips create and restore), VDISK=PATH
-# another vdisk build (for a before/after comparison). Ratios
-# are to dd-sync and cp-sync (vdisk, clone, qemu-wb) and to qemu's default
-# (unsafe): below 1 is faster.
+# FORMATS the targets, CASES and EXTRAS the cases (EXTRAS= skips create
+# and restore), VDISK=PATH another vdisk build (for a before/after
+# comparison). Ratios are to dd-sync and cp-sync (vdisk, clone, qemu-wb)
+# and to qemu's default (unsafe): below 1 is faster.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
