@@ -21,8 +21,9 @@ const DefaultWriteBehindWindow = 8 << 20
 // build with Sync stays as it was. Starting write-back early only does
 // what the kernel may do at any moment anyway.
 //
-// A WriteBehind is off until [WriteBehind.Set] turns it on (disks made by
-// Create, and the destination of [Copy], turn it on). Its methods are safe
+// A WriteBehind is off until [WriteBehind.Set] turns it on: [Copy] turns
+// it on for its destination, and a caller filling a disk otherwise (a
+// restore) through [WriteBehinder]. Its methods are safe
 // for concurrent use; a nil *WriteBehind is always off.
 type WriteBehind struct {
 	on atomic.Bool

@@ -34,8 +34,9 @@ type Options struct {
 // disk.Zeroer, disk.Trimmer, disk.Resizer and disk.WriteBehinder, and is
 // safe for concurrent use (Resize excepted).
 //
-// A disk made by Create is written behind (see disk.WriteBehind): it is
-// being filled, and its final Flush then finds little left to write.
+// A disk being filled is written behind (see disk.WriteBehind) while it is
+// Copy's destination or after SetWriteBehind(true): its final Flush then
+// finds little left to write.
 type Disk struct {
 	f          disk.File
 	wb         disk.WriteBehind
@@ -119,12 +120,7 @@ func Create(ctx context.Context, path string, size int64, o *Options) (*Disk, er
 		opts = *o
 	}
 	opts.ReadOnly = false
-	d, err := Open(ctx, path, &opts)
-	if err != nil {
-		return nil, err
-	}
-	d.wb.Set(true)
-	return d, nil
+	return Open(ctx, path, &opts)
 }
 
 // SetWriteBehind turns write-behind on or off (see disk.WriteBehinder) and

@@ -188,9 +188,10 @@ func BenchmarkExtents(b *testing.B) {
 	}
 }
 
-// TestWriteBehind checks that a disk made by Create is written behind
-// (its file's write-back starts while data comes in) and that one opened
-// with Open is not, until it is the destination of a Copy.
+// TestWriteBehind checks that a disk is written behind (its file's
+// write-back starts while data comes in) after SetWriteBehind(true) and
+// while it is the destination of a Copy, and not otherwise: a disk in use
+// takes rewrites that early write-back would write twice.
 func TestWriteBehind(t *testing.T) {
 	const size = 4 * disk.DefaultWriteBehindWindow
 	data := make([]byte, size)
@@ -201,22 +202,33 @@ func TestWriteBehind(t *testing.T) {
 	if _, err := src.WriteAt(data, 0); err != nil {
 		t.Fatal(err)
 	}
+	fill := func(d *Disk) {
+		t.Helper()
+		for off := int64(0); off < size; off += 1 << 20 {
+			if _, err := d.WriteAt(data[off:off+1<<20], off); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	fsys := &disktest.WriteBackFS{}
 	name := filepath.Join(t.TempDir(), "d.raw")
 	d, err := Create(ctx, name, size, &Options{FS: fsys})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for off := int64(0); off < size; off += 1 << 20 {
-		if _, err := d.WriteAt(data[off:off+1<<20], off); err != nil {
-			t.Fatal(err)
-		}
+	fill(d)
+	if got := fsys.Starts(); got != 0 {
+		t.Errorf("a new disk written without SetWriteBehind started write-back %d times, want none", got)
 	}
+	if d.SetWriteBehind(true) {
+		t.Error("write-behind was on before SetWriteBehind(true)")
+	}
+	fill(d)
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if got := fsys.Starts(); got < 3 {
-		t.Errorf("a new disk written with %d windows started write-back %d times, want at least 3", size/disk.DefaultWriteBehindWindow, got)
+		t.Errorf("a disk written with %d windows after SetWriteBehind(true) started write-back %d times, want at least 3", size/disk.DefaultWriteBehindWindow, got)
 	}
 
 	fsys = &disktest.WriteBackFS{}

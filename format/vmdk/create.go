@@ -108,8 +108,9 @@ func newUUID() string {
 // Create makes a new, empty disk of size bytes (rounded up to a sector) at
 // path and opens it for writing. With o.Parent it makes a child of that disk
 // instead (size 0 means the parent's size). Files are created exclusively:
-// an existing file is never overwritten. The new disk is written behind
-// (see Disk.SetWriteBehind): it is about to be filled.
+// an existing file is never overwritten. A streamOptimized disk, which
+// can only be filled, is written behind (see Disk.SetWriteBehind); other
+// new disks are while Copy fills them, or after SetWriteBehind(true).
 func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Disk, error) {
 	var opts CreateOptions
 	if o != nil {
@@ -185,7 +186,7 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 		}
 		if opts.Subformat == StreamOptimized {
 			d := &Disk{size: size, fsys: fsys, rotated: true}
-			d.wb.Set(true)
+			d.wb.Set(true) // a stream is only ever filled
 			w, err := newStreamWriter(d.wb.File(f), path, size, desc, opts.Workers)
 			if err != nil {
 				f.Close()
@@ -325,7 +326,6 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 	if err != nil {
 		return fail(err)
 	}
-	d.wb.Set(true) // a new disk is about to be filled
 	return d, nil
 }
 

@@ -60,7 +60,7 @@ type Disk struct {
 	budget *gtBudget
 
 	// wb writes the leaf's files behind (see disk.WriteBehind): on for a
-	// disk being filled (made by Create, or Copy's destination).
+	// disk being filled (Copy's destination, a new stream, a restore).
 	wb disk.WriteBehind
 
 	mu      sync.Mutex // CID rotation, metadata writes
@@ -991,8 +991,9 @@ func (d *Disk) Flush() error {
 }
 
 // SetWriteBehind turns write-behind of the leaf's files on or off (see
-// disk.WriteBehinder) and returns whether it was on. A disk made by Create
-// starts with it on.
+// disk.WriteBehinder) and returns whether it was on. It is off for an
+// opened disk (a disk in use takes rewrites that early write-back would
+// write twice) and on for a new streamOptimized one.
 func (d *Disk) SetWriteBehind(on bool) bool { return d.wb.Set(on) }
 
 // Close flushes and closes every file of the chain. A sparse leaf that was
