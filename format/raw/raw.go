@@ -86,8 +86,7 @@ func Open(_ context.Context, path string, o *Options) (*Disk, error) {
 		f.Close()
 		return nil, disk.Wrap(err, "raw: stat", path, -1)
 	}
-	d := &Disk{name: path, ro: ro, unbuffered: o != nil && o.Unbuffered, size: st.Size()}
-	d.f = f
+	d := &Disk{f: f, name: path, ro: ro, unbuffered: o != nil && o.Unbuffered, size: st.Size()}
 	if !ro && !d.unbuffered {
 		d.f = d.wb.File(f) // O_DIRECT leaves no dirty pages to write behind
 	}

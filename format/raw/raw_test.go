@@ -257,10 +257,11 @@ func TestWriteBehind(t *testing.T) {
 // hidden hides a disk's optional interfaces but the Disk contract.
 type hidden struct{ disk.Disk }
 
-// BenchmarkConvertDurable copies 64 MiB of data into a new raw image and
-// closes it (the sync that makes it durable), as a default convert does;
-// write-behind is on for a new image, and "opened" turns it off to show
-// what it saves. Run it with TMPDIR on a real filesystem.
+// BenchmarkConvertDurable copies 64 MiB of data into a new raw image with
+// Copy and closes it (the sync that makes it durable), as a default
+// convert does: "behind" as Copy does it, "sync-only" with write-behind
+// hidden from Copy, to show what it saves. Run it with TMPDIR on a real
+// filesystem.
 func BenchmarkConvertDurable(b *testing.B) {
 	const size = 64 << 20
 	src := disktest.NewMemDisk(size)
