@@ -274,6 +274,16 @@ func (h *Handle) Extents(ctx context.Context, off, n int64, fn func(disk.Extent)
 	return disk.Extents(ctx, h.d, off, n, fn)
 }
 
+// SetWriteBehind turns write-behind on or off for a disk opened as a
+// local file (see disk.WriteBehinder), so that Clone's final flush finds
+// the data mostly written; other disks have none and report false.
+func (h *Handle) SetWriteBehind(on bool) bool {
+	if wb, ok := h.d.(disk.WriteBehinder); ok {
+		return wb.SetWriteBehind(on)
+	}
+	return false
+}
+
 // Size returns the capacity in bytes.
 func (h *Handle) Size() int64 { return h.d.Size() }
 

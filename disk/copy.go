@@ -78,12 +78,20 @@ type copyJob struct {
 // at most Workers×2 buffers of ChunkSize bytes whatever the disk size. dst
 // must be at least as large as src. Copy stops at the first error and
 // returns it with the statistics so far.
+//
+// A destination that is a [WriteBehinder] is written behind while Copy
+// runs (and set back as it was after), so that the caller's final Flush
+// finds the data mostly on the device already. Copy itself makes nothing
+// durable: that is the caller's Flush or Close.
 func Copy(ctx context.Context, dst, src Disk, opts *CopyOptions) (CopyStats, error) {
 	o := opts.withDefaults()
 	total := src.Size()
 	st := CopyStats{Total: total}
 	if dst.Size() < total {
 		return st, Errorf(ErrInvalid, "copy: destination of %d bytes is smaller than source of %d bytes", dst.Size(), total)
+	}
+	if wb, ok := dst.(WriteBehinder); ok {
+		defer wb.SetWriteBehind(wb.SetWriteBehind(true))
 	}
 	c := &copier{o: o, dst: dst, src: src, total: total}
 	slots := o.Workers * 2

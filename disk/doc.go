@@ -7,8 +7,8 @@
 // offsets and lengths in bytes. Further powers are optional interfaces,
 // found by type assertion: [Extenter] (which ranges hold data, read as
 // zeros, or are holes: the engine of allocated-block queries, NBD
-// base:allocation and thin copies), [Zeroer], [Trimmer], [Resizer] and
-// [ReadOnlyReporter]. The helpers in this package use them when present
+// base:allocation and thin copies), [Zeroer], [Trimmer], [Resizer],
+// [ReadOnlyReporter] and [WriteBehinder]. The helpers in this package use them when present
 // and fall back when not, so callers need not care.
 //
 // # Errors
@@ -30,6 +30,10 @@
 // [ReadFileNoFollow] reads them without following a planted link.
 // [LockImage] takes qemu-compatible image locks on a file, and
 // [LockExclusive] an exclusive lock (a host's data directory).
+// [WriteBehind] starts the write-back of a file being filled while it is
+// written, so that the sync at the end of a bulk copy has little left to
+// do: formats wrap the data files of a disk being filled in one, and Copy
+// turns it on for its destination.
 //
 // # Concurrency
 //

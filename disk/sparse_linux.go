@@ -6,9 +6,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fder is a file with a descriptor: *os.File, or a wrapper around one.
-type fder interface{ Fd() uintptr }
-
 // FileRun reports whether the file byte at off holds data (or lies in a
 // hole) and how many bytes from off, at most n, share that state, using
 // SEEK_DATA and SEEK_HOLE. Files that cannot tell (not an *os.File, or a

@@ -31,10 +31,15 @@ type Options struct {
 }
 
 // Disk is a raw image. It implements disk.Disk, disk.Extenter,
-// disk.Zeroer, disk.Trimmer and disk.Resizer, and is safe for concurrent
-// use (Resize excepted).
+// disk.Zeroer, disk.Trimmer, disk.Resizer and disk.WriteBehinder, and is
+// safe for concurrent use (Resize excepted).
+//
+// A disk being filled is written behind (see disk.WriteBehind) while it is
+// Copy's destination or after SetWriteBehind(true): its final Flush then
+// finds little left to write.
 type Disk struct {
 	f          disk.File
+	wb         disk.WriteBehind
 	name       string
 	ro         bool
 	unbuffered bool
@@ -81,7 +86,11 @@ func Open(_ context.Context, path string, o *Options) (*Disk, error) {
 		f.Close()
 		return nil, disk.Wrap(err, "raw: stat", path, -1)
 	}
-	return &Disk{f: f, name: path, ro: ro, unbuffered: o != nil && o.Unbuffered, size: st.Size()}, nil
+	d := &Disk{f: f, name: path, ro: ro, unbuffered: o != nil && o.Unbuffered, size: st.Size()}
+	if !ro && !d.unbuffered {
+		d.f = d.wb.File(f) // O_DIRECT leaves no dirty pages to write behind
+	}
+	return d, nil
 }
 
 // Create makes a new sparse raw image of size bytes; it never overwrites an
@@ -112,6 +121,10 @@ func Create(ctx context.Context, path string, size int64, o *Options) (*Disk, er
 	opts.ReadOnly = false
 	return Open(ctx, path, &opts)
 }
+
+// SetWriteBehind turns write-behind on or off (see disk.WriteBehinder) and
+// returns whether it was on.
+func (d *Disk) SetWriteBehind(on bool) bool { return d.wb.Set(on) }
 
 // Size returns the image size in bytes.
 func (d *Disk) Size() int64 {

@@ -108,7 +108,9 @@ func newUUID() string {
 // Create makes a new, empty disk of size bytes (rounded up to a sector) at
 // path and opens it for writing. With o.Parent it makes a child of that disk
 // instead (size 0 means the parent's size). Files are created exclusively:
-// an existing file is never overwritten.
+// an existing file is never overwritten. A streamOptimized disk, which
+// can only be filled, is written behind (see Disk.SetWriteBehind); other
+// new disks are while Copy fills them, or after SetWriteBehind(true).
 func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Disk, error) {
 	var opts CreateOptions
 	if o != nil {
@@ -183,12 +185,13 @@ func Create(ctx context.Context, path string, size int64, o *CreateOptions) (*Di
 			return fail(err)
 		}
 		if opts.Subformat == StreamOptimized {
-			w, err := newStreamWriter(f, path, size, desc, opts.Workers)
+			d := &Disk{size: size, fsys: fsys, rotated: true}
+			d.wb.Set(true) // a stream is only ever filled
+			w, err := newStreamWriter(d.wb.File(f), path, size, desc, opts.Workers)
 			if err != nil {
 				f.Close()
 				return fail(err)
 			}
-			d := &Disk{size: size, fsys: fsys, rotated: true}
 			pd, _ := parseDescriptor(desc)
 			l := &link{path: path, desc: pd, selfContained: true}
 			if err := l.initMany([]extent{w}); err != nil {

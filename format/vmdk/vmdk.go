@@ -61,6 +61,10 @@ type Disk struct {
 	budget   *gtBudget
 	seBudget *seBudget
 
+	// wb writes the leaf's files behind (see disk.WriteBehind): on for a
+	// disk being filled (Copy's destination, a new stream, a restore).
+	wb disk.WriteBehind
+
 	mu      sync.Mutex // CID rotation, metadata writes
 	rotated bool
 	closed  bool
@@ -244,6 +248,9 @@ func (d *Disk) openLink(path string, ro bool) (l *link, err error) {
 	}()
 	if err := d.lock(f, path, ro, false); err != nil {
 		return nil, err
+	}
+	if !ro {
+		f = d.wb.File(f)
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -470,6 +477,9 @@ func (d *Disk) openExtent(dir string, el extentLine, ro bool) (extent, error) {
 	if err != nil {
 		f.Close()
 		return nil, disk.Wrap(err, "vmdk: stat", name, -1)
+	}
+	if !ro && !(flat && d.opts.Unbuffered) {
+		f = d.wb.File(f) // an unbuffered flat extent leaves no dirty pages
 	}
 	var e extent
 	switch el.Type {
@@ -988,6 +998,12 @@ func (d *Disk) Flush() error {
 	}
 	return errors.Join(errs...)
 }
+
+// SetWriteBehind turns write-behind of the leaf's files on or off (see
+// disk.WriteBehinder) and returns whether it was on. It is off for an
+// opened disk (a disk in use takes rewrites that early write-back would
+// write twice) and on for a new streamOptimized one.
+func (d *Disk) SetWriteBehind(on bool) bool { return d.wb.Set(on) }
 
 // Close flushes and closes every file of the chain. A sparse leaf that was
 // marked as being written is marked clean again.

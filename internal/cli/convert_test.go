@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/internal/testenv"
 )
 
@@ -202,4 +203,29 @@ func TestSESparseTarget(t *testing.T) {
 		t.Errorf("child descriptor:\n%s", desc)
 	}
 	testenv.Run(t, "qemu-img", "check", child)
+}
+
+// TestUnsafeStartsNoWriteBack pins that -t unsafe files start no
+// write-back of their own (disk.WriteBackStarter): a convert that never
+// syncs must not wait for the device either, to stay ahead of qemu-img's
+// default.
+func TestUnsafeStartsNoWriteBack(t *testing.T) {
+	fsys, err := cacheFS("unsafe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fsys.OpenFile(filepath.Join(t.TempDir(), "f"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, ok := f.(disk.WriteBackStarter); !ok {
+		t.Fatal("an unsafe file does not decide its own write-back: Copy would start the device's")
+	}
+	if err := disk.StartWriteBack(f); err != nil {
+		t.Fatal(err)
+	}
+	if fsys, _ := cacheFS("writeback"); fsys != nil {
+		t.Errorf("the durable cache mode has a filesystem of its own (%T); want the default, which writes behind", fsys)
+	}
 }

@@ -23,6 +23,10 @@ type noSyncFile struct{ disk.File }
 
 func (noSyncFile) Sync() error { return nil }
 
+// StartWriteBack starts none either (see disk.WriteBackStarter): the
+// writer never waits for the device, which is what unsafe is for.
+func (noSyncFile) StartWriteBack() error { return nil }
+
 // Fd exposes the descriptor so that hole punching and SEEK_DATA still work.
 func (f noSyncFile) Fd() uintptr {
 	if x, ok := f.File.(interface{ Fd() uintptr }); ok {

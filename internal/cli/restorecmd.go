@@ -235,6 +235,11 @@ func restoreDisk(ctx context.Context, repo *backup.Repository, p *backup.Point, 
 		cs, err := disk.Copy(ctx, out, src, &disk.CopyOptions{DstZeroed: true, Sequential: true, Progress: update})
 		return backup.RestoreStats{Total: pd.Size, Written: cs.Written, Duration: time.Since(start)}, err
 	}
+	// The new image is being filled: write it behind, so that the flush
+	// at the end finds the data mostly on the device (disk.WriteBehind).
+	if wb, ok := out.(disk.WriteBehinder); ok {
+		wb.SetWriteBehind(true)
+	}
 	return repo.Restore(ctx, p, name, out, backup.RestoreOptions{Concurrency: f.jobs, Progress: update})
 }
 
