@@ -34,6 +34,7 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	bitmap := fs.String("bitmap", "", "NBD sources: the dirty bitmap (qemu:dirty-bitmap:NAME) that says what changed since the last point")
 	full := fs.Bool("full", false, "read every allocated area, ignoring change tracking (the point still stores only new chunks)")
 	noResume := fs.Bool("no-resume", false, "do not continue an interrupted backup of the same source; read everything again")
+	rereadPartial := fs.Bool("reread-partial", false, "read a partly changed chunk whole from the source instead of completing it from the previous point's copy")
 	jobs := fs.Int("j", 4, "chunks read and compressed at once")
 	checkpoint := fs.Int("checkpoint", 0, "save resume state every N chunks (default 256); an interrupted backup continues from it")
 	prog := fs.String("progress", "auto", "progress: auto (a bar on a terminal), json (one JSON line per update on stderr) or none")
@@ -73,7 +74,7 @@ func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				return err
 			}
 		}
-		res, err := backupOne(ctx, repo, points, conn, spec, backupFlags{tags: tags, bitmap: *bitmap, full: *full, noResume: *noResume, jobs: *jobs, progress: *prog, checkpoint: *checkpoint}, stderr)
+		res, err := backupOne(ctx, repo, points, conn, spec, backupFlags{tags: tags, bitmap: *bitmap, full: *full, noResume: *noResume, rereadPartial: *rereadPartial, jobs: *jobs, progress: *prog, checkpoint: *checkpoint}, stderr)
 		if err != nil {
 			return fmt.Errorf("backup of %s: %w", spec, err)
 		}
@@ -126,13 +127,15 @@ func writeBackupMetrics(path string, results []backupResult) error {
 }
 
 type backupFlags struct {
-	tags       []string
-	bitmap     string
-	full       bool
-	noResume   bool
-	jobs       int
-	progress   string
-	checkpoint int
+	tags     []string
+	bitmap   string
+	full     bool
+	noResume bool
+	// rereadPartial reads partly changed chunks whole (MergeBelow < 0).
+	rereadPartial bool
+	jobs          int
+	progress      string
+	checkpoint    int
 }
 
 // backupResult is what one source's backup made, and the JSON output.
@@ -179,6 +182,9 @@ func backupOne(ctx context.Context, repo *backup.Repository, points []*backup.Po
 	defer src.Close(ctx)
 	res := backupResult{Source: label, Full: map[string]string{}}
 	bo := backup.BackupOptions{Source: label, Tags: f.tags, Config: src.Config, Parent: parent, Concurrency: f.jobs, NoResume: f.noResume, CheckpointEvery: f.checkpoint}
+	if f.rereadPartial {
+		bo.MergeBelow = -1
+	}
 	for _, d := range src.Disks {
 		sd := backup.SourceDisk{Name: d.Name, Disk: d.Disk, ChangeID: d.ChangeID}
 		if parent != nil && parent.Disk(d.Name) != nil && d.Changed != nil {
