@@ -192,6 +192,9 @@ func restoreDisk(ctx context.Context, repo *backup.Repository, p *backup.Point, 
 		if d.Size() < pd.Size {
 			return st, disk.Errorf(disk.ErrInvalid, "%s holds %d bytes, the disk %d: grow it first", target, d.Size(), pd.Size)
 		}
+		if d.Size() > pd.Size {
+			fmt.Fprintf(stderr, "vdisk restore: note: %s is %s larger than the disk; its bytes from %d on are left as they were\n", target, humanSize(d.Size()-pd.Size), pd.Size)
+		}
 		ro := backup.RestoreOptions{Existing: true, Concurrency: f.jobs, Progress: update, Changed: changed}
 		return repo.Restore(ctx, p, name, d, ro)
 	}
