@@ -39,6 +39,54 @@ func (r *Repository) currentKey() string {
 	return r.key
 }
 
+// keyNames lists the repository's key objects, at most maxKeys of them
+// (Open refuses more, so that a hostile store cannot make it run scrypt
+// without end).
+func keyNames(ctx context.Context, st storage.Storage) ([]string, error) {
+	var names []string
+	err := st.List(ctx, keysPrefix, func(in storage.Info) error {
+		if len(names) >= maxKeys {
+			return corrupt(keysPrefix, "more than %d keys", maxKeys)
+		}
+		names = append(names, in.Name)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	return names, nil
+}
+
+// errOtherPassword: a key object that another password wraps.
+var errOtherPassword = errors.New("the password does not open this key")
+
+// unwrapKey derives the key-encryption key from password and opens kf's
+// wrapped master key, or fails with errOtherPassword.
+func unwrapKey(kf keyFile, password []byte) ([]byte, error) {
+	kek, err := scrypt.Key(password, kf.Salt, kf.N, kf.R, kf.P, 32)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := newGCM(kek)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := aead.Open(nil, kf.Data[:nonceSize], kf.Data[nonceSize:], []byte(keyAAD))
+	if err != nil {
+		return nil, errOtherPassword
+	}
+	return pt, nil
+}
+
+// parseMasterKey decodes an unwrapped master key.
+func parseMasterKey(pt []byte) (masterKey, bool) {
+	var mk masterKey
+	if err := json.Unmarshal(pt, &mk); err != nil || len(mk.EncKey) != 32 || len(mk.IDKey) != 32 {
+		return masterKey{}, false
+	}
+	return mk, true
+}
+
 // parseKeyFile decodes a key object and checks its parameters, so that a
 // hostile object cannot ask scrypt for unbounded memory or time.
 func parseKeyFile(b []byte) (keyFile, bool) {
@@ -56,14 +104,7 @@ func (r *Repository) Keys(ctx context.Context) ([]KeyInfo, error) {
 	if !r.c.encrypted() {
 		return nil, nil
 	}
-	var names []string
-	err := r.st.List(ctx, keysPrefix, func(in storage.Info) error {
-		if len(names) >= maxKeys {
-			return corrupt(keysPrefix, "more than %d keys", maxKeys)
-		}
-		names = append(names, in.Name)
-		return nil
-	})
+	names, err := keyNames(ctx, r.st)
 	if err != nil {
 		return nil, fmt.Errorf("backup: keys: %w", err)
 	}
@@ -148,21 +189,12 @@ func (r *Repository) checkKey(ctx context.Context, name string, password []byte)
 	if !ok {
 		return corrupt(name, "the key just written reads back damaged")
 	}
-	kek, err := scrypt.Key(password, kf.Salt, kf.N, kf.R, kf.P, 32)
+	pt, err := unwrapKey(kf, password)
 	if err != nil {
-		return corrupt(name, "key derivation: %v", err)
+		return corrupt(name, "the key just written does not open with its password: %v", err)
 	}
-	aead, err := newGCM(kek)
-	if err != nil {
-		return err
-	}
-	pt, err := aead.Open(nil, kf.Data[:nonceSize], kf.Data[nonceSize:], []byte(keyAAD))
-	if err != nil {
-		return corrupt(name, "the key just written does not open with its password")
-	}
-	var mk masterKey
-	if err := json.Unmarshal(pt, &mk); err != nil || mk.Repository != r.cfg.ID ||
-		string(mk.EncKey) != string(r.c.encKey) || string(mk.IDKey) != string(r.c.idKey) {
+	mk, ok := parseMasterKey(pt)
+	if !ok || mk.Repository != r.cfg.ID || string(mk.EncKey) != string(r.c.encKey) || string(mk.IDKey) != string(r.c.idKey) {
 		return corrupt(name, "the key just written wraps another master key")
 	}
 	return nil

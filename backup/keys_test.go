@@ -200,16 +200,12 @@ func TestKeyLimitsAndUnencrypted(t *testing.T) {
 	if !opens(t, st, string([]byte{'k', maxKeys - 1})) {
 		t.Fatal("the last key added does not open the repository")
 	}
-	// A damaged key object is listed as such and can be removed.
+	// One object more than Open accepts: the listing says so too.
 	if err := st.Put(ctx, keysPrefix+"00000000000000000000000000000000", []byte("{")); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := r.Keys(ctx)
-	if err == nil {
-		t.Fatalf("%d key objects listed without error; Open accepts at most %d", len(keys), maxKeys)
-	}
-	if _, err := r.RemoveKey(ctx, keys0(t, st)); err != nil {
-		t.Fatal(err)
+	if keys, err := r.Keys(ctx); !errors.Is(err, disk.ErrCorrupt) {
+		t.Fatalf("%d key objects listed (err %v); Open accepts at most %d", len(keys), err, maxKeys)
 	}
 
 	u := newTestRepo(t, mem.New(), false)
@@ -225,23 +221,6 @@ func TestKeyLimitsAndUnencrypted(t *testing.T) {
 	if keys, err := u.Keys(ctx); err != nil || len(keys) != 0 {
 		t.Errorf("keys of an unencrypted repository: %v, %v", keys, err)
 	}
-}
-
-// keys0 deletes one ordinary key object behind the repository's back so
-// that the listing fits again, and returns the damaged one's ID.
-func keys0(t *testing.T, st storage.Storage) string {
-	t.Helper()
-	var victim string
-	_ = st.List(context.Background(), keysPrefix, func(in storage.Info) error {
-		if victim == "" && in.Name != keysPrefix+"00000000000000000000000000000000" {
-			victim = in.Name
-		}
-		return nil
-	})
-	if err := st.Delete(context.Background(), victim); err != nil {
-		t.Fatal(err)
-	}
-	return "00000000000000000000000000000000"
 }
 
 func TestDamagedKeyListed(t *testing.T) {

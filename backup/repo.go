@@ -285,16 +285,9 @@ func Open(ctx context.Context, st storage.Storage, password []byte) (*Repository
 // unlock finds the key object that password opens and returns the master
 // key it wraps and the object's name.
 func unlock(ctx context.Context, st storage.Storage, password []byte) (masterKey, string, int, error) {
-	var names []string
-	err := st.List(ctx, keysPrefix, func(in storage.Info) error {
-		if len(names) >= maxKeys {
-			return corrupt(keysPrefix, "more than %d keys", maxKeys)
-		}
-		names = append(names, in.Name)
-		return nil
-	})
+	names, err := keyNames(ctx, st)
 	if err != nil {
-		return masterKey{}, "", 0, fmt.Errorf("backup: open: list keys: %w", err)
+		return masterKey{}, "", 0, fmt.Errorf("backup: open: %w", err)
 	}
 	if len(names) == 0 {
 		return masterKey{}, "", 0, corrupt(keysPrefix, "encrypted repository without keys")
@@ -310,21 +303,16 @@ func unlock(ctx context.Context, st storage.Storage, password []byte) (masterKey
 			damaged = corrupt(name, "bad key object")
 			continue
 		}
-		kek, err := scrypt.Key(password, kf.Salt, kf.N, kf.R, kf.P, 32)
+		pt, err := unwrapKey(kf, password)
+		if errors.Is(err, errOtherPassword) {
+			continue
+		}
 		if err != nil {
 			damaged = corrupt(name, "key derivation: %v", err)
 			continue
 		}
-		aead, err := newGCM(kek)
-		if err != nil {
-			return masterKey{}, "", 0, err
-		}
-		pt, err := aead.Open(nil, kf.Data[:nonceSize], kf.Data[nonceSize:], []byte(keyAAD))
-		if err != nil {
-			continue // another password's key
-		}
-		var mk masterKey
-		if err := json.Unmarshal(pt, &mk); err != nil || len(mk.EncKey) != 32 || len(mk.IDKey) != 32 {
+		mk, ok := parseMasterKey(pt)
+		if !ok {
 			return masterKey{}, "", 0, corrupt(name, "bad master key")
 		}
 		return mk, name, kf.N, nil
