@@ -113,15 +113,18 @@ func benchRemote(b testing.TB, data []byte) (conn, h uintptr) {
 	return conn, h
 }
 
+// benchOpeners open the benchmark disk locally and over nbdssl.
+var benchOpeners = []struct {
+	name string
+	open func(testing.TB, []byte) (uintptr, uintptr)
+}{
+	{"local", benchLocal},
+	{"nbdssl", benchRemote},
+}
+
 func BenchmarkReadAsync(b *testing.B) {
 	data := benchData()
-	for _, tc := range []struct {
-		name string
-		open func(testing.TB, []byte) (uintptr, uintptr)
-	}{
-		{"local", benchLocal},
-		{"nbdssl", benchRemote},
-	} {
+	for _, tc := range benchOpeners {
 		b.Run(tc.name, func(b *testing.B) {
 			conn, h := tc.open(b, data)
 			defer cDisconnect(conn)
@@ -188,13 +191,7 @@ func BenchmarkRead(b *testing.B) {
 // callbacks wake it.
 func BenchmarkThreadReads(b *testing.B) {
 	data := benchData()
-	for _, tc := range []struct {
-		name string
-		open func(testing.TB, []byte) (uintptr, uintptr)
-	}{
-		{"local", benchLocal},
-		{"nbdssl", benchRemote},
-	} {
+	for _, tc := range benchOpeners {
 		b.Run(tc.name, func(b *testing.B) {
 			conn, h := tc.open(b, data)
 			defer cDisconnect(conn)

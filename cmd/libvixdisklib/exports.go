@@ -462,21 +462,31 @@ func cbytes(p unsafe.Pointer, n int64) []byte {
 	return unsafe.Slice((*byte)(p), n)
 }
 
-//export VixDiskLib_Read
-func VixDiskLib_Read(hp C.VixDiskLibHandle, start, n C.VixDiskLibSectorType, buf *C.uint8) (ret C.VixError) {
-	defer guard(&ret)
+// ioArgs checks a data call's handle, sector range and buffer and returns
+// the handle, the byte offset and the caller's buffer as a slice.
+func ioArgs(hp C.VixDiskLibHandle, start, n C.VixDiskLibSectorType, buf *C.uint8, call string) (*diskHandle, int64, []byte, C.VixError) {
 	h, e := handleOf(hp)
 	if e != vixOK {
-		return e
+		return nil, 0, nil, e
 	}
 	off, length, err := h.sectors(uint64(start), uint64(n))
 	if err != nil {
-		return fail(err, false)
+		return nil, 0, nil, fail(err, false)
 	}
 	if buf == nil && length > 0 {
-		return invalid("Read: no buffer")
+		return nil, 0, nil, invalid(call + ": no buffer")
 	}
-	if _, err := h.kit().ReadAt(cbytes(unsafe.Pointer(buf), length), off); err != nil {
+	return h, off, cbytes(unsafe.Pointer(buf), length), vixOK
+}
+
+//export VixDiskLib_Read
+func VixDiskLib_Read(hp C.VixDiskLibHandle, start, n C.VixDiskLibSectorType, buf *C.uint8) (ret C.VixError) {
+	defer guard(&ret)
+	h, off, p, e := ioArgs(hp, start, n, buf, "Read")
+	if e != vixOK {
+		return e
+	}
+	if _, err := h.kit().ReadAt(p, off); err != nil {
 		return fail(err, h.remote())
 	}
 	return vixOK
@@ -485,18 +495,11 @@ func VixDiskLib_Read(hp C.VixDiskLibHandle, start, n C.VixDiskLibSectorType, buf
 //export VixDiskLib_Write
 func VixDiskLib_Write(hp C.VixDiskLibHandle, start, n C.VixDiskLibSectorType, buf *C.uint8) (ret C.VixError) {
 	defer guard(&ret)
-	h, e := handleOf(hp)
+	h, off, p, e := ioArgs(hp, start, n, buf, "Write")
 	if e != vixOK {
 		return e
 	}
-	off, length, err := h.sectors(uint64(start), uint64(n))
-	if err != nil {
-		return fail(err, false)
-	}
-	if buf == nil && length > 0 {
-		return invalid("Write: no buffer")
-	}
-	if _, err := h.kit().WriteAt(cbytes(unsafe.Pointer(buf), length), off); err != nil {
+	if _, err := h.kit().WriteAt(p, off); err != nil {
 		return fail(err, h.remote())
 	}
 	return vixOK
@@ -515,18 +518,11 @@ func VixDiskLib_WriteAsync(hp C.VixDiskLibHandle, start, n C.VixDiskLibSectorTyp
 }
 
 func asyncIO(hp C.VixDiskLibHandle, start, n C.VixDiskLibSectorType, buf *C.uint8, cb C.VixDiskLibCompletionCB, data unsafe.Pointer, write bool) C.VixError {
-	h, e := handleOf(hp)
+	h, off, p, e := ioArgs(hp, start, n, buf, "asynchronous I/O")
 	if e != vixOK {
 		return e
 	}
-	off, length, err := h.sectors(uint64(start), uint64(n))
-	if err != nil {
-		return fail(err, false)
-	}
-	if buf == nil && length > 0 {
-		return invalid("asynchronous I/O: no buffer")
-	}
-	h.async(cbytes(unsafe.Pointer(buf), length), off, write, cb, data)
+	h.async(p, off, write, cb, data)
 	return vixAsync
 }
 
