@@ -481,31 +481,18 @@ func TestForgetPrune(t *testing.T) {
 // writes applied; the point itself is unchanged.
 func TestInstantRestoreOverlay(t *testing.T) {
 	qio := testenv.Tool(t, "qemu-io")
-	backupRepo(t)
-	dir := t.TempDir()
-	img := filepath.Join(dir, "d.raw")
-	data := make([]byte, 8<<20)
-	rand.New(rand.NewSource(7)).Read(data)
-	os.WriteFile(img, data, 0o644)
-	id := lastBackup(t, img).Point
-	sock := filepath.Join(dir, "s")
-	ov := filepath.Join(dir, "overlay.vmdk")
-	stop := startExport(t, []string{"export", "--overlay", ov, "--socket", sock, "point:latest"}, sock)
-	uri := "nbd+unix:///?socket=" + sock
-	if out, err := exec.Command(qio, "-f", "raw", "-c", "write -P 85 1M 64k", "-c", "write -z 3M 128k", "-c", "read -P 85 1M 64k", uri).CombinedOutput(); err != nil {
+	e := serveOverlay(t, 8<<20, 7)
+	if out, err := exec.Command(qio, "-f", "raw", "-c", "write -P 85 1M 64k", "-c", "write -z 3M 128k", "-c", "read -P 85 1M 64k", e.uri).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-io through the overlay: %v\n%s", err, out)
 	}
-	stop()
-	want := bytes.Clone(data)
+	want := bytes.Clone(e.data)
 	copy(want[1<<20:], bytes.Repeat([]byte{85}, 64<<10))
 	clear(want[3<<20 : 3<<20+128<<10])
-	out := filepath.Join(dir, "out.raw")
-	mustRun(t, "restore", "--overlay", ov, "-O", "raw", short(id), out)
-	if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
-		t.Error("the restore with the overlay's writes differs")
-	}
-	restoredEquals(t, id, data) // the point is as it was
+	e.check(t, want, "whole-grain writes")
+	dir, id, ov := e.dir, e.id, e.overlay
+	restoredEquals(t, id, e.data) // the point is as it was
 	// The overlay belongs to its point: another point is refused.
+	img := filepath.Join(dir, "d.raw")
 	os.WriteFile(img, want, 0o644)
 	other := lastBackup(t, img).Point
 	if _, _, code := run(t, "restore", "--overlay", ov, "-O", "raw", other, filepath.Join(dir, "o2.raw")); code != ExitInvalid || fileExists(filepath.Join(dir, "o2.raw")) {

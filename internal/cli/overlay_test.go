@@ -19,33 +19,57 @@ import (
 // data, through the export and in the restore with the overlay.
 func TestOverlaySubGrainWrites(t *testing.T) {
 	qio := testenv.Tool(t, "qemu-io")
-	backupRepo(t)
-	dir := t.TempDir()
-	img := filepath.Join(dir, "d.raw")
-	data := make([]byte, 4<<20)
-	rand.New(rand.NewSource(9)).Read(data)
-	os.WriteFile(img, data, 0o644)
-	id := lastBackup(t, img).Point
-	sock := filepath.Join(dir, "s")
-	ov := filepath.Join(dir, "overlay.vmdk")
-	stop := startExport(t, []string{"export", "--overlay", ov, "--socket", sock, "point:latest"}, sock)
-	uri := "nbd+unix:///?socket=" + sock
-	if out, err := exec.Command(qio, "-f", "raw", "-c", "write -P 85 1052672 4096", "-c", "write -z 2101248 512", uri).CombinedOutput(); err != nil {
+	e := serveOverlay(t, 4<<20, 9)
+	if out, err := exec.Command(qio, "-f", "raw", "-c", "write -P 85 1052672 4096", "-c", "write -z 2101248 512", e.uri).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-io through the overlay: %v\n%s", err, out)
 	}
-	want := bytes.Clone(data)
+	want := bytes.Clone(e.data)
 	copy(want[1052672:], bytes.Repeat([]byte{85}, 4096))
 	clear(want[2101248 : 2101248+512])
-	got := filepath.Join(dir, "served.raw")
-	mustRun(t, "convert", "-O", "raw", uri, got)
-	stop()
-	if b, _ := os.ReadFile(got); !bytes.Equal(b, want) {
-		t.Errorf("the export with sub-grain writes reads otherwise than the point with them: first difference at %d", firstDiff(b, want))
+	e.check(t, want, "sub-grain writes")
+}
+
+// overlayExport is a backup point of random data served writable over a
+// Unix socket with an instant restore's overlay.
+type overlayExport struct {
+	dir, id, uri, overlay string
+	data                  []byte
+	stop                  func()
+}
+
+// serveOverlay backs up size random bytes (from seed) into a new
+// repository and serves the point with an overlay.
+func serveOverlay(t *testing.T, size int, seed int64) overlayExport {
+	t.Helper()
+	backupRepo(t)
+	e := overlayExport{dir: t.TempDir(), data: make([]byte, size)}
+	rand.New(rand.NewSource(seed)).Read(e.data)
+	img := filepath.Join(e.dir, "d.raw")
+	if err := os.WriteFile(img, e.data, 0o644); err != nil {
+		t.Fatal(err)
 	}
-	out := filepath.Join(dir, "out.raw")
-	mustRun(t, "restore", "--overlay", ov, "-O", "raw", short(id), out)
+	e.id = lastBackup(t, img).Point
+	sock := filepath.Join(e.dir, "s")
+	e.overlay = filepath.Join(e.dir, "overlay.vmdk")
+	e.stop = startExport(t, []string{"export", "--overlay", e.overlay, "--socket", sock, "point:latest"}, sock)
+	e.uri = "nbd+unix:///?socket=" + sock
+	return e
+}
+
+// check reads the export and, once it is stopped, the restore of the point
+// with the overlay applied: both must equal want.
+func (e overlayExport) check(t *testing.T, want []byte, what string) {
+	t.Helper()
+	got := filepath.Join(e.dir, "served.raw")
+	mustRun(t, "convert", "-O", "raw", e.uri, got)
+	e.stop()
+	if b, _ := os.ReadFile(got); !bytes.Equal(b, want) {
+		t.Errorf("the export after %s differs from the model at %d", what, firstDiff(b, want))
+	}
+	out := filepath.Join(e.dir, "out.raw")
+	mustRun(t, "restore", "--overlay", e.overlay, "-O", "raw", short(e.id), out)
 	if b, _ := os.ReadFile(out); !bytes.Equal(b, want) {
-		t.Errorf("the restore with sub-grain overlay writes differs: first difference at %d", firstDiff(b, want))
+		t.Errorf("the restore with the overlay after %s differs from the model at %d", what, firstDiff(b, want))
 	}
 }
 
@@ -66,22 +90,11 @@ func firstDiff(a, b []byte) int {
 // the same grains of an instant restore's overlay in random order: every
 // piece lands, and every byte nobody wrote stays the point's.
 func TestOverlayConcurrentSubGrainWrites(t *testing.T) {
-	backupRepo(t)
-	dir := t.TempDir()
-	img := filepath.Join(dir, "d.raw")
-	const size = 4 << 20
-	data := make([]byte, size)
-	rand.New(rand.NewSource(11)).Read(data)
-	os.WriteFile(img, data, 0o644)
-	id := lastBackup(t, img).Point
-	sock := filepath.Join(dir, "s")
-	ov := filepath.Join(dir, "overlay.vmdk")
-	stop := startExport(t, []string{"export", "--overlay", ov, "--socket", sock, "point:latest"}, sock)
-	uri := "nbd+unix:///?socket=" + sock
+	e := serveOverlay(t, 4<<20, 11)
 
 	// Pieces: 4 KiB writes at every other 4 KiB slot of 16 grains, and
 	// 512-byte zeroes in the slots between, each owned by one connection.
-	want := bytes.Clone(data)
+	want := bytes.Clone(e.data)
 	type piece struct {
 		off  int64
 		zero bool
@@ -107,7 +120,7 @@ func TestOverlayConcurrentSubGrainWrites(t *testing.T) {
 	errs := make(chan error, 64)
 	var clients []*nbd.Client
 	for c := range 4 {
-		cl, err := nbd.Dial(context.Background(), uri, nil)
+		cl, err := nbd.Dial(context.Background(), e.uri, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,15 +159,5 @@ func TestOverlayConcurrentSubGrainWrites(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	got := filepath.Join(dir, "served.raw")
-	mustRun(t, "convert", "-O", "raw", uri, got)
-	stop()
-	if b, _ := os.ReadFile(got); !bytes.Equal(b, want) {
-		t.Errorf("the export after concurrent sub-grain writes differs from the model at %d", firstDiff(b, want))
-	}
-	out := filepath.Join(dir, "out.raw")
-	mustRun(t, "restore", "--overlay", ov, "-O", "raw", short(id), out)
-	if b, _ := os.ReadFile(out); !bytes.Equal(b, want) {
-		t.Errorf("the restore after concurrent sub-grain writes differs from the model at %d", firstDiff(b, want))
-	}
+	e.check(t, want, "concurrent sub-grain writes")
 }
