@@ -393,19 +393,26 @@ func VixDiskLib_CheckRepair(conn C.VixDiskLibConnection, filename *C.char, repai
 //export VixDiskLib_IsAttachPossible
 func VixDiskLib_IsAttachPossible(parent, child C.VixDiskLibHandle) (ret C.VixError) {
 	defer guard(&ret)
+	_, _, e := attachPair(parent, child)
+	return e
+}
+
+// attachPair resolves the handles of an attach and checks that the child
+// can be attached to the parent.
+func attachPair(parent, child C.VixDiskLibHandle) (*diskHandle, *diskHandle, C.VixError) {
 	p, e := handleOf(parent)
 	if e != vixOK {
-		return e
+		return nil, nil, e
 	}
 	ch, e := handleOf(child)
 	if e != vixOK {
-		return e
+		return nil, nil, e
 	}
 	if code, err := attachable(p, ch); err != nil {
 		record(code, err, true)
-		return C.VixError(code)
+		return nil, nil, C.VixError(code)
 	}
-	return vixOK
+	return p, ch, vixOK
 }
 
 // attachable checks, on the open handles, that the child can be attached
@@ -441,17 +448,9 @@ func attachable(p, ch *diskHandle) (uint64, error) {
 //export VixDiskLib_Attach
 func VixDiskLib_Attach(parent, child C.VixDiskLibHandle) (ret C.VixError) {
 	defer guard(&ret)
-	p, e := handleOf(parent)
+	p, ch, e := attachPair(parent, child)
 	if e != vixOK {
 		return e
-	}
-	ch, e := handleOf(child)
-	if e != vixOK {
-		return e
-	}
-	if code, err := attachable(p, ch); err != nil {
-		record(code, err, true)
-		return C.VixError(code)
 	}
 	ctx := context.Background()
 	// The child is reopened as the combined chain; the parent handle ends,
