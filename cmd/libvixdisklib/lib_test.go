@@ -368,6 +368,50 @@ func TestPluginWrite(t *testing.T) {
 	}
 }
 
+// TestPluginMultiConn puts nbdkit's multi-conn filter in front of the
+// plugin, so that nbdcopy reads over four connections at once, each with
+// its own ConnectEx and Open of the same file: the bytes equal qemu-img's
+// reading. Opened for writing, the second connection's Open is refused
+// (the file is in use) and the image is left as it was.
+func TestPluginMultiConn(t *testing.T) {
+	testenv.Tool(t, "qemu-img")
+	testenv.Tool(t, "nbdcopy")
+	built(t)
+	dir := t.TempDir()
+	for _, im := range []image{
+		{"mc-monolithicSparse", "monolithicSparse", "qemu-img", 96 << 20},
+		{"mc-streamOptimized", "streamOptimized", "vdisk", 96 << 20},
+	} {
+		path, _ := makeImage(t, dir, im)
+		want := filepath.Join(dir, im.name+".want.raw")
+		run(t, "qemu-img", "convert", "-O", "raw", path, want)
+		got := filepath.Join(dir, im.name+".got.raw")
+		out, err := nbdkit(t, []string{"-r", "--filter=multi-conn", "file=" + path},
+			fmt.Sprintf("nbdinfo \"$uri\" | grep -q 'can_multi_conn: true' && nbdcopy --connections=4 --requests=16 \"$uri\" %s", got))
+		if err != nil {
+			t.Fatalf("%s: nbdkit: %v\n%s", im.name, err, out)
+		}
+		sameBytes(t, got, want)
+	}
+
+	path, _ := makeImage(t, dir, image{"mc-write", "monolithicSparse", "qemu-img", 32 << 20})
+	before := filepath.Join(dir, "before.raw")
+	run(t, "qemu-img", "convert", "-O", "raw", path, before)
+	src := filepath.Join(dir, "src.raw")
+	writePattern(t, src, 32<<20, 99)
+	out, err := nbdkit(t, []string{"--filter=multi-conn", "file=" + path}, fmt.Sprintf("nbdcopy --connections=4 %s \"$uri\"", src))
+	if err == nil {
+		t.Fatalf("four writable opens of one file were all accepted:\n%s", out)
+	}
+	if !strings.Contains(out, "already in use") {
+		t.Fatalf("the writable multi-conn copy failed, but not on the file being in use:\n%s", out)
+	}
+	run(t, "qemu-img", "check", path)
+	after := filepath.Join(dir, "after.raw")
+	run(t, "qemu-img", "convert", "-O", "raw", path, after)
+	sameBytes(t, after, before)
+}
+
 // TestPluginCreate has the plugin create every disk type (create=true)
 // and checks the images with qemu-img check; vmfs-sparse, a redo log, is
 // refused.

@@ -135,6 +135,19 @@ func TestPluginRemote(t *testing.T) {
 			}
 		})
 	}
+	t.Run("multi-conn", func(t *testing.T) {
+		// nbdkit's multi-conn filter: four plugin connections, each its
+		// own ConnectEx and Open of the snapshot, read at once.
+		got := filepath.Join(t.TempDir(), "snap.raw")
+		a := append([]string{"-r", "--filter=multi-conn"}, args(h.Thumbprint, "nbdssl")...)
+		out, err := nbdkit(t, a, fmt.Sprintf("nbdinfo \"$uri\" | grep -q 'can_multi_conn: true' && nbdcopy --connections=4 --requests=16 \"$uri\" %s", got))
+		if err != nil {
+			t.Fatalf("nbdkit: %v\n%s", err, out)
+		}
+		if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("the snapshot read over four connections differs (err %v)", err)
+		}
+	})
 	t.Run("cookie", func(t *testing.T) {
 		// A saved host session (creds.sessionId.cookie) instead of a
 		// password.
