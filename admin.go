@@ -31,11 +31,8 @@ type CreateParams struct {
 // Create makes a new, empty disk (VixDiskLib_Create): a local file, a
 // host's detached disk (Spec.Disk), or a disk added to a VM at Spec.Key.
 func (c *Conn) Create(ctx context.Context, spec Spec, p CreateParams) error {
-	if p.Capacity <= 0 {
-		return disk.Errorf(disk.ErrInvalid, "vdisk: capacity must be positive")
-	}
-	if spec.Snapshot != "" {
-		return disk.Errorf(disk.ErrInvalid, "vdisk: a snapshot cannot be created with Create")
+	if err := checkCreate(spec, p); err != nil {
+		return err
 	}
 	if spec.Path != "" {
 		d, err := createLocal(ctx, spec.Path, p)
@@ -54,6 +51,17 @@ func (c *Conn) Create(ctx context.Context, spec Spec, p CreateParams) error {
 		return c.api.Do(ctx, "POST", "/api/v1/vms/"+hostclient.Esc(spec.VM)+"/disks", req, nil)
 	}
 	return c.api.Do(ctx, "POST", "/api/v1/disks", req, nil)
+}
+
+// checkCreate refuses what no Create may make.
+func checkCreate(spec Spec, p CreateParams) error {
+	if p.Capacity <= 0 {
+		return disk.Errorf(disk.ErrInvalid, "vdisk: capacity must be positive")
+	}
+	if spec.Snapshot != "" {
+		return disk.Errorf(disk.ErrInvalid, "vdisk: a snapshot cannot be created with Create")
+	}
+	return nil
 }
 
 func createLocal(ctx context.Context, path string, p CreateParams) (disk.Disk, error) {
@@ -100,22 +108,49 @@ func Clone(ctx context.Context, dst *Conn, dstSpec Spec, src *Conn, srcSpec Spec
 	if p.Capacity == 0 {
 		p.Capacity = s.Size()
 	}
+	if p.Capacity < s.Size() {
+		return disk.CopyStats{}, disk.Errorf(disk.ErrInvalid, "vdisk: a clone of %d bytes cannot hold its source's %d", p.Capacity, s.Size())
+	}
 	if p.Adapter == "" {
 		if in, err := s.Info(ctx); err == nil && in.Adapter != "" {
 			p.Adapter = in.Adapter
 		}
 	}
-	if err := dst.Create(ctx, dstSpec, p); err != nil {
+	copyOpts := &disk.CopyOptions{DstZeroed: true, Workers: opts.Workers,
+		Sequential: p.Type == string(vmdk.StreamOptimized), Progress: opts.Progress}
+	if dstSpec.Path == "" {
+		if err := dst.Create(ctx, dstSpec, p); err != nil {
+			return disk.CopyStats{}, err
+		}
+		d, err := dst.Open(ctx, dstSpec, 0)
+		if err != nil {
+			return disk.CopyStats{}, err
+		}
+		st, err := disk.Copy(ctx, d, s, copyOpts)
+		if cerr := d.Close(); err == nil {
+			err = cerr
+		}
+		return st, err
+	}
+	// A local destination is written through the disk its creation
+	// returns: a streamOptimized file can be written only then, as a
+	// stream. A clone that fails removes what it created, so that a
+	// retry does not meet a half-copied file.
+	if err := checkCreate(dstSpec, p); err != nil {
 		return disk.CopyStats{}, err
 	}
-	d, err := dst.Open(ctx, dstSpec, 0)
+	d, err := createLocal(ctx, dstSpec.Path, p)
 	if err != nil {
 		return disk.CopyStats{}, err
 	}
-	st, err := disk.Copy(ctx, d, s, &disk.CopyOptions{DstZeroed: true, Workers: opts.Workers,
-		Sequential: p.Type == string(vmdk.StreamOptimized), Progress: opts.Progress})
+	st, err := disk.Copy(ctx, d, s, copyOpts)
 	if cerr := d.Close(); err == nil {
 		err = cerr
+	}
+	if err != nil {
+		if uerr := dst.Unlink(context.WithoutCancel(ctx), dstSpec); uerr != nil && !errors.Is(uerr, os.ErrNotExist) {
+			err = fmt.Errorf("%w (and removing the partial clone: %v)", err, uerr)
+		}
 	}
 	return st, err
 }

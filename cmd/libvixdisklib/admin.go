@@ -39,8 +39,7 @@ func subformat(t C.VixDiskLibDiskType) (vmdk.Subformat, error) {
 		return "", disk.Errorf(disk.ErrInvalid, "vixdisklib: unknown disk type %d", int(t))
 	case s == vmdk.VMFSSparse:
 		// A VMFS sparse disk is a redo log (COWD, or SEsparse on VMFS 6):
-		// vdisk writes it only as the child of a parent (CreateChild),
-		// and writes no SEsparse at all yet.
+		// vdisk writes it only as the child of a parent (CreateChild).
 		return "", disk.Errorf(disk.ErrNotSupported, "vixdisklib: VIXDISKLIB_DISK_VMFS_SPARSE is a redo log: vdisk writes it only as a child (VixDiskLib_CreateChild); a base disk cannot be one")
 	}
 	return s, nil
@@ -53,8 +52,9 @@ var adapterNames = map[C.VixDiskLibAdapterType]string{
 	C.VIXDISKLIB_ADAPTER_SCSI_LSILOGIC: "lsilogic",
 }
 
-// createParams converts VixDiskLibCreateParams.
-func createParams(p *C.VixDiskLibCreateParams) (vdisk.CreateParams, error) {
+// createParams converts VixDiskLibCreateParams. For a clone, a capacity
+// of 0 and an unknown adapter mean the source's.
+func createParams(p *C.VixDiskLibCreateParams, clone bool) (vdisk.CreateParams, error) {
 	var out vdisk.CreateParams
 	if p == nil {
 		return out, disk.Errorf(disk.ErrInvalid, "vixdisklib: no create parameters")
@@ -65,6 +65,8 @@ func createParams(p *C.VixDiskLibCreateParams) (vdisk.CreateParams, error) {
 	}
 	out.Type = string(st)
 	switch a := p.adapterType; {
+	case clone && (a == C.VIXDISKLIB_ADAPTER_UNKNOWN || a == 0):
+		// A clone keeps the source's adapter.
 	case a == C.VIXDISKLIB_ADAPTER_UNKNOWN || a == 0:
 		out.Adapter = "lsilogic"
 	default:
@@ -75,7 +77,10 @@ func createParams(p *C.VixDiskLibCreateParams) (vdisk.CreateParams, error) {
 		out.Adapter = n
 	}
 	out.HWVersion = int(p.hwVersion)
-	if p.capacity == 0 || uint64(p.capacity) > 1<<53/disk.SectorSize {
+	switch {
+	case clone && p.capacity == 0:
+		// A clone's capacity is the source's unless given.
+	case p.capacity == 0 || uint64(p.capacity) > 1<<53/disk.SectorSize:
 		return out, disk.Errorf(disk.ErrInvalid, "vixdisklib: bad capacity %d sectors", uint64(p.capacity))
 	}
 	out.Capacity = int64(p.capacity) * disk.SectorSize
@@ -134,7 +139,7 @@ func VixDiskLib_Create(conn C.VixDiskLibConnection, path *C.char, cp *C.VixDiskL
 	if err := localOnly(c, "Create"); err != nil {
 		return fail(err, true)
 	}
-	p, err := createParams(cp)
+	p, err := createParams(cp, false)
 	if err != nil {
 		return fail(err, false)
 	}
@@ -212,7 +217,7 @@ func VixDiskLib_Clone(dstConn C.VixDiskLibConnection, dstPath *C.char, srcConn C
 	ctx := context.Background()
 	var opts vdisk.CloneOptions
 	if cp != nil {
-		p, err := createParams(cp)
+		p, err := createParams(cp, true)
 		if err != nil {
 			return fail(err, false)
 		}

@@ -487,7 +487,7 @@ func TestSample(t *testing.T) {
 		t.Fatalf("sample: %v\n%s", err, out)
 	}
 	for _, want := range []string{"log: VixDiskLib: initialised", "info capacity=131072 adapter=3", "read back ok", "async ok", "allocated blocks=2",
-		"metadata vdisk.test=hello", "clone ok", "grow shrink rename ok", "attached parent=base.vmdk", "params server=(local)",
+		"metadata vdisk.test=hello", "stream clone ok", "clone ok", "grow shrink rename ok", "attached parent=base.vmdk", "params server=(local)",
 		"error text: The handle is not valid: vixdisklib: not a disk handle", "check ok", "child ok", "bad handle refused", "done"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("sample output lacks %q:\n%s", want, out)

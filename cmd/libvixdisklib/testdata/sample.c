@@ -192,6 +192,27 @@ int main(int argc, char **argv) {
     fprintf(stderr, "clone over an existing file not refused\n");
     return 1;
   }
+  {
+    /* A streamOptimized clone, written as it is made (the way an OVF
+     * export makes its disks), read back. */
+    char streamPath[4096];
+    VixDiskLibCreateParams cp;
+    VixDiskLibHandle sh;
+    memset(&cp, 0, sizeof cp);
+    cp.diskType = VIXDISKLIB_DISK_STREAM_OPTIMIZED;
+    cp.adapterType = VIXDISKLIB_ADAPTER_SCSI_LSILOGIC;
+    cp.hwVersion = VIXDISKLIB_HWVERSION_WORKSTATION_5;
+    snprintf(streamPath, sizeof streamPath, "%s/stream.vmdk", argv[1]);
+    CHECK(VixDiskLib_Clone(conn, streamPath, conn, path, &cp, NULL, NULL, FALSE));
+    CHECK(VixDiskLib_Open(conn, streamPath, VIXDISKLIB_FLAG_OPEN_READ_ONLY, &sh));
+    CHECK(VixDiskLib_Read(sh, 2048, 128, back));
+    if (memcmp(buf, back, 128 * 512) != 0) {
+      fprintf(stderr, "the streamOptimized clone reads differently\n");
+      return 1;
+    }
+    CHECK(VixDiskLib_Close(sh));
+    printf("stream clone ok\n");
+  }
   printf("clone ok\n");
   CHECK(VixDiskLib_CheckRepair(conn, clonePath, FALSE));
   printf("check ok\n");
