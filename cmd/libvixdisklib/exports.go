@@ -533,7 +533,7 @@ func VixDiskLib_Wait(hp C.VixDiskLibHandle) (ret C.VixError) {
 	if e != vixOK {
 		return e
 	}
-	h.pending.Wait()
+	h.pending.wait()
 	return vixOK
 }
 

@@ -28,8 +28,8 @@ type diskHandle struct {
 	h  *vdisk.Handle
 
 	// pending counts asynchronous requests whose callback has not
-	// returned yet; Wait and Close wait for it.
-	pending sync.WaitGroup
+	// returned yet; Wait and Close wait for them.
+	pending inflight
 	// slots bounds the asynchronous requests running at once.
 	slots chan struct{}
 	once  sync.Once
@@ -55,7 +55,7 @@ func (h *diskHandle) reopen(ctx context.Context, spec vdisk.Spec, change func() 
 
 // reopenFlags is reopen, adding flags to the handle's open flags.
 func (h *diskHandle) reopenFlags(ctx context.Context, spec vdisk.Spec, add vdisk.OpenFlags, change func() error) error {
-	h.pending.Wait()
+	h.pending.wait()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.h.Close(); err != nil {
@@ -76,7 +76,7 @@ func (h *diskHandle) reopenFlags(ctx context.Context, spec vdisk.Spec, add vdisk
 // closes the kit handle. It runs once.
 func (h *diskHandle) close() error {
 	h.once.Do(func() {
-		h.pending.Wait()
+		h.pending.wait()
 		h.err = h.kit().Close()
 		h.c.mu.Lock()
 		delete(h.c.handles, h)
@@ -115,9 +115,9 @@ func (outOfRange) Error() string { return "out of range" }
 // cap(h.slots) requests run at once; the caller waits for a slot.
 func (h *diskHandle) async(p []byte, off int64, write bool, cb C.VixDiskLibCompletionCB, data unsafe.Pointer) {
 	h.slots <- struct{}{}
-	h.pending.Add(1)
+	e := h.pending.start()
 	go func() {
-		defer h.pending.Done()
+		defer h.pending.done(e)
 		var err error
 		if write {
 			_, err = h.kit().WriteAt(p, off)
