@@ -46,7 +46,7 @@ func runC(t *testing.T, exe string, args ...string) string {
 // and writing one handle at once, synchronously and with batches of
 // asynchronous requests, while a ninth asks for the allocated blocks,
 // every read checked against the threads' model; then the disk is read
-// whole after a reopen. On a local file qemu-img checks the image and
+// whole after a reopen, and eight threads open, read and close it at once. On a local file qemu-img checks the image and
 // reads the model's bytes; on a host's disk (nbdssl, then nbd) a fresh
 // kit connection reads them.
 func TestConcurrentHandle(t *testing.T) {
@@ -60,7 +60,7 @@ func TestConcurrentHandle(t *testing.T) {
 	t.Run("local", func(t *testing.T) {
 		dir := t.TempDir()
 		out := runC(t, exe, dir)
-		if !strings.Contains(out, "stress ok") {
+		if !strings.Contains(out, "stress ok") || !strings.Contains(out, "concurrent opens ok") {
 			t.Fatalf("stress output:\n%s", out)
 		}
 		img := filepath.Join(dir, "stress.vmdk")
@@ -73,7 +73,7 @@ func TestConcurrentHandle(t *testing.T) {
 		for _, mode := range []string{"nbdssl", "nbd"} {
 			dir := t.TempDir()
 			out := runC(t, exe, dir, host, port, "admin", servertest.Password, sha1Thumbprint(t, h.API), "moref="+moref, dsPath, mode)
-			if !strings.Contains(out, "stress ok") {
+			if !strings.Contains(out, "stress ok") || !strings.Contains(out, "concurrent opens ok") {
 				t.Fatalf("%s: stress output:\n%s", mode, out)
 			}
 			want, err := os.ReadFile(filepath.Join(dir, "model.raw"))

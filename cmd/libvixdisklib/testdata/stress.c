@@ -14,8 +14,10 @@
  * model. One more thread asks QueryAllocatedBlocks all the while. At the
  * end the disk is flushed, closed, reopened read-only and read whole
  * against the model, which is also written to WORKDIR/model.raw for the
- * test to compare with qemu-img's reading. Exits 1 at the first
- * difference. */
+ * test to compare with qemu-img's reading. Then eight threads at once open
+ * the disk read-only, on the shared connection and on connections of
+ * their own, read it against the model and close it again. Exits 1 at the
+ * first difference. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +171,46 @@ static void *querier(void *arg) {
   return NULL;
 }
 
+/* The second phase: threads open, read and close handles of their own at
+ * once, on the shared connection and on connections of their own. */
+static VixDiskLibConnection shared_conn;
+static VixDiskLibConnectParams *params;
+static const char *disk_path;
+static const char *modes;
+
+static void *opener(void *arg) {
+  int id = (int)(long)arg, k;
+  unsigned seed = 2000 + id;
+  uint8 *buf = malloc(MAXSECT * VIXDISKLIB_SECTOR_SIZE);
+  for (k = 0; k < 6; k++) {
+    VixDiskLibConnection conn = shared_conn;
+    VixDiskLibHandle oh;
+    VixDiskLibInfo *info;
+    VixDiskLibBlockList *bl;
+    uint64 s, n;
+    int j;
+    if (k % 2 == 1)
+      CHECK(VixDiskLib_ConnectEx(params, TRUE, NULL, modes, &conn));
+    CHECK(VixDiskLib_Open(conn, disk_path, VIXDISKLIB_FLAG_OPEN_READ_ONLY, &oh));
+    CHECK(VixDiskLib_GetInfo(oh, &info));
+    if (info->capacity != sectors)
+      FAIL("a concurrent open sees %llu sectors", (unsigned long long)info->capacity);
+    VixDiskLib_FreeInfo(info);
+    for (j = 0; j < 8; j++) {
+      pick(0, sectors, &seed, &s, &n);
+      CHECK(VixDiskLib_Read(oh, s, n, buf));
+      verify(buf, s, n, "a concurrently opened handle's Read");
+    }
+    CHECK(VixDiskLib_QueryAllocatedBlocks(oh, 0, sectors, VIXDISKLIB_MIN_CHUNK_SIZE, &bl));
+    CHECK(VixDiskLib_FreeBlockList(bl));
+    CHECK(VixDiskLib_Close(oh));
+    if (conn != shared_conn)
+      CHECK(VixDiskLib_Disconnect(conn));
+  }
+  free(buf);
+  return NULL;
+}
+
 static void logf_(const char *fmt, va_list ap) {
   (void)fmt;
   (void)ap;
@@ -239,6 +281,17 @@ int main(int argc, char **argv) {
   }
   free(buf);
   CHECK(VixDiskLib_Close(h));
+
+  shared_conn = conn;
+  params = cp;
+  disk_path = path;
+  modes = remote ? argv[9] : NULL;
+  for (i = 0; i < THREADS; i++)
+    if (pthread_create(&t[i], NULL, opener, (void *)(long)i) != 0)
+      FAIL("pthread_create");
+  for (i = 0; i < THREADS; i++)
+    pthread_join(t[i], NULL);
+  printf("concurrent opens ok\n");
   CHECK(VixDiskLib_Disconnect(conn));
   VixDiskLib_FreeConnectParams(cp);
   VixDiskLib_Exit();
