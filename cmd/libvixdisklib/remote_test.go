@@ -148,6 +148,42 @@ func TestPluginRemote(t *testing.T) {
 			t.Fatalf("the snapshot read over four connections differs (err %v)", err)
 		}
 	})
+	t.Run("multi-conn-write", func(t *testing.T) {
+		// Writing the VM's disk (not the snapshot) through four plugin
+		// connections at once: the host serves one disk to all of them,
+		// and the filter passes every flush to each.
+		dir := t.TempDir()
+		src := filepath.Join(dir, "src.raw")
+		writePattern(t, src, int64(len(want)), 42)
+		a := []string{"--filter=multi-conn", "server=" + host, "port=" + port, "user=admin", "password=+" + pw, "thumbprint=" + sha1tp,
+			"vm=moref=" + moref, "file=" + dsPath, "transports=nbdssl"}
+		out, err := nbdkit(t, a, fmt.Sprintf("nbdcopy --connections=4 --requests=16 %s \"$uri\"", src))
+		if err != nil {
+			t.Fatalf("nbdkit: %v\n%s", err, out)
+		}
+		wantDisk, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		c, err := vdisk.Connect(ctx, vdisk.ConnectParams{Server: h.API, User: "admin", Password: servertest.Password, Thumbprint: h.Thumbprint})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		d, err := c.Open(ctx, vdisk.Spec{VM: "web01", Key: "scsi0:0"}, vdisk.OpenReadOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		got := make([]byte, len(wantDisk))
+		if _, err := d.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, wantDisk) {
+			t.Fatal("the disk written over four connections differs from what was written")
+		}
+	})
 	t.Run("cookie", func(t *testing.T) {
 		// A saved host session (creds.sessionId.cookie) instead of a
 		// password.
