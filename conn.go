@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/internal/hostclient"
@@ -65,6 +67,12 @@ type Conn struct {
 	about hostclient.About
 	tls   *tls.Config
 
+	// ownSession: Connect logged in with the password, so the session is
+	// this Conn's alone until Token hands it out (tokenOut); Close then
+	// ends it, as nobody else could ever use it.
+	ownSession bool
+	tokenOut   atomic.Bool
+
 	mu      sync.Mutex
 	handles map[*Handle]bool
 	closed  bool
@@ -122,10 +130,14 @@ func Connect(ctx context.Context, p ConnectParams) (*Conn, error) {
 	server := api.Server()
 	if p.Token == "" {
 		if _, err := c.api.Login(ctx, p.User, p.Password); err != nil {
+			c.api.Close()
 			return nil, err
 		}
+		c.ownSession = true
 	}
 	if c.about, err = c.api.About(ctx); err != nil {
+		c.endSession()
+		c.api.Close()
 		return nil, err
 	}
 	log.Debug("vdisk: connected", "server", server, "version", c.about.Version)
@@ -135,12 +147,29 @@ func Connect(ctx context.Context, p ConnectParams) (*Conn, error) {
 // Remote reports whether the connection is to a host.
 func (c *Conn) Remote() bool { return c.api != nil }
 
-// Token returns the host session token, to save a login.
+// Token returns the host session token, to save a login. A session whose
+// token has been asked for outlives Close.
 func (c *Conn) Token() string {
 	if c.api == nil {
 		return ""
 	}
+	c.tokenOut.Store(true)
 	return c.api.Token()
+}
+
+// endSession logs out of a session Connect made with the password and
+// whose token nobody was given: no one could use it after Close, and left
+// to expire it would count against the user's session limit meanwhile (64
+// by default, so a program that connects per disk would be locked out).
+func (c *Conn) endSession() {
+	if !c.ownSession || c.tokenOut.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(c.cfg.Timeout, 5*time.Second))
+	defer cancel()
+	if err := c.api.Logout(ctx); err != nil {
+		c.log.Debug("vdisk: ending the session failed; it expires on its own", "err", err.Error())
+	}
 }
 
 // Transports returns the mode list Open tries.
@@ -163,8 +192,10 @@ func (c *Conn) untrack(h *Handle) {
 }
 
 // Close closes the handles still open, then the connection
-// (VixDiskLib_Disconnect). The host session stays valid until it expires,
-// so a saved Token can be reused; call Logout to end it.
+// (VixDiskLib_Disconnect). A session Connect made with the password ends
+// with it, unless Token was called: then it stays valid until it expires,
+// so the saved token can be reused; call Logout to end it. A session
+// given as ConnectParams.Token is the caller's and stays.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -182,6 +213,7 @@ func (c *Conn) Close() error {
 		errs = append(errs, h.Close())
 	}
 	if c.api != nil {
+		c.endSession()
 		c.api.Close()
 	}
 	return errors.Join(errs...)

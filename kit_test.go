@@ -617,3 +617,55 @@ func TestOpenErrorCodes(t *testing.T) {
 		t.Errorf("creating a disk that exists: code %v (%v), want ErrInvalid", disk.CodeOf(err), err)
 	}
 }
+
+// TestCloseEndsOwnSession connects with the password, again and again,
+// more times than the user may hold sessions: each Close ends its
+// session, so no Connect is refused. A session whose token was taken
+// outlives Close and still connects; one given as a token is the
+// caller's and outlives Close too.
+func TestCloseEndsOwnSession(t *testing.T) {
+	ctx := context.Background()
+	h := startHost(t, func(c *server.Config) { c.Sessions.MaxUserSessions = 4; c.Sessions.AdminSessions = 0 })
+	for i := range 12 {
+		c, err := vdisk.Connect(ctx, h.params)
+		if err != nil {
+			t.Fatalf("connect %d: %v", i, err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := vdisk.Connect(ctx, h.params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := c.Token()
+	c.Close()
+	p := h.params
+	p.User, p.Password, p.Token = "", "", tok
+	for range 2 {
+		c2, err := vdisk.Connect(ctx, p)
+		if err != nil {
+			t.Fatalf("the saved token no longer connects after Close: %v", err)
+		}
+		c2.Close()
+	}
+	// The kept session counts: three more password sessions fit, not four.
+	var open []*vdisk.Conn
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	for range 3 {
+		c, err := vdisk.Connect(ctx, h.params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+	}
+	if c, err := vdisk.Connect(ctx, h.params); err == nil {
+		c.Close()
+		t.Fatal("a fifth session was allowed: the limit did not apply, so this test shows nothing")
+	}
+}

@@ -279,3 +279,26 @@ func TestAccessLeases(t *testing.T) {
 		t.Errorf("local PrepareForAccess: %v, want a no-op", err)
 	}
 }
+
+// TestDisconnectEndsSession connects with a password and disconnects more
+// times than the host lets one user hold sessions: each Disconnect ends
+// the session its ConnectEx made (as VDDK's does), so no ConnectEx is
+// refused. nbdkit makes one ConnectEx per NBD connection, so a session
+// left to expire would lock the user out after a few dozen copies.
+func TestDisconnectEndsSession(t *testing.T) {
+	h := servertest.New(t, func(c *server.Config) { c.Sessions.MaxUserSessions = 3 })
+	if _, err := h.Store().CreateVM("web01"); err != nil {
+		t.Fatal(err)
+	}
+	name, portStr, _ := net.SplitHostPort(h.API)
+	port, _ := strconv.Atoi(portStr)
+	for i := range 10 {
+		conn, e := cConnect(name, uint32(port), "admin", servertest.Password, h.Thumbprint, "", "nbdssl")
+		if e != vixOK {
+			t.Fatalf("ConnectEx %d: VixError %d", i, e)
+		}
+		if e := cDisconnect(conn); e != vixOK {
+			t.Fatalf("Disconnect %d: VixError %d", i, e)
+		}
+	}
+}
