@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/vdisk-project/vdisk"
+	"github.com/vdisk-project/vdisk/internal/testenv"
 	"github.com/vdisk-project/vdisk/server/servertest"
 )
 
@@ -46,27 +47,24 @@ func runC(t *testing.T, exe string, args ...string) string {
 // and writing one handle at once, synchronously and with batches of
 // asynchronous requests, while a ninth asks for the allocated blocks,
 // every read checked against the threads' model; then the disk is read
-// whole after a reopen, and eight threads open, read and close it at once. On a local file qemu-img checks the image and
-// reads the model's bytes; on a host's disk (nbdssl, then nbd) a fresh
-// kit connection reads them.
+// whole after a reopen, and eight threads open, read and close it at
+// once. On a local file (buffered, and unbuffered: O_DIRECT under
+// malloc'd buffers) qemu-img checks the image and reads the model's
+// bytes; on a host's disk (nbdssl, then nbd) a fresh kit connection reads
+// them.
 func TestConcurrentHandle(t *testing.T) {
-	testenv := func(name string) {
-		if _, err := exec.LookPath(name); err != nil {
-			t.Skipf("%s is not installed", name)
-		}
-	}
-	testenv("gcc")
+	testenv.Tool(t, "gcc")
 	exe := buildC(t, "testdata/stress.c")
-	t.Run("local", func(t *testing.T) {
-		dir := t.TempDir()
-		out := runC(t, exe, dir)
-		if !strings.Contains(out, "stress ok") || !strings.Contains(out, "concurrent opens ok") {
-			t.Fatalf("stress output:\n%s", out)
-		}
-		img := filepath.Join(dir, "stress.vmdk")
-		run(t, "qemu-img", "check", img)
-		run(t, "qemu-img", "compare", "-f", "raw", "-F", "vmdk", filepath.Join(dir, "model.raw"), img)
-	})
+	for _, mode := range []string{"local", "local-unbuffered"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			args := []string{dir}
+			if mode == "local-unbuffered" {
+				args = append(args, "unbuffered") // O_DIRECT under malloc'd buffers
+			}
+			stressLocal(t, exe, dir, args)
+		})
+	}
 	t.Run("host", func(t *testing.T) {
 		h, moref, _, dsPath, _ := remoteHost(t)
 		host, port, _ := net.SplitHostPort(h.API)
@@ -100,4 +98,17 @@ func TestConcurrentHandle(t *testing.T) {
 			}
 		}
 	})
+}
+
+// stressLocal runs stress.c on a new local disk in dir and checks the
+// image with qemu-img against the program's model.
+func stressLocal(t *testing.T, exe, dir string, args []string) {
+	t.Helper()
+	out := runC(t, exe, args...)
+	if !strings.Contains(out, "stress ok") || !strings.Contains(out, "concurrent opens ok") {
+		t.Fatalf("stress output:\n%s", out)
+	}
+	img := filepath.Join(dir, "stress.vmdk")
+	run(t, "qemu-img", "check", img)
+	run(t, "qemu-img", "compare", "-f", "raw", "-F", "vmdk", filepath.Join(dir, "model.raw"), img)
 }

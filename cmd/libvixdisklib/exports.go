@@ -486,7 +486,7 @@ func VixDiskLib_Read(hp C.VixDiskLibHandle, start, n C.VixDiskLibSectorType, buf
 	if e != vixOK {
 		return e
 	}
-	if _, err := h.kit().ReadAt(p, off); err != nil {
+	if err := h.readAt(p, off); err != nil {
 		return fail(err, h.remote())
 	}
 	return vixOK
@@ -499,7 +499,7 @@ func VixDiskLib_Write(hp C.VixDiskLibHandle, start, n C.VixDiskLibSectorType, bu
 	if e != vixOK {
 		return e
 	}
-	if _, err := h.kit().WriteAt(p, off); err != nil {
+	if err := h.writeAt(p, off); err != nil {
 		return fail(err, h.remote())
 	}
 	return vixOK

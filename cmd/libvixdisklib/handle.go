@@ -120,9 +120,9 @@ func (h *diskHandle) async(p []byte, off int64, write bool, cb C.VixDiskLibCompl
 		defer h.pending.done(e)
 		var err error
 		if write {
-			_, err = h.kit().WriteAt(p, off)
+			err = h.writeAt(p, off)
 		} else {
-			_, err = h.kit().ReadAt(p, off)
+			err = h.readAt(p, off)
 		}
 		// The slot is free before cb runs: cb may start another request.
 		<-h.slots

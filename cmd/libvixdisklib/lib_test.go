@@ -412,6 +412,74 @@ func TestPluginMultiConn(t *testing.T) {
 	sameBytes(t, after, before)
 }
 
+// TestPluginOptions drives the plugin's open options over the library:
+// unbuffered=true (O_DIRECT under malloc'd buffers, reading and writing),
+// single-link=true on a child (only the child's own data, the rest holes
+// that are not zero), compression=zlib (accepted; vdisk's wire is not
+// compressed) and config= (a VDDK config file with a key it does not
+// know).
+func TestPluginOptions(t *testing.T) {
+	testenv.Tool(t, "qemu-img")
+	testenv.Tool(t, "qemu-io")
+	testenv.Tool(t, "nbdcopy")
+	testenv.Tool(t, "nbdinfo")
+	built(t)
+	dir := t.TempDir()
+	base, baseRaw := makeImage(t, dir, image{"opt-base", "monolithicSparse", "qemu-img", 32 << 20})
+	child := filepath.Join(dir, "child.vmdk")
+	run(t, "qemu-img", "create", "-f", "vmdk", "-b", base, "-F", "vmdk", child)
+	run(t, "qemu-io", "-f", "vmdk", "-c", "write -P 0xab 8M 1M", child)
+	full := filepath.Join(dir, "full.raw")
+	run(t, "qemu-img", "convert", "-O", "raw", child, full)
+	conf := filepath.Join(dir, "vddk.conf")
+	if err := os.WriteFile(conf, []byte("vixDiskLib.transport.LogLevel = 3\nsome.unknown.key = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("unbuffered-read", func(t *testing.T) {
+		got := filepath.Join(t.TempDir(), "got.raw")
+		out, err := nbdkit(t, []string{"-r", "file=" + child, "unbuffered=true", "compression=zlib", "config=" + conf},
+			fmt.Sprintf("nbdcopy \"$uri\" %s", got))
+		if err != nil {
+			t.Fatalf("nbdkit: %v\n%s", err, out)
+		}
+		sameBytes(t, got, full)
+	})
+	t.Run("unbuffered-write", func(t *testing.T) {
+		dst := filepath.Join(t.TempDir(), "dst.vmdk")
+		run(t, "qemu-img", "create", "-f", "vmdk", dst, "32M")
+		out, err := nbdkit(t, []string{"file=" + dst, "unbuffered=true"}, fmt.Sprintf("nbdcopy %s \"$uri\"", baseRaw))
+		if err != nil {
+			t.Fatalf("nbdkit: %v\n%s", err, out)
+		}
+		run(t, "qemu-img", "check", dst)
+		run(t, "qemu-img", "compare", "-f", "raw", "-F", "vmdk", baseRaw, dst)
+	})
+	t.Run("single-link", func(t *testing.T) {
+		got := filepath.Join(t.TempDir(), "got.raw")
+		mapFile := filepath.Join(t.TempDir(), "map.txt")
+		out, err := nbdkit(t, []string{"-r", "file=" + child, "single-link=true"},
+			fmt.Sprintf("nbdcopy \"$uri\" %s && nbdinfo --map \"$uri\" > %s", got, mapFile))
+		if err != nil {
+			t.Fatalf("nbdkit: %v\n%s", err, out)
+		}
+		b, err := os.ReadFile(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := make([]byte, 32<<20)
+		copy(want[8<<20:9<<20], bytes.Repeat([]byte{0xab}, 1<<20))
+		if !bytes.Equal(b, want) {
+			t.Error("single-link read more than the child's own data")
+		}
+		m, _ := os.ReadFile(mapFile)
+		wantMap := "         0     8388608    1  hole\n   8388608     1048576    0  data\n   9437184    24117248    1  hole\n"
+		if string(m) != wantMap {
+			t.Errorf("single-link map:\n%s\nwant:\n%s", m, wantMap)
+		}
+	})
+}
+
 // TestPluginCreate has the plugin create every disk type (create=true)
 // and checks the images with qemu-img check; vmfs-sparse, a redo log, is
 // refused.

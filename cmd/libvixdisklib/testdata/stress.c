@@ -2,7 +2,8 @@
  * against a model. Run by TestConcurrentHandle against vdisk's
  * libvixDiskLib.
  *
- *   stress WORKDIR                    a new local monolithicSparse disk
+ *   stress WORKDIR [unbuffered]       a new local monolithicSparse disk
+ *                                     (unbuffered: opened with O_DIRECT)
  *   stress WORKDIR SERVER PORT USER PASSWORD THUMBPRINT MOREF PATH MODES
  *                                     a host's disk, by datastore path
  *
@@ -225,9 +226,10 @@ int main(int argc, char **argv) {
   uint8 *buf;
   uint64 s;
   int remote = argc == 10, i;
+  uint32 flags = argc == 3 && strcmp(argv[2], "unbuffered") == 0 ? VIXDISKLIB_FLAG_OPEN_UNBUFFERED : 0;
   FILE *f;
 
-  if (argc != 2 && !remote)
+  if (argc != 2 && !remote && flags == 0)
     return 2;
   CHECK(VixDiskLib_InitEx(VIXDISKLIB_VERSION_MAJOR, VIXDISKLIB_VERSION_MINOR, logf_, logf_, logf_, NULL, NULL));
   cp = VixDiskLib_AllocateConnectParams();
@@ -252,7 +254,7 @@ int main(int argc, char **argv) {
     CHECK(VixDiskLib_ConnectEx(cp, FALSE, NULL, NULL, &conn));
     CHECK(VixDiskLib_Create(conn, path, &c, NULL, NULL));
   }
-  CHECK(VixDiskLib_Open(conn, path, 0, &h));
+  CHECK(VixDiskLib_Open(conn, path, flags, &h));
   CHECK(VixDiskLib_GetInfo(h, &info));
   sectors = info->capacity;
   VixDiskLib_FreeInfo(info);
