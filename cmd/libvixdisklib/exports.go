@@ -354,6 +354,11 @@ func VixDiskLib_Open(conn C.VixDiskLibConnection, path *C.char, flags C.uint32, 
 	}
 	h := &diskHandle{c: c, h: kh, path: name, spec: spec, flags: kf,
 		slots: make(chan struct{}, asyncSlots(c.cfg, kh.TransportMode()))}
+	if kf&vdisk.OpenReadOnly == 0 {
+		if in, err := kh.Info(ctx); err == nil {
+			h.zeroes = sparseTypes[in.Type]
+		}
+	}
 	c.mu.Lock()
 	c.handles[h] = true
 	c.mu.Unlock()

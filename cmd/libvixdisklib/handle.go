@@ -30,6 +30,9 @@ type diskHandle struct {
 	// pending counts asynchronous requests whose callback has not
 	// returned yet; Wait and Close wait for them.
 	pending inflight
+	// zeroes: the disk is sparse, so writes of zeros become WriteZeroes
+	// (rw.go).
+	zeroes bool
 	// slots bounds the asynchronous requests running at once.
 	slots chan struct{}
 	once  sync.Once

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -476,6 +477,105 @@ func TestPluginOptions(t *testing.T) {
 		wantMap := "         0     8388608    1  hole\n   8388608     1048576    0  data\n   9437184    24117248    1  hole\n"
 		if string(m) != wantMap {
 			t.Errorf("single-link map:\n%s\nwant:\n%s", m, wantMap)
+		}
+	})
+}
+
+// sparseSource writes a raw file of size bytes that holds data only in
+// two 512 KiB pieces, and returns its path.
+func sparseSource(t *testing.T, dir string, size int64) string {
+	t.Helper()
+	src := filepath.Join(dir, "sparse.raw")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{3 << 20, size - 5<<20} {
+		if _, err := f.WriteAt(bytes.Repeat([]byte{0x5a}, 512<<10), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return src
+}
+
+// allocatedBytes is what qemu-img map reports as data in an image.
+func allocatedBytes(t *testing.T, path string) int64 {
+	t.Helper()
+	var m []struct {
+		Length int64 `json:"length"`
+		Data   bool  `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(run(t, "qemu-img", "map", "--output=json", path)), &m); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, e := range m {
+		if e.Data {
+			n += e.Length
+		}
+	}
+	return n
+}
+
+// TestPluginWriteZeroes copies sparse sources through the plugin, which
+// writes every hole nbdcopy zeroes as a buffer of zeros: a sparse
+// destination stays sparse, a child over a parent's data reads zeros
+// where zeros were written, and a preallocated flat disk keeps its
+// storage.
+func TestPluginWriteZeroes(t *testing.T) {
+	testenv.Tool(t, "qemu-img")
+	testenv.Tool(t, "nbdcopy")
+	built(t)
+	dir := t.TempDir()
+	const size = 256 << 20
+	src := sparseSource(t, dir, size)
+
+	t.Run("sparse", func(t *testing.T) {
+		dst := filepath.Join(t.TempDir(), "dst.vmdk")
+		run(t, "qemu-img", "create", "-f", "vmdk", dst, "256M")
+		out, err := nbdkit(t, []string{"file=" + dst}, fmt.Sprintf("nbdcopy %s \"$uri\"", src))
+		if err != nil {
+			t.Fatalf("nbdkit: %v\n%s", err, out)
+		}
+		run(t, "qemu-img", "check", dst)
+		run(t, "qemu-img", "compare", "-f", "raw", "-F", "vmdk", src, dst)
+		if n := allocatedBytes(t, dst); n > 2<<20 {
+			t.Errorf("1 MiB of data copied in allocated %d bytes: the zeros were written", n)
+		}
+	})
+	t.Run("child", func(t *testing.T) {
+		d := t.TempDir()
+		base, _ := makeImage(t, d, image{"zbase", "monolithicSparse", "qemu-img", size})
+		child := filepath.Join(d, "child.vmdk")
+		run(t, "qemu-img", "create", "-f", "vmdk", "-b", base, "-F", "vmdk", child)
+		out, err := nbdkit(t, []string{"file=" + child}, fmt.Sprintf("nbdcopy %s \"$uri\"", src))
+		if err != nil {
+			t.Fatalf("nbdkit: %v\n%s", err, out)
+		}
+		run(t, "qemu-img", "check", child)
+		run(t, "qemu-img", "compare", "-f", "raw", "-F", "vmdk", src, child)
+	})
+	t.Run("flat", func(t *testing.T) {
+		d := t.TempDir()
+		dst := filepath.Join(d, "flat.vmdk")
+		run(t, "qemu-img", "create", "-f", "vmdk", "-o", "subformat=monolithicFlat", dst, "256M")
+		extent := filepath.Join(d, "flat-flat.vmdk")
+		run(t, "fallocate", "-l", "256M", extent)
+		out, err := nbdkit(t, []string{"file=" + dst}, fmt.Sprintf("nbdcopy %s \"$uri\"", src))
+		if err != nil {
+			t.Fatalf("nbdkit: %v\n%s", err, out)
+		}
+		run(t, "qemu-img", "compare", "-f", "raw", "-F", "vmdk", src, dst)
+		var st syscall.Stat_t
+		if err := syscall.Stat(extent, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Blocks*512 < size {
+			t.Errorf("the preallocated flat extent holds %d bytes after the copy, of %d: zeros punched holes", st.Blocks*512, size)
 		}
 	})
 }

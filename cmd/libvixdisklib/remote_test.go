@@ -302,3 +302,69 @@ func TestDisconnectEndsSession(t *testing.T) {
 		}
 	}
 }
+
+// TestPluginWriteZeroesRemote copies a sparse source through the plugin
+// into a new host disk: the zeros nbdcopy writes for the holes go as NBD
+// zero requests, so the disk's allocated blocks are the source's data.
+func TestPluginWriteZeroesRemote(t *testing.T) {
+	testenv.Tool(t, "nbdcopy")
+	built(t)
+	h, _, _, _, _ := remoteHost(t)
+	ctx := context.Background()
+	c, err := vdisk.Connect(ctx, vdisk.ConnectParams{Server: h.API, User: "admin", Password: servertest.Password, Thumbprint: h.Thumbprint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := h.Store().CreateVM("thin"); err != nil {
+		t.Fatal(err)
+	}
+	const size = 256 << 20
+	spec := vdisk.Spec{VM: "thin", Key: "scsi0:0"}
+	if err := c.Create(ctx, spec, vdisk.CreateParams{Capacity: size}); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := c.VM(ctx, "thin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	src := sparseSource(t, dir, size)
+	pw := filepath.Join(dir, "password")
+	if err := os.WriteFile(pw, []byte(servertest.Password), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(h.API)
+	for _, mode := range []string{"nbdssl", "nbd"} {
+		a := []string{"server=" + host, "port=" + port, "user=admin", "password=+" + pw, "thumbprint=" + h.Thumbprint,
+			"vm=moref=" + vm.MoRef, "file=" + vm.Disks[0].DatastorePath, "transports=" + mode}
+		out, err := nbdkit(t, a, fmt.Sprintf("nbdcopy %s \"$uri\"", src))
+		if err != nil {
+			t.Fatalf("%s: nbdkit: %v\n%s", mode, err, out)
+		}
+		d, err := c.Open(ctx, spec, vdisk.OpenReadOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks, err := d.QueryAllocatedBlocks(ctx, 0, size, 64<<10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		for _, b := range blocks {
+			n += b.Length
+		}
+		got := make([]byte, size)
+		if _, err := d.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		d.Close()
+		want, _ := os.ReadFile(src)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: the host disk differs from the source", mode)
+		}
+		if n > 2<<20 {
+			t.Errorf("%s: 1 MiB of data copied into a host disk allocated %d bytes: the zeros were written", mode, n)
+		}
+	}
+}

@@ -41,8 +41,26 @@ func putBounce(b []byte, class int) {
 	}
 }
 
+// VixDiskLib has no call to zero a range, so programs write zeros: nbdkit
+// turns every NBD zero request into a Write of a zero buffer, and nbdcopy
+// zeroes each hole of its source. On a sparse disk (diskHandle.zeroes) a
+// Write of zeros becomes the kit's WriteZeroes, which leaves unallocated
+// grains unallocated (and marks a child's grains zeroed over its parent)
+// and over NBD sends no payload: a restore of a thin disk through the
+// library stays thin. Flat and raw disks, whose space may be allocated on
+// purpose, get the zeros written.
+
+// minZeroDetect is the smallest write checked for zeros.
+const minZeroDetect = 4096
+
+// sparseTypes are the disk types whose zeroed ranges need no storage.
+var sparseTypes = map[string]bool{
+	"monolithicSparse": true, "twoGbMaxExtentSparse": true, "vmfsSparse": true, "seSparse": true, "streamOptimized": true,
+}
+
 // readAt and writeAt are the kit's ReadAt and WriteAt, through a bounce
-// buffer when the handle is unbuffered and p is not aligned.
+// buffer when the handle is unbuffered and p is not aligned; writeAt
+// turns a write of zeros on a sparse disk into WriteZeroes.
 func (h *diskHandle) readAt(p []byte, off int64) error {
 	k, bounce := h.forIO(p)
 	if !bounce {
@@ -58,6 +76,9 @@ func (h *diskHandle) readAt(p []byte, off int64) error {
 
 func (h *diskHandle) writeAt(p []byte, off int64) error {
 	k, bounce := h.forIO(p)
+	if h.zeroes && len(p) >= minZeroDetect && disk.IsZero(p) {
+		return k.WriteZeroes(off, int64(len(p)), 0)
+	}
 	if !bounce {
 		_, err := k.WriteAt(p, off)
 		return err
