@@ -105,3 +105,11 @@ func cFree(p unsafe.Pointer)       { C.free(p) }
 
 // cBytes is n bytes of C memory at p.
 func cBytes(p unsafe.Pointer, n int) []byte { return unsafe.Slice((*byte)(p), n) }
+
+// The slow test logger of cthread.c: installSlowLogger makes it the
+// InitEx callbacks; markExitReturned tells it Exit has returned;
+// lateLogCalls counts the calls running or started after that.
+func installSlowLogger()     { C.vixlib_test_install_slow_logger() }
+func markExitReturned()      { C.vixlib_test_mark_exit_returned() }
+func lateLogCalls() int64    { return int64(C.vixlib_test_late_calls()) }
+func slowLoggerCalls() int64 { return int64(C.vixlib_test_calls()) }

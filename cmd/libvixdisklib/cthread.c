@@ -3,6 +3,7 @@
  * `depth` requests in flight, and the completion callbacks wake it through
  * a condition variable. Not part of the installed API. */
 #include <pthread.h>
+#include <time.h>
 
 #include "vixDiskLib.h"
 #include "shim.h"
@@ -66,3 +67,30 @@ int vixlib_thread_reads(VixDiskLibHandle h, uint64_t requests, uint64_t sectors,
   *err = r.err;
   return (int)(r.done == requests || r.err != VIX_OK ? 0 : -1);
 }
+
+/* A log callback for TestExitWaitsForCallbacks: it stays a while in each
+ * call, and counts the calls that are still running, or that start, once
+ * the test has marked Exit returned. */
+static int exit_returned;
+static long late_calls, calls;
+
+static void slow_logger(const char *fmt, va_list ap) {
+  struct timespec ts = {0, 200000}; /* 0.2 ms */
+  (void)fmt;
+  (void)ap;
+  __atomic_add_fetch(&calls, 1, __ATOMIC_SEQ_CST);
+  nanosleep(&ts, NULL);
+  if (__atomic_load_n(&exit_returned, __ATOMIC_SEQ_CST))
+    __atomic_add_fetch(&late_calls, 1, __ATOMIC_SEQ_CST);
+}
+
+void vixlib_test_install_slow_logger(void) {
+  __atomic_store_n(&exit_returned, 0, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&late_calls, 0, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&calls, 0, __ATOMIC_SEQ_CST);
+  vixlib_set_loggers(slow_logger, slow_logger, slow_logger);
+}
+
+void vixlib_test_mark_exit_returned(void) { __atomic_store_n(&exit_returned, 1, __ATOMIC_SEQ_CST); }
+long vixlib_test_late_calls(void) { return __atomic_load_n(&late_calls, __ATOMIC_SEQ_CST); }
+long vixlib_test_calls(void) { return __atomic_load_n(&calls, __ATOMIC_SEQ_CST); }

@@ -130,6 +130,9 @@ func emit(level C.int, msg string) {
 	}
 	lib.mu.Lock()
 	defer lib.mu.Unlock()
+	if !lib.inited {
+		return // after Exit (or before InitEx) the library is silent
+	}
 	if lib.logFile == nil {
 		dir := lib.cfg.TempDir
 		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("vixDiskLib-%d.log", os.Getpid())),

@@ -2,15 +2,32 @@
 #include <stdarg.h>
 #include "shim.h"
 
+/* The InitEx callbacks. vixlib_set_loggers (InitEx, Exit) returns only
+ * when no callback it replaced is still running on a library thread: once
+ * Exit has returned none runs or starts, and the program may unload or
+ * free what its callbacks use (VDDK's threads logged after Exit). Calls
+ * that start after the swap see the new callbacks, so a stream of log
+ * records cannot hold Exit off. A callback running on the calling thread
+ * itself (one that calls InitEx or Exit) is not waited for. */
 static VixDiskLibGenericLogFunc *loggers[3];
 static pthread_mutex_t loggers_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t loggers_idle = PTHREAD_COND_INITIALIZER;
+static unsigned long loggers_gen;        /* bumped by every swap */
+static long loggers_running[2];          /* running callbacks, by gen parity */
+static __thread long loggers_mine[2];    /* of those, on this thread */
 
 void vixlib_set_loggers(VixDiskLibGenericLogFunc *log, VixDiskLibGenericLogFunc *warn,
                         VixDiskLibGenericLogFunc *panicFunc) {
+  int old;
   pthread_mutex_lock(&loggers_lock);
+  /* Callbacks of two swaps ago have ended: every swap waits for its own. */
+  old = loggers_gen & 1;
   loggers[VIXLIB_LOG] = log;
   loggers[VIXLIB_WARN] = warn;
   loggers[VIXLIB_PANIC] = panicFunc;
+  loggers_gen++;
+  while (loggers_running[old] > loggers_mine[old])
+    pthread_cond_wait(&loggers_idle, &loggers_lock);
   pthread_mutex_unlock(&loggers_lock);
 }
 
@@ -24,14 +41,25 @@ static void call_with_va(VixDiskLibGenericLogFunc *fn, const char *fmt, ...) {
 
 int vixlib_log(int level, const char *msg) {
   VixDiskLibGenericLogFunc *fn;
+  int gen;
   if (level < 0 || level > 2)
     return 0;
   pthread_mutex_lock(&loggers_lock);
   fn = loggers[level];
+  gen = loggers_gen & 1;
+  if (fn != NULL) {
+    loggers_running[gen]++;
+    loggers_mine[gen]++;
+  }
   pthread_mutex_unlock(&loggers_lock);
   if (fn == NULL)
     return 0;
   call_with_va(fn, "%s", msg);
+  pthread_mutex_lock(&loggers_lock);
+  loggers_running[gen]--;
+  loggers_mine[gen]--;
+  pthread_cond_broadcast(&loggers_idle);
+  pthread_mutex_unlock(&loggers_lock);
   return 1;
 }
 

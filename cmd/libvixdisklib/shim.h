@@ -35,6 +35,13 @@ void vixlib_count_done(void *data, VixError result);
 int vixlib_thread_reads(VixDiskLibHandle h, uint64_t requests, uint64_t sectors, uint64_t slots, int depth,
                         uint8_t *bufs, uint64_t *failed, VixError *err);
 
+/* A slow log callback for the test that Exit waits for running
+ * callbacks (cthread.c). */
+void vixlib_test_install_slow_logger(void);
+void vixlib_test_mark_exit_returned(void);
+long vixlib_test_late_calls(void);
+long vixlib_test_calls(void);
+
 /* Accessors of the credentials union. */
 const char *vixlib_cred(const VixDiskLibConnectParams *p, int which);
 void vixlib_set_cred(VixDiskLibConnectParams *p, int which, char *v);

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,5 +107,44 @@ func TestVixCode(t *testing.T) {
 		if _, ok := vixText[codeTable[c][1]]; !ok {
 			t.Errorf("no text for %d", codeTable[c][1])
 		}
+	}
+}
+
+// TestExitWaitsForCallbacks logs from many goroutines through a log
+// callback that takes its time while Exit runs: once Exit has returned, no
+// callback may be running or start (VDDK's threads logged after Exit, into
+// programs that had torn their loggers down).
+func TestExitWaitsForCallbacks(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	if e := VixDiskLib_InitEx(8, 0, nil, nil, nil, nil, nil); e != vixOK {
+		t.Fatalf("InitEx: %d", e)
+	}
+	installSlowLogger()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				logger.Warn("from a library goroutine", "n", i)
+			}
+		}()
+	}
+	for slowLoggerCalls() < 50 {
+		time.Sleep(time.Millisecond)
+	}
+	VixDiskLib_Exit()
+	markExitReturned()
+	time.Sleep(20 * time.Millisecond) // goroutines keep logging after Exit
+	close(stop)
+	wg.Wait()
+	if n := lateLogCalls(); n != 0 {
+		t.Fatalf("%d log callbacks ran after Exit returned", n)
 	}
 }
