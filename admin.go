@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 
 	"github.com/vdisk-project/vdisk/disk"
 	"github.com/vdisk-project/vdisk/format"
@@ -491,6 +492,7 @@ func (c *Conn) DatastoreDisk(ctx context.Context, vm, path string) (DiskInfo, er
 	if c.api == nil {
 		return DiskInfo{}, errNoHost()
 	}
+	path = canonicalDatastorePath(path)
 	q := "/api/v1/disks?datastorePath=" + url.QueryEscape(path)
 	if vm != "" {
 		q += "&vm=" + url.QueryEscape(vm)
@@ -507,4 +509,16 @@ func (c *Conn) DatastoreDisk(ctx context.Context, vm, path string) (DiskInfo, er
 		return DiskInfo{}, notFound("vdisk: VM %s has no disk %s", vm, path)
 	}
 	return DiskInfo{}, notFound("vdisk: no disk %s", path)
+}
+
+// canonicalDatastorePath writes a datastore path the way the host names
+// disks, "[datastore] dir/file.vmdk": programs also pass it without the
+// space after the bracket, or with more than one, as vSphere accepts.
+func canonicalDatastorePath(p string) string {
+	p = strings.TrimSpace(p)
+	i := strings.IndexByte(p, ']')
+	if !strings.HasPrefix(p, "[") || i < 0 {
+		return p
+	}
+	return p[:i+1] + " " + strings.TrimLeft(p[i+1:], " ")
 }

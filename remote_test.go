@@ -70,3 +70,18 @@ func TestTimedOutAsyncReadIsFenced(t *testing.T) {
 		}
 	}
 }
+
+func TestCanonicalDatastorePath(t *testing.T) {
+	for in, want := range map[string]string{
+		"[datastore1] vm/vm.vmdk":   "[datastore1] vm/vm.vmdk",
+		"[datastore1]vm/vm.vmdk":    "[datastore1] vm/vm.vmdk",
+		"[datastore1]   vm/vm.vmdk": "[datastore1] vm/vm.vmdk",
+		" [ds 2] a b/c.vmdk ":       "[ds 2] a b/c.vmdk",
+		"vm/web01/scsi0:0":          "vm/web01/scsi0:0",
+		"[broken":                   "[broken",
+	} {
+		if got := canonicalDatastorePath(in); got != want {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}

@@ -135,6 +135,22 @@ func TestPluginRemote(t *testing.T) {
 			}
 		})
 	}
+	t.Run("datastore-path-forms", func(t *testing.T) {
+		// "[ds]path" and extra spaces name the same disk, as in vSphere.
+		i := strings.IndexByte(dsPath, ']')
+		for _, p := range []string{dsPath[:i+1] + dsPath[i+2:], dsPath[:i+1] + "   " + dsPath[i+2:]} {
+			a := []string{"server=" + host, "port=" + port, "user=admin", "password=+" + pw, "thumbprint=" + h.Thumbprint,
+				"vm=moref=" + moref, "snapshot=" + snap, "file=" + p, "transports=nbdssl"}
+			got := filepath.Join(t.TempDir(), "snap.raw")
+			out, err := nbdkit(t, a, fmt.Sprintf("nbdcopy \"$uri\" %s", got))
+			if err != nil {
+				t.Fatalf("%q: nbdkit: %v\n%s", p, err, out)
+			}
+			if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, want) {
+				t.Fatalf("%q: the snapshot differs (err %v)", p, err)
+			}
+		}
+	})
 	t.Run("multi-conn", func(t *testing.T) {
 		// nbdkit's multi-conn filter: four plugin connections, each its
 		// own ConnectEx and Open of the snapshot, read at once.
