@@ -511,6 +511,47 @@ func (c *Conn) DatastoreDisk(ctx context.Context, vm, path string) (DiskInfo, er
 	return DiskInfo{}, notFound("vdisk: no disk %s", path)
 }
 
+// FirstClassDisk finds the detached disk a VDDK first class disk ID names
+// (VixDiskLib's spec.vStorageObjSpec.id): the host's detached disks play
+// vSphere's first class disks, and the ID is the disk's name or its UUID
+// (ddb.uuid, compared without spaces, dashes or case). A disk attached to
+// a VM is not one.
+func (c *Conn) FirstClassDisk(ctx context.Context, id string) (DiskInfo, error) {
+	if c.api == nil {
+		return DiskInfo{}, errNoHost()
+	}
+	if id == "" {
+		return DiskInfo{}, disk.Errorf(disk.ErrInvalid, "vdisk: no first class disk ID")
+	}
+	if in, err := c.api.Disk(ctx, id); err == nil && in.VM == "" {
+		return in, nil
+	}
+	ds, err := c.api.Disks(ctx)
+	if err != nil {
+		return DiskInfo{}, err
+	}
+	want := uuidKey(id)
+	for _, d := range ds {
+		if d.VM == "" && d.UUID != "" && uuidKey(d.UUID) == want {
+			return d, nil
+		}
+	}
+	return DiskInfo{}, notFound("vdisk: no detached disk has the first class disk ID %s", id)
+}
+
+// uuidKey is a UUID's hex digits in lower case.
+func uuidKey(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= '0' && r <= '9', r >= 'a' && r <= 'f':
+			return r
+		case r >= 'A' && r <= 'F':
+			return r + 'a' - 'A'
+		}
+		return -1
+	}, s)
+}
+
 // canonicalDatastorePath writes a datastore path the way the host names
 // disks, "[datastore] dir/file.vmdk": programs also pass it without the
 // space after the bracket, or with more than one, as vSphere accepts.

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -111,4 +113,116 @@ func stressLocal(t *testing.T, exe, dir string, args []string) {
 	img := filepath.Join(dir, "stress.vmdk")
 	run(t, "qemu-img", "check", img)
 	run(t, "qemu-img", "compare", "-f", "raw", "-F", "vmdk", filepath.Join(dir, "model.raw"), img)
+}
+
+// TestFirstClassDisk runs testdata/fcd.c, a program that backs up a
+// detached disk the way VDDK 6.7 does it (specType
+// VIXDISKLIB_SPEC_VSTORAGE_OBJECT): the host's detached disks play
+// vSphere's first class disks, named by their name or UUID, with their
+// snapshots as ssId. The program reads the snapshot, and the live disk,
+// through a NULL path, under a PrepareForAccess lease that EndAccess ends.
+func TestFirstClassDisk(t *testing.T) {
+	testenv.Tool(t, "gcc")
+	exe := buildC(t, "testdata/fcd.c")
+	h := servertest.New(t, nil)
+	ctx := context.Background()
+	c, err := vdisk.Connect(ctx, vdisk.ConnectParams{Server: h.API, User: "admin", Password: servertest.Password, Thumbprint: h.Thumbprint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const size = 8 << 20
+	spec := vdisk.Spec{Disk: "fcd1"}
+	if err := c.Create(ctx, spec, vdisk.CreateParams{Capacity: size}); err != nil {
+		t.Fatal(err)
+	}
+	write := func(b byte) []byte {
+		d, err := c.Open(ctx, spec, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.WriteAt(bytes.Repeat([]byte{b}, 1<<20), 2<<20); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		want := make([]byte, size)
+		copy(want[2<<20:], bytes.Repeat([]byte{b}, 1<<20))
+		return want
+	}
+	atSnap := write(0x11)
+	sn, err := c.CreateSnapshot(ctx, spec, "backup", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := write(0x22)
+	in, err := c.Disk(ctx, spec)
+	if err != nil || in.UUID == "" {
+		t.Fatalf("the disk has no UUID (err %v)", err)
+	}
+	host, port, _ := net.SplitHostPort(h.API)
+	for _, tc := range []struct {
+		name, id, snap string
+		want           []byte
+	}{
+		{"snapshot-by-name", "fcd1", sn.ID, atSnap},
+		{"live-by-uuid", strings.ToUpper(strings.ReplaceAll(in.UUID, " ", "")), "-", live},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "fcd.raw")
+			cmd := exec.Command(exe, host, port, "admin", servertest.Password, h.Thumbprint, tc.id, tc.snap, out)
+			cmd.Env = append(os.Environ(), "ASAN_OPTIONS=detect_leaks=0", "FCD_WAIT=1")
+			stdin, _ := cmd.StdinPipe()
+			var stdout, stderr bytes.Buffer
+			pr, pw := io.Pipe()
+			cmd.Stdout, cmd.Stderr = io.MultiWriter(&stdout, pw), &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() {
+				err := cmd.Wait()
+				pw.Close()
+				exited <- err
+			}()
+			sc := bufio.NewScanner(pr)
+			for sc.Scan() && sc.Text() != "read" {
+			}
+			go io.Copy(io.Discard, pr)
+			d, err := c.Disk(ctx, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leased := false
+			for _, l := range d.Leases {
+				leased = leased || l.Reason == "fcd-test"
+			}
+			stdin.Write([]byte("\n"))
+			if err := <-exited; err != nil {
+				t.Fatalf("fcd: %v\n%s%s", err, stdout.String(), stderr.String())
+			}
+			if !leased {
+				t.Error("PrepareForAccess took no lease on the disk")
+			}
+			got, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, tc.want) {
+				t.Errorf("the first class disk read differs from the %s", tc.name)
+			}
+			if d, err := c.Disk(ctx, spec); err != nil || len(d.Leases) != 0 {
+				t.Errorf("after EndAccess the disk has leases %v (err %v)", d.Leases, err)
+			}
+		})
+	}
+	t.Run("unknown", func(t *testing.T) {
+		cmd := exec.Command(exe, host, port, "admin", servertest.Password, h.Thumbprint, "no-such-disk", "-", filepath.Join(t.TempDir(), "x"))
+		cmd.Env = append(os.Environ(), "ASAN_OPTIONS=detect_leaks=0")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "no detached disk") {
+			t.Fatalf("an unknown first class disk: err %v\n%s", err, out)
+		}
+	})
 }

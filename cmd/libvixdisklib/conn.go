@@ -16,6 +16,9 @@ type params struct {
 	user, password                  string
 	cookie, key                     string
 	port, nfcHostPort               uint32
+	// A first class disk (specType VIXDISKLIB_SPEC_VSTORAGE_OBJECT): its
+	// ID, datastore and snapshot.
+	fcdID, fcdDatastore, fcdSnapshot string
 }
 
 // connection is a VixDiskLibConnection.
@@ -24,6 +27,7 @@ type connection struct {
 	conn     *vdisk.Conn
 	snapshot string // ConnectEx's snapshotRef
 	vm       string // the VM vmxSpec names, "" for none
+	fcd      string // the host disk a first class disk spec names, "" for none
 	readOnly bool
 	modes    string       // the kit's mode list
 	cfg      vdisk.Config // the kit configuration it was made with
@@ -129,6 +133,14 @@ func connect(ctx context.Context, p params, readOnly bool, snapshot, modes strin
 			return nil, err
 		}
 		c.vm = vm
+		if p.fcdID != "" {
+			// A first class disk: ConnectEx's snapshotRef is NULL, the
+			// spec names the snapshot, and no VM is involved.
+			if snapshot != "" {
+				return nil, disk.Errorf(disk.ErrInvalid, "vixdisklib: a first class disk names its snapshot in spec.vStorageObjSpec.ssId; snapshotRef must be NULL")
+			}
+			c.vm, c.snapshot = "", p.fcdSnapshot
+		}
 		if snapshot != "" && vm == "" {
 			return nil, disk.Errorf(disk.ErrInvalid, "vixdisklib: snapshotRef %q needs a vmxSpec naming the VM", snapshot)
 		}
@@ -161,6 +173,14 @@ func connect(ctx context.Context, p params, readOnly bool, snapshot, modes strin
 		return nil, err
 	}
 	c.conn = conn
+	if p.fcdID != "" {
+		in, err := conn.FirstClassDisk(ctx, p.fcdID)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		c.fcd = in.Name
+	}
 	return c, nil
 }
 

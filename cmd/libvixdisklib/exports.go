@@ -185,8 +185,21 @@ func VixDiskLib_FreeConnectParams(p *C.VixDiskLibConnectParams) {
 			C.vixlib_cred(p, C.VIXLIB_UID_USER), C.vixlib_cred(p, C.VIXLIB_UID_PASSWORD)} {
 			C.free(unsafe.Pointer(s))
 		}
+		if p.specType == C.VIXDISKLIB_SPEC_VSTORAGE_OBJECT {
+			for _, w := range []C.int{C.VIXLIB_FCD_ID, C.VIXLIB_FCD_DATASTORE, C.VIXLIB_FCD_SNAPSHOT} {
+				C.free(unsafe.Pointer(C.vixlib_fcd(p, w)))
+			}
+		}
 	}
 	C.free(unsafe.Pointer(p))
+}
+
+// ownParams reports whether the library allocated p.
+func ownParams(p *C.VixDiskLibConnectParams) bool {
+	ownedParams.Lock()
+	defer ownedParams.Unlock()
+	_, ok := ownedParams.m[uintptr(C.vixlib_p2u(unsafe.Pointer(p)))]
+	return ok
 }
 
 // readParams copies C connect parameters; nil means local.
@@ -198,6 +211,13 @@ func readParams(p *C.VixDiskLibConnectParams) params {
 		credType: int(p.credType), port: uint32(p.port), nfcHostPort: uint32(p.nfcHostPort)}
 	if out.serverName == "" {
 		return out
+	}
+	if ownParams(p) && p.specType == C.VIXDISKLIB_SPEC_VSTORAGE_OBJECT {
+		// Only parameters from AllocateConnectParams have the spec
+		// fields: a caller's own struct may be VDDK 6.5's, shorter.
+		out.fcdID = goString(C.vixlib_fcd(p, C.VIXLIB_FCD_ID))
+		out.fcdDatastore = goString(C.vixlib_fcd(p, C.VIXLIB_FCD_DATASTORE))
+		out.fcdSnapshot = goString(C.vixlib_fcd(p, C.VIXLIB_FCD_SNAPSHOT))
 	}
 	switch out.credType {
 	case credUID:
@@ -234,8 +254,14 @@ func VixDiskLib_GetConnectParams(conn C.VixDiskLibConnection, out **C.VixDiskLib
 	p.vmxSpec, p.serverName, p.thumbPrint = cs(c.p.vmxSpec), cs(c.p.serverName), cs(c.p.thumbprint)
 	p.port, p.nfcHostPort = C.uint32(c.p.port), C.uint32(c.p.nfcHostPort)
 	p.specType = C.VIXDISKLIB_SPEC_VMX
+	if c.p.fcdID != "" {
+		p.specType = C.VIXDISKLIB_SPEC_VSTORAGE_OBJECT
+		C.vixlib_set_fcd(p, C.VIXLIB_FCD_ID, cs(c.p.fcdID))
+		C.vixlib_set_fcd(p, C.VIXLIB_FCD_DATASTORE, cs(c.p.fcdDatastore))
+		C.vixlib_set_fcd(p, C.VIXLIB_FCD_SNAPSHOT, cs(c.p.fcdSnapshot))
+	}
 	if c.p.serverName != "" {
-		// The password is not handed back; the session is, as a cookie.
+		// The password is not handed back.
 		p.credType = C.VIXDISKLIB_CRED_UID
 		C.vixlib_set_cred(p, C.VIXLIB_UID_USER, cs(c.p.user))
 	}
@@ -261,8 +287,8 @@ func VixDiskLib_ConnectEx(p *C.VixDiskLibConnectParams, readOnly C.Bool, snapsho
 	}
 	*out = nil
 	gp := readParams(p)
-	if p != nil && p.specType == C.VIXDISKLIB_SPEC_VSTORAGE_OBJECT {
-		return fail(disk.Errorf(disk.ErrNotSupported, "vixdisklib: first class disks (VIXDISKLIB_SPEC_VSTORAGE_OBJECT) are not supported; name the VM with vmxSpec"), false)
+	if p != nil && p.specType == C.VIXDISKLIB_SPEC_VSTORAGE_OBJECT && (gp.fcdID == "" || gp.serverName == "") {
+		return invalid("ConnectEx: a first class disk spec needs parameters from VixDiskLib_AllocateConnectParams, a serverName and spec.vStorageObjSpec.id")
 	}
 	c, err := connect(context.Background(), gp, readOnly != 0, goString(snapshotRef), goString(modes))
 	if err != nil {
@@ -270,7 +296,7 @@ func VixDiskLib_ConnectEx(p *C.VixDiskLibConnectParams, readOnly C.Bool, snapsho
 	}
 	h := reg.add(c)
 	*out = C.VixDiskLibConnection(C.vixlib_u2p(C.uintptr_t(h)))
-	logger.Info("connected", "server", gp.serverName, "vm", c.vm, "snapshot", c.snapshot, "transports", c.modes)
+	logger.Info("connected", "server", gp.serverName, "vm", c.vm, "fcd", c.fcd, "snapshot", c.snapshot, "transports", c.modes)
 	return vixOK
 }
 

@@ -16,6 +16,11 @@ import (
 // the VM vmxSpec names, when it names one) or the kit's own
 // "vm/NAME/KEY" and "disk/NAME" forms, at ConnectEx's snapshot.
 func (c *connection) spec(ctx context.Context, path string) (vdisk.Spec, error) {
+	if c.fcd != "" {
+		// A first class disk connection opens its disk whatever the path
+		// (VDDK ignores it; it may be NULL or the disk's ID).
+		return vdisk.Spec{Disk: c.fcd, Snapshot: c.snapshot}, nil
+	}
 	if path == "" {
 		return vdisk.Spec{}, disk.Errorf(disk.ErrInvalid, "vixdisklib: no disk path")
 	}
@@ -59,7 +64,7 @@ type accessLease struct {
 }
 
 func accessKey(p params, identity string) string {
-	return p.serverName + "\x00" + strconv.FormatUint(uint64(p.port), 10) + "\x00" + p.vmxSpec + "\x00" + identity
+	return p.serverName + "\x00" + strconv.FormatUint(uint64(p.port), 10) + "\x00" + p.vmxSpec + "\x00" + p.fcdID + "\x00" + identity
 }
 
 // prepareForAccess is PrepareForAccess: the host keeps the VM from being
@@ -75,11 +80,15 @@ func prepareForAccess(ctx context.Context, p params, identity string) error {
 	if err != nil {
 		return err
 	}
-	if c.vm == "" {
+	target := vdisk.Spec{VM: c.vm}
+	switch {
+	case c.fcd != "":
+		target = vdisk.Spec{Disk: c.fcd}
+	case c.vm == "":
 		c.close()
-		return disk.Errorf(disk.ErrInvalid, "vixdisklib: PrepareForAccess needs a vmxSpec naming one VM")
+		return disk.Errorf(disk.ErrInvalid, "vixdisklib: PrepareForAccess needs a vmxSpec naming one VM, or a first class disk")
 	}
-	lease, err := c.conn.PrepareForAccess(ctx, vdisk.Spec{VM: c.vm}, identity)
+	lease, err := c.conn.PrepareForAccess(ctx, target, identity)
 	if err != nil {
 		c.close()
 		return err
@@ -120,17 +129,25 @@ func endAccess(ctx context.Context, p params, identity string) error {
 		return err
 	}
 	defer c.close()
-	if c.vm == "" {
-		return disk.Errorf(disk.ErrInvalid, "vixdisklib: EndAccess needs a vmxSpec naming one VM")
-	}
-	vm, err := c.conn.VM(ctx, c.vm)
-	if err != nil {
-		return err
+	var names []string
+	switch {
+	case c.fcd != "":
+		names = []string{c.fcd}
+	case c.vm == "":
+		return disk.Errorf(disk.ErrInvalid, "vixdisklib: EndAccess needs a vmxSpec naming one VM, or a first class disk")
+	default:
+		vm, err := c.conn.VM(ctx, c.vm)
+		if err != nil {
+			return err
+		}
+		for _, d := range vm.Disks {
+			names = append(names, d.Name)
+		}
 	}
 	var errs []error
 	seen := map[string]bool{}
-	for _, d := range vm.Disks {
-		in, err := c.conn.Disk(ctx, vdisk.Spec{Disk: d.Name})
+	for _, name := range names {
+		in, err := c.conn.Disk(ctx, vdisk.Spec{Disk: name})
 		if err != nil {
 			errs = append(errs, err)
 			continue

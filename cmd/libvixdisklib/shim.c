@@ -104,3 +104,20 @@ void vixlib_count_done(void *data, VixError result) {
     __atomic_add_fetch(&c->failed, 1, __ATOMIC_RELAXED);
   __atomic_add_fetch(&c->done, 1, __ATOMIC_RELEASE);
 }
+
+const char *vixlib_fcd(const VixDiskLibConnectParams *p, int which) {
+  switch (which) {
+  case VIXLIB_FCD_ID: return p->spec.vStorageObjSpec.id;
+  case VIXLIB_FCD_DATASTORE: return p->spec.vStorageObjSpec.datastoreMoRef;
+  case VIXLIB_FCD_SNAPSHOT: return p->spec.vStorageObjSpec.ssId;
+  }
+  return NULL;
+}
+
+void vixlib_set_fcd(VixDiskLibConnectParams *p, int which, char *v) {
+  switch (which) {
+  case VIXLIB_FCD_ID: p->spec.vStorageObjSpec.id = v; break;
+  case VIXLIB_FCD_DATASTORE: p->spec.vStorageObjSpec.datastoreMoRef = v; break;
+  case VIXLIB_FCD_SNAPSHOT: p->spec.vStorageObjSpec.ssId = v; break;
+  }
+}

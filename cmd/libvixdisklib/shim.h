@@ -47,4 +47,9 @@ const char *vixlib_cred(const VixDiskLibConnectParams *p, int which);
 void vixlib_set_cred(VixDiskLibConnectParams *p, int which, char *v);
 enum { VIXLIB_UID_USER, VIXLIB_UID_PASSWORD, VIXLIB_SID_COOKIE, VIXLIB_SID_USER, VIXLIB_SID_KEY };
 
+/* Accessors of the first-class-disk spec (spec.vStorageObjSpec). */
+const char *vixlib_fcd(const VixDiskLibConnectParams *p, int which);
+void vixlib_set_fcd(VixDiskLibConnectParams *p, int which, char *v);
+enum { VIXLIB_FCD_ID, VIXLIB_FCD_DATASTORE, VIXLIB_FCD_SNAPSHOT };
+
 #endif
