@@ -6,7 +6,8 @@
 # Each run reads the disk through vdisk and through the plugin in three
 # pairings (below: nbdkit's default, one connection each, and four
 # connections each through nbdkit's multi-conn filter) and prints each
-# ratio (plugin time / vdisk time) against the target, 1.3.
+# ratio (plugin time / vdisk time) against the target, 1.3. It also writes
+# the raw reference into a new local VMDK both ways (restore direction).
 #
 #   bash bench/vddk/compare.sh [WORKDIR]      (RUNS=N for other than 3 runs)
 #
@@ -170,6 +171,42 @@ for i in $(seq "$runs"); do
 	report "host, nbdssl" "multi-conn" "$i" "$e4" "$pm"
 done
 best "host, nbdssl" "nbdkit default" "1 connection" "multi-conn"
+
+# Writing: nbdcopy of the raw reference (4 GiB holding 1 GiB of data) into
+# a new monolithicSparse VMDK through the plugin, against the same copy
+# into `vdisk export` over one connection (a writable local file takes one
+# opener, so the plugin cannot have four), and over four as information.
+# The sizes show that the copies stay thin: nbdcopy zeroes the holes, which
+# the plugin passes on as writes of zeros.
+newdisk() { rm -f "$1"; qemu-img create -q -f vmdk "$1" 4G; }
+# exportw IMG: serves IMG writable on w.sock, the server's pid in wpid.
+exportw() {
+	rm -f w.sock
+	./vdisk export --socket w.sock "$1" 2>/dev/null &
+	wpid=$!
+	pids+=("$wpid")
+	for _ in $(seq 50); do [ -S w.sock ] && break; sleep 0.1; done
+}
+for i in $(seq "$runs"); do
+	newdisk we1.vmdk
+	exportw we1.vmdk
+	e1=$(timed "$wpid" nbdcopy --connections=1 ref.raw "nbd+unix:///?socket=$work/w.sock")
+	kill "$wpid"; wait "$wpid" 2>/dev/null || true
+	newdisk we4.vmdk
+	exportw we4.vmdk
+	e4=$(timed "$wpid" nbdcopy ref.raw "nbd+unix:///?socket=$work/w.sock")
+	kill "$wpid"; wait "$wpid" 2>/dev/null || true
+	newdisk wp.vmdk
+	p1=$(timed "$epid" nbdkit -U - "$plugin" libdir="$work/vddk" file="$work/wp.vmdk" --run 'nbdcopy ref.raw "$uri"')
+	report "local write" "1 connection" "$i" "$e1" "$p1"
+	report "local write" "nbdkit default" "$i" "$e4" "$p1" info
+	printf '%-12s %-16s %4s   allocated: vdisk %s, plugin %s (qemu-img map)\n' "local write" sizes "$i" \
+		"$(qemu-img map --output=json we1.vmdk | awk -F'"length": ' '/"data": true/{split($2,a,","); n+=a[1]} END{printf "%.0f MiB", n/1048576}')" \
+		"$(qemu-img map --output=json wp.vmdk | awk -F'"length": ' '/"data": true/{split($2,a,","); n+=a[1]} END{printf "%.0f MiB", n/1048576}')"
+	qemu-img compare -q -f raw -F vmdk ref.raw wp.vmdk || { echo "the plugin's copy differs from the reference"; exit 1; }
+done
+rm -f we1.vmdk we4.vmdk wp.vmdk w.sock
+best "local write" "1 connection" "nbdkit default"
 
 # What a password login adds: nbdinfo through the plugin with a password
 # and with the session cookie, the fastest of three each.
