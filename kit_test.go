@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -667,5 +668,47 @@ func TestCloseEndsOwnSession(t *testing.T) {
 	if c, err := vdisk.Connect(ctx, h.params); err == nil {
 		c.Close()
 		t.Fatal("a fifth session was allowed: the limit did not apply, so this test shows nothing")
+	}
+}
+
+// TestIdleSessionWithTransfer reads a disk over NBD, with no API call,
+// for longer than the host's session idle timeout, while the host cleans
+// up expired sessions: a session whose tickets carry live NBD connections
+// is in use, so the transfer goes on (the host would otherwise end the
+// session and close its connections mid-backup).
+func TestIdleSessionWithTransfer(t *testing.T) {
+	ctx := context.Background()
+	h := startHost(t, func(c *server.Config) { c.Sessions.IdleTimeout = 500 * time.Millisecond })
+	admin := h.connect(t, "nbdssl")
+	spec := vdisk.Spec{Disk: "long"}
+	if err := admin.Create(ctx, spec, vdisk.CreateParams{Capacity: 16 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	c := h.connect(t, "nbdssl")
+	d, err := c.Open(ctx, spec, vdisk.OpenReadOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	buf := make([]byte, 1<<20)
+	deadline := time.Now().Add(2 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		if _, err := d.ReadAt(buf, int64(i%16)<<20); err != nil {
+			t.Fatalf("read %d, %v into the transfer: %v", i, time.Until(deadline), err)
+		}
+		if i%20 == 0 {
+			// Another session's cleanup ends every expired session.
+			if _, err := admin.Cleanup(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Idle for real now: no connection in use after Close.
+	d.Close()
+	time.Sleep(700 * time.Millisecond)
+	admin.Cleanup(ctx, false)
+	if _, err := c.VM(ctx, "none"); err == nil || !strings.Contains(err.Error(), "session") {
+		t.Errorf("an idle session outlived its timeout: %v", err)
 	}
 }

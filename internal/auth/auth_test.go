@@ -160,6 +160,60 @@ func TestSessionExpiry(t *testing.T) {
 	wantCode(t, err, disk.ErrPermission, "")
 }
 
+// TestSessionBusyWithConnections: a session whose ticket carries a live
+// connection does not idle out, however long it makes no API call; its
+// idle time starts when the connection closes; the absolute lifetime
+// still ends it, connection or not.
+func TestSessionBusyWithConnections(t *testing.T) {
+	m, _, c := setup(t, &Options{IdleTimeout: 10 * time.Minute, Lifetime: 3 * time.Hour})
+	tok, s := login(t, m, "backup")
+	tk, _, err := m.Issue(s, "disk/db", ReadOnly, 24*time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, release, err := m.Redeem(tk, "disk/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 6 { // an hour of transfer, no API call
+		c.Advance(10 * time.Minute)
+		if n := len(m.Cleanup()); n != 0 {
+			t.Fatalf("Cleanup ended %d sessions with a connection open", n)
+		}
+	}
+	release()
+	c.Advance(9 * time.Minute)
+	if _, err := m.Authenticate(tok); err != nil {
+		t.Fatalf("9 minutes after the connection closed: %v", err)
+	}
+	c.Advance(11 * time.Minute)
+	if n := len(m.Cleanup()); n != 1 {
+		t.Fatalf("Cleanup ended %d sessions 11 minutes idle, want 1", n)
+	}
+
+	// The lifetime ends a busy session too.
+	_, s2 := login(t, m, "backup")
+	tk2, _, err := m.Issue(s2, "disk/db", ReadOnly, 24*time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.Redeem(tk2, "disk/db"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 18; i++ {
+		c.Advance(10 * time.Minute)
+		m.Cleanup()
+	}
+	if _, err := m.Authenticate(tok); err == nil {
+		t.Fatal("the first session came back")
+	}
+	for _, live := range m.Sessions() {
+		if live.ID == s2.ID {
+			t.Fatal("a busy session outlived its 3-hour lifetime")
+		}
+	}
+}
+
 func TestTickets(t *testing.T) {
 	m, _, c := setup(t, nil)
 	_, ro := login(t, m, "read-only")

@@ -189,6 +189,22 @@ func hashToken(t string) ([32]byte, bool) {
 	return sha256.Sum256([]byte(t)), true
 }
 
+// endedAt reports whether the session has expired at now. A session whose
+// tickets carry live NBD connections is in use however long it makes no
+// API call (a backup reads one disk for hours): its idle time starts when
+// the last of them closes. Its Lifetime still ends it.
+func (s *sessionState) endedAt(o *Options, now time.Time) bool {
+	for _, t := range s.tickets {
+		if t.conns > 0 {
+			if now.After(s.lastUsed) {
+				s.lastUsed = now
+			}
+			break
+		}
+	}
+	return !now.Before(s.expires(o))
+}
+
 func (s *sessionState) expires(o *Options) time.Time {
 	idle := s.lastUsed.Add(o.IdleTimeout)
 	abs := s.Created.Add(o.Lifetime)
@@ -313,7 +329,7 @@ func (m *Manager) addLocked(h [32]byte, st *sessionState) {
 func (m *Manager) expireLocked(now time.Time) []Session {
 	var ended []Session
 	for h, st := range m.sessions {
-		if !now.Before(st.expires(&m.opts)) {
+		if st.endedAt(&m.opts, now) {
 			ended = append(ended, m.endLocked(h)...)
 		}
 	}
@@ -334,7 +350,7 @@ func (m *Manager) Authenticate(token string) (Session, error) {
 		m.mu.Unlock()
 		return Session{}, disk.Errorf(disk.ErrPermission, "auth: invalid session token")
 	}
-	if !now.Before(st.expires(&m.opts)) {
+	if st.endedAt(&m.opts, now) {
 		ended := m.endLocked(h)
 		m.mu.Unlock()
 		m.notify(ended)

@@ -127,7 +127,7 @@ func (m *Manager) Issue(s Session, target string, mode Mode, ttl time.Duration, 
 	defer m.mu.Unlock()
 	sh, ok := m.byID[s.ID]
 	st := m.sessions[sh]
-	if !ok || st == nil || !now.Before(st.expires(&m.opts)) {
+	if !ok || st == nil || st.endedAt(&m.opts, now) {
 		return "", Grant{}, disk.Errorf(disk.ErrPermission, "auth: session ended")
 	}
 	if !st.Privileges.Has(need) {
@@ -189,11 +189,20 @@ func (m *Manager) Redeem(ticket, wantTarget string) (Grant, func(), error) {
 	}
 	t.uses++
 	t.conns++
+	if st := m.sessions[t.session]; st != nil && now.After(st.lastUsed) {
+		st.lastUsed = now // a connection is a use of the session
+	}
 	var once sync.Once
 	release := func() {
 		once.Do(func() {
 			m.mu.Lock()
 			t.conns--
+			if st := m.sessions[t.session]; st != nil {
+				// Idle time starts when the connection ends.
+				if now := m.opts.Now(); now.After(st.lastUsed) {
+					st.lastUsed = now
+				}
+			}
 			m.mu.Unlock()
 		})
 	}

@@ -71,7 +71,7 @@ func serveFlags(o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.memory, "memory-budget", "4G", "memory the host reserves for NBD connections in total")
 	fs.StringVar(&o.sessionMemory, "session-memory", "0", "memory one session may reserve (0: no limit beyond the budget)")
 	fs.StringVar(&o.connMemory, "conn-memory", "4M", "memory reserved per NBD connection")
-	fs.DurationVar(&o.idle, "session-idle-timeout", auth.DefaultIdleTimeout, "log a session out after this long unused")
+	fs.DurationVar(&o.idle, "session-idle-timeout", auth.DefaultIdleTimeout, "log a session out after this long unused: no API call, and no NBD connection open on its tickets")
 	fs.DurationVar(&o.lifetime, "session-lifetime", auth.DefaultSessionLifetime, "log a session out this long after login")
 	fs.DurationVar(&o.maxTicketTTL, "max-ticket-ttl", auth.DefaultMaxTicketTTL, "longest validity of an access ticket")
 	fs.IntVar(&o.maxTickets, "max-session-tickets", auth.DefaultMaxTickets, "live access tickets one login session may hold")
