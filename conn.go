@@ -134,6 +134,9 @@ func Connect(ctx context.Context, p ConnectParams) (*Conn, error) {
 			return nil, err
 		}
 		c.ownSession = true
+		// A session that ends under a long backup (its lifetime, an
+		// administrator, a host restart) is replaced by a new login.
+		c.api.KeepLoggedIn(p.User, p.Password)
 	}
 	if c.about, err = c.api.About(ctx); err != nil {
 		c.endSession()

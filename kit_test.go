@@ -704,11 +704,78 @@ func TestIdleSessionWithTransfer(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	// Idle for real now: no connection in use after Close.
+	// Idle for real now: no connection in use after Close. The session
+	// ends, and the next call logs in again (the connection has the
+	// password).
+	before := c.Token()
 	d.Close()
 	time.Sleep(700 * time.Millisecond)
 	admin.Cleanup(ctx, false)
-	if _, err := c.VM(ctx, "none"); err == nil || !strings.Contains(err.Error(), "session") {
-		t.Errorf("an idle session outlived its timeout: %v", err)
+	if _, err := c.Disk(ctx, spec); err != nil {
+		t.Fatalf("a call after the idle session ended: %v", err)
+	}
+	if c.Token() == before {
+		t.Error("an idle session outlived its timeout")
+	}
+}
+
+// TestReloginAfterSessionEnds ends a connection's session under an open
+// handle, as a host restart or an administrator does (the host then
+// closes the session's NBD connections): a connection made with the
+// password logs in again and its reads go on; one made with a token
+// cannot, and says the session ended.
+func TestReloginAfterSessionEnds(t *testing.T) {
+	ctx := context.Background()
+	h := startHost(t, nil)
+	setup := h.connect(t, "nbdssl")
+	spec := vdisk.Spec{Disk: "relogin"}
+	if err := setup.Create(ctx, spec, vdisk.CreateParams{Capacity: 8 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	endOthers := func() {
+		t.Helper()
+		// A fresh session of the same user ends all the others.
+		k, err := vdisk.Connect(ctx, h.params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		k.Token() // keep its session past Close: it is the survivor
+		if _, err := k.Cleanup(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := h.connect(t, "nbdssl")
+	d, err := c.Open(ctx, spec, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	want := bytes.Repeat([]byte{7}, 1<<20)
+	if _, err := d.WriteAt(want, 0); err != nil {
+		t.Fatal(err)
+	}
+	endOthers()
+	got := make([]byte, len(want))
+	if _, err := d.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read after the session ended: %v", err)
+	}
+	if _, err := d.WriteAt(want, 2<<20); err != nil {
+		t.Fatalf("write after the session ended: %v", err)
+	}
+	if _, err := c.Disk(ctx, spec); err != nil {
+		t.Fatalf("an API call after the session ended: %v", err)
+	}
+
+	p := h.params
+	p.User, p.Password, p.Token, p.Transports = "", "", c.Token(), "nbdssl"
+	tc, err := vdisk.Connect(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	endOthers()
+	if _, err := tc.Disk(ctx, spec); err == nil || !strings.Contains(err.Error(), "session") {
+		t.Fatalf("a token connection after its session ended: %v", err)
 	}
 }

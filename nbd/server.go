@@ -35,6 +35,12 @@ type Export struct {
 	// out per-connection resources (an open handle, a connection slot) and
 	// release them here.
 	Close func()
+	// Attach, when set, is called when a connection enters transmission
+	// with this export, with a function that cuts the connection at once:
+	// no request is read after it, and replies not yet sent are dropped,
+	// so the client sees a lost connection (and may redial) rather than
+	// errors. kill may be called from any goroutine, any number of times.
+	Attach func(kill func())
 }
 
 // release calls e.Close if e is not nil and has one.
@@ -491,6 +497,18 @@ func (c *conn) stop() {
 	}
 }
 
+// kill cuts the connection: its socket is closed, so nothing more is read
+// or written.
+func (c *conn) kill() {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.stopping.Store(true)
+	c.raw.Close()
+	if c.done != nil {
+		c.done()
+	}
+}
+
 func (c *conn) log() *slog.Logger {
 	return c.s.o.Logger.With("remote", c.raw.RemoteAddr().String())
 }
@@ -529,6 +547,9 @@ func (c *conn) serve(ctx context.Context) {
 	}
 	c.raw.SetDeadline(time.Time{})
 	c.dmu.Unlock()
+	if c.exp.Attach != nil {
+		c.exp.Attach(c.kill)
+	}
 	if c.fc != nil {
 		// Replies get the larger buffer, when the budget has room: a
 		// 256 KiB READ reply leaves in one system call.

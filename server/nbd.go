@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -25,6 +26,22 @@ const DirtyBitmapPrefix = "qemu:dirty-bitmap:"
 type nbdConn struct {
 	h       *datastore.Handle
 	session string
+
+	mu   sync.Mutex
+	kill func() // cuts the NBD connection, once it is in transmission
+}
+
+// end cuts the connection, then closes its handle: the client sees the
+// connection lost (not an error on each request in flight) and may redial
+// with a new session.
+func (c *nbdConn) end() {
+	c.mu.Lock()
+	kill := c.kill
+	c.mu.Unlock()
+	if kill != nil {
+		kill()
+	}
+	c.h.Close()
 }
 
 // newNBD returns the NBD server for the TLS listeners (tc set) or the
@@ -120,6 +137,11 @@ func (s *Server) lookup(ctx context.Context, name string) (*nbd.Export, error) {
 		Disk:        &meteredDisk{Handle: h, m: s.metrics},
 		ReadOnly:    h.ReadOnly(),
 		Contexts:    ctxs,
+		Attach: func(kill func()) {
+			c.mu.Lock()
+			c.kill = kill
+			c.mu.Unlock()
+		},
 		Close: func() {
 			h.Close()
 			s.mu.Lock()

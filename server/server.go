@@ -486,7 +486,7 @@ func (s *Server) sessionEnded(sess auth.Session) {
 	delete(s.conns, sess.ID)
 	s.mu.Unlock()
 	for c := range conns {
-		c.h.Close()
+		c.end()
 	}
 	// Its leases end with it: a lease held by nobody would keep the
 	// disk from consolidating, relocating or being deleted for ever.

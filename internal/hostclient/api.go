@@ -32,7 +32,7 @@ func (c *Client) Login(ctx context.Context, user, password string) (hostapi.Sess
 	if err := c.Do(ctx, "POST", "/api/v1/login", map[string]string{"user": user, "password": password}, &out); err != nil {
 		return hostapi.Session{}, err
 	}
-	c.token = out.Token
+	c.setToken(out.Token)
 	return out.Session, nil
 }
 

@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vdisk-project/vdisk/disk"
@@ -65,10 +66,16 @@ type Client struct {
 	server  string
 	hc      *http.Client
 	tls     *tls.Config
-	token   string
 	timeout time.Duration
 	retries int
 	log     *slog.Logger
+
+	mu    sync.Mutex
+	token string
+	// user and password, when KeepLoggedIn set them, log in again when
+	// the host says the session has ended; relogin serializes that.
+	user, password string
+	relogin        sync.Mutex
 }
 
 // Error is a failed API call: the host's error body.
@@ -163,7 +170,50 @@ func (c *Client) Server() string { return c.server }
 func (c *Client) TLSConfig() *tls.Config { return c.tls }
 
 // Token returns the session token.
-func (c *Client) Token() string { return c.token }
+func (c *Client) Token() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token
+}
+
+func (c *Client) setToken(t string) {
+	c.mu.Lock()
+	c.token = t
+	c.mu.Unlock()
+}
+
+// KeepLoggedIn makes the client log in again as user, once per call, when
+// the host answers that its session has ended: it expired (its lifetime),
+// an administrator ended it, or the host restarted, which ends them all.
+// A backup that holds the password so survives them; a changed password
+// still ends it.
+func (c *Client) KeepLoggedIn(user, password string) {
+	c.mu.Lock()
+	c.user, c.password = user, password
+	c.mu.Unlock()
+}
+
+// loginAgain logs in again after a call made with token stale failed on an
+// ended session; if another goroutine already did, it does nothing.
+func (c *Client) loginAgain(ctx context.Context, stale string) error {
+	c.relogin.Lock()
+	defer c.relogin.Unlock()
+	c.mu.Lock()
+	user, password, now := c.user, c.password, c.token
+	c.mu.Unlock()
+	if now != stale {
+		return nil
+	}
+	c.log.Info("hostclient: the session ended; logging in again", "server", c.server, "user", user)
+	_, err := c.Login(ctx, user, password)
+	return err
+}
+
+// sessionEnded reports whether err is the host refusing a session token.
+func sessionEnded(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusUnauthorized
+}
 
 // Close drops idle connections.
 func (c *Client) Close() { c.hc.CloseIdleConnections() }
@@ -178,6 +228,25 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 			return err
 		}
 	}
+	stale := c.Token()
+	err := c.do(ctx, method, path, b, out)
+	if sessionEnded(err) && path != "/api/v1/login" && stale != "" {
+		c.mu.Lock()
+		keep := c.user != ""
+		c.mu.Unlock()
+		if keep {
+			if lerr := c.loginAgain(ctx, stale); lerr != nil {
+				return errors.Join(err, lerr)
+			}
+			// The host refused the call before doing it, so it is
+			// made again with the new session.
+			return c.do(ctx, method, path, b, out)
+		}
+	}
+	return err
+}
+
+func (c *Client) do(ctx context.Context, method, path string, b []byte, out any) error {
 	tries := 1
 	if method == http.MethodGet {
 		tries += c.retries
@@ -212,8 +281,8 @@ func (c *Client) once(ctx context.Context, method, path string, body []byte, out
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if tok := c.Token(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
