@@ -246,25 +246,25 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	return err
 }
 
+// do is one call, retried with backoff on a transient failure: a GET up
+// to c.retries times, any other call only when it never reached the host.
 func (c *Client) do(ctx context.Context, method, path string, b []byte, out any) error {
-	tries := 1
-	if method == http.MethodGet {
-		tries += c.retries
-	}
 	var err error
-	for i := range tries {
+	for i := 0; ; i++ {
 		if i > 0 {
 			if werr := Backoff(ctx, i); werr != nil {
 				return errors.Join(err, werr)
 			}
 		}
 		err = c.once(ctx, method, path, b, out)
-		if err == nil || !Transient(err) {
+		if err == nil || !Transient(err) || i >= c.retries {
 			return err
+		}
+		if method != http.MethodGet && !neverSent(err) {
+			return err // the host may have done it: not repeated
 		}
 		c.log.Debug("hostclient: retrying", "method", method, "path", path, "err", err)
 	}
-	return err
 }
 
 func (c *Client) once(ctx context.Context, method, path string, body []byte, out any) error {
@@ -331,6 +331,14 @@ func Transient(err error) bool {
 		return ae.DiskCode() == disk.ErrBusy || ae.Status == http.StatusBadGateway || ae.Status == http.StatusServiceUnavailable
 	}
 	return disk.CodeOf(err) == disk.ErrBusy || disk.CodeOf(err) == disk.ErrAccess || errors.Is(err, context.DeadlineExceeded)
+}
+
+// neverSent reports whether a call failed before reaching the host (no
+// connection could be made: it is restarting, or the network is down), so
+// that even a call that changes something may be tried again.
+func neverSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // Backoff waits before retry i (1-based): 100 ms doubling up to 5 s.
