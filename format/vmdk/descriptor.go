@@ -28,6 +28,12 @@ const (
 	lineHeader                 // key=value before the extents
 	lineExtent                 // an extent description
 	lineDDB                    // ddb.key = "value"
+	// lineJunk is an unparsable line in the disk database, which comes
+	// last in a descriptor: what a write torn by a crash leaves (a line cut
+	// where one sector's new text meets the next sector's old). It is
+	// skipped, and dropped when the descriptor is written again; the same
+	// line before the database (the header, the extents) is corruption.
+	lineJunk
 )
 
 type descLine struct {
@@ -53,6 +59,7 @@ type descriptor struct {
 	lines   []descLine
 	extents []extentLine
 	crlf    bool
+	junk    int // lineJunk lines read
 }
 
 // parseDescriptor parses descriptor text. Trailing NUL padding is ignored.
@@ -66,7 +73,7 @@ func parseDescriptor(b []byte) (*descriptor, error) {
 	d := &descriptor{crlf: bytes.Contains(b, []byte("\r\n"))}
 	text := string(b)
 	text = strings.TrimSuffix(text, "\n")
-	sawVersion := false
+	sawVersion, sawDDB := false, false
 	for _, raw := range strings.Split(text, "\n") {
 		raw = strings.TrimSuffix(raw, "\r")
 		if len(raw) > maxLineBytes {
@@ -89,6 +96,11 @@ func parseDescriptor(b []byte) (*descriptor, error) {
 		default:
 			k, v, ok := strings.Cut(t, "=")
 			if !ok {
+				if sawDDB {
+					l.kind = lineJunk
+					d.junk++
+					break
+				}
 				return nil, disk.Errorf(disk.ErrCorrupt, "vmdk: invalid descriptor line %q", clip(t))
 			}
 			l.key = strings.TrimSpace(k)
@@ -96,6 +108,12 @@ func parseDescriptor(b []byte) (*descriptor, error) {
 			l.kind = lineHeader
 			if strings.HasPrefix(strings.ToLower(l.key), "ddb.") {
 				l.kind = lineDDB
+				if tv := strings.TrimSpace(v); strings.HasPrefix(tv, "\"") && (len(tv) < 2 || !strings.HasSuffix(tv, "\"")) {
+					// A quoted value cut short: a torn line.
+					l.kind = lineJunk
+					d.junk++
+				}
+				sawDDB = true
 			}
 			if strings.EqualFold(l.key, "version") {
 				sawVersion = true
@@ -311,6 +329,9 @@ func (d *descriptor) bytes() []byte {
 	}
 	var b strings.Builder
 	for _, l := range d.lines {
+		if l.kind == lineJunk {
+			continue
+		}
 		b.WriteString(l.text)
 		b.WriteString(nl)
 	}

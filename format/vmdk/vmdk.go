@@ -1,6 +1,7 @@
 package vmdk
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -740,7 +741,7 @@ func (d *Disk) writeDescriptor(l *link) error {
 		buf := make([]byte, room)
 		copy(buf, b)
 		pos := int64(se.h.DescriptorOffset) * disk.SectorSize
-		if _, err := se.f.WriteAt(buf, pos); err != nil {
+		if err := writeChangedSectors(se.f, buf, pos); err != nil {
 			return disk.Wrap(err, "vmdk: write descriptor", l.path, pos)
 		}
 		return se.f.Sync()
@@ -753,6 +754,38 @@ func (d *Disk) writeDescriptor(l *link) error {
 		return disk.Wrap(err, "vmdk: write descriptor", l.path, -1)
 	}
 	return d.relockDescriptor(l)
+}
+
+// writeChangedSectors writes buf at pos, but only the sectors whose bytes
+// differ from what the file holds. An embedded descriptor is rewritten in
+// place, so a crash can leave some sectors new and others old; writing
+// only the changed ones keeps that to the sectors a change moved, which
+// for a metadata key are those of the disk database at the descriptor's
+// end, where a torn line is skipped (lineJunk) rather than fatal.
+func writeChangedSectors(f interface {
+	io.ReaderAt
+	io.WriterAt
+}, buf []byte, pos int64) error {
+	old := make([]byte, len(buf))
+	if n, err := f.ReadAt(old, pos); err != nil && n < len(old) {
+		_, werr := f.WriteAt(buf, pos)
+		return werr
+	}
+	for s := 0; s < len(buf); s += disk.SectorSize {
+		e := min(s+disk.SectorSize, len(buf))
+		if bytes.Equal(buf[s:e], old[s:e]) {
+			continue
+		}
+		// Runs of changed sectors go out in one write.
+		for e < len(buf) && !bytes.Equal(buf[e:min(e+disk.SectorSize, len(buf))], old[e:min(e+disk.SectorSize, len(buf))]) {
+			e = min(e+disk.SectorSize, len(buf))
+		}
+		if _, err := f.WriteAt(buf[s:e], pos+int64(s)); err != nil {
+			return err
+		}
+		s = e - disk.SectorSize
+	}
+	return nil
 }
 
 // relockDescriptor moves a link's descriptor locks to the file that now
