@@ -134,6 +134,24 @@ func (c *checker) checkLink(ctx context.Context, path string, leaf bool) (string
 		if desc, err = readEmbeddedDescriptor(f, h, st.Size()); err != nil {
 			c.problem(path, "error", "embedded descriptor: %v", err)
 		}
+		if desc != nil && desc.junk > 0 {
+			p := c.problem(path, "warning", "embedded descriptor: %d unparsable line(s) in the disk database, as a torn write leaves them; they are skipped", desc.junk)
+			if repair {
+				room := int64(h.DescriptorSize) * disk.SectorSize
+				if b := desc.bytes(); int64(len(b)) <= room {
+					buf := make([]byte, room)
+					copy(buf, b)
+					pos := int64(h.DescriptorOffset) * disk.SectorSize
+					if err := writeChangedSectors(f, buf, pos); err != nil {
+						return "", disk.Wrap(err, "vmdk: repair", path, pos)
+					}
+					if err := f.Sync(); err != nil {
+						return "", disk.Wrap(err, "vmdk: repair", path, -1)
+					}
+					c.repaired(p)
+				}
+			}
+		}
 		c.refs = flatRefs(filepath.Dir(path), desc)
 		if h.Capacity == 0 && h.DescriptorOffset != 0 && desc == nil {
 			// The descriptor of a container is unreadable: which bytes
@@ -174,6 +192,15 @@ func (c *checker) checkLink(ctx context.Context, path string, leaf bool) (string
 		if desc, err = parseDescriptor(b); err != nil {
 			c.problem(path, "error", "descriptor: %v", err)
 			return "", nil
+		}
+		if desc.junk > 0 {
+			p := c.problem(path, "warning", "descriptor: %d unparsable line(s) in the disk database, as a torn write leaves them; they are skipped", desc.junk)
+			if repair {
+				if err := disk.WriteFileAtomic(c.fsys, path, desc.bytes(), st.Mode().Perm()); err != nil {
+					return "", disk.Wrap(err, "vmdk: repair", path, -1)
+				}
+				c.repaired(p)
+			}
 		}
 		c.refs = flatRefs(filepath.Dir(path), desc)
 		c.checkExtentFiles(ctx, path, desc, repair)

@@ -122,3 +122,69 @@ func TestMetadataWriteTorn(t *testing.T) {
 		v.Close()
 	}
 }
+
+// TestCheckTornDescriptor: Check reports a torn disk-database line as a
+// warning (the image is usable), and repair writes the descriptor again
+// without it, embedded in a sparse extent and as a file of its own.
+func TestCheckTornDescriptor(t *testing.T) {
+	for _, sub := range []Subformat{MonolithicSparse, MonolithicFlat} {
+		t.Run(string(sub), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "d.vmdk")
+			d, err := Create(ctx, path, 8<<20, &CreateOptions{Subformat: sub})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			torn := []byte("ddb.toolsVer\xfe\xff")
+			area := b // a descriptor file is all descriptor
+			if sub == MonolithicSparse {
+				off := int64(binary.LittleEndian.Uint64(b[28:])) * disk.SectorSize
+				size := int64(binary.LittleEndian.Uint64(b[36:])) * disk.SectorSize
+				area = b[off : off+size]
+			}
+			text := bytes.TrimRight(area, "\x00")
+			at := bytes.Index(text, []byte("ddb."))
+			if at < 0 {
+				t.Fatal("no disk database")
+			}
+			nl := at + bytes.IndexByte(text[at:], '\n') + 1
+			newText := append(append(append([]byte(nil), text[:nl]...), append(torn, '\n')...), text[nl:]...)
+			if sub == MonolithicSparse {
+				copy(area, newText) // the area keeps its size; padding follows
+			} else {
+				b = newText
+			}
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r, err := Check(ctx, path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !r.Clean() || len(r.Problems) != 1 || r.Problems[0].Severity != "warning" {
+				t.Fatalf("check of a torn line: %+v", r)
+			}
+			r, err = Check(ctx, path, &CheckOptions{Repair: RepairAll})
+			if err != nil || r.Repaired != 1 {
+				t.Fatalf("repair: %+v, %v", r, err)
+			}
+			if after, _ := os.ReadFile(path); bytes.Contains(after, torn) {
+				t.Error("the torn line is still there after repair")
+			}
+			if r, err := Check(ctx, path, nil); err != nil || len(r.Problems) != 0 {
+				t.Errorf("check after repair: %+v, %v", r, err)
+			}
+			v, err := Open(ctx, path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v.Close()
+		})
+	}
+}
