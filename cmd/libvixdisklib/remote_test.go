@@ -78,6 +78,37 @@ func remoteHost(t *testing.T) (*servertest.Host, string, string, string, []byte)
 	return h, vm.MoRef, sn.ID, vm.Disks[0].DatastorePath, snapData
 }
 
+// hostDisk reads a host disk whole through a new kit connection, and
+// returns its bytes and the bytes QueryAllocatedBlocks reports allocated
+// (in 64 KiB chunks).
+func hostDisk(t *testing.T, h *servertest.Host, spec vdisk.Spec) ([]byte, int64) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := vdisk.Connect(ctx, vdisk.ConnectParams{Server: h.API, User: "admin", Password: servertest.Password, Thumbprint: h.Thumbprint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d, err := c.Open(ctx, spec, vdisk.OpenReadOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	got := make([]byte, d.Size())
+	if _, err := d.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := d.QueryAllocatedBlocks(ctx, 0, d.Size(), 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, b := range blocks {
+		n += b.Length
+	}
+	return got, n
+}
+
 // sha1Thumbprint is the SHA-1 fingerprint of the host's certificate, as
 // VDDK programs pass it.
 func sha1Thumbprint(t *testing.T, addr string) string {
@@ -181,22 +212,7 @@ func TestPluginRemote(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx := context.Background()
-		c, err := vdisk.Connect(ctx, vdisk.ConnectParams{Server: h.API, User: "admin", Password: servertest.Password, Thumbprint: h.Thumbprint})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		d, err := c.Open(ctx, vdisk.Spec{VM: "web01", Key: "scsi0:0"}, vdisk.OpenReadOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		got := make([]byte, len(wantDisk))
-		if _, err := d.ReadAt(got, 0); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, wantDisk) {
+		if got, _ := hostDisk(t, h, vdisk.Spec{VM: "web01", Key: "scsi0:0"}); !bytes.Equal(got, wantDisk) {
 			t.Fatal("the disk written over four connections differs from what was written")
 		}
 	})
@@ -358,23 +374,7 @@ func TestPluginWriteZeroesRemote(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: nbdkit: %v\n%s", mode, err, out)
 		}
-		d, err := c.Open(ctx, spec, vdisk.OpenReadOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blocks, err := d.QueryAllocatedBlocks(ctx, 0, size, 64<<10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var n int64
-		for _, b := range blocks {
-			n += b.Length
-		}
-		got := make([]byte, size)
-		if _, err := d.ReadAt(got, 0); err != nil {
-			t.Fatal(err)
-		}
-		d.Close()
+		got, n := hostDisk(t, h, spec)
 		want, _ := os.ReadFile(src)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("%s: the host disk differs from the source", mode)

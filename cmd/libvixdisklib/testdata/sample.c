@@ -6,19 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vixDiskLib.h"
-
-#define CHECK(call)                                                        \
-  do {                                                                     \
-    VixError err_ = (call);                                                \
-    if (VIX_FAILED(err_)) {                                                \
-      char *msg_ = VixDiskLib_GetErrorText(err_, NULL);                    \
-      fprintf(stderr, "%s:%d: %s: error %llu: %s\n", __FILE__, __LINE__,   \
-              #call, (unsigned long long)err_, msg_);                      \
-      VixDiskLib_FreeErrorText(msg_);                                      \
-      exit(1);                                                             \
-    }                                                                      \
-  } while (0)
+#include "vixcheck.h"
 
 static void logf_(const char *fmt, va_list ap) {
   fputs("log: ", stdout);

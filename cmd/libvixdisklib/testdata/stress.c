@@ -24,23 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vixDiskLib.h"
+#include "vixcheck.h"
 
 #define FAIL(...)                     \
   do {                                \
     fprintf(stderr, __VA_ARGS__);     \
     fputc('\n', stderr);              \
     exit(1);                          \
-  } while (0)
-
-#define CHECK(call)                                                        \
-  do {                                                                     \
-    VixError err_ = (call);                                                \
-    if (VIX_FAILED(err_)) {                                                \
-      char *msg_ = VixDiskLib_GetErrorText(err_, NULL);                    \
-      FAIL("%s:%d: %s: error %llu: %s", __FILE__, __LINE__, #call,         \
-           (unsigned long long)err_, msg_);                                \
-    }                                                                      \
   } while (0)
 
 enum { THREADS = 8, ROUNDS = 120, BATCH = 8, MAXSECT = 160 };
