@@ -137,19 +137,11 @@ func (c *checker) checkLink(ctx context.Context, path string, leaf bool) (string
 		if desc != nil && desc.junk > 0 {
 			p := c.problem(path, "warning", "embedded descriptor: %d unparsable line(s) in the disk database, as a torn write leaves them; they are skipped", desc.junk)
 			if repair {
-				room := int64(h.DescriptorSize) * disk.SectorSize
-				if b := desc.bytes(); int64(len(b)) <= room {
-					buf := make([]byte, room)
-					copy(buf, b)
-					pos := int64(h.DescriptorOffset) * disk.SectorSize
-					if err := writeChangedSectors(f, buf, pos); err != nil {
-						return "", disk.Wrap(err, "vmdk: repair", path, pos)
-					}
-					if err := f.Sync(); err != nil {
-						return "", disk.Wrap(err, "vmdk: repair", path, -1)
-					}
-					c.repaired(p)
+				// Dropping lines only shortens the text: it always fits.
+				if err := writeEmbeddedDescriptor(f, h, desc.bytes(), path); err != nil {
+					return "", err
 				}
+				c.repaired(p)
 			}
 		}
 		c.refs = flatRefs(filepath.Dir(path), desc)

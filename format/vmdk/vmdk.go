@@ -734,17 +734,7 @@ func (d *Disk) writeDescriptor(l *link) error {
 		return d.writeContainerDescriptor(l, b)
 	}
 	if se := l.embedded; se != nil {
-		room := int64(se.h.DescriptorSize) * disk.SectorSize
-		if int64(len(b)) > room {
-			return disk.Errorf(disk.ErrNoSpace, "vmdk: %s: descriptor of %d bytes does not fit the %d bytes reserved for it", l.path, len(b), room)
-		}
-		buf := make([]byte, room)
-		copy(buf, b)
-		pos := int64(se.h.DescriptorOffset) * disk.SectorSize
-		if err := writeChangedSectors(se.f, buf, pos); err != nil {
-			return disk.Wrap(err, "vmdk: write descriptor", l.path, pos)
-		}
-		return se.f.Sync()
+		return writeEmbeddedDescriptor(se.f, se.h, b, l.path)
 	}
 	perm := fs.FileMode(0o644) // as Create makes it
 	if st, err := d.fsys.Stat(l.path); err == nil {
@@ -754,6 +744,23 @@ func (d *Disk) writeDescriptor(l *link) error {
 		return disk.Wrap(err, "vmdk: write descriptor", l.path, -1)
 	}
 	return d.relockDescriptor(l)
+}
+
+// writeEmbeddedDescriptor writes descriptor text b into the area the
+// sparse header h reserves for it in f (padded with NULs, changed sectors
+// only), and syncs.
+func writeEmbeddedDescriptor(f disk.File, h *sparseHeader, b []byte, path string) error {
+	room := int64(h.DescriptorSize) * disk.SectorSize
+	if int64(len(b)) > room {
+		return disk.Errorf(disk.ErrNoSpace, "vmdk: %s: descriptor of %d bytes does not fit the %d bytes reserved for it", path, len(b), room)
+	}
+	buf := make([]byte, room)
+	copy(buf, b)
+	pos := int64(h.DescriptorOffset) * disk.SectorSize
+	if err := writeChangedSectors(f, buf, pos); err != nil {
+		return disk.Wrap(err, "vmdk: write descriptor", path, pos)
+	}
+	return f.Sync()
 }
 
 // writeChangedSectors writes buf at pos, but only the sectors whose bytes
@@ -771,19 +778,24 @@ func writeChangedSectors(f interface {
 		_, werr := f.WriteAt(buf, pos)
 		return werr
 	}
-	for s := 0; s < len(buf); s += disk.SectorSize {
+	changed := func(s int) bool {
 		e := min(s+disk.SectorSize, len(buf))
-		if bytes.Equal(buf[s:e], old[s:e]) {
+		return !bytes.Equal(buf[s:e], old[s:e])
+	}
+	for s := 0; s < len(buf); {
+		if !changed(s) {
+			s += disk.SectorSize
 			continue
 		}
-		// Runs of changed sectors go out in one write.
-		for e < len(buf) && !bytes.Equal(buf[e:min(e+disk.SectorSize, len(buf))], old[e:min(e+disk.SectorSize, len(buf))]) {
-			e = min(e+disk.SectorSize, len(buf))
+		e := s + disk.SectorSize // a run of changed sectors goes out in one write
+		for e < len(buf) && changed(e) {
+			e += disk.SectorSize
 		}
+		e = min(e, len(buf))
 		if _, err := f.WriteAt(buf[s:e], pos+int64(s)); err != nil {
 			return err
 		}
-		s = e - disk.SectorSize
+		s = e
 	}
 	return nil
 }
