@@ -59,41 +59,53 @@ func TestKitSurvivesHostRestart(t *testing.T) {
 	if err := d.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	// A reader keeps requests in flight on every connection while the
-	// host goes down and comes back, and goes on until it has read the
-	// whole disk three times after the restart.
-	var rounds atomic.Int64
-	stop := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 1<<20)
-		for {
-			for off := int64(0); off < size; off += int64(len(buf)) {
-				if _, err := d.ReadAt(buf, off); err != nil {
-					done <- err
-					return
-				}
-				if !bytes.Equal(buf, model[off:off+int64(len(buf))]) {
-					done <- fmt.Errorf("round %d: the read at %d differs from the model", rounds.Load(), off)
-					return
-				}
-			}
-			rounds.Add(1)
-			select {
-			case <-stop:
-				done <- nil
-				return
-			default:
-			}
+	// Four readers, each over its quarter of the disk, keep requests in
+	// flight on the handle's connections while the host goes down and
+	// comes back; they go on until each has read its quarter three more
+	// times after the restart. rounds counts the rounds of the slowest.
+	const readers = 4
+	var perReader [readers]atomic.Int64
+	rounds := func() int64 {
+		m := perReader[0].Load()
+		for i := range perReader {
+			m = min(m, perReader[i].Load())
 		}
-	}()
-	for rounds.Load() < 2 {
+		return m
+	}
+	stop := make(chan struct{})
+	done := make(chan error, readers)
+	for r := range readers {
+		go func() {
+			buf := make([]byte, 256<<10)
+			lo, hi := int64(r)*size/readers, int64(r+1)*size/readers
+			for {
+				for off := lo; off < hi; off += int64(len(buf)) {
+					if _, err := d.ReadAt(buf, off); err != nil {
+						done <- err
+						return
+					}
+					if !bytes.Equal(buf, model[off:off+int64(len(buf))]) {
+						done <- fmt.Errorf("reader %d, round %d: the read at %d differs from the model", r, perReader[r].Load(), off)
+						return
+					}
+				}
+				perReader[r].Add(1)
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+			}
+		}()
+	}
+	for rounds() < 2 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	host.kill()
 	host = startChild(t, dir, pw, args...)
-	after := rounds.Load() + 3
-	for rounds.Load() < after {
+	after := rounds() + 3
+	for rounds() < after {
 		select {
 		case err := <-done:
 			t.Fatalf("reading across the restart: %v", err)
@@ -101,8 +113,10 @@ func TestKitSurvivesHostRestart(t *testing.T) {
 		}
 	}
 	close(stop)
-	if err := <-done; err != nil {
-		t.Fatalf("reading across the restart: %v", err)
+	for range readers {
+		if err := <-done; err != nil {
+			t.Fatalf("reading across the restart: %v", err)
+		}
 	}
 	// Writes after the restart are acknowledged and read back.
 	for i := range 8 {
