@@ -51,7 +51,7 @@ func cloneSource(t *testing.T, c *vdisk.Conn, path string, size int64) vdisk.Spe
 // qemu-img checks them clean and reads the same bytes.
 func TestCloneEveryType(t *testing.T) {
 	ctx := context.Background()
-	qemu := testenv.Tool(t, "qemu-img") != ""
+	testenv.Tool(t, "qemu-img")
 	c, err := vdisk.Connect(ctx, vdisk.ConnectParams{})
 	if err != nil {
 		t.Fatal(err)
@@ -91,13 +91,13 @@ func TestCloneEveryType(t *testing.T) {
 			if off, err := disk.Compare(ctx, a, b, nil); err != nil || off >= 0 {
 				t.Fatalf("the clone differs at %d (%v)", off, err)
 			}
-			if !qemu || typ == "seSparse" {
-				return
-			}
 			f := "vmdk"
-			if typ == "raw" {
+			switch typ {
+			case "raw":
 				f = "raw"
-			} else {
+			case "seSparse":
+				// qemu-img reads SEsparse but does not check it.
+			default:
 				testenv.Run(t, "qemu-img", "check", dst.Path)
 				info := testenv.Run(t, "qemu-img", "info", "--output=json", dst.Path)
 				want := typ
