@@ -19,10 +19,16 @@ var testPassword = []byte("correct horse")
 
 func newTestRepo(t testing.TB, st storage.Storage, encrypted bool) *Repository {
 	t.Helper()
+	return newRepoChunk(t, st, encrypted, testChunk)
+}
+
+// newRepoChunk is newTestRepo with chunks of the given size.
+func newRepoChunk(t testing.TB, st storage.Storage, encrypted bool, chunk int) *Repository {
+	t.Helper()
 	if st == nil {
 		st = mem.New()
 	}
-	r, err := Init(context.Background(), st, InitOptions{ChunkSize: testChunk, PackSize: MinPackSize,
+	r, err := Init(context.Background(), st, InitOptions{ChunkSize: chunk, PackSize: MinPackSize,
 		Password: testPassword, Unencrypted: !encrypted, ScryptN: 1024})
 	if err != nil {
 		t.Fatal(err)

@@ -22,16 +22,24 @@ const mergeChunk = 256 << 10
 
 func newMergeRepo(t testing.TB, st storage.Storage, encrypted bool) *Repository {
 	t.Helper()
-	if st == nil {
-		st = mem.New()
+	return newRepoChunk(t, st, encrypted, mergeChunk)
+}
+
+// randomPoint fills a new disk of chunks merge chunks with random bytes
+// and backs it up whole: the disk and the point.
+func randomPoint(t testing.TB, r *Repository, rng *rand.Rand, chunks int64) (*disktest.MemDisk, *Point) {
+	t.Helper()
+	d := disktest.NewMemDisk(chunks * mergeChunk)
+	b := make([]byte, d.Size())
+	fill(rng, b)
+	if _, err := d.WriteAt(b, 0); err != nil {
+		t.Fatal(err)
 	}
-	r, err := Init(context.Background(), st, InitOptions{ChunkSize: mergeChunk, PackSize: MinPackSize,
-		Password: testPassword, Unencrypted: !encrypted, ScryptN: 1024})
+	p, _, err := r.Backup(context.Background(), BackupOptions{Source: "s", Disks: []SourceDisk{{Name: "d", Disk: d}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { r.Close() })
-	return r
+	return d, p
 }
 
 // scatter makes ops random small changes to d (writes of random or
@@ -186,16 +194,7 @@ func TestPartialChunkParentGone(t *testing.T) {
 	st := mem.New()
 	r := newMergeRepo(t, st, true)
 	rng := rand.New(rand.NewPCG(23, 24))
-	d := disktest.NewMemDisk(16 * mergeChunk)
-	b := make([]byte, d.Size())
-	fill(rng, b)
-	if _, err := d.WriteAt(b, 0); err != nil {
-		t.Fatal(err)
-	}
-	p0, _, err := r.Backup(ctx, BackupOptions{Source: "s", Disks: []SourceDisk{{Name: "d", Disk: d}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, p0 := randomPoint(t, r, rng, 16)
 	for _, in := range objects(t, st, dataPrefix) {
 		if err := st.Delete(ctx, in.Name); err != nil {
 			t.Fatal(err)
@@ -273,16 +272,7 @@ func TestPartialChunkResume(t *testing.T) {
 	ctx := context.Background()
 	r := newMergeRepo(t, nil, true)
 	rng := rand.New(rand.NewPCG(25, 26))
-	d := disktest.NewMemDisk(48 * mergeChunk)
-	b := make([]byte, d.Size())
-	fill(rng, b)
-	if _, err := d.WriteAt(b, 0); err != nil {
-		t.Fatal(err)
-	}
-	p0, _, err := r.Backup(ctx, BackupOptions{Source: "s", Disks: []SourceDisk{{Name: "d", Disk: d}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, p0 := randomPoint(t, r, rng, 48)
 	var ch []disk.Extent
 	for c := int64(0); c < 48; c++ {
 		e := disk.Extent{Off: c*mergeChunk + rng.Int64N(mergeChunk-8192), Len: 8192}
